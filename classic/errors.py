@@ -1,0 +1,10 @@
+"""The one exception a user mistake raises.
+
+Why a single type: every entry point (CLI, app, scripts) catches it and prints its message as
+one line with exit code 2, so a bad file or flag never shows a traceback. `styleprompt`
+re-exports it, so both packages speak the same error while `classic` stays independent.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input: the message says what is wrong and what to do."""

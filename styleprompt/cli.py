@@ -1,0 +1,50 @@
+"""The `styleprompt` command line: one subcommand per module in `styleprompt.commands`.
+
+Why this shape: each feature owns its own small command module, and this file only wires them
+together and turns a `UserError` into one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from styleprompt.errors import UserError
+
+# Subcommands, in the order `--help` lists them. Each name is a module in styleprompt.commands.
+COMMANDS: list[str] = [
+    "train",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="styleprompt",
+        description="Learn a style word <S> by textual inversion; compare it with classic style transfer.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"styleprompt.commands.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user mistake prints one line and returns 2, never a traceback."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
