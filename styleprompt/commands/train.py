@@ -1,0 +1,60 @@
+"""`styleprompt train` (and `train_style_token.py`): flags -> TrainConfig -> training.train."""
+
+from __future__ import annotations
+
+import argparse
+
+from styleprompt.config import TrainConfig
+from styleprompt.models import DEFAULT_MODEL
+
+_DEFAULTS = TrainConfig(images="")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    parser.add_argument("--images", required=True, help="folder of 3-20 artworks in one style (jpg, png, webp)")
+    parser.add_argument("--token", default=d.token, help="the new style word, e.g. <my-style> (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, diffusers folder, .safetensors file, or tiny")
+    parser.add_argument("--output", default=d.output, help="run folder (default: %(default)s)")
+    parser.add_argument("--init-word", default=d.init_word, help="word the token starts from (default: %(default)s)")
+    parser.add_argument("--vectors", type=int, default=d.vectors, help="embedding vectors per token (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--resolution", type=int, default=None, help="training size in pixels (default: the model's own)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
+    parser.add_argument("--scale-lr", action="store_true", help="multiply lr by grad-accum x batch x processes")
+    parser.add_argument("--lr-scheduler", default=d.lr_scheduler, choices=["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"])
+    parser.add_argument("--lr-warmup-steps", type=int, default=d.lr_warmup_steps)
+    parser.add_argument("--property", dest="learnable_property", default="style", choices=["style", "object"])
+    parser.add_argument("--save-every", type=int, default=d.save_every, help="write an intermediate embedding every N steps")
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="write a resumable checkpoint every N steps")
+    parser.add_argument("--preview-every", type=int, default=d.preview_every, help="render a preview image every N steps (0: never)")
+    parser.add_argument("--preview-prompt", default=d.preview_prompt, help="{token} is replaced by the token (default: %(default)r)")
+    parser.add_argument("--preview-steps", type=int, default=d.preview_steps, help="sampling steps of a preview")
+    parser.add_argument("--mixed-precision", default=d.mixed_precision, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="learn a style token from a folder of artworks")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from styleprompt.training import train
+
+    result = train(config_from_args(args))
+    state = "stopped early at" if result.stopped_early else "finished"
+    loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+    print(f"{state} step {result.steps_done}{loss}; embedding: {result.embedding_path}")
+    return 0

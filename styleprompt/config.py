@@ -1,0 +1,58 @@
+"""Training settings as plain values. The defaults are the recipe we recommend for styles on SD 1.5.
+
+Where the defaults come from (README "Training defaults" repeats this):
+- lr 5e-3, constant: AUTOMATIC1111's textual-inversion default (0.005), which works for styles
+  with a few vectors; diffusers' example uses 5e-4 x grad_accum x batch (= 2e-3 here) with --scale-lr.
+- vectors 4: styles carry more than one word's worth of information; A1111 and the textual
+  inversion paper's follow-ups use 4-8 vectors for styles and 1-2 for objects.
+- steps 2000 with grad_accum 4, batch 1: diffusers' example style recipe runs 3000 steps of
+  grad_accum 4; styles converge earlier (use `styleprompt pick` on the saved steps).
+- init word "painting": the style-templates start every token near "painting".
+- AdamW (0.9, 0.999, weight decay 1e-2, eps 1e-8): diffusers' example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from styleprompt.models import DEFAULT_MODEL
+from styleprompt.templates import DEFAULT_PREVIEW_PROMPT
+
+
+@dataclass
+class TrainConfig:
+    images: str
+    token: str = "<my-style>"
+    model: str = DEFAULT_MODEL
+    output: str = "outputs/style-token"
+    init_word: str = "painting"
+    vectors: int = 4
+    steps: int = 2000
+    resolution: int | None = None  # None: the model's native size (512 on SD 1.5)
+    batch_size: int = 1
+    grad_accum: int = 4
+    lr: float = 5e-3
+    scale_lr: bool = False
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    learnable_property: str = "style"
+    save_every: int = 250
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 2
+    preview_every: int = 250
+    preview_prompt: str = DEFAULT_PREVIEW_PROMPT
+    preview_steps: int = 25
+    preview_guidance: float = 7.5
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    resume: str | None = None
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

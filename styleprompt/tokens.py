@@ -1,0 +1,98 @@
+"""Placeholder tokens: adding them to a tokenizer and text encoder, and saving what was learned.
+
+Why the naming `<tok>`, `<tok>_1`, ... `<tok>_{n-1}`: it is what diffusers'
+`load_textual_inversion` creates for an n-vector embedding, so a token trained here and the same
+file loaded later by plain diffusers tokenize identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from classic.files import atomic_path
+from styleprompt.errors import UserError
+
+DIFFUSERS_WEIGHT_NAME = "learned_embeds.safetensors"
+
+
+def token_names(token: str, num_vectors: int) -> list[str]:
+    """The tokenizer entries of an n-vector placeholder, in diffusers' naming."""
+    return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
+
+
+def expand_token(text: str, token: str, num_vectors: int) -> str:
+    """Replace `token` in a prompt by all its vectors' names ("<s> <s>_1 <s>_2")."""
+    return text.replace(token, " ".join(token_names(token, num_vectors)))
+
+
+def validate_token_name(token: str) -> None:
+    if not token or any(c.isspace() for c in token):
+        raise UserError(f"invalid token {token!r}: use one word without spaces, such as <my-style>")
+
+
+def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int, init_word: str) -> list[int]:
+    """Add the placeholder's entries, grow the embedding table, initialise the new rows.
+
+    Each new row starts as the mean of the initializer word's sub-token embeddings, so training
+    starts from a meaningful point ("painting") rather than noise.
+    """
+    validate_token_name(token)
+    if num_vectors < 1:
+        raise UserError(f"--vectors must be at least 1 (got {num_vectors})")
+    names = token_names(token, num_vectors)
+    vocab = tokenizer.get_vocab()
+    taken = [n for n in names if n in vocab]
+    if taken:
+        raise UserError(f"token {taken[0]!r} is already in the tokenizer's vocabulary; choose another --token such as <{token.strip('<>')}-style>")
+    init_ids = tokenizer.encode(init_word, add_special_tokens=False)
+    if not init_word.strip() or not init_ids:
+        raise UserError(f"--init-word {init_word!r} gives no tokens; use an ordinary word such as painting")
+    added = tokenizer.add_tokens(names)
+    if added != num_vectors:
+        raise UserError(f"token {token!r} collides with an existing tokenizer entry; choose another --token")
+    ids = tokenizer.convert_tokens_to_ids(names)
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        init = weight[init_ids].float().mean(dim=0)
+        for i in ids:
+            weight[i] = init.to(weight.dtype)
+    return list(ids)
+
+
+def embedding_width(text_encoder) -> int:
+    return int(text_encoder.get_input_embeddings().weight.shape[1])
+
+
+def file_sha256(path: str | os.PathLike, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def save_diffusers_embedding(
+    path: str | os.PathLike, token: str, vectors: torch.Tensor, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write diffusers' `{token: tensor[n, d]}` safetensors file, atomically.
+
+    This is the file `pipe.load_textual_inversion(path)` reads unchanged.
+    """
+    from safetensors.torch import save_file
+
+    tensor = vectors.detach().to("cpu", torch.float32).contiguous()
+    if tensor.dim() == 1:
+        tensor = tensor.unsqueeze(0)
+    if not torch.isfinite(tensor).all():
+        raise UserError(f"refusing to save {path}: the embedding has NaN or infinite values")
+    meta = {"format": "pt", "styleprompt.token": token, "styleprompt.vectors": str(tensor.shape[0])}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        save_file({token: tensor}, str(tmp), metadata=meta)
+    return target

@@ -1,0 +1,458 @@
+"""Textual inversion of a style: one readable training loop on accelerate.
+
+The math is diffusers' `examples/textual_inversion`: encode the artwork to latents, add noise at a
+random timestep, predict the noise (or the velocity, by the scheduler's prediction type) with the
+frozen UNet conditioned on a prompt holding the placeholder, and descend the MSE on the
+placeholder's embedding rows only. What differs, and why:
+- Only the placeholder rows are a parameter (`LearnedTokens`), spliced into the frozen table's
+  output. Every other row stays bit-identical by construction; the optimizer holds n x d values
+  instead of the whole 49408 x 768 table, and there is no per-step copy-back of that table.
+- VAE latents are computed once per artwork (`data.LatentCache`).
+- Checkpoints are safetensors + JSON (`checkpoints.py`): nothing is unpickled on resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from classic.files import atomic_path, write_text_atomic
+from classic.images import save_image
+from styleprompt import checkpoints as ckpt
+from styleprompt.config import TrainConfig
+from styleprompt.data import LatentCache, load_artworks
+from styleprompt.errors import UserError
+from styleprompt.models import LoadedModel, load_pipeline, move_pipeline
+from styleprompt.templates import PromptSampler
+from styleprompt.tokens import (
+    DIFFUSERS_WEIGHT_NAME,
+    add_placeholder_tokens,
+    expand_token,
+    save_diffusers_embedding,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good embedding was kept."""
+
+
+class LearnedTokens(nn.Module):
+    """A frozen token-embedding table whose placeholder rows come from a small fp32 parameter.
+
+    The table is kept outside the module's parameters and state dict (it is the text encoder's,
+    frozen, and may be fp16/bf16); only `vectors` trains and is saved.
+    """
+
+    def __init__(self, table: nn.Embedding, ids: list[int]):
+        super().__init__()
+        object.__setattr__(self, "table", table)
+        self.register_buffer("ids", torch.tensor(ids, dtype=torch.long, device=table.weight.device), persistent=False)
+        self.vectors = nn.Parameter(table.weight[ids].detach().float().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:  # code that inspects the input embeddings sees the table
+        return self.table.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.table(input_ids)
+        match = input_ids.unsqueeze(-1) == self.ids
+        hit = match.any(-1, keepdim=True)
+        learned = self.vectors.to(out.dtype)[match.to(torch.long).argmax(-1)]
+        return torch.where(hit, learned, out)
+
+    @torch.no_grad()
+    def write_back(self) -> nn.Embedding:
+        """Copy the learned vectors into the table's rows and return the plain table."""
+        self.table.weight[self.ids] = self.vectors.to(self.table.weight.dtype)
+        return self.table
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    embedding_path: Path
+    steps_done: int
+    final_loss: float | None
+    stopped_early: bool
+    loaded: LoadedModel
+
+
+@dataclass
+class TrainCallbacks:
+    """Hooks for the app: progress, new previews, and a stop request checked every step."""
+
+    on_step: Callable[[int, int, float], None] | None = None
+    on_preview: Callable[[int, Path], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+def _native_resolution(pipe) -> int:
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def _fingerprint(cfg: TrainConfig, family: str) -> dict:
+    return {"token": cfg.token, "vectors": cfg.vectors, "model": cfg.model, "family": family}
+
+
+class LossLog:
+    """loss.csv, appended a row per step and flushed; truncated to the resume step on resume."""
+
+    FIELDS = ["step", "loss", "lr", "elapsed_s"]
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = self.read(path) if resume_step > 0 else []
+        rows = [r for r in rows if int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.rows = rows
+        self.handle = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.handle, self.FIELDS)
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        if not path.is_file():
+            return []
+        with open(path, newline="") as handle:
+            return [r for r in csv.DictReader(handle) if r.get("elapsed_s")]  # drop a torn last line
+
+    def append(self, step: int, loss: float, lr: float, elapsed: float) -> None:
+        row = {"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3e}", "elapsed_s": f"{elapsed:.2f}"}
+        self.writer.writerow(row)
+        self.handle.flush()
+        self.rows.append(row)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def plot_loss(rows: list[dict], path: Path, title: str) -> None:
+    """loss.png: raw per-step loss and an exponential moving average, written atomically."""
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(r["step"]) for r in rows]
+    losses = [float(r["loss"]) for r in rows]
+    ema, smooth = losses[0], []
+    for value in losses:
+        ema = 0.95 * ema + 0.05 * value
+        smooth.append(ema)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
+    ax.plot(steps, smooth, lw=1.6, label="moving average")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _accelerator(mixed_precision: str, cpu: bool):
+    """An Accelerator; in a long-lived process (the app) a new run may change the precision.
+
+    accelerate keeps one process-wide state and refuses a second setting; a single process may
+    safely reset it between runs (under `accelerate launch` each process runs one training).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    except ValueError:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
+class StyleTokenTrainer:
+    """Holds the frozen model, the learned rows, the optimizer and the data for one run."""
+
+    def __init__(self, cfg: TrainConfig, loaded: LoadedModel | None = None):
+        if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+            raise UserError(f"--mixed-precision must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
+        for name in ("steps", "batch_size", "grad_accum", "vectors"):
+            if getattr(cfg, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+        if cfg.lr <= 0 or not math.isfinite(cfg.lr):
+            raise UserError(f"--lr must be a positive number (got {cfg.lr})")
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        artworks = load_artworks(cfg.images)
+        cpu = (cfg.device == "cpu") or not torch.cuda.is_available()
+        if cfg.mixed_precision == "fp16" and cpu:
+            raise UserError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
+        self.accelerator = _accelerator(cfg.mixed_precision, cpu)
+        device = self.accelerator.device
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.weight_dtype, "fp32")
+        self.loaded = loaded or load_pipeline(cfg.model, device=str(device), precision=precision)
+        pipe = self.pipe = self.loaded.pipe
+        if self.loaded.family == "sdxl":
+            raise UserError("SDXL training is not supported by this trainer yet; use an SD 1.x or 2.x model")
+        move_pipeline(pipe, device, self.weight_dtype)
+        self.resolution = cfg.resolution or _native_resolution(pipe)
+        if self.resolution % pipe.vae_scale_factor:
+            raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
+
+        self.ids = add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, cfg.token, cfg.vectors, cfg.init_word)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False)
+        self.learned = LearnedTokens(pipe.text_encoder.get_input_embeddings(), self.ids)
+        pipe.text_encoder.set_input_embeddings(self.learned)
+        if cfg.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+            pipe.text_encoder.gradient_checkpointing_enable()
+            pipe.unet.train()
+            pipe.text_encoder.train()
+
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        lr = cfg.lr * (cfg.grad_accum * cfg.batch_size * self.accelerator.num_processes if cfg.scale_lr else 1)
+        optimizer = torch.optim.AdamW(
+            [self.learned.vectors],
+            lr=lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.adam_weight_decay,
+            eps=cfg.adam_epsilon,
+        )
+        scheduler = get_scheduler(
+            cfg.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=cfg.lr_warmup_steps * self.accelerator.num_processes,
+            num_training_steps=cfg.steps * self.accelerator.num_processes,
+        )
+        # The learned rows are deliberately not `prepare`d: accelerate would wrap their forward to
+        # return fp32 under mixed precision (breaking a bf16 text encoder), and DDP for one n x d
+        # parameter is just a gradient mean, done explicitly in step().
+        self.optimizer, self.lr_scheduler = self.accelerator.prepare(optimizer, scheduler)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.sampler = PromptSampler(cfg.learnable_property)
+        self.token_text = expand_token(cfg.token, cfg.token, cfg.vectors)
+        self.latents = LatentCache.build(
+            artworks, pipe.vae, self.resolution, pipe.vae_scale_factor, device, self.weight_dtype
+        )
+        self.num_images = len(artworks)
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def _prompt_ids(self, captions: list[str | None]) -> torch.Tensor:
+        prompts = [self.sampler.sample(self.generator, self.token_text, caption) for caption in captions]
+        tok = self.pipe.tokenizer
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        return ids.input_ids.to(self.accelerator.device)
+
+    def loss_on(self, latents: torch.Tensor, input_ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor):
+        """The textual inversion loss for one batch (the diffusers example's math)."""
+        pipe = self.pipe
+        latents = latents.to(self.accelerator.device, self.weight_dtype) * pipe.vae.config.scaling_factor
+        noise = noise.to(latents)
+        timesteps = timesteps.to(self.accelerator.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        hidden = pipe.text_encoder(input_ids)[0].to(self.weight_dtype)
+        pred = pipe.unet(noisy, timesteps, hidden).sample
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return F.mse_loss(pred.float(), target.float())
+
+    def draw_batch(self):
+        latents, captions = self.latents.sample(self.cfg.batch_size, self.generator)
+        noise = torch.randn(latents.shape, generator=self.generator)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=self.generator
+        )
+        return latents, self._prompt_ids(captions), noise, timesteps
+
+    def step(self) -> float:
+        """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+        total = 0.0
+        for _ in range(self.cfg.grad_accum):
+            loss = self.loss_on(*self.draw_batch())
+            if not torch.isfinite(loss):
+                raise _NonFinite(float(loss))
+            self.accelerator.backward(loss / self.cfg.grad_accum)
+            total += float(loss.detach())
+        if self.accelerator.num_processes > 1:
+            grad = self.learned.vectors.grad
+            self.learned.vectors.grad = self.accelerator.reduce(grad, reduction="mean")
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / self.cfg.grad_accum
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def vectors(self) -> torch.Tensor:
+        return self.learned.vectors.detach()
+
+    def save_embedding(self, path: Path, step: int, vectors: torch.Tensor | None = None) -> Path:
+        meta = {"styleprompt.step": str(step), "styleprompt.model": self.cfg.model, "styleprompt.family": self.loaded.family}
+        return save_diffusers_embedding(path, self.cfg.token, self.vectors() if vectors is None else vectors, meta)
+
+    @torch.no_grad()
+    def preview(self, step: int) -> Path:
+        cfg = self.cfg
+        prompt = expand_token(cfg.preview_prompt.replace("{token}", cfg.token), cfg.token, cfg.vectors)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        was_training = self.pipe.unet.training
+        self.pipe.unet.eval()
+        image = self.pipe(
+            prompt,
+            num_inference_steps=cfg.preview_steps,
+            guidance_scale=cfg.preview_guidance,
+            height=self.resolution,
+            width=self.resolution,
+            generator=generator,
+        ).images[0]
+        self.pipe.unet.train(was_training)
+        text = {"prompt": cfg.preview_prompt.replace("{token}", cfg.token), "step": str(step), "seed": str(cfg.seed), "model": cfg.model}
+        return save_image(image, self.out / "previews" / f"step-{step:06d}.png", text=text)
+
+    def training_state(self, step: int) -> ckpt.TrainingState:
+        scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
+        return ckpt.TrainingState(
+            step=step,
+            vectors=self.vectors(),
+            optimizer=self.optimizer.state_dict(),
+            lr_scheduler=self.lr_scheduler.state_dict(),
+            generator_state=self.generator.get_state(),
+            scaler=scaler,
+            fingerprint=_fingerprint(self.cfg, self.loaded.family),
+        )
+
+    def restore(self, state: ckpt.TrainingState) -> None:
+        expected = _fingerprint(self.cfg, self.loaded.family)
+        if state.fingerprint and state.fingerprint != expected:
+            raise UserError(
+                f"the checkpoint in {self.out} was made for {state.fingerprint}, not {expected}; "
+                "use a new --output or the same --token/--vectors/--model"
+            )
+        with torch.no_grad():
+            self.learned.vectors.copy_(state.vectors)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.lr_scheduler.load_state_dict(state.lr_scheduler)
+        self.generator.set_state(state.generator_state)
+        if state.scaler and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state.scaler)
+
+    def finish(self) -> None:
+        """Put the plain embedding table back with the learned rows in it (a normal pipeline again)."""
+        self.pipe.text_encoder.set_input_embeddings(self.learned.write_back())
+        self.pipe.unet.eval()
+        self.pipe.text_encoder.eval()
+
+
+class _NonFinite(Exception):
+    def __init__(self, value: float):
+        self.value = value
+
+
+def _preview(trainer: StyleTokenTrainer, step: int, cb: TrainCallbacks) -> None:
+    path = trainer.preview(step)
+    if cb.on_preview:
+        cb.on_preview(step, path)
+
+
+def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainCallbacks | None = None) -> TrainResult:
+    """Train a style token; returns where its embedding is. Resumable with cfg.resume='latest'."""
+    from tqdm.auto import tqdm
+
+    cb = callbacks or TrainCallbacks()
+    out = Path(cfg.output)
+    ckpt_dir = out / "checkpoints"
+    if cfg.resume is None and ckpt.list_checkpoints(ckpt_dir):
+        raise UserError(f"{out} already holds a training run; add --resume latest to continue it, or choose a new --output")
+    torch.manual_seed(cfg.seed)
+    trainer = StyleTokenTrainer(cfg, loaded)
+    acc = trainer.accelerator
+    start = 0
+    if cfg.resume:
+        path = ckpt.resolve_resume(ckpt_dir, cfg.resume)
+        if path is not None:
+            state = ckpt.load_checkpoint(path)
+            trainer.restore(state)
+            start = state.step
+            log.warning("resuming from %s (step %d)", path, start)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = dict(cfg.to_dict(), resolution=trainer.resolution, images_used=trainer.num_images)
+        write_text_atomic(out / "config.json", json.dumps(settings, indent=2))
+    loss_log = LossLog(out / "loss.csv", start) if acc.is_main_process else None
+    final_path = out / DIFFUSERS_WEIGHT_NAME
+    elapsed0 = float(loss_log.rows[-1]["elapsed_s"]) if loss_log and loss_log.rows else 0.0
+    t0 = time.perf_counter()
+    loss = None
+    stopped = False
+    done = start
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"training {cfg.token}", unit="step", disable=not acc.is_main_process)
+    try:
+        if start == 0 and cfg.preview_every > 0 and acc.is_main_process:
+            _preview(trainer, 0, cb)
+        for step in range(start + 1, cfg.steps + 1):
+            last_good = trainer.vectors().clone()
+            try:
+                loss = trainer.step()
+            except _NonFinite as bad:
+                trainer.save_embedding(final_path, step - 1, last_good)
+                raise TrainingDiverged(
+                    f"training diverged at step {step} (loss {bad.value}); the last good embedding is in {final_path}. "
+                    "Lower --lr or use --mixed-precision no"
+                ) from None
+            if not torch.isfinite(trainer.vectors()).all():
+                trainer.save_embedding(final_path, step - 1, last_good)
+                raise TrainingDiverged(
+                    f"the embedding became NaN or infinite at step {step}; the last good one is in {final_path}. Lower --lr"
+                )
+            done = step
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if acc.is_main_process:
+                loss_log.append(step, loss, trainer.lr_scheduler.get_last_lr()[0], elapsed0 + time.perf_counter() - t0)
+                if cfg.save_every > 0 and step % cfg.save_every == 0:
+                    trainer.save_embedding(out / "embeddings" / f"step-{step:06d}.safetensors", step)
+                if cfg.preview_every > 0 and step % cfg.preview_every == 0:
+                    _preview(trainer, step, cb)
+                if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
+                    ckpt.save_checkpoint(ckpt_dir, trainer.training_state(step), cfg.checkpoints_total_limit)
+                    plot_loss(loss_log.rows, out / "loss.png", f"{cfg.token} on {cfg.model}")
+            if cb.on_step:
+                cb.on_step(step, cfg.steps, loss)
+            if cb.should_stop and cb.should_stop():
+                stopped = True
+                if acc.is_main_process:
+                    ckpt.save_checkpoint(ckpt_dir, trainer.training_state(step), cfg.checkpoints_total_limit)
+                break
+        if acc.is_main_process:
+            trainer.save_embedding(final_path, done)
+            if not stopped and cfg.preview_every > 0 and done % cfg.preview_every != 0:
+                _preview(trainer, done, cb)
+            plot_loss(loss_log.rows, out / "loss.png", f"{cfg.token} on {cfg.model}")
+    finally:
+        bar.close()
+        if loss_log:
+            loss_log.close()
+    trainer.finish()
+    return TrainResult(out, final_path, done, loss, stopped, trainer.loaded)

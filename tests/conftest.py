@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny generated artworks, the shared real images (skip cleanly when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def make_artwork(path: Path, seed: int, size: tuple[int, int] = (160, 128)) -> Path:
+    """A small striped 'painting' with a per-seed palette: distinct, deterministic, cheap."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    palette = rng.integers(0, 256, size=(3, 3))
+    bands = ((xx + yy * rng.uniform(0.2, 1.5)) // rng.integers(6, 20)).astype(int) % 3
+    arr = palette[bands] + rng.integers(-20, 20, size=(h, w, 3))
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def artworks_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "art"
+    folder.mkdir()
+    for i, suffix in enumerate([".png", ".jpg", ".webp"]):
+        make_artwork(folder / f"art{i}{suffix}", seed=i)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test images not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,150 @@
+"""Textual inversion on the tiny model: learning, frozen rows, diffusers loading, resume, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from styleprompt.checkpoints import list_checkpoints, load_checkpoint
+from styleprompt.config import TrainConfig
+from styleprompt.models import load_pipeline
+from styleprompt.tiny import build_tiny_pipeline
+from styleprompt.training import StyleTokenTrainer, TrainCallbacks, TrainingDiverged, train
+
+
+def tiny_config(images: Path, output: Path, **overrides) -> TrainConfig:
+    base = TrainConfig(
+        images=str(images), token="<s1>", model="tiny", output=str(output), steps=4, vectors=2, grad_accum=1,
+        save_every=0, checkpoint_every=0, preview_every=0, preview_steps=2, device="cpu",
+    )
+    return replace(base, **overrides)
+
+
+def test_loss_falls_on_a_fixed_batch(artworks_dir, tmp_path):
+    trainer = StyleTokenTrainer(tiny_config(artworks_dir, tmp_path / "run", lr=5e-2, batch_size=2))
+    torch.manual_seed(0)
+    batch = trainer.draw_batch()
+    with torch.no_grad():
+        before = float(trainer.loss_on(*batch))
+    for _ in range(30):
+        loss = trainer.loss_on(*batch)
+        trainer.accelerator.backward(loss)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+    with torch.no_grad():
+        after = float(trainer.loss_on(*batch))
+    assert after < before - 1e-3, (before, after)  # deterministic batch: any fall is learning
+
+
+def test_only_placeholder_rows_change(artworks_dir, tmp_path):
+    result = train(tiny_config(artworks_dir, tmp_path / "run", steps=5, lr=5e-2))
+    pipe = result.loaded.pipe
+    fresh = build_tiny_pipeline()
+    trained_table = pipe.text_encoder.get_input_embeddings().weight
+    original = fresh.text_encoder.get_input_embeddings().weight
+    n = original.shape[0]
+    assert torch.equal(trained_table[:n], original)  # every pre-existing row bit-identical
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<s1>", "<s1>_1"])
+    assert ids == [n, n + 1]
+    init = original[pipe.tokenizer.encode("painting", add_special_tokens=False)].mean(0)
+    assert not torch.allclose(trained_table[n], init)  # the placeholder did learn
+    for name, param in pipe.unet.state_dict().items():
+        assert torch.equal(param, fresh.unet.state_dict()[name]), name
+
+
+def test_saved_file_loads_in_plain_diffusers_and_changes_the_image(artworks_dir, tmp_path):
+    result = train(tiny_config(artworks_dir, tmp_path / "run", steps=6, lr=5e-2))
+    saved = load_file(result.embedding_path)
+    assert list(saved) == ["<s1>"] and saved["<s1>"].shape == (2, 32)
+
+    def render(embedding_path: Path | None) -> torch.Tensor:
+        pipe = build_tiny_pipeline()
+        if embedding_path is not None:
+            pipe.load_textual_inversion(str(embedding_path))
+        out = pipe("a <s1> style of a lighthouse", num_inference_steps=3, generator=torch.Generator().manual_seed(1), output_type="pt")
+        return out.images
+
+    fresh = build_tiny_pipeline()
+    init = fresh.text_encoder.get_input_embeddings().weight[fresh.tokenizer.encode("painting", add_special_tokens=False)].mean(0)
+    from styleprompt.tokens import save_diffusers_embedding
+
+    untrained = save_diffusers_embedding(tmp_path / "init.safetensors", "<s1>", init.repeat(2, 1))
+    trained_image, untrained_image = render(result.embedding_path), render(untrained)
+    assert (trained_image - untrained_image).abs().max() > 1e-3
+    pipe = build_tiny_pipeline()
+    pipe.load_textual_inversion(str(result.embedding_path))
+    assert pipe.maybe_convert_prompt("a <s1> style", pipe.tokenizer) == "a <s1> <s1>_1 style"
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(artworks_dir, tmp_path):
+    cfg = dict(steps=6, checkpoint_every=3, checkpoints_total_limit=5, lr=2e-2, lr_scheduler="linear", grad_accum=2)
+    straight = train(tiny_config(artworks_dir, tmp_path / "straight", **cfg))
+
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    stopped = train(tiny_config(artworks_dir, tmp_path / "resumed", **cfg), callbacks=TrainCallbacks(should_stop=stop_after_three))
+    assert stopped.stopped_early and stopped.steps_done == 3
+    at_stop = load_checkpoint(list_checkpoints(tmp_path / "resumed" / "checkpoints")[-1][1])
+    reference = load_checkpoint(tmp_path / "straight" / "checkpoints" / "checkpoint-3")
+    assert at_stop.step == 3
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(at_stop.optimizer["state"][0][key], reference.optimizer["state"][0][key])
+    assert at_stop.lr_scheduler["last_epoch"] == reference.lr_scheduler["last_epoch"] == 3
+
+    resumed = train(tiny_config(artworks_dir, tmp_path / "resumed", resume="latest", **cfg))
+    assert resumed.steps_done == 6
+    torch.testing.assert_close(load_file(resumed.embedding_path)["<s1>"], load_file(straight.embedding_path)["<s1>"])
+    rows = (tmp_path / "resumed" / "loss.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_outputs_of_a_run(artworks_dir, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(artworks_dir, out, steps=4, save_every=2, preview_every=2, checkpoint_every=2))
+    assert (out / "learned_embeds.safetensors").is_file() and (out / "loss.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step-000000.png", "step-000002.png", "step-000004.png"]
+    assert sorted(p.name for p in (out / "embeddings").iterdir()) == ["step-000002.safetensors", "step-000004.safetensors"]
+    assert len((out / "loss.csv").read_text().splitlines()) == 5
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".tmp-*"))
+
+
+def test_multi_vector_token_and_v_prediction(artworks_dir, tmp_path):
+    loaded = load_pipeline("tiny", device="cpu", prediction_type="v_prediction")
+    result = train(tiny_config(artworks_dir, tmp_path / "run", vectors=3, steps=2), loaded=loaded)
+    assert result.final_loss is not None and result.final_loss == result.final_loss
+    assert load_file(result.embedding_path)["<s1>"].shape == (3, 32)
+    pipe = build_tiny_pipeline()
+    pipe.load_textual_inversion(str(result.embedding_path))
+    assert all(t in pipe.tokenizer.get_vocab() for t in ["<s1>", "<s1>_1", "<s1>_2"])
+
+
+def test_divergence_stops_and_keeps_the_last_good_embedding(artworks_dir, tmp_path, monkeypatch):
+    real_loss = StyleTokenTrainer.loss_on
+    calls = {"n": 0}
+
+    def loss_turning_nan(self, *batch):
+        calls["n"] += 1
+        loss = real_loss(self, *batch)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(StyleTokenTrainer, "loss_on", loss_turning_nan)
+    with pytest.raises(TrainingDiverged, match="diverged at step 4.*last good embedding"):
+        train(tiny_config(artworks_dir, tmp_path / "run", steps=20, checkpoint_every=2, lr=5e-2))
+    saved = load_file(tmp_path / "run" / "learned_embeds.safetensors")["<s1>"]
+    step3 = load_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint-2")
+    assert torch.isfinite(saved).all()
+    assert not torch.equal(saved, step3.vectors)  # the embedding after step 3, not an older one
+
+
+def test_bf16_mixed_precision_keeps_the_embedding_fp32(artworks_dir, tmp_path):
+    result = train(tiny_config(artworks_dir, tmp_path / "run", steps=2, mixed_precision="bf16"))
+    assert result.loaded.pipe.unet.dtype == torch.bfloat16
+    assert load_file(result.embedding_path)["<s1>"].dtype == torch.float32
