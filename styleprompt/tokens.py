@@ -55,7 +55,9 @@ def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int
     if added != num_vectors:
         raise UserError(f"token {token!r} collides with an existing tokenizer entry; choose another --token")
     ids = tokenizer.convert_tokens_to_ids(names)
-    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # Grow only: some checkpoints pad their table past the tokenizer, and shrinking would cut rows.
+    if len(tokenizer) > text_encoder.get_input_embeddings().weight.shape[0]:
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
         init = weight[init_ids].float().mean(dim=0)
