@@ -63,3 +63,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporary files that a killed process left behind (SIGKILL runs no cleanup).
+
+    Only names `atomic_path` creates (`.<name>.<random>.tmp`) are touched. Returns how many.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

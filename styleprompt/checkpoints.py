@@ -87,6 +87,8 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int) -> Path:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".tmp-checkpoint-*"):  # left by a process killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     final = folder / f"checkpoint-{state.step}"
     tmp = folder / f".tmp-checkpoint-{state.step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -6,8 +6,8 @@ download. Weights are random but seeded, so every build is bit-identical.
 
 The tokenizer is a real CLIP byte-level BPE tokenizer (transformers' CLIPTokenizer, `</w>`
 word ends, CLIP's special tokens). Its merges come from CLIP's own `bpe_simple_vocab_16e6.txt.gz`
-when a package on disk ships it (open_clip does), else from a small BPE learned here from the
-prompt vocabulary with the `tokenizers` library.
+when a package on disk ships it (open_clip does), else from a small BPE learned here, deterministically, from the
+prompt vocabulary.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
-import json
 from pathlib import Path
 
 import torch
@@ -63,31 +62,46 @@ def _open_clip_merges() -> list[str] | None:
     return None
 
 
-def _learned_merges() -> list[str]:
-    """A small BPE learned from the prompt vocabulary: deterministic for a given word list."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def _learned_merges(num_merges: int = TINY_VOCAB_TARGET - 514) -> list[str]:
+    """A small BPE learned from the prompt vocabulary, identical in every process.
+
+    Written out rather than taken from the `tokenizers` trainer because that trainer breaks ties
+    between equally frequent pairs differently from one process to the next, and the tiny model
+    must be the same model everywhere. Ties here go to the lexicographically smallest pair.
+    """
+    from collections import Counter
 
     words: list[str] = []
     for template in STYLE_TEMPLATES + OBJECT_TEMPLATES:
-        words += template.replace("{}", " ").replace("{token}", " ").replace("{class}", " ").split()
+        words += template.replace("{token}", " ").replace("{class}", " ").split()
     for name in CLASS_NAMES:
         words += name.split()
     words += _EXTRA_WORDS.split()
-    corpus = sorted({w.strip(".,").lower() for w in words if w.strip(".,")})
-    alphabet = sorted(set(_bytes_to_unicode().values()))
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VOCAB_TARGET,
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=alphabet,
-        end_of_word_suffix="</w>",
-        special_tokens=[],
-    )
-    tok.train_from_iterator(corpus * 3, trainer)
-    pairs = json.loads(tok.to_str())["model"]["merges"]
-    return [" ".join(p) if isinstance(p, (list, tuple)) else p for p in pairs]
+    freq = Counter(w.strip(".,").lower() for w in words if w.strip(".,"))
+    vocab = {tuple(w[:-1]) + (w[-1] + "</w>",): n for w, n in freq.items()}
+    merges: list[str] = []
+    for _ in range(num_merges):
+        pairs: Counter = Counter()
+        for symbols, n in vocab.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(" ".join(best))
+        merged = {}
+        for symbols, n in vocab.items():
+            out, k = [], 0
+            while k < len(symbols):
+                if k + 1 < len(symbols) and (symbols[k], symbols[k + 1]) == best:
+                    out.append(symbols[k] + symbols[k + 1])
+                    k += 2
+                else:
+                    out.append(symbols[k])
+                    k += 1
+            merged[tuple(out)] = n
+        vocab = merged
+    return merges
 
 
 @functools.lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classic.files import atomic_path, write_text_atomic
+from classic.files import atomic_path, remove_stale_temporaries, write_text_atomic
 from classic.images import save_image
 from styleprompt import checkpoints as ckpt
 from styleprompt.config import TrainConfig
@@ -398,6 +398,7 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
             log.warning("resuming from %s (step %d)", path, start)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
         settings = dict(cfg.to_dict(), resolution=trainer.resolution, images_used=trainer.num_images)
         write_text_atomic(out / "config.json", json.dumps(settings, indent=2))
     loss_log = LossLog(out / "loss.csv", start) if acc.is_main_process else None

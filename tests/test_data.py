@@ -75,3 +75,20 @@ def test_tiny_pipeline_is_deterministic():
     ids = a.tokenizer("a painting of a lighthouse").input_ids
     assert ids[0] == a.tokenizer.bos_token_id and ids[-1] == a.tokenizer.eos_token_id
     assert a.tokenizer.tokenize("painting") == ["painting</w>"]
+
+
+def test_tiny_model_is_identical_across_processes():
+    """Tokenizer merges, hence token ids, must not depend on the process (hash seeds, threads)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, json, torch; from styleprompt.tiny import clip_vocab_and_merges, build_tiny_text_encoder;"
+        "v, m = clip_vocab_and_merges(); w = build_tiny_text_encoder(len(v)).get_input_embeddings().weight;"
+        "print(hashlib.md5(json.dumps([v, m]).encode() + w.detach().numpy().tobytes()).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1, digests

@@ -1,0 +1,71 @@
+"""Crash-safe training: SIGKILL a real training process at a random step, resume, compare."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import make_artwork
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS, EVERY = 12, 2
+
+
+def train_cmd(images: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "train_style_token.py"), "--model", "tiny", "--images", str(images),
+        "--token", "<k>", "--vectors", "2", "--steps", str(STEPS), "--grad-accum", "2", "--lr", "2e-2",
+        "--checkpoint-every", str(EVERY), "--save-every", "1", "--preview-every", "0", "--device", "cpu",
+        "--seed", "3", "--output", str(out), *extra,
+    ]
+
+
+def logged_steps(out: Path) -> int:
+    csv = out / "loss.csv"
+    return max(0, len(csv.read_text().splitlines()) - 1) if csv.is_file() else 0
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    images = tmp_path / "art"
+    images.mkdir()
+    for i in range(3):
+        make_artwork(images / f"a{i}.png", seed=10 + i)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+
+    straight = tmp_path / "straight"
+    subprocess.run(train_cmd(images, straight), check=True, capture_output=True, env=env, timeout=300)
+
+    kill_at = random.Random(os.getpid()).randint(3, STEPS - 2)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(images, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while logged_steps(killed) < kill_at and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reached = logged_steps(killed)
+    assert proc.returncode == -signal.SIGKILL and reached < STEPS, f"not killed mid-run (reached {reached})"
+
+    # Nothing half-written: every embedding file that exists loads, no temp files are visible.
+    for path in (killed / "embeddings").glob("*.safetensors"):
+        assert torch.isfinite(load_file(path)["<k>"]).all()
+    checkpoints = sorted((killed / "checkpoints").glob("checkpoint-*"))
+    lost = reached - max((int(p.name.split("-")[1]) for p in checkpoints), default=0)
+    assert lost <= EVERY, f"killed at step {reached}, newest checkpoint loses {lost} steps"
+
+    resumed = subprocess.run(train_cmd(images, killed, "--resume", "latest"), capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    final = load_file(killed / "learned_embeds.safetensors")["<k>"]
+    expected = load_file(straight / "learned_embeds.safetensors")["<k>"]
+    torch.testing.assert_close(final, expected, rtol=1e-5, atol=1e-6, msg=f"killed at step {reached}")
+    steps_logged = [int(line.split(",")[0]) for line in (killed / "loss.csv").read_text().splitlines()[1:]]
+    assert steps_logged == list(range(1, STEPS + 1))
+    assert not [p for p in killed.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
