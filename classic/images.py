@@ -60,6 +60,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as probe:
+                probe.verify()  # checksums (a PNG with a bad CRC decodes silently otherwise)
             with Image.open(p) as img:
                 width, height = img.size
                 if width * height > max_pixels:

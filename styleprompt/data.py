@@ -56,15 +56,16 @@ def load_artworks(folder: str | os.PathLike) -> list[Artwork]:
     paths = list_images(folder)
     if not paths:
         raise UserError(f"no images (jpg, png, webp) in {folder}; put 3-20 artworks of one style there")
-    artworks, skipped = [], []
+    artworks, skipped, first_problem = [], [], ""
     for path in paths:
         try:
             artworks.append(Artwork(path, load_image(path), read_caption(path)))
         except UserError as exc:
             skipped.append(path.name)
+            first_problem = first_problem or str(exc)
             log.warning("skipping %s", exc)
     if not artworks:
-        raise UserError(f"none of the {len(paths)} image files in {folder} could be read; see the warnings above")
+        raise UserError(f"none of the {len(paths)} image files in {folder} could be read (first: {first_problem})")
     if skipped:
         log.warning("training on %d images; skipped %d unreadable: %s", len(artworks), len(skipped), ", ".join(skipped))
     return artworks
