@@ -1,0 +1,198 @@
+"""What the web app needs around the library: its settings, its one output folder, upload limits,
+and a cache that loads each model once.
+
+Why a module of its own: these are the app's safety rules (serve one folder, bound what a
+browser may upload, never load a multi-GB model twice, never let two requests share a pipeline's
+mutable state), and keeping them out of the Gradio layout code keeps them testable without a
+browser.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from classic.images import list_images
+from styleprompt.errors import UserError
+from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+@dataclass
+class AppSettings:
+    """The app's limits. Defaults suit one person on a workstation; a shared server lowers them."""
+
+    model: str = DEFAULT_MODEL
+    output_dir: Path = Path("outputs/app")
+    device: str | None = None
+    precision: str | None = None
+    max_uploads: int = 20  # files per upload field (a style needs 3-20 artworks)
+    max_upload_mb: float = 25.0  # per file; Gradio refuses bigger files before they reach us
+    max_train_steps: int = 20000
+    max_batch: int = 8
+    max_gen_steps: int = 150
+    max_classic_iterations: int = 2000
+    heavy_concurrency: int = 1  # jobs of one kind (train, generate, ...) running at once
+    queue_size: int = 64  # waiting requests before the queue answers "full"
+    max_models: int = 2  # models kept in memory; the least recently used one is dropped
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir).expanduser().resolve()
+
+
+class OutputFolder:
+    """The app's only served folder: every file it writes, and nothing else, lives under it."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def new_run(self, kind: str, label: str = "") -> Path:
+        """A fresh folder `root/kind/YYYYmmdd-HHMMSS-label[-n]`; never reuses an existing one."""
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-")[:40]
+        stem = time.strftime("%Y%m%d-%H%M%S") + (f"-{slug}" if slug else "")
+        with self._lock:
+            for n in range(1000):
+                path = self.root / kind / (stem if n == 0 else f"{stem}-{n}")
+                try:
+                    path.mkdir(parents=True)
+                    return path
+                except FileExistsError:
+                    continue
+        raise UserError(f"could not create a new run folder under {self.root / kind}")
+
+    def contains(self, path: str | Path) -> bool:
+        try:
+            Path(path).expanduser().resolve().relative_to(self.root)
+            return True
+        except ValueError:
+            return False
+
+    def trained_embeddings(self, limit: int = 30) -> list[Path]:
+        """The final embeddings of past training runs, newest first (the Generate tab's list)."""
+        found = [p for p in (self.root / "train").glob("*/learned_embeds.safetensors") if p.is_file()]
+        found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        return found[:limit]
+
+
+def check_uploads(
+    paths: Iterable[str | Path] | None, *, what: str, max_count: int, max_mb: float, suffixes: tuple[str, ...]
+) -> list[Path]:
+    """The uploaded files as paths, or one clear line on what is wrong with them."""
+    files = [Path(p) for p in (paths or []) if p]
+    if len(files) > max_count:
+        raise UserError(f"too many {what}: {len(files)} uploaded, at most {max_count} are accepted; upload fewer")
+    for path in files:
+        if path.suffix.lower() not in suffixes:
+            raise UserError(f"{path.name} is not one of the accepted {what} types ({', '.join(suffixes)})")
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > max_mb:
+            raise UserError(f"{path.name} is {size_mb:.1f} MB; {what} may be at most {max_mb:g} MB each")
+    return files
+
+
+def stage_images(uploaded: list[Path], folder: str | None, dest: Path, *, max_count: int) -> Path:
+    """One folder of artworks for the trainer: the uploads copied into the run, or a named folder."""
+    if uploaded:
+        dest.mkdir(parents=True, exist_ok=True)
+        for i, path in enumerate(uploaded):
+            shutil.copyfile(path, dest / f"{i:03d}-{path.name}")
+        return dest
+    if folder and folder.strip():
+        source = Path(folder.strip()).expanduser()
+        if not source.is_dir():
+            raise UserError(f"the folder {source} does not exist on the server; upload the artworks instead")
+        count = len(list_images(source))
+        if count > max_count:
+            raise UserError(f"{source} holds {count} images; at most {max_count} are accepted, use a smaller folder")
+        return source
+    raise UserError("no artworks: upload 3-20 images of one style, or name a folder on the server")
+
+
+def _precision_name(device_name: str | None, precision: str | None) -> tuple[str, str]:
+    device = pick_device(device_name)
+    dtype = pick_dtype(device, precision)
+    names = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+    return str(device), names[str(dtype)]
+
+
+class ModelCache:
+    """Each (model, device, precision) is loaded once and shared by every request.
+
+    A diffusers pipeline is not safe to call from two threads (its scheduler holds the current
+    timesteps), so callers hold `lock_for(loaded)` while sampling. Training and token loading
+    change the tokenizer and text encoder, so they get a private copy of those two (the big
+    UNet and VAE stay shared and frozen) from `private_text_copy`.
+    """
+
+    def __init__(self, device: str | None = None, max_models: int = 2):
+        self.device = device
+        self.max_models = max(1, max_models)
+        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
+        self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its lock
+        self._guard = threading.Lock()
+        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
+        self.loads = 0  # how many times a model was really loaded (tests read it)
+
+    def key(self, model: str, precision: str | None = None) -> tuple[str, str, str]:
+        model = (model or "").strip()
+        if not model:
+            raise UserError("no model given: enter a hub id, a local path, or tiny")
+        return (model, *_precision_name(self.device, precision))
+
+    def get(self, model: str, precision: str | None = None) -> LoadedModel:
+        key = self.key(model, precision)
+        with self._guard:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # a second request for the same model waits for the first load
+            with self._guard:
+                if key in self._models:
+                    return self._models[key]
+            loaded = load_pipeline(key[0], device=key[1], precision=key[2])
+            with self._guard:
+                self._models[key] = loaded
+                self.loads += 1
+                while len(self._models) > self.max_models:
+                    self._models.popitem(last=False)
+                self._loading.pop(key, None)
+            return loaded
+
+    def lock_for(self, loaded: LoadedModel) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(loaded.pipe, threading.Lock())
+
+    def private_text_copy(self, loaded: LoadedModel) -> LoadedModel:
+        """The same model with its own tokenizer, text encoder and scheduler.
+
+        What training and `load_textual_inversion` change lives in exactly those parts; the
+        UNet and VAE (most of the memory) are shared. Copied under the model's lock so no
+        sampling is half-way through a change while we read.
+        """
+        pipe = loaded.pipe
+        with self.lock_for(loaded):
+            parts = {
+                "tokenizer": copy.deepcopy(pipe.tokenizer),
+                "text_encoder": copy.deepcopy(pipe.text_encoder),
+                "scheduler": pipe.scheduler.__class__.from_config(pipe.scheduler.config),
+            }
+            if getattr(pipe, "text_encoder_2", None) is not None:
+                parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
+                parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
+            view = pipe.__class__.from_pipe(pipe, **parts)
+        view.set_progress_bar_config(disable=True)
+        return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)

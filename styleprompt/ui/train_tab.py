@@ -1,0 +1,199 @@
+"""The Train tab: artworks in, a style token out, with live progress, loss and previews.
+
+It calls `styleprompt.training.train` exactly as the CLI does, with `TrainCallbacks` feeding the
+page (progress with ETA, the loss curve, each preview as it is rendered) and the Stop button
+(the trainer stops after the current step and keeps a resumable checkpoint).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from styleprompt.config import TrainConfig
+from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
+from styleprompt.ui.common import (
+    AppContext,
+    float_in,
+    format_duration,
+    idle_html,
+    int_in,
+    progress_html,
+    session_of,
+    show_errors,
+    as_path_list,
+)
+
+_DEFAULTS = TrainConfig(images="")
+PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+@dataclass
+class TrainTab:
+    """The components other tabs hook into (Generate refreshes its token list after a run)."""
+
+    start_event: Any
+    embedding: Any  # gr.State: the path of the last trained embedding in this session
+
+
+def empty_loss_frame():
+    import pandas as pd
+
+    return pd.DataFrame({"step": pd.Series([], dtype="int64"), "loss": pd.Series([], dtype="float64")})
+
+
+class _RunFeed:
+    """What the trainer's callbacks report, read by the page's refresh loop (another thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.losses: list[tuple[int, float]] = []
+        self.previews: list[tuple[str, str]] = []
+        self.phase = "loading the model"
+
+    def loss_frame(self):
+        import pandas as pd
+
+        with self.lock:
+            rows = list(self.losses)
+        return pd.DataFrame(rows, columns=["step", "loss"]) if rows else empty_loss_frame()
+
+    def gallery(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.previews)
+
+    def version(self) -> tuple[int, int]:
+        with self.lock:
+            return len(self.losses), len(self.previews)
+
+
+def embedding_downloads(embedding: Path, family: str) -> list[str]:
+    """The trained token in every format the project writes (diffusers' file at least)."""
+    return [str(embedding)]
+
+
+def build(ctx: AppContext) -> TrainTab:
+    s = ctx.settings
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            files = gr.File(
+                label=f"Artworks: 3-{s.max_uploads} images in one style (at most {s.max_upload_mb:g} MB each)",
+                file_count="multiple", file_types=["image"], elem_id="train-artworks",
+            )
+            folder = gr.Textbox(label="...or a folder of artworks on the server", placeholder="/path/to/paintings", elem_id="train-folder")
+            with gr.Row():
+                token = gr.Textbox(value=_DEFAULTS.token, label="Token name", elem_id="train-token")
+                init_word = gr.Textbox(value=_DEFAULTS.init_word, label="Initializer word", elem_id="train-init-word")
+            with gr.Row():
+                vectors = gr.Number(value=_DEFAULTS.vectors, label="Vectors", precision=0, minimum=1, maximum=16, elem_id="train-vectors")
+                steps = gr.Number(value=_DEFAULTS.steps, label="Steps", precision=0, minimum=1, maximum=s.max_train_steps, elem_id="train-steps")
+            with gr.Row():
+                resolution = gr.Number(value=0, label="Resolution (0: the model's own)", precision=0, minimum=0, maximum=1536, elem_id="train-resolution")
+                lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
+            with gr.Accordion("More settings", open=False):
+                model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="train-model")
+                with gr.Row():
+                    preview_every = gr.Number(value=_DEFAULTS.preview_every, label="Preview every N steps (0: never)", precision=0, minimum=0, elem_id="train-preview-every")
+                    grad_accum = gr.Number(value=_DEFAULTS.grad_accum, label="Gradient accumulation", precision=0, minimum=1, maximum=64)
+                with gr.Row():
+                    precision = gr.Dropdown(list(PRECISIONS), value=_DEFAULTS.mixed_precision, label="Mixed precision")
+                    seed = gr.Number(value=_DEFAULTS.seed, label="Seed", precision=0)
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        with gr.Column(scale=3, min_width=360):
+            status = gr.HTML(idle_html("no training yet"), elem_id="train-status")
+            loss_plot = gr.LinePlot(empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260)
+            previews = gr.Gallery(label="Previews", columns=4, height=280, elem_id="train-previews")
+            downloads = gr.File(label="Download the embedding", file_count="multiple", interactive=False, elem_id="train-downloads")
+    embedding = gr.State(None)
+
+    @show_errors(outputs=5, status=0)
+    def run_training(files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every,
+                     grad_accum, precision, seed, request: gr.Request):
+        from styleprompt.training import TrainCallbacks, train
+
+        uploads = check_uploads(as_path_list(files), what="artworks", max_count=s.max_uploads,
+                                max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
+        total = int_in(steps, "Steps", 1, s.max_train_steps)
+        cfg_values = dict(
+            token=(token or "").strip(), init_word=(init_word or "").strip(), model=(model or s.model).strip(),
+            vectors=int_in(vectors, "Vectors", 1, 64), steps=total,
+            resolution=int_in(resolution, "Resolution", 0, 2048) or None,
+            lr=float_in(lr, "Learning rate", 1e-7, 1.0),
+            preview_every=int_in(preview_every, "Preview every", 0, s.max_train_steps),
+            grad_accum=int_in(grad_accum, "Gradient accumulation", 1, 64),
+            mixed_precision=precision if precision in PRECISIONS else "no",
+            seed=int_in(seed, "Seed", 0, 2**32 - 1),
+        )
+        run_dir = ctx.output.new_run("train", cfg_values["token"])
+        images = stage_images(uploads, folder, run_dir / "artworks", max_count=s.max_uploads)
+        cfg = TrainConfig(images=str(images), output=str(run_dir), device=s.device, **cfg_values)
+        session = session_of(request)
+        job = ctx.jobs.start(session, "train", tqdm_ticks=False)
+        feed = _RunFeed()
+
+        def on_step(step: int, steps_total: int, loss: float) -> None:
+            with feed.lock:
+                feed.losses.append((step, float(loss)))
+                feed.phase = "training"
+            job.tick(step, steps_total, "training")
+
+        def on_preview(step: int, path: Path) -> None:
+            with feed.lock:
+                feed.previews.append((str(path), f"step {step}"))
+
+        def work():
+            base = ctx.models.get(cfg.model, PRECISIONS[cfg.mixed_precision])
+            loaded = ctx.models.private_text_copy(base)
+            with feed.lock:
+                feed.phase = "preparing (latents, first preview)"
+            callbacks = TrainCallbacks(on_step=on_step, on_preview=on_preview, should_stop=lambda: job.stop_requested)
+            return train(cfg, loaded=loaded, callbacks=callbacks)
+
+        def status() -> str:
+            p = job.progress
+            stopping = " · stopping after this step" if job.stop_requested else ""
+            if not p.total:
+                return progress_html(f"{cfg.token}: {feed.phase}, {format_duration(job.elapsed)}{stopping}")
+            last = feed.losses[-1][1] if feed.losses else float("nan")
+            return progress_html(f"training {cfg.token}: step", p.done, p.total, f"loss {last:.4f}{stopping}", eta=p.eta_seconds())
+
+        yield status(), empty_loss_frame(), [], None, gr.skip()
+        seen = None
+        try:
+            for _ in job.run(work):
+                now = feed.version()
+                if now != seen:
+                    seen = now
+                    yield status(), feed.loss_frame(), feed.gallery(), gr.skip(), gr.skip()
+                else:
+                    yield status(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        finally:
+            ctx.jobs.finish(session, "train", job)
+        result = job.result
+        loss = f" · last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+        took = format_duration(job.elapsed)
+        if result.stopped_early:
+            text = f"stopped at step {result.steps_done}/{total}{loss} · {took}; the embedding so far is below"
+        else:
+            text = f"finished {cfg.token}: step {result.steps_done}/{total}{loss} · {took}"
+        files_out = embedding_downloads(result.embedding_path, result.loaded.family)
+        yield (progress_html(text, result.steps_done, total, state="done"), feed.loss_frame(), feed.gallery(),
+               files_out, str(result.embedding_path))
+
+    inputs = [files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every, grad_accum, precision, seed]
+    event = start.click(
+        run_training, inputs, [status, loss_plot, previews, downloads, embedding],
+        api_name="train", concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="hidden",
+    )
+
+    def stop_training(request: gr.Request) -> None:
+        ctx.jobs.stop(session_of(request), "train")
+
+    stop.click(stop_training, None, None, queue=False, api_name="stop_training")
+    return TrainTab(start_event=event, embedding=embedding)

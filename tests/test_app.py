@@ -1,0 +1,168 @@
+"""The app through its HTTP API (gradio_client), in-process on the tiny model: what each tab
+returns, Stop, the model cache, upload limits, and which files the server will hand out."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from tests.conftest import make_artwork  # noqa: E402
+
+MAX_UPLOADS = 5
+MAX_UPLOAD_MB = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The app on the tiny model, served on a free localhost port for this module."""
+    from styleprompt.serve import AppSettings
+    from styleprompt.ui import build_app, launch_options, queue_options
+
+    out = tmp_path_factory.mktemp("app-out")
+    old_cache = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(out / "cache")  # as app.py does: Gradio's copies stay inside
+    settings = AppSettings(model="tiny", output_dir=out, device="cpu", max_uploads=MAX_UPLOADS, max_upload_mb=MAX_UPLOAD_MB)
+    demo = build_app(settings)
+    port = free_port()
+    demo.queue(**queue_options(settings)).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
+    )
+    demo.url = f"http://127.0.0.1:{port}/"
+    yield demo
+    demo.close()
+    if old_cache is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old_cache
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("art")
+    return [make_artwork(folder / f"art{i}.png", seed=i) for i in range(3)]
+
+
+def client_for(app) -> Client:
+    return Client(app.url, verbose=False, download_files=False)
+
+
+def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder=""):
+    files = [handle_file(str(p)) for p in art]
+    # files, folder, model, token, init word, vectors, steps, resolution, lr, preview every, grad accum, precision, seed
+    return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 1, "no", 0]
+
+
+def test_training_streams_progress_then_offers_the_embedding(app, art):
+    job = client_for(app).submit(*train_args(art, token="<app-a>"), api_name="/train")
+    statuses = [update[0] for update in job]
+    status, loss_plot, previews, downloads = job.result()
+
+    assert 'data-state="done"' in status and "finished &lt;app-a&gt;: step 4/4" in status
+    assert any("ETA" in s and "<progress value=" in s for s in statuses[:-1]), statuses  # a live bar came first
+    rows = loss_plot["data"]
+    assert [r[0] for r in rows] == [1, 2, 3, 4] and all(r[1] > 0 for r in rows)
+    assert [p["caption"] for p in previews] == ["step 0", "step 2", "step 4"]
+    out = Path(app.styleprompt.settings.output_dir)
+    assert all(Path(p["image"]["path"]).is_relative_to(out) for p in previews)  # served from the output folder
+    paths = [Path(d["path"] if isinstance(d, dict) else d) for d in downloads]
+    assert "learned_embeds.safetensors" in [p.name for p in paths]
+    saved = load_file(next(p for p in paths if p.name == "learned_embeds.safetensors"))
+    assert list(saved) == ["<app-a>"] and tuple(saved["<app-a>"].shape) == (2, 32)
+
+
+def test_stop_ends_training_early_and_keeps_the_embedding(app, art):
+    client = client_for(app)
+    job = client.submit(*train_args(art, token="<app-stop>", steps=2000, preview_every=0), api_name="/train")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        outputs = job.outputs()
+        if outputs and "step" in outputs[-1][0] and "<progress value=" in outputs[-1][0]:
+            break
+        time.sleep(0.2)
+    client.predict(api_name="/stop_training")  # same client, same session: stops this run only
+    status = job.result(timeout=60)[0]
+    assert "stopped at step" in status, status
+    step = int(status.split("stopped at step ")[1].split("/")[0])
+    assert 1 <= step < 2000
+    runs = sorted((Path(app.styleprompt.settings.output_dir) / "train").glob("*app-stop*"))
+    run = runs[-1]
+    assert load_file(run / "learned_embeds.safetensors")["<app-stop>"].shape == (2, 32)
+    assert (run / "checkpoints" / f"checkpoint-{step}").is_dir()  # resumable from where it stopped
+
+
+def test_the_model_is_loaded_once_and_reused(app, art):
+    client_for(app).predict(*train_args(art, token="<app-b>", steps=1, preview_every=0), api_name="/train")
+    cache = app.styleprompt.models
+    assert cache.loads == 1
+    # Training works on a private copy of the text side: the shared model never learns the tokens.
+    shared = cache.get("tiny")
+    assert "<app-a>" not in shared.pipe.tokenizer.get_vocab() and "<app-b>" not in shared.pipe.tokenizer.get_vocab()
+
+
+def test_user_mistakes_come_back_as_one_line(app, art):
+    client = client_for(app)
+    with pytest.raises(AppError, match="invalid token 'two words'"):
+        client.predict(*train_args(art, token="two words", steps=1), api_name="/train")
+    many = [make_artwork(art[0].parent / f"extra{i}.png", seed=10 + i) for i in range(MAX_UPLOADS + 1)]
+    with pytest.raises(AppError, match=f"too many artworks: {MAX_UPLOADS + 1} uploaded, at most {MAX_UPLOADS}"):
+        client.predict(*train_args(many, steps=1), api_name="/train")
+    with pytest.raises(AppError, match="no artworks"):
+        args = train_args([], steps=1)
+        client.predict(*args, api_name="/train")
+
+
+def test_oversized_upload_is_refused_before_it_lands(app, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(int(MAX_UPLOAD_MB * 2**20) + 1024))
+    limit = int(MAX_UPLOAD_MB * 2**20)
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {limit} bytes"):
+        client_for(app).predict(*train_args([big], steps=1), api_name="/train")  # the client checks first
+    request = urllib.request.Request(  # and the server refuses a direct upload too
+        f"{app.url}gradio_api/upload", data=_multipart("files", "big.png", big.read_bytes()), method="POST",
+        headers={"Content-Type": "multipart/form-data; boundary=sp-boundary"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413 and f"maximum allowed size of {limit} bytes" in refused.value.read().decode()
+
+
+def _multipart(field: str, name: str, data: bytes) -> bytes:
+    head = f'--sp-boundary\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+    head += "Content-Type: application/octet-stream\r\n\r\n"
+    return head.encode() + data + b"\r\n--sp-boundary--\r\n"
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_the_server_hands_out_its_output_folder_only(app):
+    out = Path(app.styleprompt.settings.output_dir)
+    inside = out / "train" / "probe.txt"
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    inside.write_text("ok")
+    outside = Path(__file__).resolve().parents[1] / "README.md"
+    assert _status(f"{app.url}gradio_api/file={inside}") == 200
+    assert _status(f"{app.url}gradio_api/file={outside}") == 403
+    assert _status(f"{app.url}gradio_api/file=/etc/passwd") == 403
