@@ -172,17 +172,23 @@ def measure(config: str, steps: int, rounds: int, precision: str) -> dict:
         )
         loaded = LoadedModel(ours_pipe, config, model_family(ours_pipe), torch.device("cpu"), dtype)
         ours = StyleTokenTrainer(cfg, loaded)
+        counter = {"ref": 0, "ours": 0}
+
+        def ours_step() -> float:
+            counter["ours"] += 1
+            return ours.step(counter["ours"])
+
         for _ in range(2):  # warm-up
             ref.step()
-            ours.step()
+            ours_step()
         times = {"reference": 0.0, "ours": 0.0}
         peaks = {"reference": 0.0, "ours": 0.0}
         for _ in range(rounds):
-            for name, loop in (("reference", ref), ("ours", ours)):
+            for name, step_fn in (("reference", ref.step), ("ours", ours_step)):
                 start_rss = reset_peak_rss()
                 t0 = time.perf_counter()
                 for _ in range(steps):
-                    loop.step()
+                    step_fn()
                 times[name] += time.perf_counter() - t0
                 peaks[name] = max(peaks[name], peak_rss_mib() - start_rss)
         vectors = ours.learned.vectors

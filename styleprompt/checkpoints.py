@@ -31,7 +31,6 @@ class TrainingState:
     vectors: torch.Tensor
     optimizer: dict
     lr_scheduler: dict
-    generator_state: torch.Tensor
     scaler: dict | None
     fingerprint: dict
 
@@ -94,7 +93,7 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     opt_tensors, opt_meta = _split_optimizer(state.optimizer)
-    tensors = {"vectors": state.vectors.detach().float().cpu().contiguous(), "generator_state": state.generator_state}
+    tensors = {"vectors": state.vectors.detach().float().cpu().contiguous()}
     tensors.update(opt_tensors)
     save_file(tensors, str(tmp / "state.safetensors"))
     meta = {
@@ -138,7 +137,6 @@ def load_checkpoint(path: Path) -> TrainingState:
         vectors=tensors["vectors"],
         optimizer=_join_optimizer(tensors, meta["optimizer"]),
         lr_scheduler=meta["lr_scheduler"],
-        generator_state=tensors["generator_state"],
         scaler=meta.get("scaler"),
         fingerprint=meta.get("fingerprint", {}),
     )

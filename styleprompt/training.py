@@ -286,8 +286,13 @@ class StyleTokenTrainer:
         )
         return latents, self._prompt_ids(captions), noise, timesteps
 
-    def step(self) -> float:
-        """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+    def step(self, step: int) -> float:
+        """Optimizer step number `step` (1-based) over grad_accum micro-batches; returns the mean loss.
+
+        The batch randomness is seeded from (seed, step, process): each data-parallel process
+        draws different batches, and a resumed run draws exactly what the uninterrupted one did.
+        """
+        self.generator.manual_seed(self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(*self.draw_batch())
@@ -338,7 +343,6 @@ class StyleTokenTrainer:
             vectors=self.vectors(),
             optimizer=self.optimizer.state_dict(),
             lr_scheduler=self.lr_scheduler.state_dict(),
-            generator_state=self.generator.get_state(),
             scaler=scaler,
             fingerprint=_fingerprint(self.cfg, self.loaded.family),
         )
@@ -354,7 +358,6 @@ class StyleTokenTrainer:
             self.learned.vectors.copy_(state.vectors)
         self.optimizer.load_state_dict(state.optimizer)
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
-        self.generator.set_state(state.generator_state)
         if state.scaler and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state.scaler)
 
@@ -415,7 +418,7 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
         for step in range(start + 1, cfg.steps + 1):
             last_good = trainer.vectors().clone()
             try:
-                loss = trainer.step()
+                loss = trainer.step(step)
             except _NonFinite as bad:
                 trainer.save_embedding(final_path, step - 1, last_good)
                 raise TrainingDiverged(
