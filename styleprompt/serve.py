@@ -18,7 +18,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from classic.images import list_images
 from styleprompt.errors import UserError
@@ -144,6 +144,8 @@ class ModelCache:
         self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its lock
         self._guard = threading.Lock()
         self._loading: dict[tuple[str, str, str], threading.Lock] = {}
+        self._views: OrderedDict[tuple, tuple[LoadedModel, Any]] = OrderedDict()
+        self.max_views = 4
         self.loads = 0  # how many times a model was really loaded (tests read it)
 
     def key(self, model: str, precision: str | None = None) -> tuple[str, str, str]:
@@ -168,7 +170,9 @@ class ModelCache:
                 self._models[key] = loaded
                 self.loads += 1
                 while len(self._models) > self.max_models:
-                    self._models.popitem(last=False)
+                    old_key, _ = self._models.popitem(last=False)
+                    for view_key in [k for k in self._views if k[0] == old_key]:
+                        del self._views[view_key]
                 self._loading.pop(key, None)
             return loaded
 
@@ -196,3 +200,28 @@ class ModelCache:
             view = pipe.__class__.from_pipe(pipe, **parts)
         view.set_progress_bar_config(disable=True)
         return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)
+
+    def view_with(
+        self, model: str, precision: str | None, label: tuple, build: Callable[[LoadedModel], Any]
+    ) -> tuple[LoadedModel, Any]:
+        """A private text copy of `model` that `build` prepared once (style tokens loaded into it),
+        kept with what `build` returned for the next request with the same `label` (say, the
+        embeddings' hashes and scale).
+
+        Why a few copies and not one shared pipeline: tokens loaded into a shared tokenizer
+        would leak into every other request, and a token loaded at one style scale could not
+        be loaded again at another.
+        """
+        base = self.get(model, precision)
+        key = (self.key(model, precision), *label)
+        with self._guard:
+            if key in self._views:
+                self._views.move_to_end(key)
+                return self._views[key]
+        view = self.private_text_copy(base)
+        entry = (view, build(view))
+        with self._guard:
+            self._views[key] = entry
+            while len(self._views) > self.max_views:
+                self._views.popitem(last=False)
+        return entry

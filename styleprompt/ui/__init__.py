@@ -26,7 +26,7 @@ def build_app(settings: AppSettings | None = None, *, models: ModelCache | None 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from styleprompt.ui import train_tab
+    from styleprompt.ui import classic_tab, compare_tab, generate_tab, train_tab
 
     settings = settings or AppSettings()
     ctx = AppContext.create(settings, models)
@@ -37,7 +37,18 @@ def build_app(settings: AppSettings | None = None, *, models: ModelCache | None 
         )
         with gr.Tabs():
             with gr.Tab("Train", id="train"):
-                train_tab.build(ctx)
+                train = train_tab.build(ctx)
+            with gr.Tab("Generate", id="generate"):
+                generate = generate_tab.build(ctx)
+            with gr.Tab("Compare", id="compare"):
+                compare_recent = compare_tab.build(ctx)
+            with gr.Tab("Classic", id="classic"):
+                classic_tab.build(ctx)
+        # The lists of trained tokens follow new training runs and are fresh on every page load.
+        for dropdown in (generate.recent, compare_recent):
+            refresh = generate_tab.refresher(ctx)
+            train.start_event.then(refresh, None, [dropdown], queue=False, api_visibility="private")
+            demo.load(refresh, None, [dropdown], queue=False, api_visibility="private")
     demo.styleprompt = ctx
     return demo
 

