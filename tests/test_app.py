@@ -166,3 +166,98 @@ def test_the_server_hands_out_its_output_folder_only(app):
     assert _status(f"{app.url}gradio_api/file={inside}") == 200
     assert _status(f"{app.url}gradio_api/file={outside}") == 403
     assert _status(f"{app.url}gradio_api/file=/etc/passwd") == 403
+
+
+# -- the pieces under the tabs, without a server ---------------------------------------------------
+
+
+def test_stop_interrupts_work_at_its_next_progress_tick():
+    from tqdm.auto import tqdm
+
+    from styleprompt.ui.jobs import Job, JobCancelled
+
+    done = []
+
+    def work():
+        bar = tqdm(total=500, disable=True)  # as diffusers' pipelines do: disabled, still updated
+        for i in range(500):
+            time.sleep(0.005)
+            done.append(i)
+            bar.update()
+        return "finished"
+
+    job = Job("generate")
+    with pytest.raises(JobCancelled):
+        for polls, _ in enumerate(job.run(work, poll=0.05)):
+            assert job.progress.total == 500 or job.progress.total is None
+            if polls == 2:
+                job.stop()
+    assert 0 < len(done) < 500
+    assert job.progress.total == 500 and job.progress.done == len(done)
+
+
+def test_progress_hooks_are_inert_outside_jobs_and_for_self_stopping_jobs():
+    from tqdm.auto import tqdm
+
+    from styleprompt.ui.jobs import Job, install_tqdm_hooks
+
+    install_tqdm_hooks()
+    assert sum(1 for _ in tqdm(range(50), disable=True)) == 50  # no job: nothing happens
+    job = Job("train", tqdm_ticks=False)  # training stops itself at a step boundary instead
+    job.stop()
+    for _ in job.run(lambda: sum(1 for _ in tqdm(range(50), disable=True)), poll=0.01):
+        pass
+    assert job.result == 50  # Stop was pressed, yet the loop ran to its end: training checks it itself
+
+
+def test_eta_comes_from_the_measured_rate():
+    from styleprompt.ui.jobs import Job, format_duration
+
+    job = Job("x")
+    job.tick(10, 110, "steps")
+    job.progress.started -= 10.0  # as if the first 10 -> 20 took 10 s: 1 step/s, 90 left
+    job.tick(20, 110, "steps")
+    assert job.progress.eta_seconds() == pytest.approx(90, rel=0.05)
+    assert format_duration(90) == "1:30" and format_duration(3725) == "1:02:05" and format_duration(None) == "--:--"
+
+
+def test_model_cache_loads_once_under_concurrent_requests_and_keeps_token_views_apart():
+    import threading
+
+    from styleprompt.serve import ModelCache
+
+    cache = ModelCache(device="cpu")
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(cache.get("tiny"))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.loads == 1 and all(g is got[0] for g in got)
+    builds = []
+
+    def add_token(view):
+        builds.append(view)
+        view.pipe.tokenizer.add_tokens(["<view-token>"])
+        return ["<view-token>"]
+
+    first, tokens = cache.view_with("tiny", None, ("a",), add_token)
+    again, _ = cache.view_with("tiny", None, ("a",), add_token)
+    other, _ = cache.view_with("tiny", None, ("b",), add_token)
+    assert first is again and other is not first and len(builds) == 2 and tokens == ["<view-token>"]
+    assert "<view-token>" not in got[0].pipe.tokenizer.get_vocab()  # the shared model is untouched
+    assert first.pipe.unet is got[0].pipe.unet  # the big parts are shared, not copied
+
+
+def test_upload_checks_name_the_problem(tmp_path):
+    from styleprompt.errors import UserError
+    from styleprompt.serve import IMAGE_SUFFIXES, OutputFolder, check_uploads
+
+    note = tmp_path / "notes.txt"
+    note.write_text("x")
+    with pytest.raises(UserError, match="notes.txt is not one of the accepted artworks types"):
+        check_uploads([note], what="artworks", max_count=5, max_mb=1, suffixes=IMAGE_SUFFIXES)
+    out = OutputFolder(tmp_path / "out")
+    assert out.new_run("train", "<a b>") != out.new_run("train", "<a b>")  # same second, two folders
+    assert out.contains(out.root / "train" / "x") and not out.contains(tmp_path / "elsewhere")
+    assert not out.contains(out.root / ".." / "escape")
