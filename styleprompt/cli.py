@@ -17,6 +17,7 @@ from styleprompt.errors import UserError
 # Subcommands, in the order `--help` lists them. Each name is a module in styleprompt.commands.
 COMMANDS: list[str] = [
     "train",
+    "transfer",
 ]
 
 

@@ -1,0 +1,316 @@
+"""VGG-19 features for Gatys and AdaIN: one module, two weight layouts, taps by layer name.
+
+Why one module for both: the two baselines are only comparable if they read the same network.
+Users hold VGG-19 weights in two shapes: torchvision's `vgg19-dcbb9e9d.pth` (keys
+`features.N.weight`, ImageNet mean/std normalisation) and the `vgg_normalised.pth` that
+pytorch-AdaIN and AdaIN-style share (an `nn.Sequential` whose first layer is a 1x1 convolution
+that turns [0, 1] RGB into Caffe's mean-subtracted BGR, with reflection padding and ceil-mode
+pooling). Both load into the same torchvision-shaped module; the AdaIN layout switches the
+padding and pooling to what those weights were trained with, so its decoders work unchanged.
+
+We never depend on torchvision (its wheel breaks beside this CPU torch); the network is a few
+lines of `torch.nn` with torchvision's indices, so its state dicts load as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from classic.errors import UserError
+
+# torchvision's VGG-19 `features`: output channels of each conv, "M" for a 2x2 max-pool.
+_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _layer_names() -> list[str]:
+    """Names in torchvision's order: conv1_1, relu1_1, conv1_2, relu1_2, pool1, conv2_1, ..."""
+    names: list[str] = []
+    block, index = 1, 1
+    for item in _CONFIG:
+        if item == "M":
+            names.append(f"pool{block}")
+            block, index = block + 1, 1
+        else:
+            names += [f"conv{block}_{index}", f"relu{block}_{index}"]
+            index += 1
+    return names
+
+
+LAYER_NAMES: list[str] = _layer_names()
+LAYER_INDEX: dict[str, int] = {name: i for i, name in enumerate(LAYER_NAMES)}
+CONV_INDICES: list[int] = [i for i, name in enumerate(LAYER_NAMES) if name.startswith("conv")]
+
+
+def layer_stride(name: str) -> int:
+    """Pixels of the input per feature pixel at `name` (1 for block 1, 2 for block 2, ...).
+
+    A pool layer's output belongs to the next block's grid: pool1 has stride 2.
+    """
+    check_layer_names([name])
+    block = int(name[4])
+    return 2**block if name.startswith("pool") else 2 ** (block - 1)
+
+
+def receptive_radius(name: str) -> int:
+    """How many input pixels on each side can influence one feature pixel at `name`.
+
+    Tiling uses it: a tile whose halo is at least this wide computes the features of its core
+    exactly as the whole image would, so tiled results equal untiled ones.
+    """
+    check_layer_names([name])
+    radius, stride = 0, 1
+    for layer in LAYER_NAMES[: LAYER_INDEX[name] + 1]:
+        if layer.startswith("conv"):
+            radius += stride  # a 3x3 convolution reaches one feature pixel further each side
+        elif layer.startswith("pool"):
+            radius += stride  # a 2x2 window reaches one more input pixel (ceil mode: at most one)
+            stride *= 2
+    return radius
+
+
+def check_layer_names(names: Iterable[str]) -> list[str]:
+    """Raise a one-line UserError naming the first unknown layer and the valid pattern."""
+    names = list(names)
+    for name in names:
+        if name not in LAYER_INDEX:
+            raise UserError(f"unknown VGG-19 layer {name!r}: use names like relu1_1, relu4_2, conv4_2, pool3 (blocks 1-5)")
+    return names
+
+
+class VGG19Features(nn.Module):
+    """VGG-19 convolutional part with torchvision's parameter names; returns named taps.
+
+    Input: [N, 3, H, W] RGB in [0, 1]. The input transform is inside: ImageNet mean/std for
+    torchvision-layout weights, the 1x1 convolution for AdaIN's `vgg_normalised` weights.
+    """
+
+    def __init__(self, layout: str = "torchvision") -> None:
+        super().__init__()
+        if layout not in ("torchvision", "adain"):
+            raise ValueError(f"layout must be 'torchvision' or 'adain', not {layout!r}")
+        self.layout = layout
+        self.random_weights = False
+        self.source = "uninitialised"
+        adain = layout == "adain"
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for item in _CONFIG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=adain))
+            else:
+                layers.append(nn.Conv2d(in_channels, int(item), 3, padding=1, padding_mode="reflect" if adain else "zeros"))
+                layers.append(nn.ReLU(inplace=True))
+                in_channels = int(item)
+        self.features = nn.Sequential(*layers)
+        # AdaIN's first layer: RGB [0,1] -> Caffe BGR*255 - mean. Identity-free for torchvision.
+        self.input_conv = nn.Conv2d(3, 3, 1) if adain else None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # Highest layer index with weights (vgg_normalised files are often cut after relu4_1).
+        self.max_index = len(LAYER_NAMES) - 1
+        self.requires_grad_(False)
+        self.eval()
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_conv is not None:
+            return self.input_conv(x)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        wanted = check_layer_names(layers)
+        if not wanted:
+            return {}
+        last = max(LAYER_INDEX[name] for name in wanted)
+        if last > self.max_index:
+            raise UserError(
+                f"these VGG weights stop at {LAYER_NAMES[self.max_index]} but layer {LAYER_NAMES[last]} was asked for; "
+                "use the full VGG-19 file"
+            )
+        want_index = {LAYER_INDEX[name] for name in wanted}
+        out: dict[str, torch.Tensor] = {}
+        h = self.normalise(x)
+        for index in range(last + 1):
+            module = self.features[index]
+            if isinstance(module, nn.ReLU):
+                # In place unless the conv output just before was asked for (it would be overwritten).
+                h = F.relu(h) if (index - 1) in want_index else F.relu_(h)
+            else:
+                h = module(h)
+            if index in want_index:
+                out[LAYER_NAMES[index]] = h
+        return {name: out[name] for name in wanted}
+
+
+def _init_random(model: VGG19Features, seed: int) -> None:
+    """torchvision's VGG init (Kaiming normal, fan-out) from a fixed seed: same net every run."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.features:
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_out) ** 0.5)
+                module.bias.zero_()
+
+
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """Read a .safetensors or torch pickle file as a flat {name: tensor} dict, safely.
+
+    Pickles are opened with weights_only=True: a weights file from the internet is data, and
+    must not be able to run code. `what` names the file's role in the error message.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user problem
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read {what} {p}: not a weights file torch or safetensors can open ({reason})") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"cannot read {what} {p}: expected a state dict of tensors")
+    return dict(state)
+
+
+def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """'torchvision' (features.N / N with a 3x3 first conv) or 'adain' (a 1x1 first conv)."""
+    if "features.0.weight" in state:
+        return "torchvision"
+    first = state.get("0.weight")
+    if first is not None and tuple(first.shape) == (3, 3, 1, 1):
+        return "adain"
+    if first is not None and tuple(first.shape) == (64, 3, 3, 3):
+        return "torchvision"
+    return "unknown"
+
+
+def _adain_index_map() -> dict[int, int]:
+    """torchvision conv index -> index in vgg_normalised's Sequential (a pad precedes each conv)."""
+    mapping: dict[int, int] = {}
+    position = 1  # 0 is the 1x1 input convolution
+    for index, name in enumerate(LAYER_NAMES):
+        if name.startswith("conv"):
+            position += 1  # ReflectionPad2d
+            mapping[index] = position
+        position += 1
+    return mapping
+
+
+ADAIN_INDEX = _adain_index_map()
+
+
+def load_state_into(model: VGG19Features, state: Mapping[str, torch.Tensor], layout: str, origin: str) -> None:
+    """Copy weights from either layout; the deepest conv present sets `model.max_index`."""
+    if layout == "torchvision":
+        prefix = "features." if "features.0.weight" in state else ""
+        source_of = {i: f"{prefix}{i}" for i in CONV_INDICES}
+    else:
+        source_of = {i: str(ADAIN_INDEX[i]) for i in CONV_INDICES}
+        model.input_conv.weight.data.copy_(state["0.weight"])
+        model.input_conv.bias.data.copy_(state["0.bias"])
+    loaded = -1
+    for index in CONV_INDICES:
+        key = source_of[index]
+        if f"{key}.weight" not in state:
+            break
+        conv = model.features[index]
+        weight, bias = state[f"{key}.weight"], state.get(f"{key}.bias")
+        if tuple(weight.shape) != tuple(conv.weight.shape) or bias is None:
+            raise UserError(
+                f"{origin}: layer {key} has shape {tuple(weight.shape)}, expected {tuple(conv.weight.shape)}; is this VGG-19?"
+            )
+        conv.weight.data.copy_(weight.float())
+        conv.bias.data.copy_(bias.float())
+        loaded = index
+    if loaded < 0:
+        raise UserError(f"{origin}: no VGG-19 convolution weights in it (expected features.0.weight or vgg_normalised keys)")
+    model.max_index = loaded + 1  # the ReLU after the last loaded conv is usable too
+
+
+def default_weights_path() -> Path:
+    """Where torch's hub cache keeps the torchvision file (TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "0").lower() not in ("0", "", "false") for v in ("STYLEPROMPT_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _hub_state_dict() -> dict[str, torch.Tensor]:
+    """The torchvision file from torch's hub cache, downloading it once when online."""
+    cached = default_weights_path()
+    missing = (
+        f"VGG-19 weights not found: put {TORCHVISION_FILE} in {cached.parent} "
+        "or pass --vgg-weights PATH (torchvision or vgg_normalised.pth), or --random-weights for a demo"
+    )
+    if not cached.is_file() and _offline():
+        raise UserError(missing + " (offline mode is set)")
+    try:
+        return torch.hub.load_state_dict_from_url(TORCHVISION_URL, map_location="cpu", progress=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - network errors come in many types; the user needs one line
+        raise UserError(missing) from None
+
+
+def load_vgg19(
+    weights: str | Path | None = None,
+    *,
+    random_weights: bool = False,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> VGG19Features:
+    """VGG-19 features from a file (either layout), torch's hub cache, or seeded random weights.
+
+    Random weights only when asked: a stylisation with them is a demo of the machinery, not of
+    the method, and the model says so in `.random_weights` (every output records it).
+    """
+    if weights is not None and random_weights:
+        raise UserError("give either --vgg-weights or --random-weights, not both")
+    if random_weights:
+        model = VGG19Features("torchvision")
+        _init_random(model, seed)
+        model.random_weights = True
+        model.source = f"random (seed {seed})"
+    else:
+        if weights is not None:
+            state, origin = read_state_dict(weights, "VGG weights"), str(weights)
+        else:
+            state, origin = _hub_state_dict(), str(default_weights_path())
+        layout = detect_layout(state)
+        if layout == "unknown":
+            raise UserError(
+                f"{origin}: not VGG-19 weights in torchvision layout (features.N.weight) or AdaIN's vgg_normalised layout"
+            )
+        model = VGG19Features(layout)
+        load_state_into(model, state, layout, origin)
+        model.source = origin
+    return model.to(device)
+
+
+def adain_layout_state_dict(model: VGG19Features) -> dict[str, torch.Tensor]:
+    """The model's weights as vgg_normalised.pth keys (for tests and for sharing with AdaIN tools)."""
+    if model.input_conv is None:
+        raise ValueError("only an AdaIN-layout model has the 1x1 input convolution")
+    state = {"0.weight": model.input_conv.weight.detach().clone(), "0.bias": model.input_conv.bias.detach().clone()}
+    for index in CONV_INDICES:
+        conv = model.features[index]
+        state[f"{ADAIN_INDEX[index]}.weight"] = conv.weight.detach().clone()
+        state[f"{ADAIN_INDEX[index]}.bias"] = conv.bias.detach().clone()
+    return state

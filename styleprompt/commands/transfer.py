@@ -1,0 +1,208 @@
+"""`styleprompt transfer`: classic style transfer (Gatys, AdaIN, Ghiasi) from the command line.
+
+One content and several styles with --style-weights (or --mask) blend into one image; several
+contents and/or styles without them write every (content, style) pair into the --output folder.
+Every PNG carries the parameters that made it, so a result can be reproduced from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+from styleprompt.errors import UserError
+
+METHODS = ("gatys", "adain", "ghiasi")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("transfer", help="classic neural style transfer: gatys, adain or ghiasi")
+    p = parser.add_argument
+    p("--method", required=True, choices=METHODS, help="gatys (optimisation), adain or ghiasi (feed-forward)")
+    p("--content", action="append", required=True, help="content image (repeat for several)")
+    p("--style", action="append", required=True, help="style image (repeat for several)")
+    p("--style-weights", default=None, help="blend several styles into one output, e.g. 0.7,0.3")
+    p("--alpha", type=float, default=1.0, help="degree of stylisation in [0, 1] (default: %(default)s)")
+    p("--preserve-color", action="store_true", help="keep the content's colours")
+    p("--color-mode", choices=["luminance", "histogram"], default=None, help="how colours are kept (default: the method's own)")
+    p("--mask", default=None, help="two-region mask: white gets the first --style, black the second")
+    p("--size", type=int, default=512, help="long side of the output in pixels, up to 3840 and beyond (default: %(default)s)")
+    p("--tile-size", type=int, default=None, help="tile size in pixels for large images (default: automatic; 0: never tile)")
+    p("--output", default=None, help="output .png (one image) or folder (several pairs); default: output.png / outputs/")
+    p("--device", default="cpu", help="cpu, cuda, mps (default: %(default)s)")
+    p("--seed", type=int, default=0, help="seed for random init and random weights (default: %(default)s)")
+    p("--no-progress", action="store_true", help="no progress bar")
+    g = parser.add_argument_group("weights")
+    g.add_argument("--vgg-weights", default=None, help="VGG-19 file: torchvision's vgg19-*.pth or AdaIN's vgg_normalised.pth")
+    g.add_argument("--decoder-weights", default=None, help="AdaIN decoder: pytorch-AdaIN's decoder.pth or ours (.safetensors)")
+    g.add_argument("--random-weights", action="store_true", help="random VGG/decoder weights: a demo of the machinery, not of the method")
+    g.add_argument("--ghiasi-models", default=None, help="folder with the Ghiasi ONNX models (default: the packaged ones)")
+    g = parser.add_argument_group("gatys")
+    g.add_argument("--iterations", type=str, default="300", help="L-BFGS/Adam evaluations (per scale: 100,300) (default: %(default)s)")
+    g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    g.add_argument("--content-layer", default="relu4_2", help="e.g. relu4_2 (default), relu2_2, conv4_2")
+    g.add_argument("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+    g.add_argument("--style-layer-weights", default=None, help="one weight per style layer (default: equal)")
+    g.add_argument("--content-weight", type=float, default=None, help="alpha of Gatys et al. (default: 1)")
+    g.add_argument("--style-weight", type=float, default=None, help="beta of Gatys et al. (default: 1e6)")
+    g.add_argument("--tv-weight", type=float, default=None, help="total-variation weight (default: 0)")
+    g.add_argument("--init", choices=["content", "noise", "style"], default="content")
+    g.add_argument("--scales", default=None, help="coarse-to-fine sizes, fractions or pixels, e.g. 0.5,1 or 256,512")
+    g.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size (default: 1)")
+    g.add_argument("--learning-rate", type=float, default=None, help="Adam's step size (default: 10/255)")
+    g.add_argument("--save-every", type=int, default=0, help="write an intermediate image every N iterations")
+    g = parser.add_argument_group("adain")
+    g.add_argument("--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def _numbers(text: str | None, kind=float) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"cannot read {text!r}: give numbers separated by commas") from None
+
+
+def _method_options(args: argparse.Namespace, outdir: Path | None) -> dict:
+    """The options only one method understands, taken from the flags that were given."""
+    if args.method == "adain":
+        opts = {"vgg_weights": args.vgg_weights, "decoder_weights": args.decoder_weights, "random_weights": args.random_weights}
+        opts["style_size"] = args.style_size
+        opts["seed"] = args.seed
+        if args.tile_size is not None:
+            opts["tile_size"] = args.tile_size or None
+        if args.color_mode:
+            opts["color_mode"] = args.color_mode
+        return opts
+    if args.method == "gatys":
+        iterations = _numbers(args.iterations, int)
+        opts = {
+            "vgg_weights": args.vgg_weights,
+            "random_weights": args.random_weights,
+            "iterations": iterations[0] if len(iterations) == 1 else iterations,
+            "optimizer": args.optimizer,
+            "content_layer": args.content_layer,
+            "style_layers": [s.strip() for s in args.style_layers.split(",") if s.strip()],
+            "style_layer_weights": _numbers(args.style_layer_weights),
+            "init": args.init,
+            "scales": _numbers(args.scales),
+            "style_scale": args.style_scale,
+            "save_every": args.save_every,
+            "outdir": outdir if args.save_every else None,
+            "seed": args.seed,
+        }
+        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "color_mode"):
+            if getattr(args, name) is not None:
+                opts[name] = getattr(args, name)
+        if args.tile_size is not None:
+            opts["tile_size"] = args.tile_size or None
+        return opts
+    return {"models_dir": args.ghiasi_models}
+
+
+def _stylize_function(method: str):
+    if method == "gatys":
+        from classic.gatys import stylize
+    elif method == "adain":
+        from classic.adain import stylize
+    else:
+        try:
+            from classic.ghiasi import stylize
+        except ImportError as exc:
+            raise UserError(f"the ghiasi method is not available here ({exc}); install the [ghiasi] extra") from None
+    return stylize
+
+
+def _jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, list[Path], Path]], bool]:
+    """(content, styles, output path) for every image to make, and whether styles are blended."""
+    contents = [Path(c) for c in args.content]
+    styles = [Path(s) for s in args.style]
+    blend = args.style_weights is not None or args.mask is not None
+    if blend or (len(contents) == 1 and len(styles) == 1):
+        output = Path(args.output or "output.png")
+        if len(contents) > 1:
+            folder = Path(args.output or "outputs")
+            if folder.suffix:
+                raise UserError("several --content images need --output to be a folder")
+            return [(c, styles, folder / f"{c.stem}__blend.png") for c in contents], blend
+        if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+            output = output / f"{contents[0].stem}__{styles[0].stem}.png"
+        return [(contents[0], styles, output)], blend
+    folder = Path(args.output or "outputs")
+    if folder.suffix:
+        raise UserError(
+            f"{len(contents)} content x {len(styles)} style images make several outputs: give --output a folder, "
+            "or --style-weights to blend the styles into one image"
+        )
+    return [(c, [s], folder / f"{c.stem}__{s.stem}.png") for c in contents for s in styles], False
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from classic.images import load_image, save_image
+    from classic.inputs import parse_weights
+
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device} but no CUDA GPU is available; use --device cpu")
+    weights = parse_weights(args.style_weights) if args.style_weights is not None else None
+    mask = load_image(args.mask) if args.mask else None
+    jobs, _ = _jobs(args)
+    stylize = _stylize_function(args.method)
+    cache: dict[Path, object] = {}
+
+    def image(path: Path):
+        if path not in cache:
+            cache[path] = load_image(path)
+        return cache[path]
+
+    for content_path, style_paths, output in jobs:
+        outdir = output.parent / f"{output.stem}_steps"
+        result = stylize(
+            image(content_path),
+            [image(p) for p in style_paths],
+            style_weights=weights,
+            alpha=args.alpha,
+            preserve_color=args.preserve_color,
+            mask=mask,
+            size=args.size,
+            device=args.device,
+            show_progress=not args.no_progress,
+            **_method_options(args, outdir),
+        )
+        text = {
+            "method": args.method,
+            "content": str(content_path),
+            "styles": ",".join(str(p) for p in style_paths),
+            "style_weights": args.style_weights or "",
+            "alpha": str(args.alpha),
+            "preserve_color": str(args.preserve_color),
+            "mask": args.mask or "",
+            "size": str(args.size),
+            "seed": str(args.seed),
+            "command": " ".join(["styleprompt", *sys.argv[1:]]) if sys.argv[0].endswith("styleprompt") else "",
+            **{k: v for k, v in result.info.items() if isinstance(v, str)},
+        }
+        if args.method == "gatys":
+            text["iterations"] = args.iterations
+        save_image(result, output, text=text)
+        note = ""
+        if "loss_first" in result.info:
+            note = f", loss {result.info['loss_first']} -> {result.info['loss_last']}"
+        if result.info.get("random_weights") == "True":
+            note += " (random weights: a demo of the machinery, not of the method)"
+        print(f"wrote {output} ({result.width}x{result.height}{note})")
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = ""
+    if args.device.startswith("cuda"):
+        gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    print(f"time {seconds:.1f} s, peak memory {peak_mib:.0f} MiB (RSS){gpu}")
+    return 0
