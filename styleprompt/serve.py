@@ -143,8 +143,9 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
         self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> its lock
         self._guard = threading.Lock()
-        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
+        self._loading: dict[tuple, threading.Lock] = {}
         self._views: OrderedDict[tuple, tuple[LoadedModel, Any]] = OrderedDict()
+        self._networks: OrderedDict[tuple, Any] = OrderedDict()
         self.max_views = 4
         self.loads = 0  # how many times a model was really loaded (tests read it)
 
@@ -225,3 +226,26 @@ class ModelCache:
             while len(self._views) > self.max_views:
                 self._views.popitem(last=False)
         return entry
+
+    def network(self, key: tuple, load: Callable[[], Any], keep: int = 4) -> Any:
+        """Any other network (VGG-19, an AdaIN decoder, Ghiasi's), loaded once per `key`.
+
+        Read-only at inference, so requests share them without a lock.
+        """
+        with self._guard:
+            if key in self._networks:
+                self._networks.move_to_end(key)
+                return self._networks[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._guard:
+                if key in self._networks:
+                    return self._networks[key]
+            net = load()
+            with self._guard:
+                self._networks[key] = net
+                while len(self._networks) > keep:
+                    self._networks.popitem(last=False)
+                self._loading.pop(key, None)
+                self.loads += 1
+            return net

@@ -31,17 +31,11 @@ from styleprompt.ui.common import (
 METHODS = ["gatys", "adain", "ghiasi"]
 
 
-def parse_weights(text: str, count: int) -> list[float] | None:
-    """"0.7, 0.3" -> [0.7, 0.3]; empty -> None (equal weights)."""
-    if not (text or "").strip():
-        return None
-    try:
-        weights = [float(w) for w in text.replace(";", ",").split(",") if w.strip()]
-    except ValueError:
-        raise UserError(f"style weights {text!r} are not numbers; write them like 0.7, 0.3") from None
-    if len(weights) != count:
-        raise UserError(f"{len(weights)} style weights for {count} style images; give one weight per style image")
-    return weights
+def parse_style_weights(text: str) -> list[float] | None:
+    """"0.7, 0.3" -> [0.7, 0.3]; empty -> None (equal weights). The method checks the count."""
+    from classic.inputs import parse_weights
+
+    return parse_weights(text.replace(";", ",")) if (text or "").strip() else None
 
 
 def method_options(method: str, iterations: Any, random_weights: bool, vgg: str, decoder: str, settings) -> dict:
@@ -53,6 +47,26 @@ def method_options(method: str, iterations: Any, random_weights: bool, vgg: str,
     if method == "adain":
         options["decoder_weights"] = (decoder or "").strip() or None
     return options
+
+
+def cached_networks(ctx: AppContext, method: str, options: dict, device: str) -> dict:
+    """The method's networks from the app's cache, loaded on first use and shared afterwards."""
+    if method not in ("gatys", "adain"):
+        return {}
+    from classic.vgg import load_vgg19
+
+    random_weights, vgg_file = options["random_weights"], options["vgg_weights"]
+    networks = {"vgg": ctx.models.network(("vgg19", vgg_file, random_weights, device),
+                                          lambda: load_vgg19(vgg_file, random_weights=random_weights, device=device))}
+    if method == "adain":
+        from classic.adain import load_decoder
+
+        decoder_file = options["decoder_weights"]
+        networks["decoder"] = ctx.models.network(
+            ("adain-decoder", decoder_file, random_weights, device),
+            lambda: load_decoder(decoder_file, random_weights=random_weights, device=device),
+        )
+    return networks
 
 
 def build(ctx: AppContext) -> None:
@@ -97,7 +111,7 @@ def build(ctx: AppContext) -> None:
                                     max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
         if not style_files:
             raise UserError("no style image; upload at least one")
-        style_weights = parse_weights(weights, len(style_files))
+        style_weights = parse_style_weights(weights)
         kwargs = dict(
             style_weights=style_weights, alpha=float_in(alpha, "Strength", 0.0, 1.0), preserve_color=bool(preserve),
             size=int_in(size, "Size", 64, 4096), device=_device(s.device),
@@ -109,8 +123,9 @@ def build(ctx: AppContext) -> None:
 
         def work():
             module = importlib.import_module(f"classic.{method}")
+            networks = cached_networks(ctx, method, kwargs, kwargs["device"])
             image = module.stylize(load_image(content), [load_image(p) for p in style_files],
-                                   mask=load_image(mask) if mask else None, **kwargs)
+                                   mask=load_image(mask) if mask else None, **kwargs, **networks)
             text = {"method": method, "styles": ", ".join(p.name for p in style_files),
                     **{k: str(v) for k, v in kwargs.items() if k not in ("show_progress", "device")}}
             return save_image(image, run_dir / f"{method}.png", text=text)

@@ -16,6 +16,7 @@ from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
+    float_in,
     format_duration,
     idle_html,
     int_in,
@@ -53,6 +54,10 @@ def build(ctx: AppContext) -> Any:
                                            maximum=s.max_classic_iterations, elem_id="cmp-iterations")
                     size = gr.Number(value=512, precision=0, label="Size (long side, px)", minimum=64, maximum=2048, elem_id="cmp-size")
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+                with gr.Row():
+                    token_steps = gr.Number(value=25, precision=0, label="Token sampling steps", minimum=1,
+                                            maximum=s.max_gen_steps, elem_id="cmp-token-steps")
+                    strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Image-to-image strength", elem_id="cmp-strength")
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
@@ -64,7 +69,7 @@ def build(ctx: AppContext) -> Any:
 
     @show_errors(outputs=4, status=0)
     def run_compare_ui(contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights,
-                       decoder_weights, iterations, size, seed, request: gr.Request):
+                       decoder_weights, iterations, size, seed, token_steps, strength, request: gr.Request):
         from styleprompt.compare import run_compare
         from styleprompt.errors import UserError
 
@@ -86,6 +91,8 @@ def build(ctx: AppContext) -> Any:
             vgg_weights=(vgg_weights or "").strip() or None, decoder_weights=(decoder_weights or "").strip() or None,
             gatys_iterations=int_in(iterations, "Gatys iterations", 1, s.max_classic_iterations),
             size=int_in(size, "Size", 64, 4096), seed=int_in(seed, "Seed", 0, 2**32 - 1),
+            token_steps=int_in(token_steps, "Token sampling steps", 1, s.max_gen_steps),
+            strength=float_in(strength, "Image-to-image strength", 0.0, 1.0), device=s.device,
         )
         model_name = (model or s.model).strip()
         needs_model = bool(embeddings) and any(m.startswith("token") for m in chosen)
@@ -116,7 +123,8 @@ def build(ctx: AppContext) -> Any:
 
     run.click(
         run_compare_ui,
-        [contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights, decoder_weights, iterations, size, seed],
+        [contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights, decoder_weights, iterations, size, seed,
+         token_steps, strength],
         [status, grid, table, reports],
         api_name="compare", concurrency_limit=s.heavy_concurrency, concurrency_id="compare", show_progress="hidden",
     )
