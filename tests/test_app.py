@@ -261,3 +261,36 @@ def test_upload_checks_name_the_problem(tmp_path):
     assert out.new_run("train", "<a b>") != out.new_run("train", "<a b>")  # same second, two folders
     assert out.contains(out.root / "train" / "x") and not out.contains(tmp_path / "elsewhere")
     assert not out.contains(out.root / ".." / "escape")
+
+
+# -- Classic ------------------------------------------------------------------------------------------
+
+
+def classic_args(content, styles, *, method="adain", random_weights=True, size=64, weights="", iterations=3):
+    # method, content, styles, weights, mask, alpha, preserve colour, size, iterations, random, vgg, decoder
+    return [method, handle_file(str(content)), [handle_file(str(p)) for p in styles], weights, None, 1.0, False, size,
+            iterations, random_weights, "", ""]
+
+
+def test_classic_adain_labels_random_weights_and_loads_its_networks_once(app, art):
+    from PIL import Image
+
+    client = client_for(app)
+    before = app.styleprompt.models.loads
+    for _ in range(2):
+        status, output = client.predict(*classic_args(art[0], art[1:]), api_name="/classic")
+        assert 'data-state="done"' in status and "adain · random weights" in status
+    image = Image.open(output["path"])
+    assert max(image.size) == 64 and image.text["method"] == "adain" and image.text["random_weights"] == "True"
+    assert app.styleprompt.models.loads == before + 2  # VGG-19 and the decoder, once for both requests
+
+
+def test_classic_mistakes_are_one_line(app, art, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19 to find
+    client = client_for(app)
+    with pytest.raises(AppError, match="3 style weights for 2 style images"):
+        client.predict(*classic_args(art[0], art[1:], weights="0.5, 0.3, 0.2"), api_name="/classic")
+    with pytest.raises(AppError, match="cannot read style weights"):
+        client.predict(*classic_args(art[0], art[1:], weights="lots"), api_name="/classic")
+    with pytest.raises(AppError, match="VGG-19 weights not found.*--random-weights"):  # random not ticked
+        client.predict(*classic_args(art[0], art[1:], random_weights=False), api_name="/classic")

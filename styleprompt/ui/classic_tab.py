@@ -87,10 +87,10 @@ def build(ctx: AppContext) -> None:
                 iterations = gr.Number(value=200, precision=0, label="Iterations (Gatys)", minimum=1,
                                        maximum=s.max_classic_iterations, elem_id="classic-iterations")
             with gr.Accordion("Weights (Gatys, AdaIN)", open=False):
-                random_weights = gr.Checkbox(value=False, label="Random weights (labelled as such; for demos without weights)",
+                random_weights = gr.Checkbox(value=False, label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
                                              elem_id="classic-random-weights")
-                vgg = gr.Textbox(label="VGG-19 weights file on the server (empty: the torch hub cache)", elem_id="classic-vgg")
-                decoder = gr.Textbox(label="AdaIN decoder weights file on the server", elem_id="classic-decoder")
+                vgg = gr.Textbox(label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)", elem_id="classic-vgg")
+                decoder = gr.Textbox(label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="classic-decoder")
             with gr.Row():
                 run = gr.Button("Stylize", variant="primary", elem_id="classic-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="classic-stop")

@@ -45,10 +45,10 @@ def build(ctx: AppContext) -> Any:
             methods = gr.CheckboxGroup(METHODS, value=METHODS, label="Methods", elem_id="cmp-methods")
             with gr.Accordion("Weights and sizes", open=False):
                 model = gr.Textbox(value=s.model, label="Model for the token methods", elem_id="cmp-model")
-                random_weights = gr.Checkbox(value=False, label="Random VGG/AdaIN weights (labelled as such; for demos without weights)",
+                random_weights = gr.Checkbox(value=False, label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
                                              elem_id="cmp-random-weights")
-                vgg_weights = gr.Textbox(label="VGG-19 weights file on the server (empty: the torch hub cache)", elem_id="cmp-vgg")
-                decoder_weights = gr.Textbox(label="AdaIN decoder weights file on the server", elem_id="cmp-decoder")
+                vgg_weights = gr.Textbox(label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)", elem_id="cmp-vgg")
+                decoder_weights = gr.Textbox(label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="cmp-decoder")
                 with gr.Row():
                     iterations = gr.Number(value=100, precision=0, label="Gatys iterations", minimum=1,
                                            maximum=s.max_classic_iterations, elem_id="cmp-iterations")
