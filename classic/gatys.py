@@ -374,7 +374,7 @@ class GatysObjective:
             with torch.enable_grad():
                 tv = self.opt.tv_weight * tv_loss(xt)
                 grad += torch.autograd.grad(tv, xt)[0]
-            t_loss = float(tv)
+            t_loss = float(tv.detach())
         parts = {"content": c_loss, "style": s_loss, "tv": t_loss}
         return c_loss + s_loss + t_loss, grad.contiguous(), parts
 
