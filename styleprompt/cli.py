@@ -18,6 +18,10 @@ from styleprompt.errors import UserError
 COMMANDS: list[str] = [
     "train",
     "transfer",
+    "compare",
+    "survey",
+    "survey-results",
+    "pick",
 ]
 
 

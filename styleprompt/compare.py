@@ -1,0 +1,685 @@
+"""The side-by-side comparison: Gatys, AdaIN, Ghiasi and the learned style token on the same
+inputs, measured the same way. `styleprompt compare` and the app's Compare tab both call
+`run_compare`.
+
+Why it is shaped like this:
+- Every method is a small runner with `prepare` (load its networks, once) and `run` (one
+  output). A runner that cannot prepare (no weights, no embedding, no model) turns into a
+  "skipped: why" column; a runner that fails on one image loses only that cell. One method's
+  trouble never costs the others' results.
+- Time and memory are measured around `run` only, with the networks already loaded, so the
+  numbers compare methods rather than disk speed; load times are listed separately.
+- The metrics are `styleprompt.evaluate.evaluate_image`, the same function `styleprompt
+  evaluate` uses, so a number in the comparison means what it means everywhere else.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from PIL import Image
+
+from classic.files import write_text_atomic
+from classic.images import load_image, resize_long_side, save_image
+from styleprompt.errors import UserError
+from styleprompt.report import Cell, Metric, ReportInfo, make_grid, save_grid, table_rows, write_csv, write_html, write_markdown
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gatys", "adain", "ghiasi", "token-txt2img", "token-img2img")
+LABELS = {
+    "gatys": "Gatys",
+    "adain": "AdaIN",
+    "ghiasi": "Ghiasi",
+    "token-txt2img": "token text\u2192image",
+    "token-img2img": "token image\u2192image",
+}
+TOKEN_PROMPT = "a {token} style of a {class}"
+MANIFEST_NAME = "compare.json"
+DEFAULT_SIZE = 512
+DEFAULT_GATYS_ITERATIONS = 100
+DEFAULT_STRENGTH = 0.6
+STYLE_THUMB = 384  # long side of the style copies kept with a run (report, survey)
+
+Progress = Callable[[str, float], None]
+
+
+# -- measuring one output -------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    seconds: float = 0.0
+    peak_mib: float | None = None
+    kind: str = ""
+
+
+def _trim_heap() -> None:
+    """Hand freed memory back to the OS first, so the RSS baseline is not inflated by what an
+    earlier method freed but glibc kept (then a later method would seem to need nothing)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextmanager
+def measure(device: str) -> Iterator[Measurement]:
+    """Wall time and peak memory of the block.
+
+    CUDA: torch's peak allocated bytes during the block minus those allocated before it (the
+    tensors the method created; the caching allocator's slack is not counted).
+    CPU: torch's CPU allocator is not tracked by torch or tracemalloc, so a thread samples the
+    process's resident set every 5 ms and reports the peak rise over the start. It is the whole
+    process: in the app, another request running at the same time is counted too, and a spike
+    shorter than 5 ms can be missed.
+    """
+    import torch
+
+    result = Measurement()
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        result.kind = "cuda peak allocated"
+        start = time.perf_counter()
+        try:
+            yield result
+        finally:
+            torch.cuda.synchronize()
+            result.seconds = time.perf_counter() - start
+            result.peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return
+    import psutil
+
+    process = psutil.Process()
+    _trim_heap()
+    base = process.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True, name="rss-sampler")
+    sampler.start()
+    result.kind = "cpu peak RSS rise (5 ms samples)"
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result.seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], process.memory_info().rss)
+        result.peak_mib = max(0.0, (peak[0] - base) / 2**20)
+
+
+# -- the methods --------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    styles: list[Image.Image]
+    device: str
+    size: int | None
+    seed: int
+    random_weights: bool
+    vgg_weights: str | None
+    decoder_weights: str | None
+    ghiasi_models: str | None
+    gatys_iterations: int
+    strength: float
+    token_steps: int | None
+    show_progress: bool
+
+
+class Runner:
+    """One method. `prepare` raises UserError when the method cannot run here (-> skipped)."""
+
+    name = ""
+    weights = "real"  # whether this method's own networks are real or random, once prepared
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+
+    def prepare(self) -> None:
+        pass
+
+    def run(self, content: Image.Image, cls: str) -> Image.Image:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, str]:
+        """Parameters written into each output PNG (what reproduces it)."""
+        return {"method": self.name, "weights": self.weights}
+
+
+def _import(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"{what} is not available in this installation ({exc})") from None
+
+
+class GatysRunner(Runner):
+    name = "gatys"
+
+    def prepare(self) -> None:
+        o = self.opts
+        self.module = _import("classic.gatys", "Gatys")
+        from classic.vgg import load_vgg19
+
+        self.vgg = load_vgg19(o.vgg_weights, random_weights=o.random_weights, device=o.device, seed=o.seed)
+        self.weights = "random" if self.vgg.random_weights else "real"
+
+    def run(self, content: Image.Image, cls: str) -> Image.Image:
+        o = self.opts
+        return self.module.stylize(
+            content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
+            iterations=o.gatys_iterations, vgg=self.vgg, seed=o.seed,
+        )
+
+    def describe(self) -> dict[str, str]:
+        return dict(super().describe(), iterations=str(self.opts.gatys_iterations), vgg=str(getattr(self.vgg, "source", "")))
+
+
+class AdainRunner(Runner):
+    name = "adain"
+
+    def prepare(self) -> None:
+        o = self.opts
+        from classic.adain import load_decoder
+        from classic.vgg import load_vgg19
+
+        # The decoder first: a missing decoder should be reported before a VGG download is tried.
+        self.decoder = load_decoder(o.decoder_weights, random_weights=o.random_weights, seed=o.seed, device=o.device)
+        self.vgg = load_vgg19(o.vgg_weights, random_weights=o.random_weights, device=o.device, seed=o.seed)
+        self.weights = "random" if (self.vgg.random_weights or self.decoder.random_weights) else "real"
+
+    def run(self, content: Image.Image, cls: str) -> Image.Image:
+        from classic.adain import stylize
+
+        o = self.opts
+        return stylize(content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
+                       vgg=self.vgg, decoder=self.decoder, seed=o.seed)
+
+    def describe(self) -> dict[str, str]:
+        return dict(super().describe(), vgg=str(self.vgg.source), decoder=str(self.decoder.source))
+
+
+class GhiasiRunner(Runner):
+    name = "ghiasi"
+
+    def prepare(self) -> None:
+        self.module = _import("classic.ghiasi", "Ghiasi")
+        self.module.load_ghiasi(self.opts.ghiasi_models, device=self.opts.device)  # cached per process
+
+    def run(self, content: Image.Image, cls: str) -> Image.Image:
+        o = self.opts
+        return self.module.stylize(content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
+                                   models_dir=o.ghiasi_models)
+
+
+class TokenModel:
+    """The diffusion model with the style token loaded, shared by both token methods."""
+
+    def __init__(self, model: Any, embedding: str | None, device: str):
+        self.model, self.embedding, self.device = model, embedding, device
+        self.loaded = None
+        self.token = ""
+        self.error: UserError | None = None
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        if self.loaded is None:
+            try:
+                self._load()
+            except UserError as exc:
+                self.error = exc
+                raise
+        return self.loaded
+
+    def _load(self) -> None:
+        if not self.embedding:
+            raise UserError("no style token given (--embedding FILE)")
+        from styleprompt.generate import load_embeddings
+        from styleprompt.models import LoadedModel, load_pipeline
+
+        if not Path(self.embedding).is_file():
+            raise UserError(f"embedding {self.embedding} does not exist; pass the learned_embeds.safetensors of a training run")
+        loaded = self.model if isinstance(self.model, LoadedModel) else load_pipeline(str(self.model), device=self.device)
+        tokens = load_embeddings(loaded, [str(self.embedding)])
+        if not tokens:
+            raise UserError(f"{self.embedding} holds no token")
+        self.loaded, self.token = loaded, tokens[0]
+
+    @property
+    def weights(self) -> str:
+        from styleprompt.models import TINY_MODELS
+
+        return "random" if self.loaded is not None and self.loaded.name in TINY_MODELS else "real"
+
+
+class TokenRunner(Runner):
+    """The learned token: text->image from the prompt alone, or image->image from the content."""
+
+    def __init__(self, opts: Options, token_model: TokenModel, img2img: bool):
+        super().__init__(opts)
+        self.token_model = token_model
+        self.img2img = img2img
+        self.name = "token-img2img" if img2img else "token-txt2img"
+
+    def prepare(self) -> None:
+        self.token_model.get()
+        self.weights = self.token_model.weights
+
+    def prompt(self, cls: str) -> str:
+        from styleprompt.templates import fill
+
+        return fill(TOKEN_PROMPT, self.token_model.token, cls)
+
+    def run(self, content: Image.Image, cls: str) -> Image.Image:
+        from styleprompt.generate import GenerateConfig, generate
+
+        o = self.opts
+        options: dict[str, Any] = dict(prompt=self.prompt(cls), seed=o.seed, count=1)
+        if o.token_steps:
+            options["steps"] = o.token_steps
+        if self.img2img:
+            options.update(image=content, strength=o.strength)
+        items = generate(self.token_model.get(), GenerateConfig(**options), [self.token_model.token])
+        return items[0].image
+
+    def describe(self) -> dict[str, str]:
+        extra = {"model": str(self.token_model.loaded.name), "embedding": str(self.token_model.embedding),
+                 "token": self.token_model.token, "seed": str(self.opts.seed)}
+        if self.img2img:
+            extra["strength"] = str(self.opts.strength)
+        return dict(super().describe(), **extra)
+
+
+def build_runners(methods: Sequence[str], opts: Options, token_model: TokenModel) -> list[Runner]:
+    by_name: dict[str, Callable[[], Runner]] = {
+        "gatys": lambda: GatysRunner(opts),
+        "adain": lambda: AdainRunner(opts),
+        "ghiasi": lambda: GhiasiRunner(opts),
+        "token-txt2img": lambda: TokenRunner(opts, token_model, img2img=False),
+        "token-img2img": lambda: TokenRunner(opts, token_model, img2img=True),
+    }
+    unknown = [m for m in methods if m not in by_name]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if not methods:
+        raise UserError(f"no method chosen; choose from {', '.join(METHODS)}")
+    return [by_name[m]() for m in dict.fromkeys(methods)]
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+def metrics_from_evaluation(result: dict) -> tuple[dict[str, Metric], dict[str, str]]:
+    """Our records from `evaluate_image`'s dict: each metric's value, direction and weights,
+    plus the metrics it could not compute and why."""
+    metrics: dict[str, Metric] = {}
+    for name, entry in (result.get("metrics") or {}).items():
+        metrics[name] = Metric(value=entry.get("value"), better=str(entry.get("better", "")),
+                               weights=str(entry.get("weights", "none")))
+    unavailable = {str(k): str(v) for k, v in (result.get("unavailable") or {}).items()}
+    return metrics, unavailable
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareResult:
+    """Where the report files are, one row per (content, method), and each method's status."""
+
+    output: Path
+    grid: Path
+    csv: Path
+    md: Path
+    html: Path
+    manifest: Path
+    rows: list[dict] = field(default_factory=list)
+    status: dict[str, str] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+
+
+def _content_images(contents: Sequence[Image.Image | str | Path]) -> list[tuple[Image.Image, str]]:
+    if not contents:
+        raise UserError("a comparison needs at least one content image (--content PHOTO)")
+    out, names = [], set()
+    for i, item in enumerate(contents):
+        if isinstance(item, Image.Image):
+            img, name = item.convert("RGB"), f"content-{i + 1}"
+        else:
+            img, name = load_image(item), Path(item).stem
+        if name in names:
+            name = f"{name}-{i + 1}"
+        names.add(name)
+        out.append((img, name))
+    return out
+
+
+def _class_per_content(classes: Sequence[str], n: int, needed: bool) -> list[str]:
+    cleaned = [c.strip() for c in classes if c and c.strip()]
+    cleaned = [_strip_article(c) for c in cleaned]
+    if not cleaned:
+        if needed:
+            raise UserError('the style token methods need a subject: pass --class "a city" (one, or one per content image)')
+        return ["picture"] * n
+    if len(cleaned) == 1:
+        return cleaned * n
+    if len(cleaned) != n:
+        raise UserError(f"got {len(cleaned)} classes for {n} content images; give one class, or one per content image")
+    return cleaned
+
+
+def _strip_article(text: str) -> str:
+    """"a city" -> "city": the prompt template supplies its own article ("a <S> style of a city")."""
+    for article in ("a ", "an ", "the "):
+        if text.lower().startswith(article) and len(text) > len(article):
+            return text[len(article):].strip()
+    return text
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or type(exc).__name__
+
+
+def _summary(cells: list[Cell], method: str, prepared_error: str | None) -> str:
+    if prepared_error is not None:
+        return f"skipped: {prepared_error}"
+    mine = [c for c in cells if c.method == method]
+    bad = [c for c in mine if not c.ok]
+    if not bad:
+        return "ok"
+    if len(bad) == len(mine):
+        return bad[0].status
+    return f"{bad[0].status.split(':')[0]} on {len(bad)} of {len(mine)} content images: {bad[0].status.split(': ', 1)[-1]}"
+
+
+def run_compare(
+    contents: Sequence[Image.Image | str | Path],
+    style_images: Sequence[str | Path | Image.Image],
+    *,
+    embedding: str | None,
+    classes: Sequence[str],
+    model: Any,
+    output: str | Path,
+    methods: Sequence[str] = METHODS,
+    random_weights: bool = False,
+    vgg_weights: str | None = None,
+    decoder_weights: str | None = None,
+    ghiasi_models: str | None = None,
+    gatys_iterations: int = DEFAULT_GATYS_ITERATIONS,
+    size: int | None = DEFAULT_SIZE,
+    seed: int = 0,
+    strength: float = DEFAULT_STRENGTH,
+    token_steps: int | None = None,
+    gallery: Sequence[str | Path | Image.Image] | None = None,
+    clip_model: str | None = None,
+    device: str | None = None,
+    cell_size: int = 256,
+    progress: Progress | None = None,
+    show_progress: bool = True,
+) -> CompareResult:
+    """Run every method on every content image, measure them, and write the report.
+
+    Styles: all style images drive every classic method with equal weights (the counterpart of a
+    token learned from the same set); the token methods use the token alone.
+    """
+    from tqdm.auto import tqdm
+
+    from styleprompt.models import pick_device
+
+    say = progress or (lambda message, fraction: None)
+    out = Path(output)
+    methods = list(methods)
+    dev = str(pick_device(device))
+    if size is not None and size < 16:
+        raise UserError(f"--size {size} is too small; use at least 64")
+    if gatys_iterations < 1:
+        raise UserError("--gatys-iterations must be at least 1")
+    if not 0.0 <= strength <= 1.0:
+        raise UserError(f"--strength must be between 0 and 1 (got {strength})")
+    content_items = _content_images(contents)
+    wants_token = any(m.startswith("token") for m in methods)
+    cls_list = _class_per_content(classes, len(content_items), needed=wants_token and bool(embedding))
+    styles = [s.convert("RGB") if isinstance(s, Image.Image) else load_image(s) for s in style_images]
+    if not styles:
+        raise UserError("a comparison needs at least one style image (--style-images DIR)")
+    gallery_images = [g.convert("RGB") if isinstance(g, Image.Image) else load_image(g) for g in (gallery or [])] or None
+    opts = Options(
+        styles=styles, device=dev, size=size, seed=seed, random_weights=random_weights, vgg_weights=vgg_weights,
+        decoder_weights=decoder_weights, ghiasi_models=ghiasi_models, gatys_iterations=gatys_iterations,
+        strength=strength, token_steps=token_steps, show_progress=show_progress,
+    )
+    token_model = TokenModel(model, embedding, dev)
+    runners = build_runners(methods, opts, token_model)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Inputs as the methods saw them, kept with the run (report, survey, reproduction).
+    sized = [(resize_long_side(img, size) if size else img, name) for img, name in content_items]
+    inputs = out / "inputs"
+    for k, (img, name) in enumerate(sized):
+        save_image(img, inputs / f"content-{k + 1:02d}.png", text={"name": name})
+    style_files = []
+    for k, style in enumerate(styles):
+        thumb = style.copy()
+        thumb.thumbnail((STYLE_THUMB, STYLE_THUMB), Image.Resampling.LANCZOS)
+        style_files.append(save_image(thumb, inputs / f"style-{k + 1:02d}.png"))
+
+    total = len(runners) * (1 + 2 * len(sized))  # prepare, run and evaluate: progress units
+    units = 0
+    setup: dict[str, str] = {}
+    prepare_errors: dict[str, str | None] = {}
+    for runner in runners:
+        say(f"loading {LABELS[runner.name]}", units / total)
+        start = time.perf_counter()
+        try:
+            runner.prepare()
+            prepare_errors[runner.name] = None
+            setup[runner.name] = f"{time.perf_counter() - start:.2f} s to load ({runner.weights} weights)"
+        except UserError as exc:
+            prepare_errors[runner.name] = _reason(exc)
+        except Exception as exc:  # noqa: BLE001 - one method's failure must not lose the others
+            log.exception("preparing %s failed", runner.name)
+            prepare_errors[runner.name] = f"{type(exc).__name__}: {_reason(exc)}"
+        units += 1
+
+    cells: list[Cell] = []
+    bar = tqdm(total=len(runners) * len(sized), desc="compare", unit="output", disable=not show_progress)
+    try:
+        for i, (content, name) in enumerate(sized):
+            for runner in runners:
+                cell = Cell(i, name, cls_list[i], runner.name, status="ok")
+                cells.append(cell)
+                say(f"{LABELS[runner.name]} on {name}", units / total)
+                if prepare_errors[runner.name] is not None:
+                    cell.status = f"skipped: {prepare_errors[runner.name]}"
+                else:
+                    _run_one(runner, cell, content, out)
+                units += 1
+                bar.update(1)  # outside the try: a Stop raised from a progress hook ends the run
+    finally:
+        bar.close()
+
+    for cell in cells:
+        say(f"metrics for {LABELS[cell.method]} on {cell.content_name}", units / total)
+        if cell.ok:
+            _evaluate(cell, sized[cell.content_index][0], styles, gallery_images, opts, clip_model)
+        units += 1
+
+    status = {r.name: _summary(cells, r.name, prepare_errors[r.name]) for r in runners}
+    say("writing the report", 1.0)
+    result = write_report(
+        out, cells, sized, styles, runners=[r.name for r in runners], status=status,
+        settings=_settings(opts, token_model, embedding, setup, dev, clip_model), cell_size=cell_size,
+    )
+    _write_manifest(result, cells, sized, style_files, token_model, embedding, opts)
+    return result
+
+
+def _run_one(runner: Runner, cell: Cell, content: Image.Image, out: Path) -> None:
+    try:
+        with measure(runner.opts.device) as m:
+            image = runner.run(content, cell.cls)
+        cell.seconds, cell.peak_mib, cell.memory_kind = m.seconds, m.peak_mib, m.kind
+        cell.method_weights = runner.weights
+        if image.info.get("random_weights") == "True":
+            cell.method_weights = "random"
+        text = dict(runner.describe(), content=cell.content_name, seconds=f"{m.seconds:.3f}")
+        if isinstance(runner, TokenRunner):
+            text["prompt"] = runner.prompt(cell.cls)
+        cell.image = save_image(image.convert("RGB"), out / "images" / f"{cell.content_index + 1:02d}-{cell.content_name}" / f"{runner.name}.png", text=text)
+    except UserError as exc:
+        cell.status = f"skipped: {_reason(exc)}"
+    except Exception as exc:  # noqa: BLE001 - the other methods' results must survive
+        log.exception("%s failed on %s", runner.name, cell.content_name)
+        cell.status = f"failed: {type(exc).__name__}: {_reason(exc)}"
+
+
+def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, clip_model: str | None) -> None:
+    """Metrics of one output. Text->image has no content input, so content metrics are not asked."""
+    try:
+        from styleprompt.evaluate import evaluate_image
+
+        image = load_image(cell.image)
+        reference = None if cell.method == "token-txt2img" else content
+        result = evaluate_image(image, reference, styles, gallery=gallery, vgg_weights=opts.vgg_weights,
+                                random_weights=opts.random_weights, clip_model=clip_model, device=opts.device)
+        cell.metrics, cell.unavailable = metrics_from_evaluation(result)
+    except Exception as exc:  # noqa: BLE001 - a metric failure must not lose the picture
+        log.warning("metrics for %s on %s failed: %s", cell.method, cell.content_name, exc)
+        cell.unavailable["metrics"] = _reason(exc)
+
+
+def _settings(opts: Options, token_model: TokenModel, embedding, setup: dict[str, str], device: str,
+              clip_model: str | None) -> dict[str, str]:
+    settings = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device,
+        "size (long side, px)": str(opts.size or "original"),
+        "style images": f"{len(opts.styles)}, equal weights for Gatys/AdaIN/Ghiasi",
+        "Gatys iterations": str(opts.gatys_iterations),
+        "seed": str(opts.seed),
+        "random weights requested": str(opts.random_weights),
+        "CLIP model": clip_model or "none",
+    }
+    if token_model.loaded is not None:
+        settings.update({"model": token_model.loaded.name, "embedding": str(embedding), "token": token_model.token,
+                         "token prompt": TOKEN_PROMPT.replace("{token}", token_model.token),
+                         "img2img strength": str(opts.strength)})
+    settings.update({f"setup {LABELS[k]}": v for k, v in setup.items()})
+    return settings
+
+
+def write_report(
+    out: Path,
+    cells: list[Cell],
+    contents: list[tuple[Image.Image, str]],
+    styles: list[Image.Image],
+    *,
+    runners: list[str],
+    status: dict[str, str],
+    settings: dict[str, str],
+    cell_size: int = 256,
+) -> CompareResult:
+    """grid.png, metrics.csv, metrics.md, report.html from finished cells."""
+    columns = [(m, LABELS.get(m, m)) for m in runners]
+    grid_cells: dict[tuple[int, str], Image.Image | str] = {}
+    captions: dict[tuple[int, str], str] = {}
+    for cell in cells:
+        key = (cell.content_index, cell.method)
+        if cell.ok and cell.image is not None:
+            grid_cells[key] = Image.open(cell.image)
+            mark = " \u2020" if cell.method_weights == "random" else ""
+            mem = f" \u00b7 {cell.peak_mib:.0f} MiB" if cell.peak_mib is not None else ""
+            captions[key] = f"{cell.seconds:.2f} s{mem}{mark}"
+        else:
+            grid_cells[key] = cell.status
+    rows = [(img, f"{name} \u00b7 {next((c.cls for c in cells if c.content_index == k), '')}") for k, (img, name) in enumerate(contents)]
+    style_caption = f"{len(styles)} style image{'s' if len(styles) != 1 else ''}"
+    grid = make_grid(rows, columns, grid_cells, captions, styles, side=cell_size, style_caption=style_caption)
+    paths = {name: out / name for name in ("grid.png", "metrics.csv", "metrics.md", "report.html")}
+    save_grid(grid, paths["grid.png"])
+    info = ReportInfo(
+        title="Style token vs neural style transfer",
+        methods=runners, labels=LABELS, contents=[(name, "") for _, name in contents], settings=settings, status=status,
+    )
+    write_csv(cells, paths["metrics.csv"])
+    write_markdown(cells, info, paths["metrics.md"])
+    write_html(cells, info, paths["report.html"], paths["grid.png"])
+    return CompareResult(
+        output=out, grid=paths["grid.png"], csv=paths["metrics.csv"], md=paths["metrics.md"], html=paths["report.html"],
+        manifest=out / MANIFEST_NAME, rows=table_rows(cells), status=status, cells=cells,
+    )
+
+
+def _write_manifest(result: CompareResult, cells: list[Cell], contents, style_files: list[Path], token_model: TokenModel,
+                    embedding, opts: Options) -> None:
+    """compare.json: what the survey and later tools read back (paths relative to the run)."""
+    out = result.output
+
+    def rel(path: Path | None) -> str | None:
+        return None if path is None else str(Path(path).relative_to(out))
+
+    manifest = {
+        "format": "styleprompt-compare",
+        "version": 1,
+        "methods": list(result.status),
+        "labels": {m: LABELS.get(m, m) for m in result.status},
+        "status": result.status,
+        "token": token_model.token or None,
+        "embedding": str(embedding) if embedding else None,
+        "seed": opts.seed,
+        "contents": [{"name": name, "class": next((c.cls for c in cells if c.content_index == k), ""),
+                      "image": f"inputs/content-{k + 1:02d}.png"} for k, (_, name) in enumerate(contents)],
+        "styles": [rel(p) for p in style_files],
+        "cells": [
+            {
+                "content_index": c.content_index, "method": c.method, "status": c.status, "image": rel(c.image),
+                "seconds": c.seconds, "peak_mib": c.peak_mib, "memory_measure": c.memory_kind,
+                "method_weights": c.method_weights,
+                "metrics": {k: {"value": v.value, "better": v.better, "weights": v.weights} for k, v in c.metrics.items()},
+                "unavailable": c.unavailable,
+            }
+            for c in cells
+        ],
+    }
+    write_text_atomic(result.manifest, json.dumps(manifest, indent=2, default=str))
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """A compare run's compare.json, checked enough that the survey can trust its paths."""
+    root = Path(folder)
+    path = root / MANIFEST_NAME if root.is_dir() else root
+    if not path.is_file():
+        raise UserError(f"{root} is not a comparison folder (no {MANIFEST_NAME}); run `styleprompt compare` first")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not readable JSON ({_reason(exc)})") from None
+    if not isinstance(data, dict) or data.get("format") != "styleprompt-compare":
+        raise UserError(f"{path} is not a styleprompt comparison manifest")
+    return data
