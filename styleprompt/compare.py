@@ -146,6 +146,21 @@ class Options:
     strength: float
     token_steps: int | None
     show_progress: bool
+    shared: dict = field(default_factory=dict)  # networks more than one method uses, loaded once
+
+    def vgg(self):
+        """One VGG-19 for Gatys and AdaIN: same weights, loaded (or randomly drawn) once."""
+        if "vgg" not in self.shared:
+            from classic.vgg import load_vgg19
+
+            self.shared["vgg"] = load_vgg19(self.vgg_weights, random_weights=self.random_weights, device=self.device, seed=self.seed)
+        return self.shared["vgg"]
+
+    @property
+    def adain_style_size(self) -> int:
+        """pytorch-AdaIN resizes styles to 512 px (short side); never above the content's size,
+        so at small sizes AdaIN sees the styles at the scale Gatys does."""
+        return min(512, self.size) if self.size else 512
 
 
 class Runner:
@@ -183,9 +198,7 @@ class GatysRunner(Runner):
     def prepare(self) -> None:
         o = self.opts
         self.module = _import("classic.gatys", "Gatys")
-        from classic.vgg import load_vgg19
-
-        self.vgg = load_vgg19(o.vgg_weights, random_weights=o.random_weights, device=o.device, seed=o.seed)
+        self.vgg = o.vgg()
         self.weights = "random" if self.vgg.random_weights else "real"
 
     def run(self, content: Image.Image, cls: str) -> Image.Image:
@@ -205,11 +218,10 @@ class AdainRunner(Runner):
     def prepare(self) -> None:
         o = self.opts
         from classic.adain import load_decoder
-        from classic.vgg import load_vgg19
 
         # The decoder first: a missing decoder should be reported before a VGG download is tried.
         self.decoder = load_decoder(o.decoder_weights, random_weights=o.random_weights, seed=o.seed, device=o.device)
-        self.vgg = load_vgg19(o.vgg_weights, random_weights=o.random_weights, device=o.device, seed=o.seed)
+        self.vgg = o.vgg()
         self.weights = "random" if (self.vgg.random_weights or self.decoder.random_weights) else "real"
 
     def run(self, content: Image.Image, cls: str) -> Image.Image:
@@ -217,7 +229,7 @@ class AdainRunner(Runner):
 
         o = self.opts
         return stylize(content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
-                       vgg=self.vgg, decoder=self.decoder, seed=o.seed)
+                       vgg=self.vgg, decoder=self.decoder, seed=o.seed, style_size=o.adain_style_size)
 
     def describe(self) -> dict[str, str]:
         return dict(super().describe(), vgg=str(self.vgg.source), decoder=str(self.decoder.source))
