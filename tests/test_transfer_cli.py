@@ -6,23 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styleprompt.cli import main
+from test_train_cli import assert_one_line_error, run_cli  # the same CLI helpers as the train command
 
 FAST = ["--random-weights", "--size", "48", "--no-progress"]
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture
