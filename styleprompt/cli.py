@@ -19,9 +19,14 @@ COMMANDS: list[str] = [
     "train",
     "transfer",
     "compare",
+    "evaluate",
     "survey",
     "survey-results",
     "pick",
+    "generate",
+    "convert",
+    "inspect",
+    "blend",
 ]
 
 
