@@ -23,10 +23,6 @@ COMMANDS: list[str] = [
     "survey",
     "survey-results",
     "pick",
-    "generate",
-    "convert",
-    "inspect",
-    "blend",
 ]
 
 
