@@ -23,6 +23,10 @@ COMMANDS: list[str] = [
     "survey",
     "survey-results",
     "pick",
+    "generate",
+    "convert",
+    "inspect",
+    "blend",
 ]
 
 

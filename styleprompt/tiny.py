@@ -223,3 +223,58 @@ def build_tiny_pipeline(prediction_type: str = "epsilon", unet_channels=(16, 32)
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+TINY_SDXL_WIDTHS = (32, 64)  # clip_l-like and clip_g-like text encoders: different on purpose
+TINY_SDXL_TIME_EMBED = 8
+
+
+def build_tiny_sdxl_unet(text_widths: tuple[int, int] = TINY_SDXL_WIDTHS, pooled_width: int | None = None):
+    """An SDXL-layout UNet: cross-attention over both encoders' concatenated states and
+    "text_time" micro-conditioning (the pooled text embedding plus six size/crop numbers)."""
+    from diffusers import UNet2DConditionModel
+
+    pooled = pooled_width or text_widths[1]
+    torch.manual_seed(TINY_SEED)
+    return UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TINY_SDXL_TIME_EMBED,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * TINY_SDXL_TIME_EMBED + pooled,
+        cross_attention_dim=sum(text_widths),
+        norm_num_groups=8,
+    ).eval()
+
+
+def build_tiny_sdxl_pipeline(prediction_type: str = "epsilon"):
+    """A StableDiffusionXLPipeline with tiny random seeded weights; 128-px images.
+
+    Two text encoders of different widths (32 and 64, like SDXL's 768 and 1280), the second
+    with a projection (its pooled output feeds the UNet's micro-conditioning), so every SDXL
+    code path that depends on the two widths being different is exercised.
+    """
+    from diffusers import StableDiffusionXLPipeline
+
+    width_l, width_g = TINY_SDXL_WIDTHS
+    tokenizer = build_tiny_tokenizer()
+    tokenizer_2 = build_tiny_tokenizer()
+    return StableDiffusionXLPipeline(
+        vae=build_tiny_vae(),
+        text_encoder=build_tiny_text_encoder(len(tokenizer), hidden_size=width_l),
+        text_encoder_2=build_tiny_text_encoder(len(tokenizer_2), hidden_size=width_g, projection_dim=width_g),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=build_tiny_sdxl_unet(),
+        scheduler=build_tiny_scheduler(prediction_type),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )

@@ -1,0 +1,472 @@
+"""Pictures from style tokens: text->image, and image->image from a content photo (InST's recipe).
+
+Why these choices:
+- Tokens go into the loaded pipeline's own tokenizer(s) and text encoder(s), whatever file
+  format they came in (`formats.read_embedding`), so diffusers' prompt handling (multi-vector
+  expansion, SDXL's two encoders) applies unchanged.
+- Image->image builds `StableDiffusion(XL)Img2ImgPipeline` from the loaded pipeline's components:
+  the same UNet, VAE and text encoders in memory, never a second model load.
+- Each image has its own CPU generator seeded `seed + i` and a fresh scheduler, so any one image
+  is reproducible alone, on any device, from the parameters written into its PNG.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from classic.images import load_image, resize_long_side, save_image
+from styleprompt.errors import UserError
+from styleprompt.formats import describe_family, read_embedding
+from styleprompt.tokens import embedding_width, file_sha256, token_names
+
+log = logging.getLogger(__name__)
+
+# Scheduler names -> (diffusers class name, options). The first is the default: DPM-Solver++ 2M
+# gives good pictures in 20-30 steps, where DDIM and Euler need more.
+_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm++-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+}
+SCHEDULERS: tuple[str, ...] = tuple(_SCHEDULERS)
+# Text chunk of a generated PNG holding every parameter as JSON (the other chunks are for people).
+PARAMS_KEY = "styleprompt"
+_SOURCES_ATTR = "styleprompt_sources"  # on a tokenizer: token -> where its vectors came from
+
+
+@dataclass
+class GenerateConfig:
+    """What to paint. `{token}` in the prompt becomes the loaded tokens, `{class}` each class.
+
+    `style_scale` is applied when tokens are loaded (`load_embeddings`); the PNG records the
+    scale each token was really loaded with.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    classes: list[str] = field(default_factory=list)
+    steps: int = 25
+    guidance: float = 7.5
+    scheduler: str = SCHEDULERS[0]
+    seed: int | None = None  # None: drawn at random, and recorded
+    count: int = 1
+    width: int | None = None
+    height: int | None = None
+    image: Any = None  # content image: a path or a PIL image; set -> image->image
+    strength: float = 0.6
+    style_scale: float = 1.0
+
+
+@dataclass
+class Generated:
+    image: Image.Image
+    params: dict
+    seed: int
+
+
+# -- loading tokens -----------------------------------------------------------------------------------
+
+
+def text_encoders(pipe) -> list[tuple[Any, Any]]:
+    """(tokenizer, text encoder) pairs: one for SD 1.x/2.x, two for SDXL."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
+
+
+def _install_rows(tokenizer, text_encoder, token: str, vectors: torch.Tensor) -> bool:
+    """Add `token` (n entries, diffusers' naming) with these rows; False when already there, equal.
+
+    Why not `pipe.load_textual_inversion`: it shrinks a padded embedding table to the tokenizer's
+    length and recomputes the table's covariance to initialise rows it then overwrites.
+    """
+    names = token_names(token, int(vectors.shape[0]))
+    vocab = tokenizer.get_vocab()
+    present = [name in vocab for name in names]
+    longer = f"{token}_{len(names)}" in vocab
+    table = text_encoder.get_input_embeddings().weight
+    new_rows = vectors.to(table.device, table.dtype)
+    if all(present) and not longer:
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if torch.equal(table[ids].detach(), new_rows):
+            return False
+    if any(present) or longer:
+        raise UserError(
+            f"token {token} is already in the model with other vectors (another file, or another --style-scale); "
+            f"rename one with `styleprompt convert FILE --token <other-name> --to ... --output ...`"
+        )
+    tokenizer.add_tokens(names)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if len(tokenizer) > table.shape[0]:  # grow only: a padded table keeps its rows
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        text_encoder.get_input_embeddings().weight[ids] = new_rows
+    return True
+
+
+def _check_fits(emb, widths: tuple[int, ...], path: str, model: str) -> None:
+    if emb.widths != widths:
+        raise UserError(
+            f"{path} is an embedding for {describe_family(emb.widths)}, but the model {model} is "
+            f"{describe_family(widths)}; use an embedding trained for this model family"
+        )
+
+
+def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> list[str]:
+    """Load each file (any supported format) into the pipeline; returns the tokens, in order.
+
+    Loading the same file (same vectors, same scale) again is a no-op. A file whose widths do
+    not match the model's text encoders is refused with one line naming both families.
+    """
+    if not (0.0 <= float(style_scale) <= 10.0):
+        raise UserError(f"--style-scale must be between 0 and 10 (got {style_scale})")
+    pipe = loaded.pipe
+    pairs = text_encoders(pipe)
+    widths = tuple(embedding_width(te) for _, te in pairs)
+    tokens: list[str] = []
+    for path in paths:
+        emb = read_embedding(path)
+        _check_fits(emb, widths, str(path), loaded.name)
+        scaled = emb.scaled(float(style_scale))
+        for (tokenizer, text_encoder), vectors in zip(pairs, scaled.parts()):
+            _install_rows(tokenizer, text_encoder, emb.token, vectors)
+        sources = getattr(pipe.tokenizer, _SOURCES_ATTR, None)
+        if sources is None:
+            sources = {}
+            setattr(pipe.tokenizer, _SOURCES_ATTR, sources)
+        sources[emb.token] = {
+            "token": emb.token,
+            "files": [str(Path(f).resolve()) for f in emb.files],
+            "sha256": [file_sha256(f, length=64) for f in emb.files],
+            "format": emb.format,
+            "vectors": emb.num_vectors,
+            "scale": float(style_scale),
+        }
+        if emb.token not in tokens:
+            tokens.append(emb.token)
+    return tokens
+
+
+# -- prompts and pipelines -------------------------------------------------------------------------------
+
+
+def expand_prompts(template: str, tokens: Sequence[str], classes: Sequence[str]) -> list[tuple[str, str]]:
+    """(class, prompt) for each class; `{token}` -> the tokens, `{class}` -> the class."""
+    if "{token}" in template and not tokens:
+        raise UserError("the prompt has {token} but no style token was loaded; pass --embedding FILE")
+    text = template.replace("{token}", " ".join(tokens))
+    wanted = [c.strip() for c in classes if c and c.strip()]
+    if "{class}" in text:
+        if not wanted:
+            raise UserError("the prompt has {class}; give one or more --class values (a lighthouse, a city, ...)")
+        return [(c, text.replace("{class}", c)) for c in wanted]
+    if wanted:
+        raise UserError("--class needs a {class} slot in the prompt, e.g. \"a {token} style of a {class}\"")
+    return [("", text)]
+
+
+def make_scheduler(name: str, config) -> Any:
+    import diffusers
+
+    if name not in _SCHEDULERS:
+        raise UserError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+    class_name, options = _SCHEDULERS[name]
+    cls = getattr(diffusers, class_name)
+    if class_name == "LMSDiscreteScheduler":
+        try:
+            import scipy  # noqa: F401 - LMS integrates its coefficients with scipy
+        except ImportError:
+            raise UserError("the lms scheduler needs scipy (pip install scipy); or choose dpm++, euler or ddim") from None
+    return cls.from_config(config, **options)
+
+
+def _pipeline_class(pipe, img2img: bool):
+    from diffusers import (
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return StableDiffusionXLImg2ImgPipeline if img2img else StableDiffusionXLPipeline
+    return StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+
+
+def runner_for(pipe, img2img: bool, scheduler) -> Any:
+    """A pipeline over the loaded pipeline's own components (nothing copied, nothing cast).
+
+    Built directly rather than with `from_pipe`, which casts every shared component to fp32
+    unless told the dtype: that would silently change the cached model the app shares.
+    """
+    cls = _pipeline_class(pipe, img2img)
+    components = dict(pipe.components, scheduler=scheduler)
+    kwargs: dict[str, Any] = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self":
+            continue
+        if name in components:
+            kwargs[name] = components[name]
+        elif name == "requires_safety_checker":
+            kwargs[name] = components.get("safety_checker") is not None
+        elif name == "add_watermarker":
+            kwargs[name] = getattr(pipe, "watermark", None) is not None
+        elif name in pipe.config and not name.startswith("_"):
+            kwargs[name] = pipe.config[name]
+        elif param.default is inspect.Parameter.empty:
+            kwargs[name] = None
+    runner = cls(**kwargs)
+    runner.set_progress_bar_config(disable=True)
+    return runner
+
+
+def native_size(pipe) -> int:
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, dict]:
+    """The content image at the size it is painted at, and what the PNG records about it."""
+    if isinstance(value, Image.Image):
+        img = value.convert("RGB")
+        import hashlib
+
+        info = {"content": f"<image {img.width}x{img.height}>", "content_sha256": hashlib.sha256(img.tobytes()).hexdigest()}
+    else:
+        path = Path(value)
+        img = load_image(path)
+        info = {"content": str(path.resolve()), "content_sha256": file_sha256(path, length=64)}
+    multiple = int(pipe.vae_scale_factor)
+    if cfg.width and cfg.height:
+        img = img.resize((cfg.width, cfg.height), Image.Resampling.LANCZOS)
+    else:
+        img = resize_long_side(img, native_size(pipe), multiple=multiple)
+    return img, info
+
+
+def _check(cfg: GenerateConfig) -> None:
+    if not (cfg.prompt or "").strip():
+        raise UserError("the prompt is empty; write one, such as \"a {token} style of a {class}\"")
+    if cfg.steps < 1 or cfg.steps > 1000:
+        raise UserError(f"--steps must be between 1 and 1000 (got {cfg.steps})")
+    if cfg.count < 1:
+        raise UserError(f"--count must be at least 1 (got {cfg.count})")
+    if not (0.0 <= cfg.guidance <= 50.0):
+        raise UserError(f"--guidance must be between 0 and 50 (got {cfg.guidance})")
+    if not (0.0 <= cfg.strength <= 1.0):
+        raise UserError(f"--strength must be between 0 and 1 (got {cfg.strength})")
+    for name in ("width", "height"):
+        value = getattr(cfg, name)
+        if value is not None and (value < 32 or value > 4096 or value % 8):
+            raise UserError(f"--{name} must be a multiple of 8 between 32 and 4096 (got {value})")
+    if cfg.scheduler not in _SCHEDULERS:
+        raise UserError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    if cfg.seed is not None and not (0 <= cfg.seed < 2**63):
+        raise UserError(f"--seed must be a whole number from 0 (got {cfg.seed})")
+
+
+@torch.no_grad()
+def _vae_round_trip(pipe, content: Image.Image) -> Image.Image:
+    """Strength 0: no denoising at all; the content only passes through the VAE (its mode)."""
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(content)
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        import copy
+
+        vae = copy.deepcopy(vae).float()  # SDXL's VAE overflows in fp16; never cast the shared one
+    latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+    decoded = vae.decode(latents).sample
+    return pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
+
+
+def _sources(pipe, tokens: Sequence[str]) -> list[dict]:
+    known = getattr(pipe.tokenizer, _SOURCES_ATTR, None) or {}
+    vocab = pipe.tokenizer.get_vocab()
+    out = []
+    for token in tokens:
+        if token not in vocab:
+            raise UserError(f"style token {token} is not loaded in this model; pass its file with --embedding")
+        out.append(dict(known.get(token, {"token": token, "files": [], "sha256": [], "scale": None})))
+    return out
+
+
+def _a1111_parameters(p: dict) -> str:
+    """The `parameters` text chunk in A1111's layout, so its PNG Info tab reads our images."""
+    lines = [p["prompt"]]
+    if p["negative_prompt"]:
+        lines.append(f"Negative prompt: {p['negative_prompt']}")
+    fields = [f"Steps: {p['steps']}", f"Sampler: {p['scheduler']}", f"CFG scale: {p['guidance']}", f"Seed: {p['seed']}",
+              f"Size: {p['width']}x{p['height']}", f"Model: {p['model']}"]
+    if p["mode"] == "img2img":
+        fields.append(f"Denoising strength: {p['strength']}")
+    return "\n".join(lines + [", ".join(fields)])
+
+
+def generate(loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, show_progress: bool = True) -> list[Generated]:
+    """Paint `count` images per class with the loaded tokens; image->image when cfg.image is set."""
+    from tqdm.auto import tqdm
+
+    _check(cfg)
+    pipe = loaded.pipe
+    tokens = list(embeddings)
+    sources = _sources(pipe, tokens)
+    prompts = expand_prompts(cfg.prompt, tokens, cfg.classes)
+    negative = cfg.negative_prompt.replace("{token}", " ".join(tokens)).strip()
+    for token in tokens:
+        if not any(token in p for _, p in prompts):
+            log.warning("style token %s is loaded but not in the prompt; it will not affect the image", token)
+    base_seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
+    content, content_info = (None, {})
+    if cfg.image is not None:
+        content, content_info = _content_image(cfg.image, cfg, pipe)
+    denoise = cfg.steps if content is None else min(int(cfg.steps * cfg.strength), cfg.steps)
+    if content is not None and cfg.strength >= 1.0:
+        denoise = cfg.steps  # strength 1 ignores the content: plain text->image at its size
+    bar = tqdm(total=len(prompts) * cfg.count * denoise, desc="generating", unit="step", disable=not show_progress)
+
+    def tick(runner, step, timestep, kwargs):
+        bar.update(1)
+        return {}
+
+    results: list[Generated] = []
+    try:
+        for cls, prompt in prompts:
+            for i in range(cfg.count):
+                seed = base_seed + i
+                image = _paint(pipe, cfg, prompt, negative, seed, content, denoise, tick)
+                params = {
+                    "prompt": prompt, "negative_prompt": negative, "prompt_template": cfg.prompt, "class": cls,
+                    "seed": seed, "steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler,
+                    "width": image.width, "height": image.height, "model": loaded.name, "family": loaded.family,
+                    "dtype": str(loaded.dtype).replace("torch.", ""), "device": str(loaded.device),
+                    "mode": "txt2img" if content is None else "img2img", "embeddings": sources,
+                }
+                if content is not None:
+                    params.update(strength=cfg.strength, denoising_steps=denoise, **content_info)
+                results.append(Generated(image=image, params=params, seed=seed))
+    finally:
+        bar.close()
+    return results
+
+
+def _paint(pipe, cfg: GenerateConfig, prompt: str, negative: str, seed: int, content, denoise: int, tick) -> Image.Image:
+    generator = torch.Generator("cpu").manual_seed(seed)
+    common = dict(
+        prompt=prompt, negative_prompt=negative or None, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
+        generator=generator, callback_on_step_end=tick,
+    )
+    scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
+    if content is None or cfg.strength >= 1.0:
+        width = content.width if content is not None else cfg.width
+        height = content.height if content is not None else cfg.height
+        runner = runner_for(pipe, False, scheduler)
+        return runner(width=width, height=height, **common).images[0]
+    if denoise < 1:
+        return _vae_round_trip(pipe, content)
+    runner = runner_for(pipe, True, scheduler)
+    return runner(image=content, strength=cfg.strength, **common).images[0]
+
+
+# -- saving and reproducing ----------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40]
+
+
+def png_text(params: dict) -> dict[str, str]:
+    """The PNG text chunks: every parameter as JSON, readable ones, and A1111's `parameters`."""
+    text = {PARAMS_KEY: json.dumps(params, sort_keys=True), "parameters": _a1111_parameters(params)}
+    for key in ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "model", "mode", "strength"):
+        if key in params:
+            text[key] = str(params[key])
+    text["embeddings"] = "; ".join(
+        f"{s['token']} {' + '.join(s['files']) or '(not from a file)'} sha256 {' + '.join(s['sha256']) or '-'} scale {s['scale']}"
+        for s in params.get("embeddings", [])
+    )
+    return text
+
+
+def save_generated(items: Sequence[Generated], out_dir: str | Path) -> list[Path]:
+    """Write each image as `NNN-<class>-seed<S>.png` (never over an older file), with its parameters."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in out.glob("*.png") if (m := re.match(r"^(\d+)-", p.name))]
+    index = max(taken, default=-1) + 1
+    paths = []
+    for item in items:
+        cls = _slug(str(item.params.get("class", "")))
+        name = f"{index:03d}-{cls + '-' if cls else ''}seed{item.seed}.png"
+        paths.append(save_image(item.image, out / name, text=png_text(item.params)))
+        index += 1
+    return paths
+
+
+def read_png_params(path: str | Path) -> dict:
+    """The parameters a generated PNG carries (its `styleprompt` text chunk)."""
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            raw = (getattr(img, "text", None) or img.info).get(PARAMS_KEY)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {p} as an image ({exc})") from None
+    if not raw:
+        raise UserError(f"{p} carries no {PARAMS_KEY} parameters; it was not made by styleprompt generate")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise UserError(f"{p}: the {PARAMS_KEY} text chunk is damaged") from None
+
+
+def reproduce(path: str | Path, loaded=None, *, device: str | None = None, show_progress: bool = True) -> Generated:
+    """Paint the image a generated PNG describes again, from its recorded parameters.
+
+    The token files and the content photo must still be the same bytes (their SHA-256 is checked).
+    """
+    from styleprompt.models import load_pipeline
+
+    params = read_png_params(path)
+    if loaded is None:
+        precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(params.get("dtype", ""), None)
+        if precision == "fp16" and (device == "cpu" or not torch.cuda.is_available()):
+            precision = None  # made on a GPU, repainted on a CPU: close, not bit-identical
+        loaded = load_pipeline(params["model"], device=device, precision=precision)
+    tokens: list[str] = []
+    for source in params.get("embeddings", []):
+        files = source.get("files") or []
+        if not files:
+            raise UserError(f"{path}: token {source['token']} was not loaded from a file; it cannot be reloaded")
+        for file, digest in zip(files, source.get("sha256", [])):
+            if not Path(file).is_file():
+                raise UserError(f"{path} was made with {file}, which no longer exists")
+            if file_sha256(file, length=64) != digest:
+                raise UserError(f"{file} changed since {path} was made (its SHA-256 differs); the image cannot be reproduced")
+        tokens += load_embeddings(loaded, [files[0]], source.get("scale") or 1.0)
+    image = None
+    if params.get("mode") == "img2img":
+        content = params.get("content", "")
+        if not Path(content).is_file() or file_sha256(content, length=64) != params.get("content_sha256"):
+            raise UserError(f"{path} was made from the content image {content}, which is missing or changed")
+        image = content
+    cfg = GenerateConfig(
+        prompt=params["prompt_template"], negative_prompt=params.get("negative_prompt", ""),
+        classes=[params["class"]] if params.get("class") else [], steps=int(params["steps"]),
+        guidance=float(params["guidance"]), scheduler=params["scheduler"], seed=int(params["seed"]), count=1,
+        width=int(params["width"]), height=int(params["height"]), image=image, strength=float(params.get("strength", 0.6)),
+    )
+    return generate(loaded, cfg, tokens, show_progress=show_progress)[0]
