@@ -124,6 +124,7 @@ class LatentCache:
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str | None]]:
         """A batch of latents: random artwork, orientation and crop, then a draw from N(mean, std)."""
         latents, captions = [], []
+        self.last_windows = []  # (entry, top, left) per item, in latent pixels: SDXL's crop conditioning
         for _ in range(batch_size):
             i = int(torch.randint(len(self.means), (1,), generator=generator))
             mean, std = self.means[i], self.stds[i]
@@ -133,5 +134,6 @@ class LatentCache:
             window = (..., slice(top, top + self.crop), slice(left, left + self.crop))
             eps = torch.randn(mean[window].shape, generator=generator).to(mean.device)
             latents.append(mean[window] + std[window] * eps)
+            self.last_windows.append((i, top, left))
             captions.append(self.captions[i])
         return torch.cat(latents), captions

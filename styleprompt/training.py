@@ -9,6 +9,10 @@ placeholder's embedding rows only. What differs, and why:
   instead of the whole 49408 x 768 table, and there is no per-step copy-back of that table.
 - VAE latents are computed once per artwork (`data.LatentCache`).
 - Checkpoints are safetensors + JSON (`checkpoints.py`): nothing is unpickled on resume.
+- SDXL (diffusers' `textual_inversion_sdxl.py` math): both text encoders learn their own rows for
+  the same token names, the UNet sees both encoders' penultimate states side by side plus the
+  pooled embedding and the micro-conditioning (original size, crop corner, target size), and the
+  result is saved as A1111/ComfyUI's `{"clip_l", "clip_g"}` file plus diffusers' pair of files.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from styleprompt import checkpoints as ckpt
 from styleprompt.config import TrainConfig
 from styleprompt.data import LatentCache, load_artworks
 from styleprompt.errors import UserError
+from styleprompt.formats import Embedding, write_embedding
 from styleprompt.models import LoadedModel, load_pipeline, move_pipeline
 from styleprompt.templates import PromptSampler
 from styleprompt.tokens import (
@@ -207,23 +212,33 @@ class StyleTokenTrainer:
         precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.weight_dtype, "fp32")
         self.loaded = loaded or load_pipeline(cfg.model, device=str(device), precision=precision)
         pipe = self.pipe = self.loaded.pipe
-        if self.loaded.family == "sdxl":
-            raise UserError("SDXL training is not supported by this trainer yet; use an SD 1.x or 2.x model")
+        self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
         move_pipeline(pipe, device, self.weight_dtype)
         self.resolution = cfg.resolution or _native_resolution(pipe)
         if self.resolution % pipe.vae_scale_factor:
             raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
 
-        self.ids = add_placeholder_tokens(pipe.tokenizer, pipe.text_encoder, cfg.token, cfg.vectors, cfg.init_word)
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        # One (tokenizer, text encoder) pair for SD 1.x/2.x, two for SDXL; each learns its own rows
+        # for the same token names, spliced in by its own LearnedTokens.
+        self.encoders = [(pipe.tokenizer, pipe.text_encoder)]
+        if self.is_sdxl:
+            self.encoders.append((pipe.tokenizer_2, pipe.text_encoder_2))
+        self.parts: list[LearnedTokens] = []
+        for tokenizer, text_encoder in self.encoders:
+            ids = add_placeholder_tokens(tokenizer, text_encoder, cfg.token, cfg.vectors, cfg.init_word)
+            text_encoder.requires_grad_(False)
+            part = LearnedTokens(text_encoder.get_input_embeddings(), ids)
+            text_encoder.set_input_embeddings(part)
+            self.parts.append(part)
+        self.ids, self.learned = self.parts[0].ids.tolist(), self.parts[0]
+        for module in (pipe.unet, pipe.vae):
             module.requires_grad_(False)
-        self.learned = LearnedTokens(pipe.text_encoder.get_input_embeddings(), self.ids)
-        pipe.text_encoder.set_input_embeddings(self.learned)
         if cfg.gradient_checkpointing:
             pipe.unet.enable_gradient_checkpointing()
-            pipe.text_encoder.gradient_checkpointing_enable()
             pipe.unet.train()
-            pipe.text_encoder.train()
+            for _, text_encoder in self.encoders:
+                text_encoder.gradient_checkpointing_enable()
+                text_encoder.train()
 
         from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
@@ -231,7 +246,7 @@ class StyleTokenTrainer:
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         lr = cfg.lr * (cfg.grad_accum * cfg.batch_size * self.accelerator.num_processes if cfg.scale_lr else 1)
         optimizer = torch.optim.AdamW(
-            [self.learned.vectors],
+            [part.vectors for part in self.parts],
             lr=lr,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.adam_weight_decay,
@@ -250,28 +265,69 @@ class StyleTokenTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.sampler = PromptSampler(cfg.learnable_property)
         self.token_text = expand_token(cfg.token, cfg.token, cfg.vectors)
-        self.latents = LatentCache.build(
-            artworks, pipe.vae, self.resolution, pipe.vae_scale_factor, device, self.weight_dtype
-        )
+        self.latents = self._encode_artworks(artworks, device)
+        self.original_sizes = [art.image.size for art in artworks]  # (w, h), for SDXL's size conditioning
         self.num_images = len(artworks)
+
+    def _encode_artworks(self, artworks, device) -> LatentCache:
+        """The latent cache; SDXL's VAE overflows in fp16 (force_upcast), so it encodes in fp32 there."""
+        vae = self.pipe.vae
+        upcast = self.weight_dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if upcast:
+            vae.to(torch.float32)
+        try:
+            return LatentCache.build(artworks, vae, self.resolution, self.pipe.vae_scale_factor, device,
+                                     torch.float32 if upcast else self.weight_dtype)
+        finally:
+            if upcast:
+                vae.to(self.weight_dtype)
 
     # -- one step -------------------------------------------------------------------------------
 
-    def _prompt_ids(self, captions: list[str | None]) -> torch.Tensor:
+    def _prompt_ids(self, captions: list[str | None]) -> list[torch.Tensor]:
+        """Token ids of one sampled prompt per item, from each tokenizer (the same prompts for both)."""
         prompts = [self.sampler.sample(self.generator, self.token_text, caption) for caption in captions]
-        tok = self.pipe.tokenizer
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-        return ids.input_ids.to(self.accelerator.device)
+        out = []
+        for tok, _ in self.encoders:
+            ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+            out.append(ids.input_ids.to(self.accelerator.device))
+        return out
 
-    def loss_on(self, latents: torch.Tensor, input_ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor):
-        """The textual inversion loss for one batch (the diffusers example's math)."""
+    def _time_ids(self) -> torch.Tensor:
+        """SDXL micro-conditioning per item of the last batch: original (h, w), crop (top, left), target (h, w)."""
+        scale = int(self.pipe.vae_scale_factor)
+        rows = []
+        for entry, top, left in self.latents.last_windows:
+            width, height = self.original_sizes[entry // 2]  # two cache entries (plain, mirrored) per artwork
+            rows.append([height, width, top * scale, left * scale, self.resolution, self.resolution])
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def _sdxl_conditioning(self, input_ids: torch.Tensor, extra: dict):
+        """Both encoders' penultimate hidden states side by side, and the UNet's added conditions."""
+        (_, encoder_1), (_, encoder_2) = self.encoders
+        out_1 = encoder_1(input_ids, output_hidden_states=True)
+        out_2 = encoder_2(extra["input_ids_2"], output_hidden_states=True)
+        hidden = torch.cat([out_1.hidden_states[-2], out_2.hidden_states[-2]], dim=-1).to(self.weight_dtype)
+        added = {
+            "text_embeds": out_2.text_embeds.to(self.weight_dtype),
+            "time_ids": extra["time_ids"].to(self.accelerator.device, self.weight_dtype),
+        }
+        return hidden, added
+
+    def loss_on(self, latents: torch.Tensor, input_ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                extra: dict | None = None):
+        """The textual inversion loss for one batch (the diffusers examples' math; `extra` is SDXL's)."""
         pipe = self.pipe
         latents = latents.to(self.accelerator.device, self.weight_dtype) * pipe.vae.config.scaling_factor
         noise = noise.to(latents)
         timesteps = timesteps.to(self.accelerator.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        hidden = pipe.text_encoder(input_ids)[0].to(self.weight_dtype)
-        pred = pipe.unet(noisy, timesteps, hidden).sample
+        if self.is_sdxl:
+            hidden, added = self._sdxl_conditioning(input_ids, extra)
+            pred = pipe.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
+        else:
+            hidden = pipe.text_encoder(input_ids)[0].to(self.weight_dtype)
+            pred = pipe.unet(noisy, timesteps, hidden).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -284,7 +340,10 @@ class StyleTokenTrainer:
         timesteps = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=self.generator
         )
-        return latents, self._prompt_ids(captions), noise, timesteps
+        ids = self._prompt_ids(captions)
+        if self.is_sdxl:
+            return latents, ids[0], noise, timesteps, {"input_ids_2": ids[1], "time_ids": self._time_ids()}
+        return latents, ids[0], noise, timesteps
 
     def step(self, step: int) -> float:
         """Optimizer step number `step` (1-based) over grad_accum micro-batches; returns the mean loss.
@@ -301,8 +360,8 @@ class StyleTokenTrainer:
             self.accelerator.backward(loss / self.cfg.grad_accum)
             total += float(loss.detach())
         if self.accelerator.num_processes > 1:
-            grad = self.learned.vectors.grad
-            self.learned.vectors.grad = self.accelerator.reduce(grad, reduction="mean")
+            for part in self.parts:
+                part.vectors.grad = self.accelerator.reduce(part.vectors.grad, reduction="mean")
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -311,11 +370,30 @@ class StyleTokenTrainer:
     # -- outputs --------------------------------------------------------------------------------
 
     def vectors(self) -> torch.Tensor:
-        return self.learned.vectors.detach()
+        """The learned rows; for SDXL both encoders' side by side ([n, 768 + 1280]), as checkpoints keep them."""
+        if len(self.parts) == 1:
+            return self.learned.vectors.detach()
+        return torch.cat([part.vectors.detach() for part in self.parts], dim=1)
+
+    def split(self, vectors: torch.Tensor) -> list[torch.Tensor]:
+        """`vectors()` back into one tensor per text encoder."""
+        return list(torch.split(vectors, [int(part.vectors.shape[1]) for part in self.parts], dim=1))
+
+    def embedding(self, step: int, vectors: torch.Tensor | None = None) -> Embedding:
+        parts = self.split(self.vectors() if vectors is None else vectors)
+        meta = {"styleprompt.model": self.cfg.model, "styleprompt.family": self.loaded.family}
+        return Embedding(self.cfg.token, parts[0], parts[1] if self.is_sdxl else None, step=step, metadata=meta)
 
     def save_embedding(self, path: Path, step: int, vectors: torch.Tensor | None = None) -> Path:
+        """diffusers' {token: [n, d]} file; for SDXL the {"clip_l", "clip_g"} file A1111 and ComfyUI load."""
+        if self.is_sdxl:
+            return write_embedding(self.embedding(step, vectors), path, "sdxl")[0]
         meta = {"styleprompt.step": str(step), "styleprompt.model": self.cfg.model, "styleprompt.family": self.loaded.family}
         return save_diffusers_embedding(path, self.cfg.token, self.vectors() if vectors is None else vectors, meta)
+
+    def save_diffusers_pair(self, folder: Path, step: int) -> list[Path]:
+        """SDXL only: diffusers' two files, one per text encoder (load each with its encoder)."""
+        return write_embedding(self.embedding(step), folder / DIFFUSERS_WEIGHT_NAME, "sdxl-pair")
 
     @torch.no_grad()
     def preview(self, step: int) -> Path:
@@ -354,8 +432,12 @@ class StyleTokenTrainer:
                 f"the checkpoint in {self.out} was made for {state.fingerprint}, not {expected}; "
                 "use a new --output or the same --token/--vectors/--model"
             )
+        if state.vectors.shape != self.vectors().shape:
+            raise UserError(f"the checkpoint in {self.out} holds vectors of shape {list(state.vectors.shape)}, "
+                            f"not {list(self.vectors().shape)}; use a new --output")
         with torch.no_grad():
-            self.learned.vectors.copy_(state.vectors)
+            for part, saved in zip(self.parts, self.split(state.vectors)):
+                part.vectors.copy_(saved)
         self.optimizer.load_state_dict(state.optimizer)
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
         if state.scaler and self.accelerator.scaler is not None:
@@ -363,9 +445,10 @@ class StyleTokenTrainer:
 
     def finish(self) -> None:
         """Put the plain embedding table back with the learned rows in it (a normal pipeline again)."""
-        self.pipe.text_encoder.set_input_embeddings(self.learned.write_back())
+        for (_, text_encoder), part in zip(self.encoders, self.parts):
+            text_encoder.set_input_embeddings(part.write_back())
+            text_encoder.eval()
         self.pipe.unet.eval()
-        self.pipe.text_encoder.eval()
 
 
 class _NonFinite(Exception):
@@ -451,6 +534,8 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
                 break
         if acc.is_main_process:
             trainer.save_embedding(final_path, done)
+            if trainer.is_sdxl:
+                trainer.save_diffusers_pair(out / "diffusers", done)
             if not stopped and cfg.preview_every > 0 and done % cfg.preview_every != 0:
                 _preview(trainer, done, cb)
             plot_loss(loss_log.rows, out / "loss.png", f"{cfg.token} on {cfg.model}")
