@@ -44,6 +44,7 @@ LABELS = {
     "token-img2img": "token image\u2192image",
 }
 TOKEN_PROMPT = "a {token} style of a {class}"
+SUBJECT_TEXT = "a {class}"  # what CLIP's text score checks every output against
 MANIFEST_NAME = "compare.json"
 DEFAULT_SIZE = 512
 DEFAULT_GATYS_ITERATIONS = 100
@@ -316,7 +317,8 @@ class TokenRunner(Runner):
             options["steps"] = o.token_steps
         if self.img2img:
             options.update(image=content, strength=o.strength)
-        items = generate(self.token_model.get(), GenerateConfig(**options), [self.token_model.token])
+        items = generate(self.token_model.get(), GenerateConfig(**options), [self.token_model.token],
+                         show_progress=o.show_progress)
         return items[0].image
 
     def describe(self) -> dict[str, str]:
@@ -452,6 +454,7 @@ def run_compare(
     clip_model: str | None = None,
     device: str | None = None,
     cell_size: int = 256,
+    metrics: bool = True,
     progress: Progress | None = None,
     show_progress: bool = True,
 ) -> CompareResult:
@@ -538,7 +541,9 @@ def run_compare(
 
     for cell in cells:
         say(f"metrics for {LABELS[cell.method]} on {cell.content_name}", units / total)
-        if cell.ok:
+        if cell.ok and not metrics:
+            cell.unavailable["metrics"] = "not computed (metrics turned off)"
+        elif cell.ok:
             _evaluate(cell, sized[cell.content_index][0], styles, gallery_images, opts, clip_model)
         units += 1
 
@@ -578,8 +583,11 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
 
         image = load_image(cell.image)
         reference = None if cell.method == "token-txt2img" else content
+        # The CLIP text score asks whether the subject is still there ("a city"), for every method
+        # alike: the token's own prompt would include a word CLIP has never seen.
         result = evaluate_image(image, reference, styles, gallery=gallery, vgg_weights=opts.vgg_weights,
-                                random_weights=opts.random_weights, clip_model=clip_model, device=opts.device)
+                                random_weights=opts.random_weights, clip_model=clip_model, device=opts.device,
+                                prompt=SUBJECT_TEXT.replace("{class}", cell.cls), ghiasi_models=opts.ghiasi_models)
         cell.metrics, cell.unavailable = metrics_from_evaluation(result)
     except Exception as exc:  # noqa: BLE001 - a metric failure must not lose the picture
         log.warning("metrics for %s on %s failed: %s", cell.method, cell.content_name, exc)

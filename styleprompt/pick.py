@@ -152,7 +152,7 @@ def _generate(loaded, prompt: str, seed: int, steps: int | None, tokens: list[st
     options: dict[str, Any] = dict(prompt=prompt, seed=seed, count=1)
     if steps:
         options["steps"] = steps
-    return generate(loaded, GenerateConfig(**options), tokens)[0].image
+    return generate(loaded, GenerateConfig(**options), tokens, show_progress=False)[0].image
 
 
 def style_score(images: Sequence[Image.Image], artworks: Sequence[Image.Image]) -> float:
@@ -394,7 +394,7 @@ def _write_sheet(result: PickResult, classes: Sequence[str], seeds: Sequence[int
         y = 22 + r * (side + pad)
         mark = " *" if score is result.recommended else ""
         draw.text((4, y + side // 2 - 14), f"step {score.step}{mark}", fill="red" if mark else "black", font=font)
-        draw.text((4, y + side // 2 + 2), f"S {score.style:.3f} F {score.fidelity:.3f}", fill="#555", font=_font(10))
+        draw.text((4, y + side // 2 + 2), f"S {score.style:.4g} F {score.fidelity:.3g}", fill="#555", font=_font(10))
         for k, path in enumerate(score.images):
             sheet.paste(fit_into(Image.open(path), side), (label_w + k * (side + pad), y))
     with atomic_path(result.sheet) as tmp:

@@ -57,6 +57,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gallery", nargs="+", default=None, help="style images or folder for the style_rank metric")
     parser.add_argument("--clip-model", default=None, help="CLIP hub id or folder for the CLIP scores (optional)")
+    parser.add_argument("--no-metrics", action="store_true", help="pictures and timings only (quicker)")
     parser.add_argument("--cell-size", type=int, default=256, help="px per grid cell (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     parser.set_defaults(func=run)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         methods=methods, random_weights=args.random_weights, vgg_weights=args.vgg_weights,
         decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, gatys_iterations=args.gatys_iterations,
         size=args.size, seed=args.seed, strength=args.strength, token_steps=args.steps, gallery=gallery,
-        clip_model=args.clip_model, device=args.device, cell_size=args.cell_size,
+        clip_model=args.clip_model, device=args.device, cell_size=args.cell_size, metrics=not args.no_metrics,
     )
     width = max(len(m) for m in result.status)
     for method, state in result.status.items():

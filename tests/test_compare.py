@@ -1,0 +1,222 @@
+"""`styleprompt compare` on the tiny model with random VGG/AdaIN weights: every file, every
+method row, skipped methods reported with their reason, one failure never losing the others."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from styleprompt import cli
+from styleprompt.compare import METHODS, AdainRunner, measure, read_manifest, run_compare
+from styleprompt.errors import UserError
+from styleprompt.tiny import build_tiny_pipeline
+from styleprompt.tokens import save_diffusers_embedding
+from tests.conftest import make_artwork
+
+FAST = dict(size=64, gatys_iterations=2, token_steps=2, cell_size=96, show_progress=False)
+QUICK = dict(FAST, metrics=False)  # where a test is not about the metrics, skip their cost
+HAS_GHIASI = importlib.util.find_spec("classic.ghiasi") is not None
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp-inputs")
+    styles = root / "styles"
+    styles.mkdir()
+    for i in range(2):
+        make_artwork(styles / f"art{i}.png", seed=i, size=(96, 80))
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:72, 0:96]
+    photo = np.stack([xx * 2, yy * 3, (xx + yy)], -1) % 255 + rng.integers(0, 30, (72, 96, 3))
+    content = root / "photo.png"
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(content)
+    # A token of the tiny model's width (32): random vectors are a valid, if meaningless, style.
+    table = build_tiny_pipeline().text_encoder.get_input_embeddings().weight.detach()
+    vectors = torch.randn(2, table.shape[1], generator=torch.Generator().manual_seed(0)) * table.std()
+    embedding = save_diffusers_embedding(root / "learned_embeds.safetensors", "<cmp>", vectors)
+    return {"styles": sorted(styles.iterdir()), "content": content, "embedding": embedding, "root": root}
+
+
+@pytest.fixture(scope="module")
+def full_run(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmp-run")
+    messages = []
+    result = run_compare(
+        [inputs["content"]], inputs["styles"], embedding=str(inputs["embedding"]),
+        classes=["a city"], model="tiny", output=out, random_weights=True, device="cpu",
+        progress=lambda message, fraction: messages.append((message, fraction)), **FAST,
+    )
+    return result, messages
+
+
+def test_every_file_and_every_method_row(full_run):
+    result, _ = full_run
+    for path in (result.grid, result.csv, result.md, result.html, result.manifest):
+        assert path.is_file() and path.stat().st_size > 0, path
+    with open(result.csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["content"], r["method"]) for r in rows] == [("photo", m) for m in METHODS]
+    expected_ok = set(METHODS) if HAS_GHIASI else set(METHODS) - {"ghiasi"}
+    assert {m for m, s in result.status.items() if s == "ok"} == expected_ok, result.status
+    for row in rows:
+        if row["method"] in expected_ok:
+            assert row["status"] == "ok" and float(row["time_s"]) > 0 and row["peak_memory_mib"] != ""
+            # Random VGG/AdaIN and the tiny model's random weights are labelled; Ghiasi's are real.
+            assert row["method_weights"] == ("real" if row["method"] == "ghiasi" else "random")
+    grid = Image.open(result.grid)
+    assert 96 < grid.height < 2 * 96 + 80 and grid.width >= 7 * 96  # 1 row; content + 5 methods + style columns
+
+
+def test_outputs_are_images_with_their_parameters(full_run):
+    result, _ = full_run
+    manifest = read_manifest(result.output)
+    img2img = Image.open(result.output / manifest["cells"][4]["image"])
+    assert img2img.text["strength"] == "0.6" and img2img.text["method"] == "token-img2img"
+    gatys = Image.open(result.output / manifest["cells"][0]["image"])
+    assert gatys.text["method"] == "gatys" and gatys.text["iterations"] == "2" and gatys.text["weights"] == "random"
+    adain = np.asarray(Image.open(result.output / manifest["cells"][1]["image"]).convert("RGB"), dtype=float)
+    content = np.asarray(Image.open(result.output / "inputs" / "content-01.png").convert("RGB"), dtype=float)
+    assert adain.shape == content.shape and np.abs(adain - content).mean() > 5  # it did change the picture
+
+
+def test_metrics_carry_direction_and_weights(full_run):
+    result, _ = full_run
+    evaluated = [c for c in result.cells if c.ok and c.metrics]
+    assert evaluated, [c.unavailable for c in result.cells]
+    for cell in evaluated:
+        for name, metric in cell.metrics.items():
+            assert metric.better in ("higher", "lower"), name
+            assert metric.weights in ("real", "random", "none"), name
+    vgg_metrics = [m for c in evaluated for n, m in c.metrics.items() if "gram" in n or "content" in n]
+    assert vgg_metrics and all(m.weights == "random" for m in vgg_metrics)  # random VGG is labelled so
+    txt2img = next(c for c in evaluated if c.method == "token-txt2img")
+    assert not any(n.startswith("content") or n.startswith("ssim") for n in txt2img.metrics)  # it has no content input
+    if HAS_GHIASI:
+        assert list(result.rows[0])[8] == "style_similarity"  # the learned style metric leads the table
+
+
+def test_report_files_say_what_is_random_and_are_self_contained(full_run):
+    result, _ = full_run
+    md = result.md.read_text()
+    html = result.html.read_text()
+    for label in ("Gatys", "AdaIN", "Ghiasi", "token text\u2192image", "token image\u2192image"):
+        assert label in md and label in html
+    assert "\u2020" in md and "random" in md.lower()
+    assert "\u2191" in md or "\u2193" in md
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', html)
+    assert not re.search(r'src="(?!data:)', html)  # no file or network references
+
+
+def test_progress_reaches_the_end(full_run):
+    _, messages = full_run
+    fractions = [f for _, f in messages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(messages) > 10
+
+
+def test_a_class_per_content_image(inputs, tmp_path):
+    result = run_compare([inputs["content"], inputs["content"]], inputs["styles"], embedding=str(inputs["embedding"]),
+                         classes=["a city", "lighthouse"], model="tiny", output=tmp_path / "out", methods=["token-txt2img"],
+                         device="cpu", **QUICK)
+    manifest = read_manifest(result.output)
+    prompts = [Image.open(result.output / c["image"]).text["prompt"] for c in manifest["cells"]]
+    assert prompts == ["a <cmp> style of a city", "a <cmp> style of a lighthouse"]  # "a city" -> no double article
+    assert [c["name"] for c in manifest["contents"]] == ["photo", "photo-2"]
+    assert result.cells[0].unavailable == {"metrics": "not computed (metrics turned off)"}
+
+
+def test_missing_weights_and_models_are_reported_not_crashed_on(inputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19
+    result = run_compare(
+        [inputs["content"]], inputs["styles"], embedding=str(inputs["embedding"]), classes=["city"],
+        model="no-such-org/no-such-model", output=tmp_path / "out", methods=["gatys", "adain", "token-txt2img", "token-img2img"],
+        device="cpu", **QUICK,
+    )
+    assert result.status["adain"].startswith("skipped: ") and "decoder" in result.status["adain"]
+    assert result.status["gatys"].startswith("skipped: ") and "VGG" in result.status["gatys"]
+    assert result.status["token-txt2img"].startswith("skipped: ") and "no-such-org/no-such-model" in result.status["token-txt2img"]
+    assert result.status["token-img2img"] == result.status["token-txt2img"]  # loaded (and failed) once
+    assert all(p.is_file() for p in (result.grid, result.csv, result.md, result.html))
+    assert "skipped" in result.md.read_text()
+
+
+def test_no_embedding_skips_only_the_token_methods(inputs, tmp_path):
+    result = run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny",
+                         output=tmp_path / "out", methods=["adain", "token-txt2img"], random_weights=True, device="cpu", **QUICK)
+    assert result.status == {"adain": "ok", "token-txt2img": "skipped: no style token given (--embedding FILE)"}
+
+
+def test_one_failing_method_keeps_the_others(inputs, tmp_path, monkeypatch):
+    def broken(self, content, cls):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(AdainRunner, "run", broken)
+    result = run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny",
+                         output=tmp_path / "out", methods=["gatys", "adain"], random_weights=True, device="cpu", **QUICK)
+    assert result.status["adain"] == "failed: RuntimeError: decoder exploded"
+    assert result.status["gatys"] == "ok" and (result.output / "images" / "01-photo" / "gatys.png").is_file()
+    assert "decoder exploded" in result.md.read_text()
+
+
+def test_a_stop_from_progress_ends_the_run(inputs, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def progress(message, fraction):
+        if message.startswith("AdaIN on"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny", output=tmp_path / "out",
+                    methods=["gatys", "adain"], random_weights=True, device="cpu", progress=progress, **QUICK)
+
+
+def test_bad_requests_are_one_line_errors(inputs, tmp_path):
+    common = dict(embedding=str(inputs["embedding"]), model="tiny", output=tmp_path / "o", random_weights=True, **QUICK)
+    with pytest.raises(UserError, match="2 classes for 3 content"):
+        run_compare([inputs["content"]] * 3, inputs["styles"], classes=["a", "b"], **common)
+    with pytest.raises(UserError, match="unknown method 'picasso'"):
+        run_compare([inputs["content"]], inputs["styles"], classes=["a"], methods=["picasso"], **common)
+    with pytest.raises(UserError, match="--class"):
+        run_compare([inputs["content"]], inputs["styles"], classes=[], **common)
+    with pytest.raises(UserError, match="style image"):
+        run_compare([inputs["content"]], [], classes=["a"], **common)
+
+
+def test_measure_sees_time_and_memory():
+    with measure("cpu") as small:
+        time.sleep(0.05)
+    with measure("cpu") as big:
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        time.sleep(0.05)
+        del block
+    assert small.seconds >= 0.05 and big.seconds >= 0.05
+    assert big.peak_mib > 250 and small.peak_mib < 50
+    assert big.kind.startswith("cpu")
+    with measure("cpu") as torch_alloc:
+        t = torch.ones(256 * 2**20 // 4)  # torch's CPU allocator, which tracemalloc cannot see
+        time.sleep(0.03)
+        del t
+    assert torch_alloc.peak_mib > 200
+
+
+def test_cli_compare_writes_the_report(inputs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = cli.main([
+        "compare", "--model", "tiny", "--content", str(inputs["content"]), "--style-images", str(inputs["styles"][0].parent),
+        "--embedding", str(inputs["embedding"]), "--class", "a city", "--output", str(out), "--random-weights",
+        "--methods", "adain,token-txt2img", "--size", "64", "--steps", "2", "--cell-size", "96", "--device", "cpu", "--no-metrics",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert re.search(r"adain\s+ok", printed) and re.search(r"token-txt2img\s+ok", printed)
+    assert all((out / name).is_file() for name in ("grid.png", "metrics.csv", "metrics.md", "report.html"))
+    assert cli.main(["compare", "--content", str(tmp_path / "missing.jpg"), "--style-images", str(inputs["styles"][0]),
+                     "--output", str(out)]) == 2
+    assert "missing.jpg does not exist" in capsys.readouterr().err
