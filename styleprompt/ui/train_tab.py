@@ -71,9 +71,28 @@ class _RunFeed:
             return len(self.losses), len(self.previews)
 
 
-def embedding_downloads(embedding: Path, family: str) -> list[str]:
-    """The trained token in every format the project writes (diffusers' file at least)."""
-    return [str(embedding)]
+FORMAT_NOTES = {
+    "diffusers": "diffusers `load_textual_inversion`, styleprompt",
+    "a1111": "AUTOMATIC1111 / Forge `embeddings/` (pickle .pt)",
+    "emb_params": "AUTOMATIC1111, ComfyUI (safetensors)",
+    "a1111-png": "AUTOMATIC1111 (the embedding inside a preview PNG)",
+    "sdxl": "SDXL tools (clip_l / clip_g)",
+    "sdxl-pair": "diffusers' two-call SDXL loading",
+}
+
+
+def embedding_downloads(embedding: Path) -> tuple[list[str], str]:
+    """The trained token in every format that can hold it (one subfolder per format), and a
+    table saying which file is which format, since several share a name."""
+    from styleprompt.formats import export_all, read_embedding
+
+    written = export_all(read_embedding(embedding), embedding.parent / "formats")
+    files = [(embedding, "diffusers")]  # the run's own file; the diffusers copy would be the same bytes
+    files += [(path, fmt) for fmt, paths in written.items() if fmt != "diffusers" for path in paths]
+    table = "| file | format | loads in |\n|---|---|---|\n" + "\n".join(
+        f"| `{path.name}` | {fmt} | {FORMAT_NOTES.get(fmt, '')} |" for path, fmt in files
+    )
+    return [str(path) for path, _ in files], table
 
 
 def build(ctx: AppContext) -> TrainTab:
@@ -98,6 +117,9 @@ def build(ctx: AppContext) -> TrainTab:
                 model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="train-model")
                 with gr.Row():
                     preview_every = gr.Number(value=_DEFAULTS.preview_every, label="Preview every N steps (0: never)", precision=0, minimum=0, elem_id="train-preview-every")
+                    preview_steps = gr.Number(value=_DEFAULTS.preview_steps, label="Preview sampling steps", precision=0, minimum=1,
+                                              maximum=s.max_gen_steps, elem_id="train-preview-steps")
+                with gr.Row():
                     grad_accum = gr.Number(value=_DEFAULTS.grad_accum, label="Gradient accumulation", precision=0, minimum=1, maximum=64)
                 with gr.Row():
                     precision = gr.Dropdown(list(PRECISIONS), value=_DEFAULTS.mixed_precision, label="Mixed precision")
@@ -110,11 +132,12 @@ def build(ctx: AppContext) -> TrainTab:
             loss_plot = gr.LinePlot(empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260)
             previews = gr.Gallery(label="Previews", columns=4, height=280, elem_id="train-previews")
             downloads = gr.File(label="Download the embedding", file_count="multiple", interactive=False, elem_id="train-downloads")
+            formats_note = gr.Markdown(elem_id="train-formats")
     embedding = gr.State(None)
 
-    @show_errors(outputs=5, status=0)
+    @show_errors(outputs=6, status=0)
     def run_training(files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every,
-                     grad_accum, precision, seed, request: gr.Request):
+                     preview_steps, grad_accum, precision, seed, request: gr.Request):
         from styleprompt.training import TrainCallbacks, train
 
         uploads = check_uploads(as_path_list(files), what="artworks", max_count=s.max_uploads,
@@ -126,6 +149,7 @@ def build(ctx: AppContext) -> TrainTab:
             resolution=int_in(resolution, "Resolution", 0, 2048) or None,
             lr=float_in(lr, "Learning rate", 1e-7, 1.0),
             preview_every=int_in(preview_every, "Preview every", 0, s.max_train_steps),
+            preview_steps=int_in(preview_steps, "Preview sampling steps", 1, s.max_gen_steps),
             grad_accum=int_in(grad_accum, "Gradient accumulation", 1, 64),
             mixed_precision=precision if precision in PRECISIONS else "no",
             seed=int_in(seed, "Seed", 0, 2**32 - 1),
@@ -163,16 +187,16 @@ def build(ctx: AppContext) -> TrainTab:
             last = feed.losses[-1][1] if feed.losses else float("nan")
             return progress_html(f"training {cfg.token}: step", p.done, p.total, f"loss {last:.4f}{stopping}", eta=p.eta_seconds())
 
-        yield status(), empty_loss_frame(), [], None, gr.skip()
+        yield status(), empty_loss_frame(), [], None, "", gr.skip()
         seen = None
         try:
             for _ in job.run(work):
                 now = feed.version()
                 if now != seen:
                     seen = now
-                    yield status(), feed.loss_frame(), feed.gallery(), gr.skip(), gr.skip()
+                    yield status(), feed.loss_frame(), feed.gallery(), gr.skip(), gr.skip(), gr.skip()
                 else:
-                    yield status(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    yield status(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         finally:
             ctx.jobs.finish(session, "train", job)
         result = job.result
@@ -182,13 +206,14 @@ def build(ctx: AppContext) -> TrainTab:
             text = f"stopped at step {result.steps_done}/{total}{loss} · {took}; the embedding so far is below"
         else:
             text = f"finished {cfg.token}: step {result.steps_done}/{total}{loss} · {took}"
-        files_out = embedding_downloads(result.embedding_path, result.loaded.family)
+        files_out, table = embedding_downloads(result.embedding_path)
         yield (progress_html(text, result.steps_done, total, state="done"), feed.loss_frame(), feed.gallery(),
-               files_out, str(result.embedding_path))
+               files_out, table, str(result.embedding_path))
 
-    inputs = [files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every, grad_accum, precision, seed]
+    inputs = [files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every, preview_steps, grad_accum,
+              precision, seed]
     event = start.click(
-        run_training, inputs, [status, loss_plot, previews, downloads, embedding],
+        run_training, inputs, [status, loss_plot, previews, downloads, formats_note, embedding],
         api_name="train", concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="hidden",
     )
 

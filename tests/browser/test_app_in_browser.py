@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import SHARED_DATA, make_artwork
 
@@ -42,6 +43,7 @@ def test_train_a_token_for_a_few_steps(page, artworks, artifacts):
     page.locator("#train-steps input").fill(str(TRAIN_STEPS))
     page.get_by_text("More settings").click()
     page.locator("#train-preview-every input").fill("3")
+    page.locator("#train-preview-steps input").fill("4")
     page.screenshot(path=artifacts / "1-train-filled.png", full_page=True)
     record_texts(page, "#train-status", "__trainStatus")
 
@@ -54,12 +56,79 @@ def test_train_a_token_for_a_few_steps(page, artworks, artifacts):
     assert any("ETA" in text and "step" in text for text in seen), seen  # the live bar was shown
     assert page.locator('#train-status progress[value="%d"]' % TRAIN_STEPS).count() == 1
     # Previews at steps 0, 3 and 6, each with its caption, as real decoded images.
-    page.locator("#train-previews img").first.wait_for()
-    assert page.locator("#train-previews img").count() == 3
+    expect(page.locator("#train-previews img")).to_have_count(3)
     for caption in ("step 0", "step 3", "step 6"):
         assert page.locator("#train-previews").get_by_text(caption, exact=True).count() == 1
     assert page.locator("#train-previews img").first.evaluate("img => img.complete && img.naturalWidth") == 128
     # The loss curve was drawn and the embedding is offered for download.
     assert page.locator("#train-loss canvas, #train-loss svg").count() >= 1
     page.locator("#train-downloads").get_by_text("learned_embeds", exact=True).wait_for()
+    formats = page.locator("#train-formats").inner_text()
+    for fmt in ("diffusers", "a1111", "emb_params"):  # one download per format, each named
+        assert fmt in formats, formats
     page.screenshot(path=artifacts / "2-train-done.png", full_page=True)
+
+
+def pick_option(page, dropdown: str, text: str) -> None:
+    """Open a Gradio dropdown and choose the option whose label contains `text`."""
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option").filter(has_text=text).first.click()
+    page.keyboard.press("Escape")
+
+
+def test_generate_an_image_with_the_trained_token(page, artifacts):
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#gen-refresh").click()  # the list also refreshed itself when training ended
+    pick_option(page, "#gen-recent", TOKEN)
+    page.locator("#gen-helper").click()
+    prompt = page.locator("#gen-prompt textarea")
+    page.wait_for_function("el => el.value.length > 0", arg=prompt.element_handle())
+    assert prompt.input_value() == f"a {TOKEN} style of a lighthouse"
+    page.locator("#gen-steps input[type=number]").fill("4")
+    page.locator("#gen-seed input").fill("7")
+    page.screenshot(path=artifacts / "3-generate-filled.png", full_page=True)
+
+    page.locator("#gen-run").click()
+    page.wait_for_selector('#gen-status [data-state="done"]', timeout=120_000)
+
+    assert "done: 1 image · seed 7" in page.locator("#gen-status").inner_text()
+    expect(page.locator("#gen-gallery img")).to_have_count(1)
+    image = page.locator("#gen-gallery img").first
+    assert image.evaluate("img => img.complete && img.naturalWidth") == 128
+    assert page.locator("#gen-gallery").get_by_text("seed 7", exact=False).count() >= 1
+    params = page.locator("#gen-params").inner_text()
+    assert TOKEN in params and "7" in params  # the image keeps its prompt and seed
+    page.screenshot(path=artifacts / "4-generate-done.png", full_page=True)
+
+
+def test_compare_the_token_with_classic_transfer(page, artworks, artifacts):
+    content = SHARED_DATA / "content" / "chicago.jpg"
+    if not content.is_file():  # the shared photos are optional; a generated picture does as well
+        content = make_artwork(artworks[0].parent / "content.png", seed=42, size=(192, 128))
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#cmp-contents input[type=file]").set_input_files([str(content)])
+    page.locator("#cmp-contents").get_by_text(content.stem, exact=True).wait_for()
+    page.locator("#cmp-styles input[type=file]").set_input_files([str(p) for p in artworks])
+    page.locator("#cmp-styles").get_by_text(artworks[-1].stem, exact=True).wait_for()
+    pick_option(page, "#cmp-recent", TOKEN)
+    page.locator("#cmp-methods").get_by_label("gatys").uncheck()  # minutes on a CPU; AdaIN stands for the classics
+    page.get_by_text("Weights and sizes").click()
+    page.locator("#cmp-random-weights input").check()
+    page.locator("#cmp-size input").fill("128")
+    page.locator("#cmp-token-steps input").fill("4")
+    page.screenshot(path=artifacts / "5-compare-filled.png", full_page=True)
+
+    page.locator("#cmp-run").click()
+    page.wait_for_selector('#cmp-status [data-state="done"]', timeout=180_000)
+
+    ran = ["adain", "ghiasi", "token-txt2img", "token-img2img"]
+    assert f"done: {len(ran)} of {len(ran)} methods ran" in page.locator("#cmp-status").inner_text()
+    grid = page.locator("#cmp-grid img")
+    grid.wait_for()
+    assert grid.evaluate("img => img.complete && img.naturalWidth") > 128 * len(ran)  # a row of cells, side by side
+    table = page.locator("#cmp-table").inner_text()
+    for method in ran:
+        assert method in table
+    assert "time_s" in table
+    page.locator("#cmp-reports").get_by_text("report", exact=True).wait_for()
+    page.screenshot(path=artifacts / "6-compare-done.png", full_page=True)
