@@ -225,5 +225,7 @@ def test_cli_text_to_image_and_stylized_photo(token_files, shared_data, tmp_path
     assert photo["mode"] == "img2img" and photo["strength"] == 0.6 and photo["content"].endswith("chicago.jpg")
     w, h = Image.open(shared_data / "content" / "chicago.jpg").size
     assert abs(photo["width"] / photo["height"] - w / h) < 0.1  # the photo's shape is kept
+    assert main(["generate", "--from-png", str(first), "--output", str(tmp_path / "again")]) == 0
+    assert np.array_equal(pixels(Image.open(first)), pixels(Image.open(next((tmp_path / "again").glob("*.png")))))
     assert main(["generate", "--model", "tiny", "--embedding", str(token_files["xl"]), "--output", str(out), "--class", "cat"]) == 2
     assert "widths 32+64" in capsys.readouterr().err

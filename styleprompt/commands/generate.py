@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from styleprompt.models import load_pipeline
 
     if args.from_png:
+        if args.embedding or args.image:
+            from styleprompt.errors import UserError
+
+            raise UserError("--from-png takes the tokens and the content image from the PNG; drop --embedding and --image")
         loaded = load_pipeline(args.model, device=args.device, precision=args.precision) if args.model else None
         items = [reproduce(args.from_png, loaded, device=args.device)]
     else:
