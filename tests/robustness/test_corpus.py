@@ -124,3 +124,22 @@ def test_transfer_content(entry: Entry, corpus, capsys, work_dir):
     check_cli(entry, argv, capsys, work_dir)
     if entry.expect == "ok":
         assert (work_dir / "out.png").is_file()
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+def test_generate_content_image(entry: Entry, corpus, capsys, work_dir):
+    argv = ["generate", "--model", "tiny", "--prompt", "a painting of a lighthouse", "--image", str(corpus[entry.name]),
+            "--strength", "0.5", "--steps", "2", "--seed", "0", "--width", "64", "--height", "64", "--device", "cpu",
+            "--output", str(work_dir / "gen")]
+    check_cli(entry, argv, capsys, work_dir)
+    if entry.expect == "ok":
+        assert len(list((work_dir / "gen").glob("*.png"))) == 1
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+def test_compare_content_image(entry: Entry, corpus, capsys, work_dir, shared_data):
+    argv = ["compare", "--content", str(corpus[entry.name]), "--style-images", str(shared_data / "style" / "mondrian.jpg"),
+            "--methods", "ghiasi", "--no-metrics", "--size", "64", "--device", "cpu", "--output", str(work_dir / "cmp")]
+    check_cli(entry, argv, capsys, work_dir)
+    if entry.expect == "ok":
+        assert (work_dir / "cmp" / "grid.png").is_file()
