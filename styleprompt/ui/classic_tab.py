@@ -22,10 +22,10 @@ from styleprompt.ui.common import (
     format_duration,
     idle_html,
     int_in,
-    job_progress_html,
     progress_html,
-    session_of,
     show_errors,
+    stream_job,
+    wire_stop,
 )
 
 METHODS = ["gatys", "adain", "ghiasi"]
@@ -117,11 +117,9 @@ def build(ctx: AppContext) -> None:
             size=int_in(size, "Size", 64, 4096), device=_device(s.device),
             show_progress=True, **method_options(method, iterations, random_weights, vgg, decoder, s),
         )
-        session = session_of(request)
-        job = ctx.jobs.start(session, "classic")
         run_dir = ctx.output.new_run("classic", method)
 
-        def work():
+        def work(job):
             module = importlib.import_module(f"classic.{method}")
             networks = cached_networks(ctx, method, kwargs, kwargs["device"])
             image = module.stylize(load_image(content), [load_image(p) for p in style_files],
@@ -130,12 +128,7 @@ def build(ctx: AppContext) -> None:
                     **{k: str(v) for k, v in kwargs.items() if k not in ("show_progress", "device")}}
             return save_image(image, run_dir / f"{method}.png", text=text)
 
-        yield job_progress_html(job, method), gr.skip()
-        try:
-            for _ in job.run(work):
-                yield job_progress_html(job, method), gr.skip()
-        finally:
-            ctx.jobs.finish(session, "classic", job)
+        job = yield from stream_job(ctx, request, "classic", work, method, outputs=2)
         labelled = " · random weights" if kwargs.get("random_weights") else ""
         yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(job.result)
 
@@ -145,10 +138,7 @@ def build(ctx: AppContext) -> None:
         show_progress="hidden",
     )
 
-    def stop_classic(request: gr.Request) -> None:
-        ctx.jobs.stop(session_of(request), "classic")
-
-    stop.click(stop_classic, None, None, queue=False, api_name="stop_classic")
+    wire_stop(ctx, stop, "classic", "stop_classic")
 
 
 def _device(requested: str | None) -> str:

@@ -13,7 +13,9 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generator
+
+import gradio as gr
 
 from styleprompt.errors import UserError
 from styleprompt.serve import AppSettings, ModelCache, OutputFolder
@@ -98,7 +100,6 @@ def show_errors(fn: Callable | None = None, *, outputs: int = 0, status: int | N
     """
     if fn is None:
         return functools.partial(show_errors, outputs=outputs, status=status)
-    import gradio as gr
 
     def convert(exc: BaseException) -> gr.Error:
         if not isinstance(exc, (UserError, JobCancelled)):
@@ -170,3 +171,30 @@ def float_in(value: Any, name: str, low: float, high: float) -> float:
     if not low <= number <= high:
         raise UserError(f"{name} must be between {low:g} and {high:g} (got {value})")
     return number
+
+
+def stream_job(ctx: AppContext, request: Any, kind: str, work: Callable[[Job], Any], label: str,
+               outputs: int) -> Generator[tuple, None, Job]:
+    """Run `work(job)` as the session's job of this kind, yielding the progress line (the first of
+    `outputs` outputs; the others unchanged) until it ends. `job = yield from stream_job(...)`
+    in a generator handler; `job.result` is what `work` returned; its error is raised here.
+    """
+    session = session_of(request)
+    job = ctx.jobs.start(session, kind)
+    unchanged = (gr.skip(),) * (outputs - 1)
+    yield (job_progress_html(job, label), *unchanged)
+    try:
+        for _ in job.run(work, job):
+            yield (job_progress_html(job, label), *unchanged)
+    finally:
+        ctx.jobs.finish(session, kind, job)
+    return job
+
+
+def wire_stop(ctx: AppContext, button: Any, kind: str, api_name: str) -> None:
+    """The Stop button of a tab: stops this browser session's job of `kind`, bypassing the queue."""
+
+    def stop(request: gr.Request) -> None:
+        ctx.jobs.stop(session_of(request), kind)
+
+    button.click(stop, None, None, queue=False, api_name=api_name)

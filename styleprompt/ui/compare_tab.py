@@ -20,10 +20,10 @@ from styleprompt.ui.common import (
     format_duration,
     idle_html,
     int_in,
-    job_progress_html,
     progress_html,
-    session_of,
     show_errors,
+    stream_job,
+    wire_stop,
 )
 from styleprompt.ui.generate_tab import recent_choices, selected_embeddings
 
@@ -97,14 +97,12 @@ def build(ctx: AppContext) -> Any:
         )
         model_name = (model or s.model).strip()
         needs_model = bool(embeddings) and any(m.startswith("token") for m in chosen)
-        session = session_of(request)
-        job = ctx.jobs.start(session, "compare")
         run_dir = ctx.output.new_run("compare")
 
-        def progress(message: str, fraction: float) -> None:
-            job.tick(round(100 * max(0.0, min(1.0, float(fraction)))), 100, message)
+        def work(job):
+            def progress(message: str, fraction: float) -> None:  # run_compare's own progress; Stop acts here
+                job.tick(round(100 * max(0.0, min(1.0, float(fraction)))), 100, message)
 
-        def work():
             loaded = ctx.models.private_text_copy(ctx.models.get(model_name, s.precision)) if needs_model else model_name
             return run_compare(
                 [str(p) for p in content_files], [str(p) for p in style_files],
@@ -112,13 +110,8 @@ def build(ctx: AppContext) -> Any:
                 output=str(run_dir), progress=progress, **options,
             )
 
-        yield job_progress_html(job, "comparing"), gr.skip(), gr.skip(), gr.skip()
-        try:
-            for _ in job.run(work):
-                yield job_progress_html(job, "comparing"), gr.skip(), gr.skip(), gr.skip()
-        finally:
-            ctx.jobs.finish(session, "compare", job)
-        view = result_view(job.result, run_dir)
+        job = yield from stream_job(ctx, request, "compare", work, "comparing", outputs=4)
+        view = result_view(job.result)
         text = f"done: {view['summary']} · {format_duration(job.elapsed)}"
         yield progress_html(text, state="done"), view["grid"], view["table"], view["files"]
 
@@ -130,23 +123,19 @@ def build(ctx: AppContext) -> Any:
         api_name="compare", concurrency_limit=s.heavy_concurrency, concurrency_id="compare", show_progress="hidden",
     )
 
-    def stop_compare(request: gr.Request) -> None:
-        ctx.jobs.stop(session_of(request), "compare")
-
-    stop.click(stop_compare, None, None, queue=False, api_name="stop_compare")
+    wire_stop(ctx, stop, "compare", "stop_compare")
     return recent
 
 
-def result_view(result: Any, run_dir: Path) -> dict:
+def result_view(result: Any) -> dict:
     """The grid, the metrics table and the report files of a CompareResult, for the page."""
     import pandas as pd
 
-    grid = getattr(result, "grid", None) or run_dir / "grid.png"
-    files = [getattr(result, name, None) for name in ("html", "csv", "md")]
-    files = [str(f) for f in files if f and Path(f).is_file()]
-    rows = list(getattr(result, "rows", []) or [])
-    table = pd.DataFrame(rows) if rows else pd.DataFrame()
-    status = getattr(result, "status", {}) or {}
-    ok = sum(1 for v in status.values() if str(v) == "ok")
-    summary = f"{ok} of {len(status)} methods ran" if status else f"{len(rows)} rows"
-    return {"grid": str(grid) if Path(grid).is_file() else None, "table": table, "files": files, "summary": summary}
+    files = [str(f) for f in (result.html, result.csv, result.md) if Path(f).is_file()]
+    ok = sum(1 for v in result.status.values() if str(v) == "ok")
+    return {
+        "grid": str(result.grid) if Path(result.grid).is_file() else None,
+        "table": pd.DataFrame(result.rows) if result.rows else pd.DataFrame(),
+        "files": files,
+        "summary": f"{ok} of {len(result.status)} methods ran",
+    }

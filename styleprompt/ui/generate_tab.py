@@ -25,10 +25,10 @@ from styleprompt.ui.common import (
     format_duration,
     idle_html,
     int_in,
-    job_progress_html,
     progress_html,
-    session_of,
     show_errors,
+    stream_job,
+    wire_stop,
 )
 
 MAX_EMBEDDINGS = 8
@@ -147,10 +147,8 @@ def build(ctx: AppContext) -> GenerateTab:
             image=content or None, strength=float_in(strength, "Strength", 0.0, 1.0),
         )
         model_name = (model or s.model).strip()
-        session = session_of(request)
-        job = ctx.jobs.start(session, "generate")
 
-        def work():
+        def work(job):
             if paths:
                 label = (tuple(file_sha256(p) for p in paths), scale)
                 loaded, tokens = ctx.models.view_with(
@@ -163,12 +161,7 @@ def build(ctx: AppContext) -> GenerateTab:
             run_dir = ctx.output.new_run("generate", "-".join(t.strip("<>") for t in tokens) or "plain")
             return items, save_generated(items, run_dir)
 
-        yield job_progress_html(job, "generating"), gr.skip(), gr.skip(), gr.skip()
-        try:
-            for _ in job.run(work):
-                yield job_progress_html(job, "generating"), gr.skip(), gr.skip(), gr.skip()
-        finally:
-            ctx.jobs.finish(session, "generate", job)
+        job = yield from stream_job(ctx, request, "generate", work, "generating", outputs=4)
         items, files = job.result
         new = [{"path": str(path), "caption": caption(item.params, item.seed), "params": dict(item.params, seed=item.seed)}
                for item, path in zip(items, files)]
@@ -184,10 +177,7 @@ def build(ctx: AppContext) -> GenerateTab:
         api_name="generate", concurrency_limit=s.heavy_concurrency, concurrency_id="generate", show_progress="hidden",
     )
 
-    def stop_generation(request: gr.Request) -> None:
-        ctx.jobs.stop(session_of(request), "generate")
-
-    stop.click(stop_generation, None, None, queue=False, api_name="stop_generate")
+    wire_stop(ctx, stop, "generate", "stop_generate")
 
     def show_params(history, evt: gr.SelectData):
         if history and 0 <= evt.index < len(history):

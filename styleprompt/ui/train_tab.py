@@ -26,6 +26,7 @@ from styleprompt.ui.common import (
     session_of,
     show_errors,
     as_path_list,
+    wire_stop,
 )
 
 _DEFAULTS = TrainConfig(images="")
@@ -217,8 +218,5 @@ def build(ctx: AppContext) -> TrainTab:
         api_name="train", concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="hidden",
     )
 
-    def stop_training(request: gr.Request) -> None:
-        ctx.jobs.stop(session_of(request), "train")
-
-    stop.click(stop_training, None, None, queue=False, api_name="stop_training")
+    wire_stop(ctx, stop, "train", "stop_training")
     return TrainTab(start_event=event, embedding=embedding)
