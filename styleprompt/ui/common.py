@@ -113,6 +113,11 @@ def show_errors(fn: Callable | None = None, *, outputs: int = 0, status: int | N
                 yield from fn(*args, **kwargs)
             except gr.Error:
                 raise
+            except JobCancelled as exc:  # the user pressed Stop: say so, it is no error
+                if status is not None:
+                    update = [gr.skip()] * outputs
+                    update[status] = progress_html(f"{exc} (Stop pressed)", state="stopped")
+                    yield tuple(update) if outputs > 1 else update[0]
             except Exception as exc:  # noqa: BLE001 - shown to the user as one line
                 if status is not None:
                     update = [gr.skip()] * outputs
