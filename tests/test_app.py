@@ -431,3 +431,18 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
     assert rows["adain"][status_col].startswith("skipped") and "weights" in rows["adain"][status_col]
     assert "time_s" in table["headers"]
     assert Path(grid["path"]).is_file() and sorted(Path(r["path"]).name for r in reports) == ["metrics.csv", "metrics.md", "report.html"]
+
+
+def test_serving_defaults_are_private_and_bounded(tmp_path):
+    import app as app_entry
+    from styleprompt.models import DEFAULT_MODEL
+    from styleprompt.serve import AppSettings
+    from styleprompt.ui import launch_options, queue_options
+
+    args = app_entry.parse_args([])
+    assert (args.model, args.host, args.port, args.share) == (DEFAULT_MODEL, "127.0.0.1", 7860, False)
+    settings = AppSettings(output_dir=tmp_path / "out")
+    options = launch_options(settings)
+    assert options["share"] is False and options["allowed_paths"] == [str((tmp_path / "out").resolve())]
+    assert options["max_file_size"] == 25 * 2**20
+    assert queue_options(settings) == {"default_concurrency_limit": 1, "max_size": 64}
