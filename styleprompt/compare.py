@@ -589,6 +589,10 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
                                 random_weights=opts.random_weights, clip_model=clip_model, device=opts.device,
                                 prompt=SUBJECT_TEXT.replace("{class}", cell.cls), ghiasi_models=opts.ghiasi_models)
         cell.metrics, cell.unavailable = metrics_from_evaluation(result)
+        if reference is None:  # the user did give a content image; this method just does not use one
+            for name, why in cell.unavailable.items():
+                if why.startswith("no content image"):
+                    cell.unavailable[name] = "text->image has no content input"
     except Exception as exc:  # noqa: BLE001 - a metric failure must not lose the picture
         log.warning("metrics for %s on %s failed: %s", cell.method, cell.content_name, exc)
         cell.unavailable["metrics"] = _reason(exc)

@@ -19,7 +19,6 @@ each min-max normalised over the run (ties: the earlier step, the less over-fitt
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -131,21 +130,6 @@ def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path
 # -- scoring ----------------------------------------------------------------------------------------
 
 
-def _text_view(loaded):
-    """The model with its own copy of the tokenizer and text encoder(s), so each checkpoint's
-    token is loaded into a clean copy (one token name, many versions, no collisions)."""
-    from styleprompt.models import LoadedModel
-
-    pipe = loaded.pipe
-    parts = {"tokenizer": copy.deepcopy(pipe.tokenizer), "text_encoder": copy.deepcopy(pipe.text_encoder)}
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
-        parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
-    view = pipe.__class__.from_pipe(pipe, **parts)
-    view.set_progress_bar_config(disable=True)
-    return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)
-
-
 def _generate(loaded, prompt: str, seed: int, steps: int | None, tokens: list[str]) -> Image.Image:
     from styleprompt.generate import GenerateConfig, generate
 
@@ -221,6 +205,7 @@ def pick_checkpoint(
     from classic.images import list_images, load_image
     from styleprompt.generate import load_embeddings
     from styleprompt.models import LoadedModel, load_pipeline
+    from styleprompt.serve import ModelCache
 
     say = progress or (lambda message, fraction: None)
     run_dir = Path(run)
@@ -250,6 +235,7 @@ def pick_checkpoint(
         say(f"loading {name}", 0.0)
         base = load_pipeline(str(name), device=device)
     dev = str(base.device)
+    copies = ModelCache(device=dev)  # the app's way to copy a model's text parts (UNet/VAE shared)
     prompts = [(cls, seed) for cls in classes for seed in seeds]
     fidelity_kind = f"CLIP text-image score ({clip_model})" if clip_model else "1 - cross-subject SSIM (content-leak proxy)"
 
@@ -274,7 +260,8 @@ def pick_checkpoint(
             bar.update(1)
         baseline_fidelity = fidelity(baseline)
         for step, path in checkpoints:
-            view = _text_view(base)
+            # A fresh copy of the text encoder per checkpoint: one token name, many versions.
+            view = copies.private_text_copy(base)
             tokens = load_embeddings(view, [str(path)])
             if not tokens:
                 raise UserError(f"{path} holds no token")

@@ -201,13 +201,20 @@ def _cell_texts(cell: Cell, info: ReportInfo, names: list[str], best: set) -> li
     return out
 
 
-def _unavailable_lines(cells: Sequence[Cell]) -> list[str]:
-    """Each unavailable metric once, with its reason (the same reason repeats for every cell)."""
-    reasons: dict[str, str] = {}
+def _unavailable_lines(cells: Sequence[Cell], labels: dict[str, str] | None = None) -> list[str]:
+    """Each (metric, reason) once, with the methods it applies to (a reason repeats per cell)."""
+    methods: dict[tuple[str, str], list[str]] = {}
+    every = list(dict.fromkeys(c.method for c in cells if c.ok))
     for cell in cells:
         for name, why in cell.unavailable.items():
-            reasons.setdefault(name, why)
-    return [f"{name}: {why}" for name, why in sorted(reasons.items())]
+            group = methods.setdefault((name, why), [])
+            if cell.method not in group:
+                group.append(cell.method)
+    lines = []
+    for (name, why), group in sorted(methods.items()):
+        scope = "" if group == every else " (" + ", ".join((labels or {}).get(m, m) for m in group) + ")"
+        lines.append(f"{name}{scope}: {why}")
+    return lines
 
 
 def _legend(cells: Sequence[Cell], directions: dict[str, str]) -> list[str]:
@@ -241,7 +248,7 @@ def write_markdown(cells: Sequence[Cell], info: ReportInfo, path: Path, grid_nam
         lines.append("| " + " | ".join(texts) + " |")
     lines += ["", "## Legend", ""] + [f"- {line}" for line in _legend(cells, directions)]
     lines += ["", "## Methods", ""] + [f"- {info.labels.get(m, m)} (`{m}`): {info.status.get(m, '')}" for m in info.methods]
-    unavailable = _unavailable_lines(cells)
+    unavailable = _unavailable_lines(cells, info.labels)
     if unavailable:
         lines += ["", "## Metrics not computed", ""] + [f"- {line}" for line in unavailable]
     if info.settings:
@@ -295,7 +302,7 @@ def write_html(cells: Sequence[Cell], info: ReportInfo, path: Path, grid: Path) 
     legend = "".join(f"<li>{esc(line)}</li>" for line in _legend(cells, directions))
     methods = "".join(f"<li><b>{esc(info.labels.get(m, m))}</b> (<code>{esc(m)}</code>): {esc(info.status.get(m, ''))}</li>"
                       for m in info.methods)
-    unavailable = "".join(f"<li>{esc(line)}</li>" for line in _unavailable_lines(cells))
+    unavailable = "".join(f"<li>{esc(line)}</li>" for line in _unavailable_lines(cells, info.labels))
     settings = "".join(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in info.settings.items())
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(info.title)}</title>

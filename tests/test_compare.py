@@ -98,6 +98,8 @@ def test_metrics_carry_direction_and_weights(full_run):
     assert vgg_metrics and all(m.weights == "random" for m in vgg_metrics)  # random VGG is labelled so
     txt2img = next(c for c in evaluated if c.method == "token-txt2img")
     assert not any(n.startswith("content") or n.startswith("ssim") for n in txt2img.metrics)  # it has no content input
+    assert txt2img.unavailable["ssim"] == "text->image has no content input"
+    assert "ssim" in next(c for c in evaluated if c.method == "token-img2img").metrics
     if HAS_GHIASI:
         assert list(result.rows[0])[8] == "style_similarity"  # the learned style metric leads the table
 
