@@ -402,15 +402,24 @@ class StyleTokenTrainer:
         generator = torch.Generator().manual_seed(cfg.seed)
         was_training = self.pipe.unet.training
         self.pipe.unet.eval()
-        image = self.pipe(
-            prompt,
-            num_inference_steps=cfg.preview_steps,
-            guidance_scale=cfg.preview_guidance,
-            height=self.resolution,
-            width=self.resolution,
-            generator=generator,
-        ).images[0]
-        self.pipe.unet.train(was_training)
+        # Sample with the plain tables (the learned rows written in): a pipeline takes its dtype
+        # from the text encoder's first parameter, which the fp32 splice would turn to fp32 and
+        # mismatch a bf16/fp16 UNet.
+        for (_, text_encoder), part in zip(self.encoders, self.parts):
+            text_encoder.set_input_embeddings(part.write_back())
+        try:
+            image = self.pipe(
+                prompt,
+                num_inference_steps=cfg.preview_steps,
+                guidance_scale=cfg.preview_guidance,
+                height=self.resolution,
+                width=self.resolution,
+                generator=generator,
+            ).images[0]
+        finally:
+            for (_, text_encoder), part in zip(self.encoders, self.parts):
+                text_encoder.set_input_embeddings(part)
+            self.pipe.unet.train(was_training)
         text = {"prompt": cfg.preview_prompt.replace("{token}", cfg.token), "step": str(step), "seed": str(cfg.seed), "model": cfg.model}
         return save_image(image, self.out / "previews" / f"step-{step:06d}.png", text=text)
 

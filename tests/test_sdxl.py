@@ -147,3 +147,12 @@ def test_sdxl_tokens_paint_text_and_image_to_image(trained):
     plain = generate(model, GenerateConfig(prompt="a painting style of a lighthouse", seed=1, steps=2, width=64, height=64),
                      show_progress=False)[0]
     assert np.abs(np.asarray(text.image, dtype=np.int16) - np.asarray(plain.image, dtype=np.int16)).max() > 0
+
+
+def test_bf16_training_with_previews(trained, tmp_path):
+    """Previews sample through the plain tables: the fp32 learned rows must not set the pipeline's dtype."""
+    _, art = trained
+    result = train(xl_config(art, tmp_path / "run", steps=1, preview_every=1, mixed_precision="bf16"))
+    assert result.loaded.pipe.unet.dtype == torch.bfloat16
+    assert sorted(p.name for p in (result.output_dir / "previews").iterdir()) == ["step-000000.png", "step-000001.png"]
+    assert load_file(result.embedding_path)["clip_g"].dtype == torch.float32
