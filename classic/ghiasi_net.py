@@ -48,9 +48,9 @@ class SameConv2d(nn.Conv2d):
         for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last dim first
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
+        if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric: the conv pads itself (one op fewer)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), 1, self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, 1, self.groups)
 
 
 class InvertedResidual(nn.Module):
