@@ -225,7 +225,7 @@ class GatysObjective:
             for name, (core, gy, gx) in self._core(tile, feats, h, w).items():
                 if name not in out:
                     fh, fw = self._size_of(name, h, w)
-                    out[name] = torch.zeros(1, core.shape[1], fh, fw, device=image.device)
+                    out[name] = torch.zeros(1, core.shape[1], fh, fw, device=image.device, dtype=core.dtype)
                 out[name][:, :, gy : gy + core.shape[2], gx : gx + core.shape[3]] = core
         return out
 

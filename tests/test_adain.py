@@ -99,7 +99,7 @@ def test_stylize_with_both_weight_files_of_the_published_layout(tmp_path):
     torch.save(adain_layout_state_dict(vgg), tmp_path / "vgg_normalised.pth")
     torch.save(load_decoder(random_weights=True).state_dict(), tmp_path / "decoder.pth")
     content = picture(5, (50, 34))
-    kwargs = dict(vgg_weights=tmp_path / "vgg_normalised.pth", decoder_weights=tmp_path / "decoder.pth", show_progress=False)
+    kwargs = dict(vgg_weights=tmp_path / "vgg_normalised.pth", decoder_weights=tmp_path / "decoder.pth", show_progress=False, style_size=64)
     out = stylize(content, [picture(6), picture(7)], style_weights=[0.7, 0.3], **kwargs)
     assert out.size == content.size and out.info["random_weights"] == "False"
     again = stylize(content, [picture(6), picture(7)], style_weights=[0.7, 0.3], **kwargs)
@@ -136,6 +136,7 @@ def test_decoder_training_checkpoints_resumes_and_loads(tmp_path):
     after = load_decoder(run / "decoder.safetensors")
     assert after.encoder_layout == "torchvision"
     assert not torch.equal(before[1].weight, after[1].weight)  # the resumed step trained
-    out = stylize(picture(20), [picture(21)], decoder_weights=run / "decoder.safetensors", vgg=load_vgg19(random_weights=True), show_progress=False)
+    out = stylize(picture(20), [picture(21)], decoder_weights=run / "decoder.safetensors", vgg=load_vgg19(random_weights=True), show_progress=False,
+                  style_size=48)
     assert out.size == (48, 40)
     assert train_main([*common, "--iterations", "4", "--resume", str(tmp_path / "nowhere")]) == 2

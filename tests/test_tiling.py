@@ -45,36 +45,37 @@ def adain_pair(layout: str):
 
 
 def test_tiled_adain_agrees_with_untiled_for_both_layouts():
-    content = torch.rand(1, 3, 203, 331)
-    styles = [torch.rand(1, 3, 96, 80), torch.rand(1, 3, 64, 64)]
-    mask = torch.zeros(1, 1, 203, 331)
-    mask[..., :150] = 1
+    content = torch.rand(1, 3, 141, 187)  # not multiples of 8: padding and cropping are exercised
+    styles = [torch.rand(1, 3, 48, 40), torch.rand(1, 3, 32, 32)]
+    mask = torch.zeros(1, 1, 141, 187)
+    mask[..., :90] = 1
     for layout in ("torchvision", "adain"):
         vgg, decoder = adain_pair(layout)
         whole = transfer(vgg, decoder, content, styles, [0.6, 0.4], alpha=0.8, tile_size=None)
-        for tile in (64, 128):
-            tiled = transfer(vgg, decoder, content, styles, [0.6, 0.4], alpha=0.8, tile_size=tile)
-            assert tiled.shape == whole.shape == (1, 3, 203, 331)
-            assert (tiled - whole).abs().max() < ADAIN_TOLERANCE, layout
+        tiled = transfer(vgg, decoder, content, styles, [0.6, 0.4], alpha=0.8, tile_size=64)
+        assert tiled.shape == whole.shape == (1, 3, 141, 187)
+        assert (tiled - whole).abs().max() < ADAIN_TOLERANCE, layout
         masked_whole = transfer(vgg, decoder, content, styles, [0.5, 0.5], mask=mask, tile_size=None)
         masked_tiled = transfer(vgg, decoder, content, styles, [0.5, 0.5], mask=mask, tile_size=64)
         assert (masked_tiled - masked_whole).abs().max() < ADAIN_TOLERANCE
 
 
 def test_tiled_gatys_gradient_equals_the_whole_image_gradient():
-    vgg = load_vgg19(random_weights=True)
+    # float64: in float32 the two summation orders differ by rounding (1e-3 relative at pixels
+    # where large terms cancel); in float64 any real difference would show above 1e-10.
+    vgg = load_vgg19(random_weights=True).double()
     g = torch.Generator().manual_seed(1)
-    content = torch.rand(1, 3, 90, 140, generator=g)
-    styles = [torch.rand(1, 3, 70, 70, generator=g), torch.rand(1, 3, 60, 50, generator=g)]
-    mask = torch.zeros(1, 1, 90, 140)
-    mask[..., :60] = 1
-    x = (content + 0.1 * torch.randn(content.shape, generator=g)).clamp(0, 1)
+    content = torch.rand(1, 3, 72, 104, generator=g, dtype=torch.float64)
+    styles = [torch.rand(1, 3, 48, 48, generator=g, dtype=torch.float64), torch.rand(1, 3, 40, 36, generator=g, dtype=torch.float64)]
+    mask = torch.zeros(1, 1, 72, 104, dtype=torch.float64)
+    mask[..., :50] = 1
+    x = (content + 0.1 * torch.randn(content.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
     layers = dict(style_layers=["relu1_1", "relu2_1", "relu3_1"], content_layer="relu2_2", tv_weight=0.5)
     for m, blend in ((None, [0.7, 0.3]), (mask, [0.5, 0.5])):
         whole = GatysObjective(vgg, content, styles, blend, GatysOptions(tile_size=None, **layers), m)
         tiled = GatysObjective(vgg, content, styles, blend, GatysOptions(tile_size=32, **layers), m)
-        assert whole.plan is None and len(tiled.plan) > 6
+        assert whole.plan is None and len(tiled.plan) >= 6
         loss_w, grad_w, _ = whole(x)
         loss_t, grad_t, _ = tiled(x)
-        assert abs(loss_w - loss_t) <= 1e-5 * abs(loss_w)
-        assert (grad_w - grad_t).abs().max() <= 1e-4 * grad_w.abs().max()
+        assert abs(loss_w - loss_t) <= 1e-10 * abs(loss_w)
+        assert (grad_w - grad_t).abs().max() <= 1e-10 * grad_w.abs().max()

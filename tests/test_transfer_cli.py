@@ -8,7 +8,7 @@ from PIL import Image
 
 from test_train_cli import assert_one_line_error, run_cli  # the same CLI helpers as the train command
 
-FAST = ["--random-weights", "--size", "48", "--no-progress"]
+FAST = ["--random-weights", "--size", "48", "--style-size", "48", "--no-progress"]
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_real_images_with_the_shared_mask(capsys, shared_data, tmp_path):
     code, _, err = run_cli(
         capsys, "transfer", "--method", "adain", "--content", str(portrait), "--style", str(shared_data / "style" / "woman_with_hat_matisse.jpg"),
         "--style", str(shared_data / "style" / "sketch.png"), "--mask", str(shared_data / "mask.png"), "--output", str(out),
-        "--random-weights", "--size", "128", "--no-progress",
+        "--random-weights", "--size", "128", "--style-size", "128", "--no-progress",
     )
     assert code == 0, err
     with Image.open(out) as img:

@@ -102,7 +102,12 @@ def _method_options(args: argparse.Namespace, outdir: Path | None) -> dict:
         if args.tile_size is not None:
             opts["tile_size"] = args.tile_size or None
         return opts
-    return {"models_dir": args.ghiasi_models}
+    opts = {"models_dir": args.ghiasi_models}
+    if args.tile_size is not None:
+        opts["tile_size"] = args.tile_size or None
+    if args.color_mode:
+        opts["color_mode"] = args.color_mode
+    return opts
 
 
 def _stylize_function(method: str):
