@@ -539,13 +539,19 @@ def run_compare(
     finally:
         bar.close()
 
-    for cell in cells:
-        say(f"metrics for {LABELS[cell.method]} on {cell.content_name}", units / total)
-        if cell.ok and not metrics:
-            cell.unavailable["metrics"] = "not computed (metrics turned off)"
-        elif cell.ok:
-            _evaluate(cell, sized[cell.content_index][0], styles, gallery_images, opts, clip_model)
-        units += 1
+    to_score = [c for c in cells if c.ok and metrics]
+    bar = tqdm(total=len(to_score), desc="metrics", unit="output", disable=not show_progress or not to_score)
+    try:
+        for cell in cells:
+            say(f"metrics for {LABELS[cell.method]} on {cell.content_name}", units / total)
+            if cell.ok and not metrics:
+                cell.unavailable["metrics"] = "not computed (metrics turned off)"
+            elif cell.ok:
+                _evaluate(cell, sized[cell.content_index][0], styles, gallery_images, opts, clip_model)
+                bar.update(1)
+            units += 1
+    finally:
+        bar.close()
 
     status = {r.name: _summary(cells, r.name, prepare_errors[r.name]) for r in runners}
     say("writing the report", 1.0)

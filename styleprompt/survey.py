@@ -23,10 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from PIL import Image
+
 from classic.files import write_text_atomic
 from styleprompt.compare import read_manifest
 from styleprompt.errors import UserError
-from styleprompt.report import image_data_uri
+from styleprompt.report import fit_into, image_data_uri
 
 PAGE_NAME = "survey.html"
 KEY_NAME = "survey-key.json"
@@ -116,8 +118,10 @@ def _pair_html(number: int, total: int, pair: Pair, root: Path) -> str:
             f'<label><input type="radio" name="{pair.id}-{q}" value="{c}"> {CHOICE_LABELS[c]}</label>' for c in CHOICES
         )
         questions.append(f'<fieldset><legend>{html.escape(text)}</legend>{options}</fieldset>')
-    a = image_data_uri(root / pair.a_image, IMAGE_SIDE, "JPEG")
-    b = image_data_uri(root / pair.b_image, IMAGE_SIDE, "JPEG")
+    # Both pictures in the same square, re-encoded: neither size (the tiny model paints 128 px,
+    # Gatys 512) nor PNG metadata (which names the method) may tell a rater which is which.
+    a = image_data_uri(fit_into(Image.open(root / pair.a_image), IMAGE_SIDE), fmt="JPEG")
+    b = image_data_uri(fit_into(Image.open(root / pair.b_image), IMAGE_SIDE), fmt="JPEG")
     return (f'<section class="pair" data-pair="{pair.id}"><h2>Pair {number} of {total}</h2>'
             f'<div class="ab"><figure><img src="{a}" alt="A"><figcaption>A</figcaption></figure>'
             f'<figure><img src="{b}" alt="B"><figcaption>B</figcaption></figure></div>{"".join(questions)}</section>')
@@ -130,7 +134,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 1em auto;
 .refs img {{ height: 128px; margin: 0 6px 6px 0; border: 1px solid #bbb; }}
 .pair {{ border-top: 1px solid #ccc; padding: 0.8em 0; }}
 .ab {{ display: flex; gap: 1em; flex-wrap: wrap; }}
-figure {{ margin: 0; text-align: center; }} figure img {{ max-width: 480px; max-height: 480px; border: 1px solid #bbb; }}
+figure {{ margin: 0; text-align: center; }} figure img {{ width: 480px; max-width: 44vw; border: 1px solid #bbb; }}
 figcaption {{ font-weight: bold; font-size: 1.2em; }}
 fieldset {{ display: inline-block; margin: 0.4em 1em 0 0; border: 1px solid #ccc; }}
 label {{ margin-right: 1em; }} .small {{ color: #555; font-size: 0.9em; }}

@@ -32,7 +32,8 @@ def fake_compare_run(root: Path, contents: int = 2, skipped: tuple[str, ...] = (
                 continue
             rel = f"images/{k + 1:02d}-c{k}/{method}.png"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / rel)
+            shape = (32, 32, 3) if method.startswith("token") else (40, 48, 3)  # like the tiny model vs Gatys
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / rel)
             cells.append({"content_index": k, "method": method, "status": "ok", "image": rel})
     manifest = {"format": "styleprompt-compare", "version": 1, "methods": METHODS, "labels": LABELS,
                 "styles": ["inputs/style-01.png"], "cells": cells,
@@ -71,6 +72,12 @@ def test_page_is_blind_and_holds_every_pair(tmp_path):
     pairs = {(p["content_index"], frozenset((p["A"], p["B"]))) for p in key["pairs"]}
     assert len(pairs) == 6  # each unordered pair once per content image
     assert key["survey_id"] in text
+    import base64
+    import io
+
+    pictures = re.findall(r'alt="[AB]" src="data:image/jpeg;base64,([^"]+)"|src="data:image/jpeg;base64,([^"]+)" alt="[AB]"', text)
+    sizes = {Image.open(io.BytesIO(base64.b64decode(a or b))).size for a, b in pictures}
+    assert len(pictures) == 12 and len(sizes) == 1  # same square for every picture: size tells nothing
 
 
 def test_pairs_are_shuffled_reproducibly_and_sides_vary():
