@@ -183,23 +183,32 @@ def test_page_saves_answers_that_tally(tmp_path):
     run = fake_compare_run(tmp_path / "cmp", contents=1)
     page_path, key_path = build_survey(run, seed=7)
     key = read_key(key_path)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_context(accept_downloads=True).new_page()
-            page.goto(page_path.as_uri())
-            for pair in key["pairs"]:  # style: the token always; favourite: always B
-                choice = side_of(pair, "token-txt2img") if "token-txt2img" in (pair["A"], pair["B"]) else "tie"
-                page.check(f'input[name="{pair["id"]}-style"][value="{choice}"]')
-                page.check(f'input[name="{pair["id"]}-favourite"][value="B"]')
-            page.fill("#rater", "Ada L.")
-            assert re.search(r"3 of 3 pairs answered", page.inner_text("#progress"))
-            with page.expect_download() as download:
-                page.click("#save")
-            saved = tmp_path / download.value.suggested_filename
-            download.value.save_as(saved)
-        finally:
-            browser.close()
+    # Run the browser on a thread of its own: Playwright's sync API refuses a thread where an earlier
+    # test (the app's) left an asyncio loop running.
+    def click_through() -> Path:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_context(accept_downloads=True).new_page()
+                page.goto(page_path.as_uri())
+                for pair in key["pairs"]:  # style: the token always; favourite: always B
+                    choice = side_of(pair, "token-txt2img") if "token-txt2img" in (pair["A"], pair["B"]) else "tie"
+                    page.check(f'input[name="{pair["id"]}-style"][value="{choice}"]')
+                    page.check(f'input[name="{pair["id"]}-favourite"][value="B"]')
+                page.fill("#rater", "Ada L.")
+                assert re.search(r"3 of 3 pairs answered", page.inner_text("#progress"))
+                with page.expect_download() as download:
+                    page.click("#save")
+                saved = tmp_path / download.value.suggested_filename
+                download.value.save_as(saved)
+            finally:
+                browser.close()
+        return saved
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        saved = pool.submit(click_through).result(timeout=240)
     assert saved.name.startswith("survey-answers-Ada_L")
     result = tally(key, [saved])
     assert result.responses == 1 and result.answered_pairs == 3
