@@ -210,13 +210,18 @@ def _pipeline_class(pipe, img2img: bool):
 
 
 def runner_for(pipe, img2img: bool, scheduler) -> Any:
-    """A pipeline over the loaded pipeline's own components (nothing copied, nothing cast).
+    """A pipeline over the loaded pipeline's own components (nothing copied, nothing cast)."""
+    return pipeline_over(pipe, _pipeline_class(pipe, img2img), scheduler=scheduler)
+
+
+def pipeline_over(pipe, cls, **replacements: Any) -> Any:
+    """A `cls` pipeline over `pipe`'s components, with `replacements` swapped in.
 
     Built directly rather than with `from_pipe`, which casts every shared component to fp32
-    unless told the dtype: that would silently change the cached model the app shares.
+    unless told the dtype (and to one dtype when told): that would silently change the cached
+    model the app shares, or an fp16 model's fp32 VAE.
     """
-    cls = _pipeline_class(pipe, img2img)
-    components = dict(pipe.components, scheduler=scheduler)
+    components = dict(pipe.components, **replacements)
     kwargs: dict[str, Any] = {}
     for name, param in inspect.signature(cls.__init__).parameters.items():
         if name == "self":

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 from classic.images import list_images
 from styleprompt.errors import UserError
+from styleprompt.generate import pipeline_over
 from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -198,8 +199,7 @@ class ModelCache:
             if getattr(pipe, "text_encoder_2", None) is not None:
                 parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
                 parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
-            view = pipe.__class__.from_pipe(pipe, **parts)
-        view.set_progress_bar_config(disable=True)
+            view = pipeline_over(pipe, pipe.__class__, **parts)
         return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)
 
     def view_with(

@@ -258,6 +258,23 @@ def test_model_cache_loads_once_under_concurrent_requests_and_keeps_token_views_
     assert first.pipe.unet is got[0].pipe.unet  # the big parts are shared, not copied
 
 
+def test_private_text_copies_leave_the_shared_model_in_its_precision():
+    """A bf16 model shared by the app stays bf16 after a train or compare request copies its text
+    parts (diffusers' `from_pipe` would cast every shared part to fp32 unless told otherwise)."""
+    import torch
+
+    from styleprompt.serve import ModelCache
+
+    cache = ModelCache(device="cpu")
+    shared = cache.get("tiny", "bf16")
+    assert shared.pipe.unet.dtype == torch.bfloat16
+    view = cache.private_text_copy(shared)
+    assert view.pipe.unet is shared.pipe.unet and view.pipe.vae is shared.pipe.vae
+    assert shared.pipe.unet.dtype == torch.bfloat16 and shared.pipe.vae.dtype == torch.bfloat16
+    assert view.pipe.text_encoder is not shared.pipe.text_encoder
+    assert view.pipe.text_encoder.dtype == torch.bfloat16 and type(view.pipe) is type(shared.pipe)
+
+
 def test_upload_checks_name_the_problem(tmp_path):
     from styleprompt.errors import UserError
     from styleprompt.serve import IMAGE_SUFFIXES, OutputFolder, check_uploads
