@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from classic.images import IMAGE_SUFFIXES as CLASSIC_IMAGE_SUFFIXES
 from classic.images import list_images
 from styleprompt.errors import UserError
 from styleprompt.generate import pipeline_over
 from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = CLASSIC_IMAGE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
@@ -46,10 +47,47 @@ class AppSettings:
     heavy_concurrency: int = 1  # jobs of one kind (train, generate, ...) running at once
     queue_size: int = 64  # waiting requests before the queue answers "full"
     max_models: int = 2  # models kept in memory; the least recently used one is dropped
+    art_folders: tuple = ()  # server folders the Train tab may read artworks from (--art-folder)
+    allowed_models: tuple = ()  # models the page may name besides `model` (--allow-model)
+    any_model: bool = False  # any hub id or local path (--any-model: a one-person workstation)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir).expanduser().resolve()
+        self.art_folders = tuple(Path(f).expanduser().resolve() for f in self.art_folders)
+        self.allowed_models = tuple(str(m) for m in self.allowed_models)
+
+    def model_for(self, name: str | None) -> str:
+        """The model a request names, if this server offers it.
+
+        Why a list: a model name is also a path on the server and a download from the hub, so an
+        open field would let any visitor read folders or fill the disk.
+        """
+        name = (name or "").strip() or self.model
+        if self.any_model or name == self.model or name in self.allowed_models:
+            return name
+        offered = ", ".join([self.model, *self.allowed_models])
+        raise UserError(f"this server does not offer the model {name!r} (offered: {offered}); "
+                        "its owner can add it with --allow-model")
+
+    def art_folder_for(self, folder: str) -> Path:
+        """A server folder of artworks, if it lies inside one of `art_folders` once links and
+        `..` are resolved (a link inside pointing elsewhere is refused like the elsewhere)."""
+        source = Path(folder).expanduser().resolve()
+        if not self.art_folders:
+            raise UserError("this server names no folders of artworks (start it with --art-folder DIR); upload the artworks instead")
+        if not _inside(source, self.art_folders):
+            allowed = ", ".join(str(r) for r in self.art_folders)
+            raise UserError(f"{folder} is outside the folders this server reads artworks from ({allowed})")
+        if not source.is_dir():
+            raise UserError(f"the folder {folder} does not exist on the server; upload the artworks instead")
+        return source
+
+
+def _inside(path: Path, roots: Iterable[Path]) -> bool:
+    """`path`, with links and `..` resolved, is one of `roots` or lies under one."""
+    real = Path(path).resolve()
+    return any(real == root or root in real.parents for root in roots)
 
 
 class OutputFolder:
@@ -104,21 +142,28 @@ def check_uploads(
     return files
 
 
-def stage_images(uploaded: list[Path], folder: str | None, dest: Path, *, max_count: int) -> Path:
-    """One folder of artworks for the trainer: the uploads copied into the run, or a named folder."""
+def stage_images(uploaded: list[Path], folder: str | None, dest: Path, *, max_count: int,
+                 settings: AppSettings | None = None) -> Path:
+    """One folder of artworks for the trainer, copied into the run: the uploads, or the images of a
+    server folder that `settings` allows (copied, so a link swapped after the check reads nothing
+    new, and the run keeps what it was trained on)."""
     if uploaded:
         dest.mkdir(parents=True, exist_ok=True)
         for i, path in enumerate(uploaded):
             shutil.copyfile(path, dest / f"{i:03d}-{path.name}")
         return dest
     if folder and folder.strip():
-        source = Path(folder.strip()).expanduser()
-        if not source.is_dir():
-            raise UserError(f"the folder {source} does not exist on the server; upload the artworks instead")
-        count = len(list_images(source))
-        if count > max_count:
-            raise UserError(f"{source} holds {count} images; at most {max_count} are accepted, use a smaller folder")
-        return source
+        settings = settings or AppSettings()
+        source = settings.art_folder_for(folder.strip())
+        images = list_images(source)
+        if len(images) > max_count:
+            raise UserError(f"{folder.strip()} holds {len(images)} images; at most {max_count} are accepted, use a smaller folder")
+        dest.mkdir(parents=True, exist_ok=True)
+        for i, path in enumerate(images):
+            if not _inside(path, settings.art_folders):  # a linked file resolves to wherever it points
+                raise UserError(f"{path.name} in {folder.strip()} links outside the folders this server reads artworks from")
+            shutil.copyfile(path, dest / f"{i:03d}-{path.name}")
+        return dest
     raise UserError("no artworks: upload 3-20 images of one style, or name a folder on the server")
 
 

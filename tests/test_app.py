@@ -4,7 +4,7 @@ returns, Stop, the model cache, upload limits, and which files the server will h
 from __future__ import annotations
 
 import os
-import socket
+import re
 import time
 import urllib.error
 import urllib.request
@@ -18,40 +18,18 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from tests.app_server import serve_app  # noqa: E402
 from tests.conftest import make_artwork  # noqa: E402
 
 MAX_UPLOADS = 5
 MAX_UPLOAD_MB = 0.5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """The app on the tiny model, served on a free localhost port for this module."""
-    from styleprompt.serve import AppSettings
-    from styleprompt.ui import build_app, launch_options, queue_options
-
-    out = tmp_path_factory.mktemp("app-out")
-    old_cache = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(out / "cache")  # as app.py does: Gradio's copies stay inside
-    settings = AppSettings(model="tiny", output_dir=out, device="cpu", max_uploads=MAX_UPLOADS, max_upload_mb=MAX_UPLOAD_MB)
-    demo = build_app(settings)
-    port = free_port()
-    demo.queue(**queue_options(settings)).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options(settings)
-    )
-    demo.url = f"http://127.0.0.1:{port}/"
-    yield demo
-    demo.close()
-    if old_cache is None:
-        os.environ.pop("GRADIO_TEMP_DIR", None)
-    else:
-        os.environ["GRADIO_TEMP_DIR"] = old_cache
+    with serve_app(tmp_path_factory.mktemp("app-out"), max_uploads=MAX_UPLOADS, max_upload_mb=MAX_UPLOAD_MB) as demo:
+        yield demo
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +49,23 @@ def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder=""):
     return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 4, 1, "no", 0]
 
 
-def test_training_streams_progress_then_offers_the_embedding(app, art):
+def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypatch):
+    import dataclasses
+
+    import styleprompt.training as training
+
+    real_train = training.train
+
+    def paced_train(cfg, loaded=None, callbacks=None):
+        """The tiny model trains 4 steps faster than the page polls (0.4 s): pace the steps so the
+        test sees the live bar every time, not only on a busy machine."""
+        def on_step(step, total, loss):
+            callbacks.on_step(step, total, loss)
+            time.sleep(0.5)
+
+        return real_train(cfg, loaded=loaded, callbacks=dataclasses.replace(callbacks, on_step=on_step))
+
+    monkeypatch.setattr(training, "train", paced_train)
     job = client_for(app).submit(*train_args(art, token="<app-a>"), api_name="/train")
     statuses = [update[0] for update in job]
     status, loss_plot, previews, downloads, formats_table = job.result()
@@ -175,6 +169,18 @@ def test_the_server_hands_out_its_output_folder_only(app):
     assert _status(f"{app.url}gradio_api/file={inside}") == 200
     assert _status(f"{app.url}gradio_api/file={outside}") == 403
     assert _status(f"{app.url}gradio_api/file=/etc/passwd") == 403
+
+
+def test_the_server_refuses_dot_dot_and_links_out_of_its_folder(app, tmp_path):
+    out = Path(app.styleprompt.settings.output_dir)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for visitors")
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    link = out / "train" / "link.txt"
+    link.symlink_to(secret)
+    assert _status(f"{app.url}gradio_api/file={out}/train/../../../{secret.relative_to(secret.anchor)}") in (403, 404)
+    assert _status(f"{app.url}gradio_api/file={out}/../{out.name}-elsewhere/x.txt") in (403, 404)
+    assert _status(f"{app.url}gradio_api/file={link}") == 403  # inside by name, outside once resolved
 
 
 # -- the pieces under the tabs, without a server ---------------------------------------------------
@@ -287,6 +293,46 @@ def test_upload_checks_name_the_problem(tmp_path):
     assert out.new_run("train", "<a b>") != out.new_run("train", "<a b>")  # same second, two folders
     assert out.contains(out.root / "train" / "x") and not out.contains(tmp_path / "elsewhere")
     assert not out.contains(out.root / ".." / "escape")
+
+
+def test_server_folders_of_artworks_stay_inside_the_allowed_ones(tmp_path):
+    from styleprompt.errors import UserError
+    from styleprompt.serve import AppSettings, stage_images
+
+    allowed, private = tmp_path / "shared-art", tmp_path / "private"
+    allowed.mkdir()
+    private.mkdir()
+    for i in range(3):
+        make_artwork(allowed / f"a{i}.png", seed=i)
+    secret = make_artwork(private / "secret.png", seed=9)
+    settings = AppSettings(output_dir=tmp_path / "out", art_folders=(allowed,))
+    staged = stage_images([], str(allowed), tmp_path / "run1", max_count=5, settings=settings)
+    assert sorted(p.name for p in staged.iterdir()) == ["000-a0.png", "001-a1.png", "002-a2.png"]
+    assert staged.parent == tmp_path  # copied into the run, not trained from the live folder
+
+    (allowed / "linked-folder").symlink_to(private, target_is_directory=True)
+    for folder in (str(private), f"{allowed}/../private", str(allowed / "linked-folder"), "/etc"):
+        with pytest.raises(UserError, match="is outside the folders this server reads artworks from"):
+            stage_images([], folder, tmp_path / "run2", max_count=5, settings=settings)
+    (allowed / "z-secret.png").symlink_to(secret)
+    with pytest.raises(UserError, match="z-secret.png in .* links outside the folders"):
+        stage_images([], str(allowed), tmp_path / "run3", max_count=5, settings=settings)
+    with pytest.raises(UserError, match="names no folders of artworks .*--art-folder"):
+        stage_images([], str(allowed), tmp_path / "run4", max_count=5, settings=AppSettings(output_dir=tmp_path / "out"))
+    offered = AppSettings(model="tiny", allowed_models=("tiny-sdxl",))
+    assert offered.model_for("") == "tiny" and offered.model_for(" tiny-sdxl ") == "tiny-sdxl"
+    with pytest.raises(UserError, match=r"does not offer the model '/etc' \(offered: tiny, tiny-sdxl\)"):
+        offered.model_for("/etc")
+    assert AppSettings(model="tiny", any_model=True).model_for("some/model") == "some/model"
+
+
+def test_the_train_tab_refuses_a_folder_outside_and_leaves_no_empty_run(app, art):
+    out = Path(app.styleprompt.settings.output_dir)
+    before = set((out / "train").glob("*")) if (out / "train").exists() else set()
+    with pytest.raises(AppError, match="names no folders of artworks"):
+        client_for(app).predict(*train_args([], folder=str(art[0].parent), steps=1), api_name="/train")
+    after = set((out / "train").glob("*")) if (out / "train").exists() else set()
+    assert after == before
 
 
 # -- Classic ------------------------------------------------------------------------------------------
@@ -404,6 +450,61 @@ def test_generate_refuses_files_outside_its_own_folder_and_bad_values(app, tmp_p
         client.predict(*generate_args(prompt="  "), api_name="/generate")
     with pytest.raises(AppError, match="Value 99 is greater than maximum value 8"):  # the slider's own bound
         client.predict(*generate_args(count=99), api_name="/generate")
+
+
+def test_generate_refuses_dot_dot_links_and_models_the_server_does_not_offer(app, tmp_path):
+    client = client_for(app)
+    out = Path(app.styleprompt.settings.output_dir)
+    outside = token_file(tmp_path, "<g8>")
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    link = out / "train" / "linked.safetensors"
+    link.symlink_to(outside)
+    dot_dot = out / "train" / os.path.relpath(outside, out / "train")  # starts inside, climbs out
+    assert ".." in dot_dot.parts
+    for path in (link, dot_dot, outside):
+        with pytest.raises(AppError, match="is not a trained embedding of this app"):
+            client.predict(*generate_args(recent=[str(path)]), api_name="/generate")
+    link.unlink()  # the later tests list the folder's trained tokens
+    for model in ("/etc", "../", "some-org/some-model"):
+        args = generate_args()
+        args[0] = model
+        with pytest.raises(AppError, match=f"this server does not offer the model '{re.escape(model)}'.*--allow-model"):
+            client.predict(*args, api_name="/generate")
+
+
+def test_one_failing_job_does_not_stop_other_users(app, tmp_path, monkeypatch):
+    """A job that crashes (not a user mistake) fails alone: its user gets one line, a request
+    running beside it and the next requests are served."""
+    import threading
+
+    import styleprompt.generate as generation
+
+    real = generation.generate
+
+    def crash_on_boom(loaded, cfg, *args, **kwargs):
+        if "boom" in cfg.prompt:
+            raise RuntimeError("simulated device failure\nsecond line of a traceback")
+        return real(loaded, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", crash_on_boom)
+    results: dict[str, object] = {}
+
+    def ask(name: str, prompt: str) -> None:
+        try:
+            results[name] = client_for(app).predict(*generate_args(prompt=prompt), api_name="/generate")
+        except Exception as exc:  # noqa: BLE001 - the test looks at what came back
+            results[name] = exc
+
+    users = [threading.Thread(target=ask, args=("crash", "a boom")), threading.Thread(target=ask, args=("fine", "a lighthouse"))]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join(timeout=300)
+    assert isinstance(results["crash"], AppError)
+    assert str(results["crash"]).strip() == "RuntimeError: simulated device failure"  # one line, no traceback
+    assert 'data-state="done"' in results["fine"][0]
+    ask("after", "a harbour")
+    assert 'data-state="done"' in results["after"][0]
 
 
 def test_stop_interrupts_a_generation(app):

@@ -95,7 +95,7 @@ def build(ctx: AppContext) -> Any:
             token_steps=int_in(token_steps, "Token sampling steps", 1, s.max_gen_steps),
             strength=float_in(strength, "Image-to-image strength", 0.0, 1.0), device=s.device,
         )
-        model_name = (model or s.model).strip()
+        model_name = s.model_for(model)
         needs_model = bool(embeddings) and any(m.startswith("token") for m in chosen)
         run_dir = ctx.output.new_run("compare")
 

@@ -20,6 +20,7 @@ from styleprompt.templates import CLASS_NAMES
 from styleprompt.tokens import file_sha256
 from styleprompt.ui.common import (
     AppContext,
+    ImageInput,
     as_path_list,
     float_in,
     format_duration,
@@ -116,7 +117,7 @@ def build(ctx: AppContext) -> GenerateTab:
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="gen-seed")
                 count = gr.Slider(1, s.max_batch, value=1, step=1, label="Images", elem_id="gen-count")
             with gr.Accordion("Start from a content image (image to image)", open=False):
-                content = gr.Image(type="filepath", label="Content image", elem_id="gen-content", height=220)
+                content = ImageInput(type="filepath", label="Content image", elem_id="gen-content", height=220)
                 strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (how far from the content image)", elem_id="gen-strength")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
@@ -146,7 +147,7 @@ def build(ctx: AppContext) -> GenerateTab:
             scheduler=scheduler, seed=seed_value, count=int_in(count, "Images", 1, s.max_batch),
             image=content or None, strength=float_in(strength, "Strength", 0.0, 1.0),
         )
-        model_name = (model or s.model).strip()
+        model_name = s.model_for(model)
 
         def work(job):
             if paths:

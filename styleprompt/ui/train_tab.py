@@ -7,6 +7,7 @@ page (progress with ETA, the loss curve, each preview as it is rendered) and the
 
 from __future__ import annotations
 
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from styleprompt.config import TrainConfig
+from styleprompt.errors import UserError
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
 from styleprompt.ui.common import (
     AppContext,
@@ -104,7 +106,10 @@ def build(ctx: AppContext) -> TrainTab:
                 label=f"Artworks: 3-{s.max_uploads} images in one style (at most {s.max_upload_mb:g} MB each)",
                 file_count="multiple", file_types=["image"], elem_id="train-artworks",
             )
-            folder = gr.Textbox(label="...or a folder of artworks on the server", placeholder="/path/to/paintings", elem_id="train-folder")
+            folder = gr.Textbox(  # only where the server names folders (--art-folder): a path is a read on the server
+                label="...or a folder of artworks on the server", placeholder=str(s.art_folders[0]) if s.art_folders else "",
+                visible=bool(s.art_folders), elem_id="train-folder",
+            )
             with gr.Row():
                 token = gr.Textbox(value=_DEFAULTS.token, label="Token name", elem_id="train-token")
                 init_word = gr.Textbox(value=_DEFAULTS.init_word, label="Initializer word", elem_id="train-init-word")
@@ -145,7 +150,7 @@ def build(ctx: AppContext) -> TrainTab:
                                 max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
         total = int_in(steps, "Steps", 1, s.max_train_steps)
         cfg_values = dict(
-            token=(token or "").strip(), init_word=(init_word or "").strip(), model=(model or s.model).strip(),
+            token=(token or "").strip(), init_word=(init_word or "").strip(), model=s.model_for(model),
             vectors=int_in(vectors, "Vectors", 1, 64), steps=total,
             resolution=int_in(resolution, "Resolution", 0, 2048) or None,
             lr=float_in(lr, "Learning rate", 1e-7, 1.0),
@@ -156,7 +161,11 @@ def build(ctx: AppContext) -> TrainTab:
             seed=int_in(seed, "Seed", 0, 2**32 - 1),
         )
         run_dir = ctx.output.new_run("train", cfg_values["token"])
-        images = stage_images(uploads, folder, run_dir / "artworks", max_count=s.max_uploads)
+        try:
+            images = stage_images(uploads, folder, run_dir / "artworks", max_count=s.max_uploads, settings=s)
+        except UserError:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a refused request leaves no empty run behind
+            raise
         cfg = TrainConfig(images=str(images), output=str(run_dir), device=s.device, **cfg_values)
         session = session_of(request)
         job = ctx.jobs.start(session, "train", tqdm_ticks=False)

@@ -1,0 +1,237 @@
+"""Pieces every tab shares: the app's context, the progress bar, error display, image lists.
+
+Why: each tab is a thin layout over library calls; what they all do the same way (turn a
+UserError into one line on the page, draw a progress bar with an ETA, hand Gradio paths inside
+the output folder only) lives here once.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import gradio as gr
+
+from styleprompt.errors import UserError
+from styleprompt.serve import AppSettings, ModelCache, OutputFolder
+from styleprompt.ui.jobs import Job, JobBoard, JobCancelled, format_duration
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.sp-progress { display: flex; align-items: center; gap: 0.75em; padding: 0.5em 0; }
+.sp-progress progress { flex: 1 1 auto; height: 1.1em; }
+.sp-progress-text { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.sp-status-error { color: #b91c1c; }
+"""
+
+
+@dataclass
+class AppContext:
+    """What every tab's handlers share: settings, the one output folder, models, running jobs."""
+
+    settings: AppSettings
+    output: OutputFolder
+    models: ModelCache
+    jobs: JobBoard = field(default_factory=JobBoard)
+
+    @classmethod
+    def create(cls, settings: AppSettings, models: ModelCache | None = None) -> "AppContext":
+        return cls(
+            settings=settings,
+            output=OutputFolder(settings.output_dir),
+            models=models or ModelCache(settings.device, settings.max_models),
+        )
+
+
+def progress_html(label: str, done: float | None = None, total: float | None = None, extra: str = "", *,
+                  eta: float | None = None, state: str = "running") -> str:
+    """A progress bar and one line: "label 12/200 (6%) · ETA 0:58 · extra"."""
+    text = html.escape(label)
+    bar = ""
+    if total:
+        bar = f'<progress value="{done or 0:g}" max="{total:g}"></progress>'
+        if state == "running":
+            text += f" {int(done or 0)}/{int(total)} ({100.0 * (done or 0) / total:.0f}%) · ETA {format_duration(eta)}"
+    elif state == "running":
+        bar = "<progress></progress>"  # indeterminate: loading a model, for instance
+    if extra:
+        text += " · " + html.escape(extra)
+    css = " sp-status-error" if state == "error" else ""
+    return f'<div class="sp-progress{css}" data-state="{state}">{bar}<span class="sp-progress-text">{text}</span></div>'
+
+
+def job_progress_html(job: Job, label: str) -> str:
+    p = job.progress
+    if p.total:
+        what = f"{label} ({p.what})" if p.what else label
+        return progress_html(what, p.done, p.total, eta=p.eta_seconds())
+    return progress_html(f"{label}: working, {format_duration(job.elapsed)} so far")
+
+
+def idle_html(text: str = "idle") -> str:
+    return progress_html(text, state="idle")
+
+
+def error_html(text: str) -> str:
+    return progress_html(f"error: {text}", state="error")
+
+from gradio.events import Dependency
+
+class ImageInput(gr.Image):
+    """gr.Image whose unreadable upload gets the CLI's one line ("cannot read x.jpg: ...").
+
+    Gradio opens an upload before any handler runs; for a file it cannot identify it answers
+    with a paragraph that shows the server's cache path. `is_template` keeps the page's own
+    image widget (Gradio picks the widget by the parent class's name).
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reader below names the problem
+            from classic.images import load_image
+
+            name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", "") or "image").name
+            try:
+                load_image(payload.path)
+            except UserError as reason:
+                raise gr.Error(str(reason), print_exception=False) from None
+            raise gr.Error(f"cannot read {name}: {user_message(exc)}", print_exception=False) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for the page: a UserError's own message, else the exception's first line."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def show_errors(fn: Callable | None = None, *, outputs: int = 0, status: int | None = None) -> Callable:
+    """Turn a UserError (and, as a last resort, any error) into Gradio's one-line error toast.
+
+    Works for plain handlers and for generator handlers (which stream progress). A generator
+    handler with `outputs` outputs whose `status` output is the progress line first shows the
+    error there too, so the page does not keep a stale "running" bar. Unexpected errors are
+    logged with their traceback on the server; the page shows one line.
+    """
+    if fn is None:
+        return functools.partial(show_errors, outputs=outputs, status=status)
+
+    def convert(exc: BaseException) -> gr.Error:
+        if not isinstance(exc, (UserError, JobCancelled)):
+            log.exception("unexpected error in %s", fn.__name__)
+        return gr.Error(user_message(exc), print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except JobCancelled as exc:  # the user pressed Stop: say so, it is no error
+                if status is not None:
+                    update = [gr.skip()] * outputs
+                    update[status] = progress_html(f"{exc} (Stop pressed)", state="stopped")
+                    yield tuple(update) if outputs > 1 else update[0]
+            except Exception as exc:  # noqa: BLE001 - shown to the user as one line
+                if status is not None:
+                    update = [gr.skip()] * outputs
+                    update[status] = error_html(user_message(exc))
+                    yield tuple(update) if outputs > 1 else update[0]
+                raise convert(exc) from None
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise convert(exc) from None
+
+    return wrapper
+
+
+def session_of(request: Any) -> str:
+    return getattr(request, "session_hash", None) or ""
+
+
+def as_path_list(files: Any) -> list[str]:
+    """Gradio hands uploads as a path, a list of paths, or file objects; we want paths."""
+    if not files:
+        return []
+    if isinstance(files, (str, Path)):
+        files = [files]
+    out = []
+    for item in files:
+        path = item if isinstance(item, (str, Path)) else getattr(item, "name", None) or getattr(item, "path", None)
+        if path:
+            out.append(str(path))
+    return out
+
+
+def int_in(value: Any, name: str, low: int, high: int) -> int:
+    """A whole number from a form field, or one line saying the allowed range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number between {low} and {high}") from None
+    if number != int(number) or not low <= number <= high:
+        raise UserError(f"{name} must be a whole number between {low} and {high} (got {value})")
+    return int(number)
+
+
+def float_in(value: Any, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number between {low:g} and {high:g}") from None
+    if not low <= number <= high:
+        raise UserError(f"{name} must be between {low:g} and {high:g} (got {value})")
+    return number
+
+
+def stream_job(ctx: AppContext, request: Any, kind: str, work: Callable[[Job], Any], label: str,
+               outputs: int) -> Generator[tuple, None, Job]:
+    """Run `work(job)` as the session's job of this kind, yielding the progress line (the first of
+    `outputs` outputs; the others unchanged) until it ends. `job = yield from stream_job(...)`
+    in a generator handler; `job.result` is what `work` returned; its error is raised here.
+    """
+    session = session_of(request)
+    job = ctx.jobs.start(session, kind)
+    unchanged = (gr.skip(),) * (outputs - 1)
+    yield (job_progress_html(job, label), *unchanged)
+    try:
+        for _ in job.run(work, job):
+            yield (job_progress_html(job, label), *unchanged)
+    finally:
+        ctx.jobs.finish(session, kind, job)
+    return job
+
+
+def wire_stop(ctx: AppContext, button: Any, kind: str, api_name: str) -> None:
+    """The Stop button of a tab: stops this browser session's job of `kind`, bypassing the queue."""
+
+    def stop(request: gr.Request) -> None:
+        ctx.jobs.stop(session_of(request), kind)
+
+    button.click(stop, None, None, queue=False, api_name=api_name)
