@@ -17,11 +17,11 @@ from styleprompt.errors import UserError
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
 from styleprompt.ui.common import (
     AppContext,
-    ImageInput,
     as_path_list,
     float_in,
     format_duration,
     idle_html,
+    image_input,
     int_in,
     progress_html,
     show_errors,
@@ -75,10 +75,10 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             method = gr.Radio(METHODS, value="ghiasi", label="Method", elem_id="classic-method")
-            content = ImageInput(type="filepath", label="Content photo", elem_id="classic-content", height=220)
+            content = image_input(type="filepath", label="Content photo", elem_id="classic-content", height=220)
             styles = gr.File(label="Style image(s)", file_count="multiple", file_types=["image"], elem_id="classic-styles")
             weights = gr.Textbox(label="Style weights, one per style (e.g. 0.7, 0.3; empty: equal)", elem_id="classic-weights")
-            mask = ImageInput(type="filepath", label="Mask (white: first style, black: second; optional)", elem_id="classic-mask",
+            mask = image_input(type="filepath", label="Mask (white: first style, black: second; optional)", elem_id="classic-mask",
                             height=160)
             with gr.Row():
                 alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (alpha)", elem_id="classic-alpha")

@@ -82,30 +82,34 @@ def error_html(text: str) -> str:
     return progress_html(f"error: {text}", state="error")
 
 
-class ImageInput(gr.Image):
+def image_input(**kwargs: Any) -> gr.Image:
     """gr.Image whose unreadable upload gets the CLI's one line ("cannot read x.jpg: ...").
 
     Gradio opens an upload before any handler runs; for a file it cannot identify it answers
-    with a paragraph that shows the server's cache path. `is_template` keeps the page's own
-    image widget (Gradio picks the widget by the parent class's name).
+    with a paragraph that shows the server's cache path. The component's own `preprocess` is
+    wrapped rather than subclassed: Gradio writes a .pyi stub beside the module of every
+    component subclass at import time, which fails in a read-only install.
     """
+    component = gr.Image(**kwargs)
+    gradio_preprocess = component.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload: Any) -> Any:
+    def preprocess(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return gradio_preprocess(payload)
         except gr.Error:
             raise
         except Exception as exc:  # noqa: BLE001 - the reader below names the problem
             from classic.images import load_image
 
-            name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", "") or "image").name
+            name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "image").name
             try:
                 load_image(payload.path)
             except UserError as reason:
                 raise gr.Error(str(reason), print_exception=False) from None
             raise gr.Error(f"cannot read {name}: {user_message(exc)}", print_exception=False) from None
+
+    component.preprocess = preprocess
+    return component
 
 
 def user_message(exc: BaseException) -> str:

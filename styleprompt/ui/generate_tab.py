@@ -20,11 +20,11 @@ from styleprompt.templates import CLASS_NAMES
 from styleprompt.tokens import file_sha256
 from styleprompt.ui.common import (
     AppContext,
-    ImageInput,
     as_path_list,
     float_in,
     format_duration,
     idle_html,
+    image_input,
     int_in,
     progress_html,
     show_errors,
@@ -117,7 +117,7 @@ def build(ctx: AppContext) -> GenerateTab:
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="gen-seed")
                 count = gr.Slider(1, s.max_batch, value=1, step=1, label="Images", elem_id="gen-count")
             with gr.Accordion("Start from a content image (image to image)", open=False):
-                content = ImageInput(type="filepath", label="Content image", elem_id="gen-content", height=220)
+                content = image_input(type="filepath", label="Content image", elem_id="gen-content", height=220)
                 strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (how far from the content image)", elem_id="gen-strength")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
