@@ -27,9 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default: %(default)s)")
     parser.add_argument("--max-uploads", type=int, default=20, help="files per upload field (default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=25.0, help="size limit per uploaded file in MB (default: %(default)s)")
-    parser.add_argument("--art-folder", action="append", default=[], metavar="DIR", help="a server folder the Train tab may read artworks from (repeatable; default: uploads only)")
+    parser.add_argument("--art-folder", action="append", default=[], metavar="DIR", help="a server folder the Train tab may read artworks from (repeatable; default: your home folder on localhost, none on the network)")
     parser.add_argument("--allow-model", action="append", default=[], metavar="MODEL", help="another model the page may name besides --model (repeatable)")
-    parser.add_argument("--any-model", action="store_true", help="let the page name any hub id or local path (a one-person workstation only)")
+    parser.add_argument("--any-model", action="store_true", help="let the page name any hub id or local path (the default on localhost; on the network only --model and --allow-model)")
     parser.add_argument("--no-preload", action="store_true", help="load the default model on the first request, not at start")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off unless asked)")
     return parser.parse_args(argv)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
     from styleprompt.errors import UserError
-    from styleprompt.serve import AppSettings
+    from styleprompt.serve import AppSettings, access_for_host
     from styleprompt.ui import build_app, launch_options, queue_options
 
     try:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model, output_dir=output, device=args.device, precision=args.precision,
             max_uploads=args.max_uploads, max_upload_mb=args.max_upload_mb,
             heavy_concurrency=max(1, args.concurrency), queue_size=args.queue_size,
-            art_folders=tuple(args.art_folder), allowed_models=tuple(args.allow_model), any_model=args.any_model,
+            allowed_models=tuple(args.allow_model), **access_for_host(args.host, args.art_folder, args.any_model),
         )
         demo = build_app(settings)
     except UserError as exc:

@@ -84,6 +84,21 @@ class AppSettings:
         return source
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def access_for_host(host: str, art_folders: Iterable[str | Path] = (), any_model: bool = False) -> dict:
+    """What visitors may name, from where the app listens.
+
+    On a loopback address the only visitor is this machine's own user: any model, and folders
+    under their home unless `--art-folder` says otherwise. On the network, strangers: only the
+    offered models and only the named folders.
+    """
+    local = host in LOOPBACK_HOSTS
+    folders = tuple(art_folders) or ((Path.home(),) if local else ())
+    return {"art_folders": folders, "any_model": bool(any_model or local)}
+
+
 def _inside(path: Path, roots: Iterable[Path]) -> bool:
     """`path`, with links and `..` resolved, is one of `roots` or lies under one."""
     real = Path(path).resolve()

@@ -564,3 +564,10 @@ def test_serving_defaults_are_private_and_bounded(tmp_path):
     assert options["share"] is False and options["allowed_paths"] == [str((tmp_path / "out").resolve())]
     assert options["max_file_size"] == 25 * 2**20
     assert queue_options(settings) == {"default_concurrency_limit": 1, "max_size": 64}
+    from styleprompt.serve import access_for_host
+
+    # Localhost: the visitor is this machine's user. The network: strangers, only what is named.
+    assert access_for_host("127.0.0.1") == {"art_folders": (Path.home(),), "any_model": True}
+    assert access_for_host("0.0.0.0") == {"art_folders": (), "any_model": False}
+    assert access_for_host("0.0.0.0", ["/srv/art"], any_model=True) == {"art_folders": ("/srv/art",), "any_model": True}
+    assert AppSettings(model="tiny", **access_for_host("0.0.0.0")).art_folders == ()
