@@ -356,7 +356,7 @@ class StyleTokenTrainer:
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(*self.draw_batch())
             if not torch.isfinite(loss):
-                raise _NonFinite(float(loss))
+                raise _NonFinite(float(loss.detach()))
             self.accelerator.backward(loss / self.cfg.grad_accum)
             total += float(loss.detach())
         if self.accelerator.num_processes > 1:
