@@ -69,10 +69,6 @@ class _RunFeed:
         with self.lock:
             return list(self.previews)
 
-    def version(self) -> tuple[int, int]:
-        with self.lock:
-            return len(self.losses), len(self.previews)
-
 
 FORMAT_NOTES = {
     "diffusers": "diffusers `load_textual_inversion`, styleprompt",
@@ -198,15 +194,12 @@ def build(ctx: AppContext) -> TrainTab:
             return progress_html(f"training {cfg.token}: step", p.done, p.total, f"loss {last:.4f}{stopping}", eta=p.eta_seconds())
 
         yield status(), empty_loss_frame(), [], None, "", gr.skip()
-        seen = None
         try:
             for _ in job.run(work):
-                now = feed.version()
-                if now != seen:
-                    seen = now
-                    yield status(), feed.loss_frame(), feed.gallery(), gr.skip(), gr.skip(), gr.skip()
-                else:
-                    yield status(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                # The current plot and gallery every time, not gr.skip() when unchanged: Gradio
+                # streams the difference anyway, and once in about ten browser runs a skipped
+                # gallery left the page one preview short after the final update.
+                yield status(), feed.loss_frame(), feed.gallery(), gr.skip(), gr.skip(), gr.skip()
         finally:
             ctx.jobs.finish(session, "train", job)
         result = job.result
