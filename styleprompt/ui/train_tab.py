@@ -195,10 +195,7 @@ def build(ctx: AppContext) -> TrainTab:
 
         yield status(), empty_loss_frame(), [], None, "", gr.skip()
         try:
-            for _ in job.run(work):
-                # The current plot and gallery every time, not gr.skip() when unchanged: Gradio
-                # streams the difference anyway, and once in about ten browser runs a skipped
-                # gallery left the page one preview short after the final update.
+            for _ in job.run(work):  # Gradio sends only what changed since the last yield
                 yield status(), feed.loss_frame(), feed.gallery(), gr.skip(), gr.skip(), gr.skip()
         finally:
             ctx.jobs.finish(session, "train", job)

@@ -34,16 +34,35 @@ def record_texts(page, selector: str, name: str) -> None:
     )
 
 
+def fill_fields(page, values: dict[str, str]) -> None:
+    """Type each value, then check that all of them stuck before anything is pressed.
+
+    A field inside an accordion that has just opened can still be mounting: Svelte then writes
+    the field's initial value over what was typed (a run once trained with the default preview
+    interval). Values that did not stick are typed again.
+    """
+    for _ in range(3):
+        for selector, value in values.items():
+            box = page.locator(selector)
+            box.wait_for(state="visible")
+            if box.input_value() != value:
+                box.fill(value)
+        page.wait_for_timeout(300)  # let a mounting component have its say
+        if all(page.locator(sel).input_value() == value for sel, value in values.items()):
+            return
+    for selector, value in values.items():
+        expect(page.locator(selector)).to_have_value(value)
+
+
 def test_train_a_token_for_a_few_steps(page, artworks, artifacts):
     page.locator("#train-artworks input[type=file]").set_input_files([str(p) for p in artworks])
     for p in artworks:
         page.locator("#train-artworks").get_by_text(p.stem, exact=True).wait_for()  # name and suffix are two spans
-    page.locator("#train-token textarea").fill(TOKEN)
-    page.locator("#train-vectors input").fill("2")
-    page.locator("#train-steps input").fill(str(TRAIN_STEPS))
     page.get_by_text("More settings").click()
-    page.locator("#train-preview-every input").fill("3")
-    page.locator("#train-preview-steps input").fill("4")
+    fill_fields(page, {
+        "#train-token textarea": TOKEN, "#train-vectors input": "2", "#train-steps input": str(TRAIN_STEPS),
+        "#train-preview-every input": "3", "#train-preview-steps input": "4",
+    })
     page.screenshot(path=artifacts / "1-train-filled.png", full_page=True)
     record_texts(page, "#train-status", "__trainStatus")
 
@@ -84,8 +103,7 @@ def test_generate_an_image_with_the_trained_token(page, artifacts):
     prompt = page.locator("#gen-prompt textarea")
     page.wait_for_function("el => el.value.length > 0", arg=prompt.element_handle())
     assert prompt.input_value() == f"a {TOKEN} style of a lighthouse"
-    page.locator("#gen-steps input[type=number]").fill("4")
-    page.locator("#gen-seed input").fill("7")
+    fill_fields(page, {"#gen-steps input[type=number]": "4", "#gen-seed input": "7"})
     page.screenshot(path=artifacts / "3-generate-filled.png", full_page=True)
 
     page.locator("#gen-run").click()
@@ -114,8 +132,7 @@ def test_compare_the_token_with_classic_transfer(page, artworks, artifacts):
     page.locator("#cmp-methods").get_by_label("gatys").uncheck()  # minutes on a CPU; AdaIN stands for the classics
     page.get_by_text("Weights and sizes").click()
     page.locator("#cmp-random-weights input").check()
-    page.locator("#cmp-size input").fill("128")
-    page.locator("#cmp-token-steps input").fill("4")
+    fill_fields(page, {"#cmp-size input": "128", "#cmp-token-steps input": "4"})
     page.screenshot(path=artifacts / "5-compare-filled.png", full_page=True)
 
     page.locator("#cmp-run").click()
