@@ -160,8 +160,8 @@ def check_uploads(
 def stage_images(uploaded: list[Path], folder: str | None, dest: Path, *, max_count: int,
                  settings: AppSettings | None = None) -> Path:
     """One folder of artworks for the trainer, copied into the run: the uploads, or the images of a
-    server folder that `settings` allows (copied, so a link swapped after the check reads nothing
-    new, and the run keeps what it was trained on)."""
+    server folder that `settings` allows (copied, so the run keeps what it was trained on even
+    if the folder changes later)."""
     if uploaded:
         dest.mkdir(parents=True, exist_ok=True)
         for i, path in enumerate(uploaded):
