@@ -99,9 +99,9 @@ def access_for_host(host: str, art_folders: Iterable[str | Path] = (), any_model
     return {"art_folders": folders, "any_model": bool(any_model or local)}
 
 
-def _inside(path: Path, roots: Iterable[Path]) -> bool:
-    """`path`, with links and `..` resolved, is one of `roots` or lies under one."""
-    real = Path(path).resolve()
+def _inside(path: str | Path, roots: Iterable[Path]) -> bool:
+    """`path`, with `~`, links and `..` resolved, is one of `roots` (resolved) or lies under one."""
+    real = Path(path).expanduser().resolve()
     return any(real == root or root in real.parents for root in roots)
 
 
@@ -128,11 +128,7 @@ class OutputFolder:
         raise UserError(f"could not create a new run folder under {self.root / kind}")
 
     def contains(self, path: str | Path) -> bool:
-        try:
-            Path(path).expanduser().resolve().relative_to(self.root)
-            return True
-        except ValueError:
-            return False
+        return _inside(path, (self.root,))
 
     def trained_embeddings(self, limit: int = 30) -> list[Path]:
         """The final embeddings of past training runs, newest first (the Generate tab's list)."""

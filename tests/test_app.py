@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from tests.app_server import serve_app  # noqa: E402
-from tests.conftest import make_artwork  # noqa: E402
+from tests.conftest import make_artwork, make_artworks  # noqa: E402
 
 MAX_UPLOADS = 5
 MAX_UPLOAD_MB = 0.5
@@ -299,11 +299,8 @@ def test_server_folders_of_artworks_stay_inside_the_allowed_ones(tmp_path):
     from styleprompt.errors import UserError
     from styleprompt.serve import AppSettings, stage_images
 
-    allowed, private = tmp_path / "shared-art", tmp_path / "private"
-    allowed.mkdir()
+    allowed, private = make_artworks(tmp_path / "shared-art"), tmp_path / "private"
     private.mkdir()
-    for i in range(3):
-        make_artwork(allowed / f"a{i}.png", seed=i)
     secret = make_artwork(private / "secret.png", seed=9)
     settings = AppSettings(output_dir=tmp_path / "out", art_folders=(allowed,))
     staged = stage_images([], str(allowed), tmp_path / "run1", max_count=5, settings=settings)

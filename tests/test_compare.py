@@ -18,7 +18,7 @@ from styleprompt.compare import METHODS, AdainRunner, measure, read_manifest, ru
 from styleprompt.errors import UserError
 from styleprompt.tiny import build_tiny_pipeline
 from styleprompt.tokens import save_diffusers_embedding
-from tests.conftest import make_artwork
+from tests.conftest import make_artworks
 
 FAST = dict(size=64, gatys_iterations=2, token_steps=2, cell_size=96, show_progress=False)
 QUICK = dict(FAST, metrics=False)  # where a test is not about the metrics, skip their cost
@@ -28,10 +28,7 @@ HAS_GHIASI = importlib.util.find_spec("classic.ghiasi") is not None
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp-inputs")
-    styles = root / "styles"
-    styles.mkdir()
-    for i in range(2):
-        make_artwork(styles / f"art{i}.png", seed=i, size=(96, 80))
+    styles = make_artworks(root / "styles", 2, prefix="art", size=(96, 80))
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:72, 0:96]
     photo = np.stack([xx * 2, yy * 3, (xx + yy)], -1) % 255 + rng.integers(0, 30, (72, 96, 3))

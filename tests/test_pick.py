@@ -22,13 +22,10 @@ from styleprompt.training import train
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 6-step tiny run that saves its embedding at steps 2, 4 and 6."""
-    from tests.conftest import make_artwork
+    from tests.conftest import make_artworks
 
     root = tmp_path_factory.mktemp("pick")
-    art = root / "art"
-    art.mkdir()
-    for i in range(3):
-        make_artwork(art / f"a{i}.png", seed=i)
+    art = make_artworks(root / "art")
     cfg = TrainConfig(images=str(art), token="<pk>", model="tiny", output=str(root / "run"), steps=6, vectors=2,
                       grad_accum=1, lr=5e-2, save_every=2, checkpoint_every=0, preview_every=0, device="cpu")
     result = train(cfg)

@@ -31,13 +31,10 @@ def xl_config(images, output, **overrides) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import make_artwork
+    from tests.conftest import make_artworks
 
     root = tmp_path_factory.mktemp("xl")
-    art = root / "art"
-    art.mkdir()
-    for i in range(3):
-        make_artwork(art / f"a{i}.png", seed=i)
+    art = make_artworks(root / "art")
     result = train(xl_config(art, root / "run", save_every=3, preview_every=3))
     return result, art
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import make_artwork
+from tests.conftest import make_artworks
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, EVERY = 12, 2
@@ -34,10 +34,7 @@ def logged_steps(out: Path) -> int:
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
-    images = tmp_path / "art"
-    images.mkdir()
-    for i in range(3):
-        make_artwork(images / f"a{i}.png", seed=10 + i)
+    images = make_artworks(tmp_path / "art", first_seed=10)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 
     straight = tmp_path / "straight"
