@@ -15,6 +15,37 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CHROMIUM_DEFAULT = "/usr/bin/chromium"
+
+
+def in_ci() -> bool:
+    """True when the CI environment variable says so (`CI=true`, as CI services and .ci/run set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_outside_pip(thing: Path, what: str, how: str) -> Path:
+    """The one rule for a test that needs something pip cannot install (a browser, a system tool).
+
+    Why one rule: the README's two commands must end green on a machine with only Python, yet a
+    CI run must never turn green by skipping. So outside CI a missing `thing` skips with a
+    one-line reason saying how to get it; with CI=true in the environment it fails instead.
+    """
+    if thing.is_file():
+        return thing
+    reason = f"{what} not found at {thing}: {how}"
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: tests that need it fail instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium for the browser tests (STYLEPROMPT_CHROMIUM overrides the path)."""
+    return require_outside_pip(
+        Path(os.environ.get("STYLEPROMPT_CHROMIUM") or CHROMIUM_DEFAULT),
+        "Chromium",
+        "install it with `apt-get install -y chromium` (.ci/run does this) or point STYLEPROMPT_CHROMIUM at one",
+    )
 
 
 def make_artwork(path: Path, seed: int, size: tuple[int, int] = (160, 128)) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -171,15 +170,10 @@ def test_cli_survey_and_results(tmp_path, capsys):
     assert "not a comparison folder" in capsys.readouterr().err
 
 
-CHROMIUM = Path(os.environ.get("STYLEPROMPT_CHROMIUM", "/usr/bin/chromium"))
-
-
 @pytest.mark.browser
-def test_page_saves_answers_that_tally(tmp_path):
+def test_page_saves_answers_that_tally(tmp_path, chromium):
     """The real page in Chromium: click answers, press Save, tally the downloaded file."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    from playwright import sync_api  # a dev dependency: missing means the install line was not run
     run = fake_compare_run(tmp_path / "cmp", contents=1)
     page_path, key_path = build_survey(run, seed=7)
     key = read_key(key_path)
@@ -187,7 +181,7 @@ def test_page_saves_answers_that_tally(tmp_path):
     # test (the app's) left an asyncio loop running.
     def click_through() -> Path:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"])
+            browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox", "--disable-gpu"])
             try:
                 page = browser.new_context(accept_downloads=True).new_page()
                 page.goto(page_path.as_uri())
