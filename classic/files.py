@@ -10,11 +10,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from classic.errors import UserError
+
+# Every temporary `atomic_path` makes is `.<target name>.<pid>.<random>.styleprompt-tmp`: a name no
+# other program writes, holding the writer's process id, so a cleanup can tell ours (and whether
+# their writer still runs) from a user's own `.notes.tmp`.
+TEMPORARY_SUFFIX = ".styleprompt-tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX) + "$")
 
 
 def _explain_os_error(path: Path, exc: OSError) -> UserError:
@@ -35,7 +42,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=TEMPORARY_SUFFIX, dir=target.parent
+        )
         os.close(fd)
     except OSError as exc:
         raise _explain_os_error(target, exc) from None
@@ -65,15 +74,39 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete temporary files that a killed process left behind (SIGKILL runs no cleanup).
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is named as `atomic_path` names its temporaries."""
+    return _TEMPORARY_NAME.match(Path(path).name) is not None
 
-    Only names `atomic_path` creates (`.<name>.<random>.tmp`) are touched. Returns how many.
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporaries that a killed writer left in `folder` (SIGKILL runs no cleanup).
+
+    Why so narrow: the folder may hold the user's own files. Only this folder is looked at (not
+    the ones below it: call it for each folder a run writes), only names `atomic_path` makes
+    (`.<name>.<pid>.<random>.styleprompt-tmp`), and only those whose writing process has ended.
+    Returns how many were removed.
     """
     root = Path(folder)
     if not root.is_dir():
         return 0
-    stale = [p for p in root.rglob(".*.tmp") if p.is_file()]
-    for path in stale:
+    removed = 0
+    for path in root.iterdir():
+        match = _TEMPORARY_NAME.match(path.name)
+        if match is None or path.is_symlink() or not path.is_file() or _process_alive(int(match.group(1))):
+            continue
         path.unlink(missing_ok=True)
-    return len(stale)
+        removed += 1
+    return removed

@@ -49,6 +49,10 @@ from styleprompt.tokens import (
 log = logging.getLogger(__name__)
 
 
+# The folders of a run folder that training writes files into ("" is the run folder itself).
+RUN_FOLDERS = ("", "embeddings", "previews", "diffusers")
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good embedding was kept."""
 
@@ -493,7 +497,8 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
             log.warning("resuming from %s (step %d)", path, start)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
+        for folder in RUN_FOLDERS:  # only where a run writes: the user's other files stay
+            remove_stale_temporaries(out / folder)
         settings = dict(cfg.to_dict(), resolution=trainer.resolution, images_used=trainer.num_images)
         write_text_atomic(out / "config.json", json.dumps(settings, indent=2))
     loss_log = LossLog(out / "loss.csv", start) if acc.is_main_process else None

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from classic.files import is_temporary
 from styleprompt.checkpoints import list_checkpoints, load_checkpoint
 from styleprompt.config import TrainConfig
 from styleprompt.models import load_pipeline
@@ -113,7 +114,7 @@ def test_outputs_of_a_run(artworks_dir, tmp_path):
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["step-000000.png", "step-000002.png", "step-000004.png"]
     assert sorted(p.name for p in (out / "embeddings").iterdir()) == ["step-000002.safetensors", "step-000004.safetensors"]
     assert len((out / "loss.csv").read_text().splitlines()) == 5
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".tmp-*"))
+    assert not [p for p in out.rglob("*") if is_temporary(p)] and not list(out.rglob(".tmp-*"))
 
 
 def test_multi_vector_token_and_v_prediction(artworks_dir, tmp_path):

@@ -48,3 +48,35 @@ def test_read_only_folder_is_one_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "permission denied" in proc.stdout and proc.stdout.count("\n") == 1
     assert list(folder.iterdir()) == []
+
+
+def test_stale_cleanup_touches_only_our_dead_temporaries(tmp_path):
+    """A user's own dotfiles and files in sub-folders survive; a live writer's temporary too."""
+    user_files = [tmp_path / ".notes.tmp", tmp_path / "sub" / "deeper" / ".draft.txt.tmp",
+                  tmp_path / ".x.99999999.abcdefgh.tmp", tmp_path / "sub" / ".a.1.abcdefgh.styleprompt-tmp"]
+    for path in user_files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".config.json.{dead.stdout.strip()}.abcd_123{files.TEMPORARY_SUFFIX}"
+    live = tmp_path / f".loss.csv.{os.getpid()}.abcd_123{files.TEMPORARY_SUFFIX}"
+    for path in (stale, live):
+        path.write_text("partial")
+    assert files.is_temporary(stale) and files.is_temporary(live)
+    assert files.remove_stale_temporaries(tmp_path) == 1
+    assert not stale.exists() and live.exists()
+    assert all(p.read_text() == "mine" for p in user_files)
+
+
+def test_training_keeps_the_users_files_in_its_output(tmp_path, artworks_dir):
+    from styleprompt.config import TrainConfig
+    from styleprompt.training import train
+
+    out = tmp_path / "run"
+    mine = [out / ".notes.tmp", out / "sub" / "deeper" / ".draft.txt.tmp", out / "embeddings" / ".keep.tmp"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    train(TrainConfig(images=str(artworks_dir), model="tiny", token="<s1>", output=str(out), steps=1, grad_accum=1,
+                      preview_every=0, save_every=0, checkpoint_every=0, device="cpu"))
+    assert all(p.read_text() == "mine" for p in mine)

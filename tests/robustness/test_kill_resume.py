@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from classic.files import is_temporary
 from tests.conftest import make_artworks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,4 +66,4 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     torch.testing.assert_close(final, expected, rtol=1e-5, atol=1e-6, msg=f"killed at step {reached}")
     steps_logged = [int(line.split(",")[0]) for line in (killed / "loss.csv").read_text().splitlines()[1:]]
     assert steps_logged == list(range(1, STEPS + 1))
-    assert not [p for p in killed.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+    assert not [p for p in killed.rglob("*") if is_temporary(p)]
