@@ -8,28 +8,51 @@ everywhere: converted correctly, or refused with one line.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
+import threading
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin
 
 from classic.errors import UserError
 from classic.files import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
+# What the README promises, by Pillow's format name (its JPEG reader also opens a camera's
+# multi-picture JPEG, which it names MPO). Everything else Pillow could open (DDS, QOI, SPIDER, JPEG 2000, PSD, ...)
+# is refused by name: those plugins are partial, and their failures are not worth supporting.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+ACCEPTED_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+
+# The first bytes of each accepted format: a file that starts like one but does not open is a
+# damaged file of that format, not an unknown one.
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF",
+}
+
 # Pillow's own default (about 89 Mpx). A 4K frame is 8.3 Mpx, an 8K one 33 Mpx. Anything
 # larger is far more likely a decompression bomb than an artwork.
 MAX_PIXELS = 89_478_485
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, p: Path) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise UserError(
+                f"refusing {p}: its floating-point pixels include NaN or infinite values; "
+                "save it as an 8- or 16-bit image first"
+            )
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr, mode="L")
@@ -42,11 +65,87 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _libtiff_messages() -> Iterator[list[str]]:
+    """Keep libtiff's messages off the terminal while a TIFF decodes; yields them (filled on exit).
+
+    Why: libtiff prints its complaints ("ZIPDecode: Decoding error at scanline 0 ...") straight
+    to file descriptor 2, below Python, so a damaged TIFF would show lines besides our one. The
+    descriptor is pointed at a temporary file for the few milliseconds of the decode, under a
+    lock (what another thread of the process prints in that window is lost with them).
+    """
+    messages: list[str] = []
+    fd = 2  # libtiff's, whatever Python's sys.stderr currently is
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        try:
+            saved = os.dup(fd)
+        except OSError:  # no descriptor 2 at all (a daemon): nothing to keep off it
+            yield messages
+            return
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield messages
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            messages += [line.strip() for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:160] if text else "") or type(exc).__name__
+
+
+def _sniffed_format(p: Path) -> str | None:
+    """The accepted format the file's first bytes claim, if any."""
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def _other_format(p: Path) -> str | None:
+    """The name of the non-accepted format Pillow identifies the file as, if any.
+
+    Only the header is parsed (no pixels are decoded); any failure of a plugin means "unknown".
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as img:
+                return f"in {img.format} format ({img.format_description})" if img.format_description else f"in {img.format} format"
+    except Exception:  # noqa: BLE001 - Pillow's plugins raise anything on malformed headers
+        return None
+
+
+def _refuse_unopenable(p: Path, exc: BaseException) -> UserError:
+    """The one line for a file that none of the accepted formats' readers could open."""
+    sniffed = _sniffed_format(p)
+    if sniffed:
+        return UserError(f"cannot read {p}: corrupt or unsupported {sniffed} file ({_first_line(exc)}); "
+                         "re-save it from an image editor")
+    other = _other_format(p)
+    if other:
+        return UserError(f"refusing {p}: its content is {other}; styleprompt reads {ACCEPTED_NAMES} "
+                         "(decided by the content, not the name): convert it first")
+    return UserError(f"cannot read {p}: not an image ({ACCEPTED_NAMES} are read)")
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as 8-bit RGB with its EXIF orientation applied.
 
-    Raises UserError (one line: which file, what is wrong) for missing, unreadable, corrupt,
-    truncated, non-image or oversized files. Animated images give their first frame.
+    What the file is is decided by its content (a JPEG named .png is a JPEG; a DDS named .png
+    is refused as DDS). Raises UserError (one line: which file, what is wrong) for missing,
+    unreadable, non-image, other-format, oversized, corrupt or truncated files; any failure
+    while decoding an accepted format reads as "corrupt or unsupported", whatever Pillow's
+    plugin raised. Animated images give their first frame.
     """
     p = Path(path)
     if not p.exists():
@@ -57,12 +156,23 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise UserError(f"cannot read {p}: permission denied")
     if p.stat().st_size == 0:
         raise UserError(f"cannot read {p}: the file is empty (0 bytes)")
+    fmt = "image"
     try:
         with warnings.catch_warnings():
+            # Pillow's warnings about odd but readable files (EXIF, palettes) are not the user's
+            # business; a decompression bomb is.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as probe:
+            try:
+                probe = Image.open(p, formats=ACCEPTED_FORMATS)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise
+            except Exception as exc:  # noqa: BLE001 - see _refuse_unopenable
+                raise _refuse_unopenable(p, exc) from None
+            with probe:
+                fmt = "JPEG" if probe.format == "MPO" else probe.format
                 probe.verify()  # checksums (a PNG with a bad CRC decodes silently otherwise)
-            with Image.open(p) as img:
+            with Image.open(p, formats=ACCEPTED_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise UserError(
@@ -72,18 +182,25 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
                 if width < 1 or height < 1:
                     raise UserError(f"cannot read {p}: it has no pixels")
                 img.seek(0)
-                img.load()
+                failure = None
+                with _libtiff_messages() if fmt == "TIFF" else contextlib.nullcontext([]) as messages:
+                    try:
+                        img.load()
+                    except Exception as exc:  # noqa: BLE001 - re-raised below, with libtiff's words
+                        failure = exc
+                if failure is not None:
+                    raise OSError(messages[-1]) if messages else failure
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                return _to_rgb(img, p)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"refusing {p}: too many pixels (possibly a decompression bomb); resize it first") from None
-    except UnidentifiedImageError:
-        raise UserError(f"cannot read {p}: not an image file Pillow recognises") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read {p}: the file is corrupt or truncated ({reason})") from None
+    except RecursionError:
+        raise UserError(f"cannot read {p}: corrupt or unsupported image (its structure nests too deeply)") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise anything on malformed data
+        raise UserError(f"cannot read {p}: corrupt or unsupported {fmt} file ({_first_line(exc)}); "
+                        "re-save it from an image editor") from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

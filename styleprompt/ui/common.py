@@ -83,30 +83,34 @@ def error_html(text: str) -> str:
 
 
 def image_input(**kwargs: Any) -> gr.Image:
-    """gr.Image whose unreadable upload gets the CLI's one line ("cannot read x.jpg: ...").
+    """gr.Image whose upload goes through the CLI's reader first, so it gets the CLI's one line.
 
-    Gradio opens an upload before any handler runs; for a file it cannot identify it answers
-    with a paragraph that shows the server's cache path. The component's own `preprocess` is
-    wrapped rather than subclassed: Gradio writes a .pyi stub beside the module of every
-    component subclass at import time, which fails in a read-only install.
+    Gradio opens an upload itself before any handler runs: a file it cannot identify gets a
+    paragraph showing the server's cache path, and a format the CLI refuses (a SPIDER or DDS
+    file named .png) would be converted and accepted. So the project's reader sees the upload
+    first. The component's own `preprocess` is wrapped rather than subclassed: Gradio writes a
+    .pyi stub beside the module of every component subclass at import time, which fails in a
+    read-only install.
     """
     component = gr.Image(**kwargs)
     gradio_preprocess = component.preprocess
 
     def preprocess(payload: Any) -> Any:
+        from classic.images import load_image
+
+        path = getattr(payload, "path", None)
+        if path:
+            name = Path(getattr(payload, "orig_name", None) or path).name
+            try:
+                load_image(path)
+            except UserError as reason:
+                raise gr.Error(str(reason).replace(str(path), name), print_exception=False) from None
         try:
             return gradio_preprocess(payload)
         except gr.Error:
             raise
-        except Exception as exc:  # noqa: BLE001 - the reader below names the problem
-            from classic.images import load_image
-
-            name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "image").name
-            try:
-                load_image(payload.path)
-            except UserError as reason:
-                raise gr.Error(str(reason), print_exception=False) from None
-            raise gr.Error(f"cannot read {name}: {user_message(exc)}", print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - the reader accepted it; say what Gradio could not do
+            raise gr.Error(f"cannot read {name if path else 'the image'}: {user_message(exc)}", print_exception=False) from None
 
     component.preprocess = preprocess
     return component

@@ -114,6 +114,36 @@ def _text_as_jpg(p: Path) -> None:
     p.write_text("this is a text file with a .jpg name\n")
 
 
+def _foreign(fmt: str, mode: str = "RGB") -> Callable[[Path], None]:
+    """Content of a format Pillow only partly supports, under whatever name the entry gives."""
+
+    def make(p: Path) -> None:
+        buf = io.BytesIO()  # not save(p): saving SPIDER to a path makes Pillow save every *.png as SPIDER after
+        _photo().convert(mode).save(buf, format=fmt)
+        p.write_bytes(buf.getvalue())
+
+    return make
+
+
+def _tiff_bad_tags(p: Path) -> None:
+    """A TIFF whose StripOffsets tag is typed as text: Pillow's plugin raises TypeError."""
+    buf = io.BytesIO()
+    _photo().save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        at = ifd + 2 + 12 * i
+        if struct.unpack("<H", data[at : at + 2])[0] == 273:  # StripOffsets
+            data[at + 2 : at + 4] = struct.pack("<H", 2)  # type ASCII
+    p.write_bytes(bytes(data))
+
+
+def _float_tiff_nan(p: Path) -> None:
+    arr = np.linspace(0, 1, 96 * 64, dtype=np.float32).reshape(64, 96)
+    arr[10:20, 10:20] = np.nan
+    Image.fromarray(arr, mode="F").save(p, format="TIFF")
+
+
 def _unreadable(p: Path) -> None:
     _photo().save(p, format="PNG")
     os.chmod(p, 0)
@@ -134,6 +164,12 @@ CORPUS: list[Entry] = [
     Entry("animated GIF", "animated.gif", "ok", "first frame", _animated_gif, (96, 64)),
     Entry("text file named .jpg", "text.jpg", "refused", "not an image", _text_as_jpg),
     Entry("unreadable file (permissions)", "noperm.png", "refused", "mode 000", _unreadable),
+    Entry("DDS named .png", "dds.png", "refused", "not an accepted format", _foreign("DDS")),
+    Entry("QOI named .png", "qoi.png", "refused", "not an accepted format", _foreign("QOI")),
+    Entry("SPIDER named .png", "spider.png", "refused", "not an accepted format", _foreign("SPIDER", "F")),
+    Entry("JPEG 2000 named .png", "jpeg2000.png", "refused", "not an accepted format", _foreign("JPEG2000")),
+    Entry("TIFF with bad tags", "badtags.tif", "refused", "StripOffsets typed as text", _tiff_bad_tags),
+    Entry("float TIFF holding NaN", "nan.tif", "refused", "NaN pixels", _float_tiff_nan),
 ]
 
 

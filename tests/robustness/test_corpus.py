@@ -143,3 +143,8 @@ def test_compare_content_image(entry: Entry, corpus, capsys, work_dir, shared_da
     check_cli(entry, argv, capsys, work_dir)
     if entry.expect == "ok":
         assert (work_dir / "cmp" / "grid.png").is_file()
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+def test_evaluate_output_image(entry: Entry, corpus, capsys, work_dir):
+    check_cli(entry, ["evaluate", str(corpus[entry.name]), "--json"], capsys, work_dir)
