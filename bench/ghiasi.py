@@ -57,7 +57,7 @@ def child(width: int, height: int, device: str, tile: str, threads: int) -> None
         torch.cuda.reset_peak_memory_stats()
     base_rss = _status_mib("VmRSS")
     start = time.perf_counter()
-    tile_size = None if tile == "auto" else int(tile)
+    tile_size = "auto" if tile == "auto" else int(tile)
     out = stylize(content, [style], device=device, show_progress=False, tile_size=tile_size)
     if device.startswith("cuda"):
         torch.cuda.synchronize()

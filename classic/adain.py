@@ -27,7 +27,7 @@ from classic.color import check_mode, preserve_color_inputs, preserve_color_outp
 from classic.errors import UserError
 from classic.images import pil_to_tensor, tensor_to_pil
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, resize_short_side, style_blend_weights
-from classic.tiling import pad_to_multiple, run_tiled, tile_count
+from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
 from classic.vgg import VGG19Features, load_vgg19, read_state_dict, receptive_radius
 
 log = logging.getLogger(__name__)
@@ -239,18 +239,17 @@ def transfer(
     *,
     alpha: float = 1.0,
     mask: torch.Tensor | None = None,
-    tile_size: int | None | str = "auto",
+    tile_size: TileSize = "auto",
     show_progress: bool = False,
 ) -> torch.Tensor:
     """The whole method on tensors: [1,3,H,W] in [0,1] -> [1,3,H,W] (unclamped decoder output).
 
-    `mask` is [1,1,H,W] at the content's size. Tiling (tile_size: pixels, None, or "auto")
+    `mask` is [1,1,H,W] at the content's size. Tiling (tile_size: see `classic.tiling.TileSize`)
     changes memory, not the result: statistics are always those of the whole feature map.
     """
     height, width = content.shape[-2:]
     padded, _ = pad_to_multiple(content, STRIDE)
-    if tile_size == "auto":
-        tile_size = auto_tile_size(*padded.shape[-2:])
+    tile_size = resolve_tile_size(tile_size, lambda: auto_tile_size(*padded.shape[-2:]))
     bar = None
     if show_progress and tile_size is not None:
         from tqdm.auto import tqdm
@@ -290,7 +289,7 @@ def stylize(
     vgg_weights: str | Path | None = None,
     decoder_weights: str | Path | None = None,
     random_weights: bool = False,
-    tile_size: int | None | str = "auto",
+    tile_size: TileSize = "auto",
     style_size: int = 512,
     color_mode: str = "histogram",
     seed: int = 0,

@@ -38,7 +38,7 @@ from classic.color import check_mode, preserve_color_inputs, preserve_color_outp
 from classic.errors import UserError
 from classic.images import pil_to_tensor, save_image, tensor_to_pil
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights
-from classic.tiling import Tile, plan_tiles
+from classic.tiling import Tile, TileSize, plan_tiles, resolve_tile_size
 from classic.vgg import LAYER_INDEX, VGG19Features, check_layer_names, layer_stride, load_vgg19, receptive_radius
 
 DEFAULT_CONTENT_LAYER = "relu4_2"
@@ -111,7 +111,7 @@ class GatysOptions:
     style_scale: float = 1.0
     learning_rate: float = ADAM_LR
     lbfgs_history: int | None = None
-    tile_size: int | None | str = "auto"
+    tile_size: TileSize = "auto"
     save_every: int = 0
     callback: Callable[[int, torch.Tensor, float], None] | None = None
     outdir: str | Path | None = None
@@ -166,9 +166,9 @@ class GatysObjective:
         self.align = max(layer_stride(name) for name in self.layers)
         self.halo = receptive_radius(deepest)
         self.height, self.width = content.shape[-2:]
-        tile = options.tile_size
-        if tile == "auto":
-            tile = AUTO_TILE_SIZE if self.height * self.width > AUTO_TILE_PIXELS else None
+        tile = resolve_tile_size(
+            options.tile_size, lambda: AUTO_TILE_SIZE if self.height * self.width > AUTO_TILE_PIXELS else None
+        )
         self.plan = plan_tiles(self.height, self.width, tile, self.halo, self.align) if tile else None
         if self.plan is not None and len(self.plan) == 1:
             self.plan = None

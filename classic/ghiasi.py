@@ -39,7 +39,7 @@ from classic.errors import UserError
 from classic.ghiasi_net import PREDICTOR_SIZE, STYLE_DIM, NormStats, StylePredictor, StyleTransformer
 from classic.images import pil_to_tensor, tensor_to_pil
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights
-from classic.tiling import pad_to_multiple, plan_tiles, run_tiled
+from classic.tiling import TileSize, pad_to_multiple, plan_tiles, resolve_tile_size, run_tiled
 
 log = logging.getLogger(__name__)
 
@@ -295,19 +295,19 @@ def transform(
     params,
     params2=None,
     *,
-    tile_size: int | None = None,
+    tile_size: TileSize = "auto",
     show_progress: bool = False,
 ) -> torch.Tensor:
     """Stylise [1, C, H, W] at its own size (padded to a multiple of 4, cropped back).
 
-    tile_size: None picks one pass or tiles by size; 0 forces one pass; N forces N-pixel tiles.
+    tile_size: "auto" picks one pass or tiles by size; None or 0 one pass; N N-pixel tiles.
     """
     from tqdm.auto import tqdm
 
     padded, (h, w) = pad_to_multiple(x, transformer.multiple)
     padded = padded.contiguous(memory_format=torch.channels_last)  # measured ~15% faster on CPU
     H, W = padded.shape[-2:]
-    tile = auto_tile_size(H, W) if tile_size is None else (tile_size or None)
+    tile = resolve_tile_size(tile_size, lambda: auto_tile_size(H, W))
     if tile is not None and tile < 64:
         raise UserError(f"--tile-size {tile} is too small for this network; use 256 or more (0: never tile)")
     if tile is None or (H <= tile and W <= tile):
@@ -337,7 +337,7 @@ def stylize(
     device: str = "cpu",
     show_progress: bool = True,
     models_dir: str | None = None,
-    tile_size: int | None = None,
+    tile_size: TileSize = "auto",
     color_mode: str = "luminance",
     **unused: Any,
 ) -> Image.Image:

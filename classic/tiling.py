@@ -17,9 +17,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional, Union
 
 import torch
+
+from classic.errors import UserError
+
+TileSize = Union[int, None, Literal["auto"]]
+"""One meaning for every method: "auto" picks by image size, None or 0 one pass, N N-pixel tiles."""
+
+
+def resolve_tile_size(tile_size: TileSize, auto: Callable[[], Optional[int]]) -> Optional[int]:
+    """The tile side in pixels, or None for one pass; `auto()` decides when `tile_size` is "auto"."""
+    if tile_size == "auto":
+        return auto()
+    if tile_size is None or tile_size == 0:
+        return None
+    if not isinstance(tile_size, int) or tile_size < 0:
+        raise UserError(f"--tile-size must be 0 (one pass) or a number of pixels, got {tile_size!r}")
+    return tile_size
 
 
 @dataclass(frozen=True)

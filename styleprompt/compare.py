@@ -15,34 +15,28 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from PIL import Image
 
 from classic.files import write_text_atomic
 from classic.images import load_image, resize_long_side, save_image
+from styleprompt import methods as style_methods
 from styleprompt.errors import UserError
+from styleprompt.measure import measure
+from styleprompt.methods import LocalNetworks, Request, Sources, StyleMethod, StyleResult, Stylizer, own_options
 from styleprompt.report import Cell, Metric, ReportInfo, make_grid, save_grid, table_rows, write_csv, write_html, write_markdown
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gatys", "adain", "ghiasi", "token-txt2img", "token-img2img")
-LABELS = {
-    "gatys": "Gatys",
-    "adain": "AdaIN",
-    "ghiasi": "Ghiasi",
-    "token-txt2img": "token text\u2192image",
-    "token-img2img": "token image\u2192image",
-}
+TOKEN_METHODS = ("token-txt2img", "token-img2img")  # the other columns are styleprompt.methods' registry
+TOKEN_LABELS = {"token-txt2img": "token text\u2192image", "token-img2img": "token image\u2192image"}
 TOKEN_PROMPT = "a {token} style of a {class}"
 SUBJECT_TEXT = "a {class}"  # what CLIP's text score checks every output against
 MANIFEST_NAME = "compare.json"
@@ -52,82 +46,6 @@ DEFAULT_STRENGTH = 0.6
 STYLE_THUMB = 384  # long side of the style copies kept with a run (report, survey)
 
 Progress = Callable[[str, float], None]
-
-
-# -- measuring one output -------------------------------------------------------------------------
-
-
-@dataclass
-class Measurement:
-    seconds: float = 0.0
-    peak_mib: float | None = None
-    kind: str = ""
-
-
-def _trim_heap() -> None:
-    """Hand freed memory back to the OS first, so the RSS baseline is not inflated by what an
-    earlier method freed but glibc kept (then a later method would seem to need nothing)."""
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextmanager
-def measure(device: str) -> Iterator[Measurement]:
-    """Wall time and peak memory of the block.
-
-    CUDA: torch's peak allocated bytes during the block minus those allocated before it (the
-    tensors the method created; the caching allocator's slack is not counted).
-    CPU: torch's CPU allocator is not tracked by torch or tracemalloc, so a thread samples the
-    process's resident set every 5 ms and reports the peak rise over the start. It is the whole
-    process: in the app, another request running at the same time is counted too, and a spike
-    shorter than 5 ms can be missed.
-    """
-    import torch
-
-    result = Measurement()
-    cuda = device.startswith("cuda") and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        result.kind = "cuda peak allocated"
-        start = time.perf_counter()
-        try:
-            yield result
-        finally:
-            torch.cuda.synchronize()
-            result.seconds = time.perf_counter() - start
-            result.peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
-        return
-    import psutil
-
-    process = psutil.Process()
-    _trim_heap()
-    base = process.memory_info().rss
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True, name="rss-sampler")
-    sampler.start()
-    result.kind = "cpu peak RSS rise (5 ms samples)"
-    start = time.perf_counter()
-    try:
-        yield result
-    finally:
-        result.seconds = time.perf_counter() - start
-        done.set()
-        sampler.join()
-        peak[0] = max(peak[0], process.memory_info().rss)
-        result.peak_mib = max(0.0, (peak[0] - base) / 2**20)
 
 
 # -- the methods --------------------------------------------------------------------------------
@@ -147,15 +65,12 @@ class Options:
     strength: float
     token_steps: int | None
     show_progress: bool
-    shared: dict = field(default_factory=dict)  # networks more than one method uses, loaded once
+    networks: LocalNetworks = field(default_factory=LocalNetworks)  # loaded once, shared (one VGG-19)
 
-    def vgg(self):
-        """One VGG-19 for Gatys and AdaIN: same weights, loaded (or randomly drawn) once."""
-        if "vgg" not in self.shared:
-            from classic.vgg import load_vgg19
-
-            self.shared["vgg"] = load_vgg19(self.vgg_weights, random_weights=self.random_weights, device=self.device, seed=self.seed)
-        return self.shared["vgg"]
+    @property
+    def sources(self) -> Sources:
+        return Sources(device=self.device, random_weights=self.random_weights, vgg_weights=self.vgg_weights,
+                       decoder_weights=self.decoder_weights, ghiasi_models=self.ghiasi_models, seed=self.seed)
 
     @property
     def adain_style_size(self) -> int:
@@ -163,9 +78,13 @@ class Options:
         so at small sizes AdaIN sees the styles at the scale Gatys does."""
         return min(512, self.size) if self.size else 512
 
+    def method_options(self, method: StyleMethod) -> dict[str, Any]:
+        """The comparison's settings that `method` reads (iterations for Gatys, style size for AdaIN)."""
+        return own_options(method, {"iterations": self.gatys_iterations, "style_size": self.adain_style_size})
+
 
 class Runner:
-    """One method. `prepare` raises UserError when the method cannot run here (-> skipped)."""
+    """One column. `prepare` raises UserError when the method cannot run here (-> skipped)."""
 
     name = ""
     weights = "real"  # whether this method's own networks are real or random, once prepared
@@ -176,7 +95,7 @@ class Runner:
     def prepare(self) -> None:
         pass
 
-    def run(self, content: Image.Image, cls: str) -> Image.Image:
+    def run(self, content: Image.Image, cls: str) -> StyleResult:
         raise NotImplementedError
 
     def describe(self) -> dict[str, str]:
@@ -184,69 +103,29 @@ class Runner:
         return {"method": self.name, "weights": self.weights}
 
 
-def _import(module: str, what: str):
-    import importlib
+class MethodRunner(Runner):
+    """A registered stylization method (`styleprompt.methods`): loaded once, run per content image."""
 
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise UserError(f"{what} is not available in this installation ({exc})") from None
-
-
-class GatysRunner(Runner):
-    name = "gatys"
+    def __init__(self, opts: Options, method: StyleMethod):
+        super().__init__(opts)
+        self.method = method
+        self.name = method.name
+        self.stylizer: Stylizer | None = None
 
     def prepare(self) -> None:
-        o = self.opts
-        self.module = _import("classic.gatys", "Gatys")
-        self.vgg = o.vgg()
-        self.weights = "random" if self.vgg.random_weights else "real"
+        self.stylizer = self.method.load(self.opts.sources, self.opts.networks)
+        self.weights = "random" if self.stylizer.random_weights else "real"
 
-    def run(self, content: Image.Image, cls: str) -> Image.Image:
+    def run(self, content: Image.Image, cls: str) -> StyleResult:
         o = self.opts
-        return self.module.stylize(
-            content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
-            iterations=o.gatys_iterations, vgg=self.vgg, seed=o.seed,
-        )
+        assert self.stylizer is not None, "prepare() first"
+        request = Request(styles=o.styles, size=o.size, seed=o.seed, show_progress=o.show_progress,
+                          options=o.method_options(self.method))
+        return self.stylizer.stylize(content, request)
 
     def describe(self) -> dict[str, str]:
-        return dict(super().describe(), iterations=str(self.opts.gatys_iterations), vgg=str(getattr(self.vgg, "source", "")))
-
-
-class AdainRunner(Runner):
-    name = "adain"
-
-    def prepare(self) -> None:
-        o = self.opts
-        from classic.adain import load_decoder
-
-        # The decoder first: a missing decoder should be reported before a VGG download is tried.
-        self.decoder = load_decoder(o.decoder_weights, random_weights=o.random_weights, seed=o.seed, device=o.device)
-        self.vgg = o.vgg()
-        self.weights = "random" if (self.vgg.random_weights or self.decoder.random_weights) else "real"
-
-    def run(self, content: Image.Image, cls: str) -> Image.Image:
-        from classic.adain import stylize
-
-        o = self.opts
-        return stylize(content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
-                       vgg=self.vgg, decoder=self.decoder, seed=o.seed, style_size=o.adain_style_size)
-
-    def describe(self) -> dict[str, str]:
-        return dict(super().describe(), vgg=str(self.vgg.source), decoder=str(self.decoder.source))
-
-
-class GhiasiRunner(Runner):
-    name = "ghiasi"
-
-    def prepare(self) -> None:
-        self.module = _import("classic.ghiasi", "Ghiasi")
-        self.module.load_ghiasi(self.opts.ghiasi_models, device=self.opts.device)  # cached per process
-
-    def run(self, content: Image.Image, cls: str) -> Image.Image:
-        o = self.opts
-        return self.module.stylize(content, o.styles, size=o.size, device=o.device, show_progress=o.show_progress,
-                                   models_dir=o.ghiasi_models)
+        own = {k: str(v) for k, v in self.opts.method_options(self.method).items()}
+        return dict(super().describe(), **own, **(self.stylizer.describe() if self.stylizer else {}))
 
 
 class TokenModel:
@@ -308,7 +187,7 @@ class TokenRunner(Runner):
 
         return fill(TOKEN_PROMPT, self.token_model.token, cls)
 
-    def run(self, content: Image.Image, cls: str) -> Image.Image:
+    def run(self, content: Image.Image, cls: str) -> StyleResult:
         from styleprompt.generate import GenerateConfig, generate
 
         o = self.opts
@@ -319,7 +198,7 @@ class TokenRunner(Runner):
             options.update(image=content, strength=o.strength)
         items = generate(self.token_model.get(), GenerateConfig(**options), [self.token_model.token],
                          show_progress=o.show_progress)
-        return items[0].image
+        return StyleResult(items[0].image, random_weights=self.weights == "random")
 
     def describe(self) -> dict[str, str]:
         extra = {"model": str(self.token_model.loaded.name), "embedding": str(self.token_model.embedding),
@@ -329,20 +208,29 @@ class TokenRunner(Runner):
         return dict(super().describe(), **extra)
 
 
+def method_names() -> list[str]:
+    """Every registered stylization method, then the two token methods."""
+    return [*style_methods.names(), *TOKEN_METHODS]
+
+
+def method_label(name: str) -> str:
+    return TOKEN_LABELS.get(name) or style_methods.label(name)
+
+
 def build_runners(methods: Sequence[str], opts: Options, token_model: TokenModel) -> list[Runner]:
-    by_name: dict[str, Callable[[], Runner]] = {
-        "gatys": lambda: GatysRunner(opts),
-        "adain": lambda: AdainRunner(opts),
-        "ghiasi": lambda: GhiasiRunner(opts),
-        "token-txt2img": lambda: TokenRunner(opts, token_model, img2img=False),
-        "token-img2img": lambda: TokenRunner(opts, token_model, img2img=True),
-    }
-    unknown = [m for m in methods if m not in by_name]
+    known = method_names()
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(known)}")
     if not methods:
-        raise UserError(f"no method chosen; choose from {', '.join(METHODS)}")
-    return [by_name[m]() for m in dict.fromkeys(methods)]
+        raise UserError(f"no method chosen; choose from {', '.join(known)}")
+    runners: list[Runner] = []
+    for name in dict.fromkeys(methods):
+        if name in TOKEN_METHODS:
+            runners.append(TokenRunner(opts, token_model, img2img=name == "token-img2img"))
+        else:
+            runners.append(MethodRunner(opts, style_methods.get(name)))
+    return runners
 
 
 # -- metrics --------------------------------------------------------------------------------------
@@ -440,7 +328,7 @@ def run_compare(
     classes: Sequence[str],
     model: Any,
     output: str | Path,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     random_weights: bool = False,
     vgg_weights: str | None = None,
     decoder_weights: str | None = None,
@@ -469,7 +357,7 @@ def run_compare(
 
     say = progress or (lambda message, fraction: None)
     out = Path(output)
-    methods = list(methods)
+    methods = method_names() if methods is None else list(methods)
     dev = str(pick_device(device))
     if size is not None and size < 16:
         raise UserError(f"--size {size} is too small; use at least 64")
@@ -509,7 +397,7 @@ def run_compare(
     setup: dict[str, str] = {}
     prepare_errors: dict[str, str | None] = {}
     for runner in runners:
-        say(f"loading {LABELS[runner.name]}", units / total)
+        say(f"loading {method_label(runner.name)}", units / total)
         start = time.perf_counter()
         try:
             runner.prepare()
@@ -529,7 +417,7 @@ def run_compare(
             for runner in runners:
                 cell = Cell(i, name, cls_list[i], runner.name, status="ok")
                 cells.append(cell)
-                say(f"{LABELS[runner.name]} on {name}", units / total)
+                say(f"{method_label(runner.name)} on {name}", units / total)
                 if prepare_errors[runner.name] is not None:
                     cell.status = f"skipped: {prepare_errors[runner.name]}"
                 else:
@@ -543,7 +431,7 @@ def run_compare(
     bar = tqdm(total=len(to_score), desc="metrics", unit="output", disable=not show_progress or not to_score)
     try:
         for cell in cells:
-            say(f"metrics for {LABELS[cell.method]} on {cell.content_name}", units / total)
+            say(f"metrics for {method_label(cell.method)} on {cell.content_name}", units / total)
             if cell.ok and not metrics:
                 cell.unavailable["metrics"] = "not computed (metrics turned off)"
             elif cell.ok:
@@ -566,11 +454,10 @@ def run_compare(
 def _run_one(runner: Runner, cell: Cell, content: Image.Image, out: Path) -> None:
     try:
         with measure(runner.opts.device) as m:
-            image = runner.run(content, cell.cls)
+            result = runner.run(content, cell.cls)
+        image = result.image
         cell.seconds, cell.peak_mib, cell.memory_kind = m.seconds, m.peak_mib, m.kind
-        cell.method_weights = runner.weights
-        if image.info.get("random_weights") == "True":
-            cell.method_weights = "random"
+        cell.method_weights = "random" if result.random_weights else runner.weights
         text = dict(runner.describe(), content=cell.content_name, seconds=f"{m.seconds:.3f}")
         if isinstance(runner, TokenRunner):
             text["prompt"] = runner.prompt(cell.cls)
@@ -620,7 +507,7 @@ def _settings(opts: Options, token_model: TokenModel, embedding, setup: dict[str
         settings.update({"model": token_model.loaded.name, "embedding": str(embedding), "token": token_model.token,
                          "token prompt": TOKEN_PROMPT.replace("{token}", token_model.token),
                          "img2img strength": str(opts.strength)})
-    settings.update({f"setup {LABELS[k]}": v for k, v in setup.items()})
+    settings.update({f"setup {method_label(k)}": v for k, v in setup.items()})
     return settings
 
 
@@ -636,7 +523,7 @@ def write_report(
     cell_size: int = 256,
 ) -> CompareResult:
     """grid.png, metrics.csv, metrics.md, report.html from finished cells."""
-    columns = [(m, LABELS.get(m, m)) for m in runners]
+    columns = [(m, method_label(m)) for m in runners]
     grid_cells: dict[tuple[int, str], Image.Image | str] = {}
     captions: dict[tuple[int, str], str] = {}
     for cell in cells:
@@ -655,7 +542,7 @@ def write_report(
     save_grid(grid, paths["grid.png"])
     info = ReportInfo(
         title="Style token vs neural style transfer",
-        methods=runners, labels=LABELS, contents=[(name, "") for _, name in contents], settings=settings, status=status,
+        methods=runners, labels={m: method_label(m) for m in runners}, contents=[(name, "") for _, name in contents], settings=settings, status=status,
     )
     write_csv(cells, paths["metrics.csv"])
     write_markdown(cells, info, paths["metrics.md"])
@@ -678,7 +565,7 @@ def _write_manifest(result: CompareResult, cells: list[Cell], contents, style_fi
         "format": "styleprompt-compare",
         "version": 1,
         "methods": list(result.status),
-        "labels": {m: LABELS.get(m, m) for m in result.status},
+        "labels": {m: method_label(m) for m in result.status},
         "status": result.status,
         "token": token_model.token or None,
         "embedding": str(embedding) if embedding else None,

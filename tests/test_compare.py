@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from styleprompt import cli
-from styleprompt.compare import METHODS, AdainRunner, measure, read_manifest, run_compare
+from styleprompt.compare import measure, method_names, read_manifest, run_compare
 from styleprompt.errors import UserError
+from styleprompt.methods import AdainStylizer
 from styleprompt.tiny import build_tiny_pipeline
 from styleprompt.tokens import save_diffusers_embedding
 from tests.conftest import make_artworks
@@ -59,8 +60,8 @@ def test_every_file_and_every_method_row(full_run):
         assert path.is_file() and path.stat().st_size > 0, path
     with open(result.csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["content"], r["method"]) for r in rows] == [("photo", m) for m in METHODS]
-    expected_ok = set(METHODS) if HAS_GHIASI else set(METHODS) - {"ghiasi"}
+    assert [(r["content"], r["method"]) for r in rows] == [("photo", m) for m in method_names()]
+    expected_ok = set(method_names()) if HAS_GHIASI else set(method_names()) - {"ghiasi"}
     assert {m for m, s in result.status.items() if s == "ok"} == expected_ok, result.status
     for row in rows:
         if row["method"] in expected_ok:
@@ -152,10 +153,10 @@ def test_no_embedding_skips_only_the_token_methods(inputs, tmp_path):
 
 
 def test_one_failing_method_keeps_the_others(inputs, tmp_path, monkeypatch):
-    def broken(self, content, cls):
+    def broken(self, content, request):
         raise RuntimeError("decoder exploded")
 
-    monkeypatch.setattr(AdainRunner, "run", broken)
+    monkeypatch.setattr(AdainStylizer, "stylize", broken)
     result = run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny",
                          output=tmp_path / "out", methods=["gatys", "adain"], random_weights=True, device="cpu", **QUICK)
     assert result.status["adain"] == "failed: RuntimeError: decoder exploded"

