@@ -39,7 +39,6 @@ from styleprompt.tokens import save_diffusers_embedding, validate_token_name
 FORMATS = ("diffusers", "a1111", "emb_params", "sdxl", "sdxl-pair", "a1111-png")
 PNG_KEY = "sd-ti-embedding"  # A1111's text chunk holding an embedding inside a preview image
 IMAGE_SUFFIXES = (".png", ".webp")
-PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth")
 A1111_STAR_TOKEN_ID = 265  # CLIP's id of "*", the placeholder A1111 writes in string_to_token
 
 _FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2"}
@@ -177,9 +176,10 @@ def _load_pickle(path: Path) -> object:
                 "run. Only plain tensor files are loaded; get a .safetensors version of this embedding"
             ) from None
         raise UserError(f"cannot read {path}: not a valid torch file ({first or 'unpickling failed'})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises anything (KeyError, IndexError, struct.error...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {path}: not a valid torch embedding file ({first[:160]})") from None
+        raise UserError(f"cannot read {path}: not a valid torch embedding file ({first[:160]}); "
+                        "is it a complete embedding file?") from None
 
 
 def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
@@ -234,16 +234,37 @@ def pair_partner(path: Path) -> tuple[Path, Path]:
     return path, path.with_name(path.stem + "_2" + path.suffix)
 
 
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def _content_kind(path: Path) -> str | None:
+    """What the file's bytes are: "safetensors", "pickle" (torch's zip or legacy format), "image",
+    or None. Why by content: a text file or a safetensors file named .bin must reach the reader
+    that can tell the user what it is, not the pickle reader's KeyError."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    size = path.stat().st_size
+    if zipfile.is_zipfile(path) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "pickle"
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    if len(head) >= 9 and 0 < int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{":
+        return "safetensors"
+    return None
+
+
 def _read_single(path: Path) -> Embedding:
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+    kind = _content_kind(path)
+    if kind == "image" or (kind is None and suffix in IMAGE_SUFFIXES):
         return read_png_embedding(path)
-    if suffix == ".safetensors":
+    if kind == "safetensors" or (kind is None and suffix == ".safetensors"):
         data, meta = _safetensors_dict(path)
         return _from_dict(data, meta, path)
-    if suffix in PICKLE_SUFFIXES or zipfile.is_zipfile(path):
+    if kind == "pickle":
         return _from_dict(_load_pickle(path), {}, path)
-    raise UserError(f"{path}: unknown embedding file type {suffix or '(none)'}; use .safetensors, .pt, .bin or .png")
+    raise UserError(f"cannot read {path} as an embedding (its content is neither safetensors, a torch file nor an "
+                    "A1111 PNG); is it a complete .safetensors, .pt or .bin embedding file?")
 
 
 def _maybe_pair(emb: Embedding, path: Path) -> Embedding:

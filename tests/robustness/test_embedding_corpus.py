@@ -36,7 +36,17 @@ BAD_EMBEDDINGS = {
     "several unknown keys": ("keys.safetensors", lambda p: save_file({f"k{i}": torch.randn(3, 7) for i in range(3)}, str(p))),
     "text file named .safetensors": ("text.safetensors", lambda p: p.write_text("not tensors")),
     "pickle that runs code": ("evil.pt", _malicious_pickle),
+    "text file named .bin": ("e.bin", lambda p: p.write_text("hello, this is not an embedding\n")),
+    "random bytes named .pt": ("noise.pt", lambda p: p.write_bytes(bytes(range(256)) * 4)),
+    "damaged pickle (protocol byte, then garbage)": ("bad.bin", lambda p: p.write_bytes(b"\x80\x02" + b"h\x65" * 50)),
+    "truncated torch file": ("cut.pt", lambda p: _truncated_torch_file(p)),
 }
+
+
+def _truncated_torch_file(path: Path) -> None:
+    torch.save({"<t>": torch.randn(2, 32)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 @pytest.fixture
@@ -79,3 +89,11 @@ def test_convert_accepts_a_width_that_only_the_model_rejects(bad_files, capsys, 
     assert main(["convert", str(bad_files["wrong width (SD 1.x file for a 32-wide model)"]), "--to", "a1111",
                  "--output", str(tmp_path / "out.pt")]) == 0
     assert (tmp_path / "out.pt").is_file()
+
+
+def test_a_safetensors_file_named_bin_is_read_by_its_content(capsys, tmp_path):
+    """What a file is comes from its bytes: a safetensors file under a pickle's name still loads."""
+    path = tmp_path / "learned.bin"
+    save_file({"<b>": torch.randn(2, 32)}, str(path))
+    assert main(["inspect", str(path)]) == 0
+    assert "<b>" in capsys.readouterr().out
