@@ -32,6 +32,21 @@ def _explain_os_error(path: Path, exc: OSError) -> UserError:
     return UserError(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc), since setting
+    it to read it back would briefly change it for every other thread."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
@@ -51,6 +66,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes its file 0600; a written file gets the mode any new file gets (a survey
+        # page is meant to be shared), as if it had been opened for writing in the usual way
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

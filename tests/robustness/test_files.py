@@ -80,3 +80,19 @@ def test_training_keeps_the_users_files_in_its_output(tmp_path, artworks_dir):
     train(TrainConfig(images=str(artworks_dir), model="tiny", token="<s1>", output=str(out), steps=1, grad_accum=1,
                       preview_every=0, save_every=0, checkpoint_every=0, device="cpu"))
     assert all(p.read_text() == "mine" for p in mine)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """Not mkstemp's 0600: a survey page or an image is meant to be read by others when the umask allows."""
+    code = (
+        "import os, sys\nfrom classic.files import write_text_atomic\nfrom classic.images import save_image\n"
+        "from PIL import Image\n"
+        f"os.umask({umask})\n"
+        "a = write_text_atomic(sys.argv[1] + '/a.html', 'x')\n"
+        "b = save_image(Image.new('RGB', (4, 4)), sys.argv[1] + '/b.png')\n"
+        "print(oct(os.stat(a).st_mode & 0o777), oct(os.stat(b).st_mode & 0o777))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [oct(mode), oct(mode)]
