@@ -31,7 +31,20 @@ from styleprompt import methods as style_methods
 from styleprompt.errors import UserError
 from styleprompt.measure import measure
 from styleprompt.methods import LocalNetworks, Request, Sources, StyleMethod, StyleResult, Stylizer, own_options
-from styleprompt.report import Cell, Metric, ReportInfo, make_grid, save_grid, table_rows, write_csv, write_html, write_markdown
+from styleprompt.report import (
+    Cell,
+    Metric,
+    ReportInfo,
+    State,
+    Status,
+    make_grid,
+    method_status,
+    save_grid,
+    table_rows,
+    write_csv,
+    write_html,
+    write_markdown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +274,8 @@ class CompareResult:
     html: Path
     manifest: Path
     rows: list[dict] = field(default_factory=list)
-    status: dict[str, str] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)  # each method's status as text (what the files hold)
+    states: dict[str, Status] = field(default_factory=dict)  # the same, typed: what code decides on
     cells: list[Cell] = field(default_factory=list)
 
 
@@ -306,18 +320,6 @@ def _strip_article(text: str) -> str:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text or type(exc).__name__
-
-
-def _summary(cells: list[Cell], method: str, prepared_error: str | None) -> str:
-    if prepared_error is not None:
-        return f"skipped: {prepared_error}"
-    mine = [c for c in cells if c.method == method]
-    bad = [c for c in mine if not c.ok]
-    if not bad:
-        return "ok"
-    if len(bad) == len(mine):
-        return bad[0].status
-    return f"{bad[0].status.split(':')[0]} on {len(bad)} of {len(mine)} content images: {bad[0].status.split(': ', 1)[-1]}"
 
 
 def run_compare(
@@ -395,19 +397,19 @@ def run_compare(
     total = len(runners) * (1 + 2 * len(sized))  # prepare, run and evaluate: progress units
     units = 0
     setup: dict[str, str] = {}
-    prepare_errors: dict[str, str | None] = {}
+    prepared: dict[str, Status] = {}
     for runner in runners:
         say(f"loading {method_label(runner.name)}", units / total)
         start = time.perf_counter()
         try:
             runner.prepare()
-            prepare_errors[runner.name] = None
+            prepared[runner.name] = Status()
             setup[runner.name] = f"{time.perf_counter() - start:.2f} s to load ({runner.weights} weights)"
         except UserError as exc:
-            prepare_errors[runner.name] = _reason(exc)
-        except Exception as exc:  # noqa: BLE001 - one method's failure must not lose the others
+            prepared[runner.name] = Status(State.SKIPPED, _reason(exc))
+        except Exception as exc:  # one method's failure must not lose the others
             log.exception("preparing %s failed", runner.name)
-            prepare_errors[runner.name] = f"{type(exc).__name__}: {_reason(exc)}"
+            prepared[runner.name] = Status(State.FAILED, f"{type(exc).__name__}: {_reason(exc)}")
         units += 1
 
     cells: list[Cell] = []
@@ -415,11 +417,11 @@ def run_compare(
     try:
         for i, (content, name) in enumerate(sized):
             for runner in runners:
-                cell = Cell(i, name, cls_list[i], runner.name, status="ok")
+                cell = Cell(i, name, cls_list[i], runner.name)
                 cells.append(cell)
                 say(f"{method_label(runner.name)} on {name}", units / total)
-                if prepare_errors[runner.name] is not None:
-                    cell.status = f"skipped: {prepare_errors[runner.name]}"
+                if not prepared[runner.name].ok:
+                    cell.outcome = Status(State.SKIPPED, prepared[runner.name].reason)
                 else:
                     _run_one(runner, cell, content, out)
                 units += 1
@@ -441,10 +443,10 @@ def run_compare(
     finally:
         bar.close()
 
-    status = {r.name: _summary(cells, r.name, prepare_errors[r.name]) for r in runners}
+    states = {r.name: method_status([c for c in cells if c.method == r.name], prepared[r.name]) for r in runners}
     say("writing the report", 1.0)
     result = write_report(
-        out, cells, sized, styles, runners=[r.name for r in runners], status=status,
+        out, cells, sized, styles, runners=[r.name for r in runners], states=states,
         settings=_settings(opts, token_model, embedding, setup, dev, clip_model), cell_size=cell_size,
     )
     _write_manifest(result, cells, sized, style_files, token_model, embedding, opts)
@@ -463,16 +465,16 @@ def _run_one(runner: Runner, cell: Cell, content: Image.Image, out: Path) -> Non
             text["prompt"] = runner.prompt(cell.cls)
         cell.image = save_image(image.convert("RGB"), out / "images" / f"{cell.content_index + 1:02d}-{cell.content_name}" / f"{runner.name}.png", text=text)
     except UserError as exc:
-        cell.status = f"skipped: {_reason(exc)}"
-    except Exception as exc:  # noqa: BLE001 - the other methods' results must survive
+        cell.outcome = Status(State.SKIPPED, _reason(exc))
+    except Exception as exc:  # the other methods' results must survive
         log.exception("%s failed on %s", runner.name, cell.content_name)
-        cell.status = f"failed: {type(exc).__name__}: {_reason(exc)}"
+        cell.outcome = Status(State.FAILED, f"{type(exc).__name__}: {_reason(exc)}")
 
 
 def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, clip_model: str | None) -> None:
     """Metrics of one output. Text->image has no content input, so content metrics are not asked."""
     try:
-        from styleprompt.evaluate import evaluate_image
+        from styleprompt.evaluate import METRICS, evaluate_image
 
         image = load_image(cell.image)
         reference = None if cell.method == "token-txt2img" else content
@@ -483,10 +485,11 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
                                 prompt=SUBJECT_TEXT.replace("{class}", cell.cls), ghiasi_models=opts.ghiasi_models)
         cell.metrics, cell.unavailable = metrics_from_evaluation(result)
         if reference is None:  # the user did give a content image; this method just does not use one
-            for name, why in cell.unavailable.items():
-                if why.startswith("no content image"):
+            for name in cell.unavailable:
+                info = METRICS.get(name)
+                if info is not None and info.unavailable is None and "content" in info.needs:
                     cell.unavailable[name] = "text->image has no content input"
-    except Exception as exc:  # noqa: BLE001 - a metric failure must not lose the picture
+    except Exception as exc:  # a metric failure must not lose the picture
         log.warning("metrics for %s on %s failed: %s", cell.method, cell.content_name, exc)
         cell.unavailable["metrics"] = _reason(exc)
 
@@ -518,11 +521,12 @@ def write_report(
     styles: list[Image.Image],
     *,
     runners: list[str],
-    status: dict[str, str],
+    states: dict[str, Status],
     settings: dict[str, str],
     cell_size: int = 256,
 ) -> CompareResult:
     """grid.png, metrics.csv, metrics.md, report.html from finished cells."""
+    status = {m: str(state) for m, state in states.items()}
     columns = [(m, method_label(m)) for m in runners]
     grid_cells: dict[tuple[int, str], Image.Image | str] = {}
     captions: dict[tuple[int, str], str] = {}
@@ -549,7 +553,7 @@ def write_report(
     write_html(cells, info, paths["report.html"], paths["grid.png"])
     return CompareResult(
         output=out, grid=paths["grid.png"], csv=paths["metrics.csv"], md=paths["metrics.md"], html=paths["report.html"],
-        manifest=out / MANIFEST_NAME, rows=table_rows(cells), status=status, cells=cells,
+        manifest=out / MANIFEST_NAME, rows=table_rows(cells), status=status, states=states, cells=cells,
     )
 
 

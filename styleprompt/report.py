@@ -18,6 +18,7 @@ import io
 import math
 import textwrap
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -45,6 +46,46 @@ class Metric:
     weights: str = "none"  # "real" | "random" | "none" (needs no network)
 
 
+class State(str, Enum):
+    """How one method fared: decisions read this, never the wording of a reason."""
+
+    OK = "ok"
+    SKIPPED = "skipped"  # could not run here (no weights, no model, no token): the reason says what to give
+    FAILED = "failed"  # crashed; the reason is the exception's type and first line
+
+
+@dataclass(frozen=True)
+class Status:
+    """A state plus the reason a person reads; `str()` is the text the reports and compare.json hold."""
+
+    state: State = State.OK
+    reason: str = ""
+    affected: tuple[int, int] | None = None  # (cells, of cells) when it concerns only some content images
+
+    @property
+    def ok(self) -> bool:
+        return self.state is State.OK
+
+    def __str__(self) -> str:
+        if self.ok:
+            return State.OK.value
+        if self.affected is not None:
+            return f"{self.state.value} on {self.affected[0]} of {self.affected[1]} content images: {self.reason}"
+        return f"{self.state.value}: {self.reason}"
+
+
+def method_status(cells: Sequence["Cell"], prepared: Status) -> Status:
+    """One method's summary over its cells: its preparation's status, else the first trouble
+    (and on how many content images), else ok."""
+    if not prepared.ok:
+        return prepared
+    bad = [c for c in cells if not c.ok]
+    if not bad:
+        return Status()
+    first = bad[0].outcome
+    return first if len(bad) == len(cells) else Status(first.state, first.reason, (len(bad), len(cells)))
+
+
 @dataclass
 class Cell:
     """One method's output for one content image: the picture, its cost and its metrics."""
@@ -53,7 +94,7 @@ class Cell:
     content_name: str
     cls: str
     method: str
-    status: str  # "ok", "skipped: why", "failed: why"
+    outcome: Status = field(default_factory=Status)
     image: Path | None = None
     seconds: float | None = None
     peak_mib: float | None = None
@@ -64,7 +105,11 @@ class Cell:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.outcome.ok
+
+    @property
+    def status(self) -> str:
+        return str(self.outcome)
 
 
 @dataclass

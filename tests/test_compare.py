@@ -220,3 +220,19 @@ def test_cli_compare_writes_the_report(inputs, tmp_path, capsys):
     assert cli.main(["compare", "--content", str(tmp_path / "missing.jpg"), "--style-images", str(inputs["styles"][0]),
                      "--output", str(out)]) == 2
     assert "missing.jpg does not exist" in capsys.readouterr().err
+
+
+def test_method_status_is_decided_by_state_not_wording():
+    from styleprompt.report import Cell, State, Status, method_status
+
+    def cells(*outcomes: Status) -> list[Cell]:
+        return [Cell(i, f"c{i}", "city", "adain", outcome=o) for i, o in enumerate(outcomes)]
+
+    sneaky = Status(State.SKIPPED, "ok")  # a reason that reads like success is still a skip
+    assert not sneaky.ok and str(sneaky) == "skipped: ok"
+    partial = method_status(cells(Status(), Status(State.FAILED, "ValueError: a: b")), Status())
+    assert partial.state is State.FAILED and partial.affected == (1, 2)
+    assert str(partial) == "failed on 1 of 2 content images: ValueError: a: b"
+    assert method_status(cells(Status(), Status()), Status()).ok
+    unprepared = Status(State.SKIPPED, "no decoder")
+    assert method_status(cells(Status()), unprepared) is unprepared

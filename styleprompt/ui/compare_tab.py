@@ -132,7 +132,7 @@ def result_view(result: Any) -> dict:
     import pandas as pd
 
     files = [str(f) for f in (result.html, result.csv, result.md) if Path(f).is_file()]
-    ok = sum(1 for v in result.status.values() if str(v) == "ok")
+    ok = sum(1 for state in result.states.values() if state.ok)
     return {
         "grid": str(result.grid) if Path(result.grid).is_file() else None,
         "table": pd.DataFrame(result.rows) if result.rows else pd.DataFrame(),
