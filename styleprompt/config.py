@@ -13,7 +13,7 @@ Where the defaults come from (README "Training defaults" repeats this):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from styleprompt.models import DEFAULT_MODEL
 from styleprompt.templates import DEFAULT_PREVIEW_PROMPT
@@ -52,7 +52,6 @@ class TrainConfig:
     seed: int = 0
     resume: str | None = None
     device: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image, ImageOps
@@ -98,6 +99,14 @@ def image_to_model_input(image: Image.Image) -> torch.Tensor:
     return pil_to_tensor(image) * 2.0 - 1.0
 
 
+class CropWindow(NamedTuple):
+    """Where one training crop came from: cache entry (2 per artwork: plain, mirrored), top, left in latent pixels."""
+
+    entry: int
+    top: int
+    left: int
+
+
 class LatentCache:
     """Cached VAE latent distributions of every artwork, both orientations; random crops from them."""
 
@@ -121,10 +130,10 @@ class LatentCache:
     def __len__(self) -> int:
         return len(self.means)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str | None]]:
-        """A batch of latents: random artwork, orientation and crop, then a draw from N(mean, std)."""
-        latents, captions = [], []
-        self.last_windows = []  # (entry, top, left) per item, in latent pixels: SDXL's crop conditioning
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str | None], list[CropWindow]]:
+        """A batch of latents: random artwork, orientation and crop, then a draw from N(mean, std);
+        with each item's caption and crop window (SDXL conditions on where the crop was)."""
+        latents, captions, windows = [], [], []
         for _ in range(batch_size):
             i = int(torch.randint(len(self.means), (1,), generator=generator))
             mean, std = self.means[i], self.stds[i]
@@ -134,6 +143,6 @@ class LatentCache:
             window = (..., slice(top, top + self.crop), slice(left, left + self.crop))
             eps = torch.randn(mean[window].shape, generator=generator).to(mean.device)
             latents.append(mean[window] + std[window] * eps)
-            self.last_windows.append((i, top, left))
+            windows.append(CropWindow(i, top, left))
             captions.append(self.captions[i])
-        return torch.cat(latents), captions
+        return torch.cat(latents), captions, windows

@@ -34,6 +34,7 @@ import torch
 
 from classic.files import atomic_path
 from styleprompt.errors import UserError
+from styleprompt.models import family_of_width
 from styleprompt.tokens import save_diffusers_embedding, validate_token_name
 
 FORMATS = ("diffusers", "a1111", "emb_params", "sdxl", "sdxl-pair", "a1111-png")
@@ -41,7 +42,6 @@ PNG_KEY = "sd-ti-embedding"  # A1111's text chunk holding an embedding inside a 
 IMAGE_SUFFIXES = (".png", ".webp")
 A1111_STAR_TOKEN_ID = 265  # CLIP's id of "*", the placeholder A1111 writes in string_to_token
 
-_FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2"}
 _FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 _SDXL_WIDTHS = (768, 1280)
 
@@ -97,7 +97,7 @@ def family_of_widths(widths: tuple[int, ...]) -> str:
     """"sd1" (768), "sd2" (1024), "sdxl" (768 + 1280), else "custom-<w>" / "custom-sdxl-<w1>+<w2>"."""
     if len(widths) == 2:
         return "sdxl" if tuple(widths) == _SDXL_WIDTHS else f"custom-sdxl-{widths[0]}+{widths[1]}"
-    return _FAMILY_BY_WIDTH.get(widths[0], f"custom-{widths[0]}")
+    return family_of_width(widths[0])
 
 
 def describe_family(widths: tuple[int, ...]) -> str:

@@ -27,6 +27,7 @@ from PIL import Image
 from classic.images import load_image, resize_long_side, save_image
 from styleprompt.errors import UserError
 from styleprompt.formats import describe_family, read_embedding
+from styleprompt.models import is_sdxl, native_resolution, text_encoders
 from styleprompt.tokens import embedding_width, file_sha256, token_names
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,6 @@ class Generated:
 
 
 # -- loading tokens -----------------------------------------------------------------------------------
-
-
-def text_encoders(pipe) -> list[tuple[Any, Any]]:
-    """(tokenizer, text encoder) pairs: one for SD 1.x/2.x, two for SDXL."""
-    pairs = [(pipe.tokenizer, pipe.text_encoder)]
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
-    return pairs
 
 
 def _install_rows(tokenizer, text_encoder, token: str, vectors: torch.Tensor) -> bool:
@@ -204,7 +197,7 @@ def _pipeline_class(pipe, img2img: bool):
         StableDiffusionXLPipeline,
     )
 
-    if getattr(pipe, "text_encoder_2", None) is not None:
+    if is_sdxl(pipe):
         return StableDiffusionXLImg2ImgPipeline if img2img else StableDiffusionXLPipeline
     return StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
 
@@ -241,10 +234,6 @@ def pipeline_over(pipe, cls, **replacements: Any) -> Any:
     return runner
 
 
-def native_size(pipe) -> int:
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-
-
 def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, dict]:
     """The content image at the size it is painted at, and what the PNG records about it."""
     if isinstance(value, Image.Image):
@@ -260,7 +249,7 @@ def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, 
     if cfg.width and cfg.height:
         img = img.resize((cfg.width, cfg.height), Image.Resampling.LANCZOS)
     else:
-        img = resize_long_side(img, native_size(pipe), multiple=multiple)
+        img = resize_long_side(img, native_resolution(pipe), multiple=multiple)
     return img, info
 
 

@@ -64,12 +64,34 @@ def move_pipeline(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return pipe
 
 
+def is_sdxl(pipe: Any) -> bool:
+    """SDXL is the family with a second text encoder (the one place that rule lives)."""
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
+    """(tokenizer, text encoder) pairs: one for SD 1.x/2.x, two for SDXL (each learns its own rows)."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if is_sdxl(pipe):
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
+
+
+def native_resolution(pipe: Any) -> int:
+    """The image side the UNet was trained at (512 for SD 1.5, 1024 for SDXL)."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def family_of_width(width: int) -> str:
+    """A one-encoder family from its text encoder's width: "sd1", "sd2" or "custom-<width>"."""
+    return _FAMILY_BY_WIDTH.get(width, f"custom-{width}")
+
+
 def model_family(pipe: Any) -> str:
     """"sd1", "sd2", "sdxl", or "custom-<width>" (the tiny models) from the text encoders."""
-    if getattr(pipe, "text_encoder_2", None) is not None:
+    if is_sdxl(pipe):
         return "sdxl"
-    width = int(pipe.text_encoder.config.hidden_size)
-    return _FAMILY_BY_WIDTH.get(width, f"custom-{width}")
+    return family_of_width(int(pipe.text_encoder.config.hidden_size))
 
 
 @dataclass

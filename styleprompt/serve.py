@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -24,7 +24,7 @@ from classic.images import IMAGE_SUFFIXES as CLASSIC_IMAGE_SUFFIXES
 from classic.images import list_images
 from styleprompt.errors import UserError
 from styleprompt.generate import pipeline_over
-from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype
+from styleprompt.models import DEFAULT_MODEL, LoadedModel, is_sdxl, load_pipeline, pick_device, pick_dtype
 
 IMAGE_SUFFIXES = CLASSIC_IMAGE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
@@ -50,7 +50,6 @@ class AppSettings:
     art_folders: tuple = ()  # server folders the Train tab may read artworks from (--art-folder)
     allowed_models: tuple = ()  # models the page may name besides `model` (--allow-model)
     any_model: bool = False  # any hub id or local path (--any-model: a one-person workstation)
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir).expanduser().resolve()
@@ -252,7 +251,7 @@ class ModelCache:
                 "text_encoder": copy.deepcopy(pipe.text_encoder),
                 "scheduler": pipe.scheduler.__class__.from_config(pipe.scheduler.config),
             }
-            if getattr(pipe, "text_encoder_2", None) is not None:
+            if is_sdxl(pipe):
                 parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
                 parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
             view = pipeline_over(pipe, pipe.__class__, **parts)

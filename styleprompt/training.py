@@ -34,10 +34,10 @@ from classic.files import atomic_path, remove_stale_temporaries, write_text_atom
 from classic.images import save_image
 from styleprompt import checkpoints as ckpt
 from styleprompt.config import TrainConfig
-from styleprompt.data import LatentCache, load_artworks
+from styleprompt.data import CropWindow, LatentCache, load_artworks
 from styleprompt.errors import UserError
 from styleprompt.formats import Embedding, write_embedding
-from styleprompt.models import LoadedModel, load_pipeline, move_pipeline
+from styleprompt.models import LoadedModel, is_sdxl, load_pipeline, move_pipeline, native_resolution, text_encoders
 from styleprompt.templates import PromptSampler
 from styleprompt.tokens import (
     DIFFUSERS_WEIGHT_NAME,
@@ -99,16 +99,34 @@ class TrainResult:
 
 
 @dataclass
+class SdxlConditioning:
+    """What SDXL's UNet needs besides the first encoder's prompt: the second tokenizer's ids and
+    the micro-conditioning rows (original size, crop corner, target size) per item."""
+
+    input_ids_2: torch.Tensor
+    time_ids: torch.Tensor
+
+
+@dataclass
+class Batch:
+    """One micro-batch: latents with their noise and timesteps, the prompts' token ids, where each
+    crop came from, and SDXL's extra conditioning (None for SD 1.x/2.x)."""
+
+    latents: torch.Tensor
+    input_ids: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    windows: list[CropWindow]
+    sdxl: SdxlConditioning | None = None
+
+
+@dataclass
 class TrainCallbacks:
     """Hooks for the app: progress, new previews, and a stop request checked every step."""
 
     on_step: Callable[[int, int, float], None] | None = None
     on_preview: Callable[[int, Path], None] | None = None
     should_stop: Callable[[], bool] | None = None
-
-
-def _native_resolution(pipe) -> int:
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 
 def _fingerprint(cfg: TrainConfig, family: str) -> dict:
@@ -177,20 +195,17 @@ def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _accelerator(mixed_precision: str, cpu: bool):
-    """An Accelerator; in a long-lived process (the app) a new run may change the precision.
+def _accelerator(cpu: bool):
+    """An Accelerator for devices and data parallelism, always with mixed_precision="no".
 
-    accelerate keeps one process-wide state and refuses a second setting; a single process may
-    safely reset it between runs (under `accelerate launch` each process runs one training).
+    Why "no" whatever the run's precision: accelerate keeps one process-wide state and refuses a
+    second precision in the same process (the app trains many times), and here it would add
+    nothing: the frozen model is cast to the run's dtype, the learned rows stay fp32, and nothing
+    is autocast. fp16's loss scaling is the trainer's own `torch.amp.GradScaler`.
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
-    try:
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-    except ValueError:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    return Accelerator(mixed_precision="no", cpu=cpu)
 
 
 class StyleTokenTrainer:
@@ -210,23 +225,23 @@ class StyleTokenTrainer:
         cpu = (cfg.device == "cpu") or not torch.cuda.is_available()
         if cfg.mixed_precision == "fp16" and cpu:
             raise UserError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
-        self.accelerator = _accelerator(cfg.mixed_precision, cpu)
+        self.accelerator = _accelerator(cpu)
         device = self.accelerator.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
         precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.weight_dtype, "fp32")
         self.loaded = loaded or load_pipeline(cfg.model, device=str(device), precision=precision)
         pipe = self.pipe = self.loaded.pipe
-        self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        self.is_sdxl = is_sdxl(pipe)
         move_pipeline(pipe, device, self.weight_dtype)
-        self.resolution = cfg.resolution or _native_resolution(pipe)
+        self.resolution = cfg.resolution or native_resolution(pipe)
         if self.resolution % pipe.vae_scale_factor:
             raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
 
         # One (tokenizer, text encoder) pair for SD 1.x/2.x, two for SDXL; each learns its own rows
         # for the same token names, spliced in by its own LearnedTokens.
-        self.encoders = [(pipe.tokenizer, pipe.text_encoder)]
-        if self.is_sdxl:
-            self.encoders.append((pipe.tokenizer_2, pipe.text_encoder_2))
+        self.encoders = text_encoders(pipe)
         self.parts: list[LearnedTokens] = []
         for tokenizer, text_encoder in self.encoders:
             ids = add_placeholder_tokens(tokenizer, text_encoder, cfg.token, cfg.vectors, cfg.init_word)
@@ -234,7 +249,6 @@ class StyleTokenTrainer:
             part = LearnedTokens(text_encoder.get_input_embeddings(), ids)
             text_encoder.set_input_embeddings(part)
             self.parts.append(part)
-        self.ids, self.learned = self.parts[0].ids.tolist(), self.parts[0]
         for module in (pipe.unet, pipe.vae):
             module.requires_grad_(False)
         if cfg.gradient_checkpointing:
@@ -297,40 +311,39 @@ class StyleTokenTrainer:
             out.append(ids.input_ids.to(self.accelerator.device))
         return out
 
-    def _time_ids(self) -> torch.Tensor:
-        """SDXL micro-conditioning per item of the last batch: original (h, w), crop (top, left), target (h, w)."""
+    def _time_ids(self, windows: list[CropWindow]) -> torch.Tensor:
+        """SDXL micro-conditioning per item: original (h, w), crop (top, left), target (h, w)."""
         scale = int(self.pipe.vae_scale_factor)
         rows = []
-        for entry, top, left in self.latents.last_windows:
+        for entry, top, left in windows:
             width, height = self.original_sizes[entry // 2]  # two cache entries (plain, mirrored) per artwork
             rows.append([height, width, top * scale, left * scale, self.resolution, self.resolution])
         return torch.tensor(rows, dtype=torch.float32)
 
-    def _sdxl_conditioning(self, input_ids: torch.Tensor, extra: dict):
+    def _sdxl_conditioning(self, input_ids: torch.Tensor, sdxl: SdxlConditioning):
         """Both encoders' penultimate hidden states side by side, and the UNet's added conditions."""
         (_, encoder_1), (_, encoder_2) = self.encoders
         out_1 = encoder_1(input_ids, output_hidden_states=True)
-        out_2 = encoder_2(extra["input_ids_2"], output_hidden_states=True)
+        out_2 = encoder_2(sdxl.input_ids_2, output_hidden_states=True)
         hidden = torch.cat([out_1.hidden_states[-2], out_2.hidden_states[-2]], dim=-1).to(self.weight_dtype)
         added = {
             "text_embeds": out_2.text_embeds.to(self.weight_dtype),
-            "time_ids": extra["time_ids"].to(self.accelerator.device, self.weight_dtype),
+            "time_ids": sdxl.time_ids.to(self.accelerator.device, self.weight_dtype),
         }
         return hidden, added
 
-    def loss_on(self, latents: torch.Tensor, input_ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                extra: dict | None = None):
-        """The textual inversion loss for one batch (the diffusers examples' math; `extra` is SDXL's)."""
-        pipe = self.pipe
-        latents = latents.to(self.accelerator.device, self.weight_dtype) * pipe.vae.config.scaling_factor
-        noise = noise.to(latents)
-        timesteps = timesteps.to(self.accelerator.device)
+    def loss_on(self, batch: Batch) -> torch.Tensor:
+        """The textual inversion loss for one batch (the diffusers examples' math)."""
+        pipe, device = self.pipe, self.accelerator.device
+        latents = batch.latents.to(device, self.weight_dtype) * pipe.vae.config.scaling_factor
+        noise = batch.noise.to(latents)
+        timesteps = batch.timesteps.to(device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        if self.is_sdxl:
-            hidden, added = self._sdxl_conditioning(input_ids, extra)
+        if batch.sdxl is not None:
+            hidden, added = self._sdxl_conditioning(batch.input_ids, batch.sdxl)
             pred = pipe.unet(noisy, timesteps, hidden, added_cond_kwargs=added).sample
         else:
-            hidden = pipe.text_encoder(input_ids)[0].to(self.weight_dtype)
+            hidden = pipe.text_encoder(batch.input_ids)[0].to(self.weight_dtype)
             pred = pipe.unet(noisy, timesteps, hidden).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -338,16 +351,16 @@ class StyleTokenTrainer:
             target = noise
         return F.mse_loss(pred.float(), target.float())
 
-    def draw_batch(self):
-        latents, captions = self.latents.sample(self.cfg.batch_size, self.generator)
+    def draw_batch(self) -> Batch:
+        """Crops, noise, timesteps and prompts, all from the trainer's seeded generator."""
+        latents, captions, windows = self.latents.sample(self.cfg.batch_size, self.generator)
         noise = torch.randn(latents.shape, generator=self.generator)
         timesteps = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=self.generator
         )
         ids = self._prompt_ids(captions)
-        if self.is_sdxl:
-            return latents, ids[0], noise, timesteps, {"input_ids_2": ids[1], "time_ids": self._time_ids()}
-        return latents, ids[0], noise, timesteps
+        sdxl = SdxlConditioning(ids[1], self._time_ids(windows)) if self.is_sdxl else None
+        return Batch(latents, ids[0], noise, timesteps, windows, sdxl)
 
     def step(self, step: int) -> float:
         """Optimizer step number `step` (1-based) over grad_accum micro-batches; returns the mean loss.
@@ -358,15 +371,20 @@ class StyleTokenTrainer:
         self.generator.manual_seed(self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
-            loss = self.loss_on(*self.draw_batch())
+            loss = self.loss_on(self.draw_batch())
             if not torch.isfinite(loss):
                 raise _NonFinite(float(loss.detach()))
-            self.accelerator.backward(loss / self.cfg.grad_accum)
+            scaled = loss / self.cfg.grad_accum
+            self.accelerator.backward(self.scaler.scale(scaled) if self.scaler else scaled)
             total += float(loss.detach())
         if self.accelerator.num_processes > 1:
             for part in self.parts:
                 part.vectors.grad = self.accelerator.reduce(part.vectors.grad, reduction="mean")
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # unscales first; skips the step on inf/NaN gradients
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / self.cfg.grad_accum
@@ -376,7 +394,7 @@ class StyleTokenTrainer:
     def vectors(self) -> torch.Tensor:
         """The learned rows; for SDXL both encoders' side by side ([n, 768 + 1280]), as checkpoints keep them."""
         if len(self.parts) == 1:
-            return self.learned.vectors.detach()
+            return self.parts[0].vectors.detach()
         return torch.cat([part.vectors.detach() for part in self.parts], dim=1)
 
     def split(self, vectors: torch.Tensor) -> list[torch.Tensor]:
@@ -428,7 +446,7 @@ class StyleTokenTrainer:
         return save_image(image, self.out / "previews" / f"step-{step:06d}.png", text=text)
 
     def training_state(self, step: int) -> ckpt.TrainingState:
-        scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
+        scaler = self.scaler.state_dict() if self.scaler is not None else None
         return ckpt.TrainingState(
             step=step,
             vectors=self.vectors(),
@@ -453,8 +471,8 @@ class StyleTokenTrainer:
                 part.vectors.copy_(saved)
         self.optimizer.load_state_dict(state.optimizer)
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
-        if state.scaler and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state.scaler)
+        if state.scaler and self.scaler is not None:
+            self.scaler.load_state_dict(state.scaler)
 
     def finish(self) -> None:
         """Put the plain embedding table back with the learned rows in it (a normal pipeline again)."""

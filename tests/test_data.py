@@ -42,11 +42,12 @@ def test_latent_cache_crops_and_flips():
     means = [torch.arange(4 * 20 * 24, dtype=torch.float32).reshape(1, 4, 20, 24)]
     cache = LatentCache(means, [torch.zeros_like(means[0])], [None], crop=16)
     g = torch.Generator().manual_seed(0)
-    batch, captions = cache.sample(3, g)
+    batch, captions, windows = cache.sample(3, g)
     assert batch.shape == (3, 4, 16, 16) and captions == [None] * 3
-    for crop in batch:  # zero std: every crop is an exact window of the mean
+    for crop, window in zip(batch, windows):  # zero std: every crop is an exact window of the mean
         top, left = divmod(int(crop[0, 0, 0]), 24)
         assert torch.equal(crop, means[0][0, :, top : top + 16, left : left + 16])
+        assert window == (0, top, left)  # the window it reports is the one it cut
 
 
 def test_prompt_templates():

@@ -99,13 +99,14 @@ def test_micro_conditioning_reaches_the_unet(trained, tmp_path):
         seen.update(kwargs["added_cond_kwargs"])
 
     handle = trainer.pipe.unet.register_forward_pre_hook(capture, with_kwargs=True)
+    batch = trainer.draw_batch()
     try:
-        trainer.loss_on(*trainer.draw_batch())
+        trainer.loss_on(batch)
     finally:
         handle.remove()
     time_ids = seen["time_ids"]
     assert tuple(time_ids.shape) == (2, 6) and tuple(seen["text_embeds"].shape) == (2, 64)
-    for row, (entry, top, left) in zip(time_ids.tolist(), trainer.latents.last_windows):
+    for row, (entry, top, left) in zip(time_ids.tolist(), batch.windows):
         width, height = trainer.original_sizes[entry // 2]
         assert row == [height, width, top * 8, left * 8, 64, 64]
     assert trainer.original_sizes[0] == (160, 128)  # the artworks' own size, not the training crop's
