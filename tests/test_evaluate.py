@@ -124,7 +124,7 @@ def test_missing_inputs_weights_and_packages_are_reported_not_crashed_on(tmp_pat
     assert "--content" in reasons["ssim"] and "--style" in reasons["gram_style_loss"]
     assert "--gallery" in reasons["style_rank"] or "--style" in reasons["style_rank"]
     assert "--clip-model" in reasons["clip_style_similarity"] or "--style" in reasons["clip_style_similarity"]
-    assert "torchvision" in reasons["brisque"] and "niqe" in reasons["niqe"].lower()
+    assert "193x193" in reasons["niqe"] and result["metrics"]["brisque"]["weights"] == "real"  # 96x72: too small for NIQE
     # Inputs given, weights missing: the VGG metrics say which weights, and the Ghiasi ones which folder.
     result = evaluate_image(out, out, [out], gallery=[out], ghiasi_models=str(tmp_path / "no-models"))
     assert "VGG-19" in result["unavailable"]["gram_style_loss"] and "--random-weights" in result["unavailable"]["content_loss"]
@@ -215,7 +215,7 @@ def test_evaluate_command_prints_one_json_object(tmp_path):
     report = json.loads(result.stdout)
     assert {"ssim", "fsim", "color_distance", "gram_style_loss", "content_loss"} <= set(report["metrics"])
     assert report["metrics"]["gram_style_loss"]["weights"] == "random"
-    assert "brisque" in report["unavailable"]
+    assert "brisque" in report["metrics"] and "193x193" in report["unavailable"]["niqe"]
     bad = subprocess.run([sys.executable, "-m", "styleprompt.cli", "evaluate", str(tmp_path / "missing.png")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.png" in bad.stderr
