@@ -151,7 +151,7 @@ def brisque_model() -> BrisqueModel:
 
 def _rgb255(image: Image.Image) -> np.ndarray:
     """[H, W, 3] float64 on 0-255 from any Pillow mode (16-bit scaled down, alpha on white)."""
-    return np.asarray(_to_rgb(image), dtype=np.float64)
+    return np.asarray(_to_rgb(image, Path("the picture")), dtype=np.float64)  # the loader's own conversion
 
 
 def _mscn(image: np.ndarray, blur, c: float) -> np.ndarray:
