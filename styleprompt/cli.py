@@ -27,6 +27,7 @@ COMMANDS: list[str] = [
     "convert",
     "inspect",
     "blend",
+    "world",
 ]
 
 

@@ -107,7 +107,7 @@ def _not_available(model: str, reason: str) -> UserError:
     return UserError(
         f"model {model!r} is not available ({reason}); when online it downloads into the Hugging Face cache "
         f"(or run `huggingface-cli download {model}`), else pass a local diffusers folder or a .safetensors "
-        "checkpoint, or use --model tiny for an offline test model"
+        "checkpoint, or use --model micro (trained, offline) or tiny (random) for an offline test model"
     )
 
 
@@ -140,7 +140,7 @@ def _load_from_disk_or_hub(model: str, dtype: torch.dtype, **kwargs: Any):
     if not _HUB_ID.match(model):
         raise UserError(
             f"unknown model {model!r}: give a hub id like {DEFAULT_MODEL}, a diffusers folder, a .safetensors "
-            "file, or tiny"
+            "file, micro or tiny"
         )
     try:  # The cache first: works offline, and never re-contacts the hub for a cached model.
         return DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, local_files_only=True, **kwargs)
@@ -165,7 +165,8 @@ def load_pipeline(
     """Load a text-to-image pipeline onto the chosen device in the chosen dtype.
 
     `model` is a hub id (served from the Hugging Face cache when present), a local diffusers
-    folder, a single .safetensors/.ckpt file, `tiny` (SD 1.x layout) or `tiny-sdxl`.
+    folder, a single .safetensors/.ckpt file, `micro` (the project's trained 64-px model of its
+    procedural world, shipped in the package), `tiny` (SD 1.x layout, random) or `tiny-sdxl`.
     """
     dev = pick_device(device)
     dtype = pick_dtype(dev, precision)
@@ -173,6 +174,10 @@ def load_pipeline(
         from styleprompt.tiny import build_tiny_pipeline
 
         pipe = build_tiny_pipeline(**kwargs)
+    elif model == "micro":
+        from styleprompt.micro import load_micro_pipeline
+
+        pipe = load_micro_pipeline()
     elif model == "tiny-sdxl":
         from styleprompt import tiny
 

@@ -77,8 +77,13 @@ class PromptSampler:
         self.classes = classes or CLASS_NAMES
 
     def sample(self, generator: torch.Generator, token: str, filewords: str | None = None) -> str:
-        """Draws from the training run's own generator, so a resumed run draws the same prompts."""
+        """Draws from the training run's own generator, so a resumed run draws the same prompts.
+
+        With a caption, `{class}` names what the picture shows (the caption) rather than a random
+        class: a prompt that contradicts the picture ("a <S> style of a boat" on a house) makes
+        the token absorb the picture's content to explain it, which is what a style must not do.
+        """
         pool = self.templates + (FILEWORDS_TEMPLATES if filewords else [])
         template = pool[int(torch.randint(len(pool), (1,), generator=generator))]
         cls = self.classes[int(torch.randint(len(self.classes), (1,), generator=generator))]
-        return fill(template, token, cls, filewords)
+        return fill(template, token, filewords or cls, filewords)

@@ -62,7 +62,16 @@ def _open_clip_merges() -> list[str] | None:
     return None
 
 
-def _learned_merges(num_merges: int = TINY_VOCAB_TARGET - 514) -> list[str]:
+def _prompt_words() -> list[str]:
+    words: list[str] = []
+    for template in STYLE_TEMPLATES + OBJECT_TEMPLATES:
+        words += template.replace("{token}", " ").replace("{class}", " ").split()
+    for name in CLASS_NAMES:
+        words += name.split()
+    return words + _EXTRA_WORDS.split()
+
+
+def _learned_merges(num_merges: int = TINY_VOCAB_TARGET - 514, words: list[str] | None = None) -> list[str]:
     """A small BPE learned from the prompt vocabulary, identical in every process.
 
     Written out rather than taken from the `tokenizers` trainer because that trainer breaks ties
@@ -71,12 +80,7 @@ def _learned_merges(num_merges: int = TINY_VOCAB_TARGET - 514) -> list[str]:
     """
     from collections import Counter
 
-    words: list[str] = []
-    for template in STYLE_TEMPLATES + OBJECT_TEMPLATES:
-        words += template.replace("{token}", " ").replace("{class}", " ").split()
-    for name in CLASS_NAMES:
-        words += name.split()
-    words += _EXTRA_WORDS.split()
+    words = _prompt_words() if words is None else words
     freq = Counter(w.strip(".,").lower() for w in words if w.strip(".,"))
     vocab = {tuple(w[:-1]) + (w[-1] + "</w>",): n for w, n in freq.items()}
     merges: list[str] = []
@@ -107,7 +111,11 @@ def _learned_merges(num_merges: int = TINY_VOCAB_TARGET - 514) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """Build CLIP's vocabulary layout from merges: bytes, bytes+</w>, merges, specials."""
-    merges = _open_clip_merges() or _learned_merges()
+    return vocab_from_merges(_open_clip_merges() or _learned_merges())
+
+
+def vocab_from_merges(merges: list[str]) -> tuple[dict[str, int], list[str]]:
+    """CLIP's vocabulary layout for `merges`: bytes, bytes+</w>, merged symbols, specials."""
     base = list(_bytes_to_unicode().values())
     vocab_list = base + [b + "</w>" for b in base]
     seen = set(vocab_list)

@@ -1,0 +1,118 @@
+"""The micro model's parts, as plain configs (nanoGPT-style: the numbers are the documentation).
+
+Why these sizes: the whole model must train from nothing on a 2-core CPU in well under three
+hours and ship in under 25 MB. 64-px pictures, a VAE with a scale factor of 4 and 8 latent
+channels (16x16x8 latents: a 6x compression that keeps the painted textures the style judge
+reads), a three-level UNet with attention on the two coarser levels (8x8 and 4x4: attention
+at 16x16 measured 1.6x the step time for little gain in a world of single objects), and a two-layer CLIP
+text encoder whose word table holds the world's words whole.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES
+
+RESOLUTION = 64
+LATENT_CHANNELS = 8
+TEXT_WIDTH = 128
+MAX_TOKENS = 32  # the longest prompt (a 16-vector token in a template) fits; CLIP's 77 would triple the cost
+VOCAB_MERGES = 1200
+
+_EXTRA_WORDS = (
+    "painting art artwork style drawing illustration picture rendering rendition photo photograph "
+    "watercolor oil canvas brush strokes colorful dark bright night sky sea water grass"
+)
+
+
+def vocabulary_words() -> list[str]:
+    """Every word the micro model is trained on: templates, classes, style words, art words."""
+    from styleprompt.micro import style_words
+    from styleprompt.world import CLASSES
+
+    words: list[str] = []
+    for template in STYLE_TEMPLATES + FILEWORDS_TEMPLATES:
+        text = template.replace("{token}", " ").replace("{class}", " ").replace("[filewords]", " ")
+        words += [w.strip(".,") for w in text.split()] * 20
+    words += CLASSES * 40 + style_words() * 40 + _EXTRA_WORDS.split() * 5
+    return [w for w in words if w]
+
+
+def build_tokenizer():
+    """A CLIPTokenizer (CLIP's layout and specials) whose merges keep every world word whole."""
+    from transformers import CLIPTokenizer
+
+    from styleprompt.tiny import _learned_merges, vocab_from_merges
+
+    vocab, merges = vocab_from_merges(_learned_merges(VOCAB_MERGES, vocabulary_words()))
+    return CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m.split()) for m in merges], model_max_length=MAX_TOKENS)
+
+
+def build_text_encoder(vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        hidden_size=TEXT_WIDTH, intermediate_size=TEXT_WIDTH * 2, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=MAX_TOKENS, vocab_size=vocab_size, projection_dim=TEXT_WIDTH, hidden_act="gelu",
+    )
+    return CLIPTextModel(config)
+
+
+def build_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
+        block_out_channels=[32, 48, 64], layers_per_block=1, norm_num_groups=16,
+        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+        mid_block_add_attention=False, sample_size=RESOLUTION,
+    )
+
+
+def build_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=RESOLUTION // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        block_out_channels=(48, 96, 128), layers_per_block=1, norm_num_groups=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8,
+    )
+
+
+def build_scheduler():
+    """SD 1.x's noise schedule (scaled linear, 1000 steps, epsilon), sampled with DDIM."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+
+
+def assemble(vae, text_encoder, tokenizer, unet):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=build_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def parameter_counts(pipe) -> dict[str, int]:
+    return {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("vae", "text_encoder", "unet")}
+
+
+def set_threads() -> int:
+    """One thread while the machine is busy (OpenMP spin-waits collapse under oversubscription:
+    measured 13 s vs 2.2 s per step), all cores when it is idle."""
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    threads = max(1, min(cores, int(cores - load + 1.0)))
+    torch.set_num_threads(threads)
+    return threads

@@ -1,0 +1,439 @@
+"""Build the micro model from nothing, resumably: world data, VAE, text encoder + UNet, judges.
+
+`python -m styleprompt.micro build --output build/micro [--install]`. Every stage writes its
+result into the output folder and is skipped when that result is already there; the long stage
+(text encoder + UNet) checkpoints every `--checkpoint-every` steps in safetensors (weights, EMA
+weights and AdamW moments, no pickle) and resumes from the newest checkpoint, so a killed build
+continues where it stopped. Everything is seeded.
+
+Why this recipe (the textual inversion papers' base models, scaled down): the text encoder is
+trained with the UNet (a random CLIP knows no words), prompts are the templates users type
+("a {style} style of a {class}" and the textual inversion template family) with 10% empty
+prompts for classifier-free guidance, and sampling uses an EMA of the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from styleprompt import world
+from styleprompt.micro import HELD_OUT, JUDGE_DIR, MODEL_DIR, STYLE_WORDS, arch, style_words
+from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES, fill
+
+log = logging.getLogger(__name__)
+
+SHARED_STYLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "style"
+
+
+def _tqdm(**kwargs):
+    from tqdm.auto import tqdm
+
+    return tqdm(**kwargs)
+
+
+def style_folder(path: str | Path | None = None) -> Path:
+    from styleprompt.errors import UserError
+
+    folder = Path(path) if path else SHARED_STYLES
+    missing = [name for name in [*STYLE_WORDS.values(), *HELD_OUT] if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"the style paintings are not in {folder} (missing {missing[0]}); pass --styles DIR")
+    return folder
+
+
+def load_painting(folder: Path, name: str):
+    from classic.images import load_image
+
+    return load_image(folder / name)
+
+
+# -- stage 1: the world's pictures ---------------------------------------------------------------
+
+
+def stage_data(out: Path, styles: Path, per_class: int, seed: int) -> None:
+    """`per_class` pictures of every class in every style word, one safetensors file per word."""
+    folder = out / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, word in enumerate(style_words()):
+        path = folder / f"{word}.safetensors"
+        if path.is_file():
+            continue
+        t0 = time.time()
+        style = None if word == world.PLAIN_STYLE else world.style_vector_of(load_painting(styles, STYLE_WORDS[word]))
+        pictures = world.make_pictures(style, world.CLASSES, per_class * len(world.CLASSES), seed=seed * 1000 + k)
+        images = torch.from_numpy(np.stack([np.asarray(p.image) for p in pictures]))
+        classes = torch.tensor([world.CLASSES.index(p.cls) for p in pictures])
+        save_file({"images": images, "classes": classes}, str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").replace(path)
+        log.warning("data: %s, %d pictures in %.0f s", word, len(pictures), time.time() - t0)
+
+
+def load_data(out: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(uint8 images [N, 64, 64, 3], class index [N], style-word index [N])."""
+    images, classes, words = [], [], []
+    for k, word in enumerate(style_words()):
+        part = load_file(str(out / "data" / f"{word}.safetensors"))
+        images.append(part["images"])
+        classes.append(part["classes"])
+        words.append(torch.full_like(part["classes"], k))
+    return torch.cat(images), torch.cat(classes), torch.cat(words)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# -- stage 2: the style judge's gallery ------------------------------------------------------------
+
+
+def stage_gallery(styles: Path, per_class: int = 2, seed: int = 777) -> None:
+    """Each of the 19 paintings' style as the world paints it at the model's resolution.
+
+    Why not only the painting's own vector: a 64-px picture cannot carry a painting's fine
+    detail, so the judge scores world renderings against the paintings' own vectors at 0.69
+    retrieval@1, against these world prototypes at 0.99 (docs/micro.md). Both galleries ship;
+    the figures use the prototypes and report the paintings' own vectors beside them.
+    """
+    path = JUDGE_DIR / "style_gallery.safetensors"
+    if path.is_file():
+        return
+    from classic.ghiasi import style_vectors
+
+    names = sorted([*STYLE_WORDS.values(), *HELD_OUT])
+    own, proto = [], []
+    for k, name in enumerate(_tqdm(iterable=names, desc="judge gallery")):
+        painting = load_painting(styles, name)
+        pictures = world.make_pictures(world.style_vector_of(painting), world.CLASSES, per_class * len(world.CLASSES),
+                                       seed=seed * 1000 + k)
+        with torch.no_grad():
+            vectors = style_vectors([p.image for p in pictures] + [painting])
+        proto.append(F.normalize(vectors[:-1], dim=-1).mean(0))
+        own.append(vectors[-1])
+    JUDGE_DIR.mkdir(parents=True, exist_ok=True)
+    save_file({"prototypes": torch.stack(proto).contiguous(), "paintings": torch.stack(own).contiguous()}, str(path),
+              metadata={"names": json.dumps(names)})
+
+
+# -- stage 3: the VAE ---------------------------------------------------------------------------------
+
+
+def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
+    folder = out / "vae"
+    if (folder / "config.json").is_file():
+        return
+    images, _, _ = load_data(out)
+    torch.manual_seed(seed)
+    vae = arch.build_vae().train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    bar = _tqdm(total=steps, desc="vae")
+    for step in range(1, steps + 1):
+        if step % 50 == 1:
+            arch.set_threads()
+        idx = torch.randint(len(images), (batch,), generator=generator)
+        x = to_model_input(images[idx])
+        flip = torch.rand(batch, generator=generator) < 0.5
+        x[flip] = x[flip].flip(-1)
+        dist = vae.encode(x).latent_dist
+        recon = vae.decode(dist.sample(generator=None)).sample
+        loss = F.l1_loss(recon, x) + 0.5 * F.mse_loss(recon, x) + 1e-6 * dist.kl().mean()
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * min(1.0, step / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}")
+    bar.close()
+    vae.eval()
+    with torch.no_grad():
+        sample = torch.cat([vae.encode(to_model_input(images[i:i + 256])).latent_dist.sample()
+                            for i in range(0, min(len(images), 2048), 256)])
+    vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+    tmp = folder.with_name("vae.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(str(tmp))
+    tmp.replace(folder)
+
+
+# -- stage 4: latents ------------------------------------------------------------------------------------
+
+
+def stage_latents(out: Path) -> None:
+    """Each picture's latent distribution, plain and mirrored (the VAE is frozen from here on)."""
+    path = out / "latents.safetensors"
+    if path.is_file():
+        return
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval()
+    images, classes, words = load_data(out)
+    means, stds = [], []
+    with torch.no_grad():
+        for flip in (False, True):
+            for i in _tqdm(iterable=range(0, len(images), 256), desc=f"latents{' (mirrored)' if flip else ''}"):
+                x = to_model_input(images[i:i + 256])
+                dist = vae.encode(x.flip(-1) if flip else x).latent_dist
+                means.append(dist.mean)
+                stds.append(dist.std)
+    save_file({"means": torch.cat(means).contiguous(), "stds": torch.cat(stds).contiguous(),
+               "classes": classes.repeat(2).contiguous(), "words": words.repeat(2).contiguous()}, str(path))
+
+
+# -- stage 5: text encoder + UNet ------------------------------------------------------------------------------
+
+
+def base_prompt(rng: np.random.Generator, word: str, cls: str) -> str:
+    """A training prompt: mostly what users type, then the textual inversion template family; 10% empty."""
+    r = rng.random()
+    if r < 0.1:
+        return ""
+    if r < 0.5:
+        return f"a {word} style of a {cls}"
+    with_class = [t for t in STYLE_TEMPLATES if "{class}" in t] + FILEWORDS_TEMPLATES
+    style_only = [t for t in STYLE_TEMPLATES if "{class}" not in t]
+    pool = with_class if r < 0.8 else style_only
+    template = pool[int(rng.integers(len(pool)))]
+    return fill(template, word, cls, filewords=f"a {cls}")
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def _save_checkpoint(out: Path, step: int, modules: dict[str, torch.nn.Module], ema: dict[str, dict[str, torch.Tensor]],
+                     optimizer: torch.optim.Optimizer, keep: int = 2) -> None:
+    folder = out / "checkpoints" / f"step-{step:06d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, module in modules.items():
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+        save_file({k: v.contiguous() for k, v in ema[name].items()}, str(tmp / f"{name}.ema.safetensors"))
+    moments = {}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, state in ((i, optimizer.state[p]) for i, p in enumerate(params) if p in optimizer.state):
+        moments[f"{i}.exp_avg"] = state["exp_avg"].contiguous()
+        moments[f"{i}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
+        moments[f"{i}.step"] = torch.as_tensor(state["step"]).reshape(1).float()
+    save_file(moments, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    tmp.replace(folder)
+    for old in _checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(folder: Path, modules: dict[str, torch.nn.Module], ema: dict[str, dict[str, torch.Tensor]],
+             optimizer: torch.optim.Optimizer) -> int:
+    for name, module in modules.items():
+        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+        ema[name] = load_file(str(folder / f"{name}.ema.safetensors"))
+    moments = load_file(str(folder / "optimizer.safetensors"))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, p in enumerate(params):
+        if f"{i}.exp_avg" in moments:
+            optimizer.state[p] = {"exp_avg": moments[f"{i}.exp_avg"], "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
+                                  "step": moments[f"{i}.step"].reshape(())}
+    return int(json.loads((folder / "state.json").read_text())["step"])
+
+
+def ema_decay(step: int, max_decay: float = 0.999) -> float:
+    """EMA warm-up (1 - (1 + step)^-2/3, capped): early weights are not averaged in for long."""
+    return min(max_decay, 1 - (1 + step) ** (-2 / 3))
+
+
+def stage_unet(out: Path, steps: int, batch: int, lr: float, seed: int, checkpoint_every: int,
+               max_minutes: float | None = None) -> bool:
+    """Train text encoder + UNet; returns True when `steps` are done (False: stopped by the time limit)."""
+    from diffusers import DDPMScheduler
+
+    if (out / "unet_done.json").is_file():
+        return True
+    latents = load_file(str(out / "latents.safetensors"))
+    from diffusers import AutoencoderKL
+
+    scaling = float(AutoencoderKL.load_config(str(out / "vae"))["scaling_factor"])
+    tokenizer = arch.build_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = arch.build_text_encoder(len(tokenizer)).train()
+    unet = arch.build_unet().train()
+    modules = {"text_encoder": text_encoder, "unet": unet}
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=1e-2)
+    ema = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    start = 0
+    if _checkpoints(out):
+        start = _restore(_checkpoints(out)[-1], modules, ema, optimizer)
+        log.warning("unet: resuming from step %d", start)
+    noise_scheduler = DDPMScheduler.from_config(arch.build_scheduler().config)
+    words, classes = style_words(), world.CLASSES
+    loss_path = out / "loss.csv"
+    if start == 0 or not loss_path.is_file():
+        loss_path.write_text("step,loss,lr,elapsed\n")
+    else:  # drop rows past the checkpoint (they will be redone)
+        rows = loss_path.read_text().splitlines()
+        loss_path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]) + "\n")
+    t0 = time.time()
+    bar = _tqdm(total=steps, initial=start, desc="text encoder + unet")
+    with loss_path.open("a") as log_file:
+        for step in range(start + 1, steps + 1):
+            if step % 50 == 1:
+                arch.set_threads()
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            rng = np.random.default_rng(seed * 1_000_003 + step)
+            idx = torch.randint(len(latents["means"]), (batch,), generator=generator)
+            mean, std = latents["means"][idx], latents["stds"][idx]
+            z = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
+            prompts = [base_prompt(rng, words[int(w)], classes[int(c)])
+                       for w, c in zip(latents["words"][idx], latents["classes"][idx])]
+            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids
+            noise = torch.randn(z.shape, generator=generator)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+            noisy = noise_scheduler.add_noise(z, noise, t)
+            pred = unet(noisy, t, text_encoder(ids)[0]).sample
+            loss = F.mse_loss(pred, noise)
+            current_lr = lr * min(1.0, step / 200)
+            for group in optimizer.param_groups:
+                group["lr"] = current_lr
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            decay = ema_decay(step)
+            with torch.no_grad():
+                for name, module in modules.items():
+                    for k, v in module.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            ema[name][k].mul_(decay).add_(v, alpha=1 - decay)
+                        else:
+                            ema[name][k].copy_(v)
+            log_file.write(f"{step},{float(loss):.6f},{current_lr:.3e},{time.time() - t0:.1f}\n")
+            log_file.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+            if step % checkpoint_every == 0 or step == steps:
+                _save_checkpoint(out, step, modules, ema, optimizer)
+                if max_minutes is not None and (time.time() - t0) / 60 > max_minutes and step < steps:
+                    bar.close()
+                    log.warning("unet: stopped at step %d by --max-minutes; run again to continue", step)
+                    return False
+    bar.close()
+    (out / "unet_done.json").write_text(json.dumps({"steps": steps}))
+    return True
+
+
+def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None) -> Path:
+    """The EMA weights of the newest (or given) checkpoint as a diffusers folder (safetensors)."""
+    from diffusers import AutoencoderKL
+
+    ckpt = from_checkpoint or _checkpoints(out)[-1]
+    tokenizer = arch.build_tokenizer()
+    text_encoder = arch.build_text_encoder(len(tokenizer))
+    unet = arch.build_unet()
+    text_encoder.load_state_dict(load_file(str(ckpt / "text_encoder.ema.safetensors")))
+    unet.load_state_dict(load_file(str(ckpt / "unet.ema.safetensors")))
+    vae = AutoencoderKL.from_pretrained(str(out / "vae"))
+    pipe = arch.assemble(vae.eval(), text_encoder.eval(), tokenizer, unet.eval())
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / "build.json").write_text(json.dumps({"checkpoint": ckpt.name, "style_words": STYLE_WORDS,
+                                                "held_out": HELD_OUT, "classes": world.CLASSES,
+                                                "parameters": arch.parameter_counts(pipe)}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder
+
+
+# -- stage 6: the class judge -----------------------------------------------------------------------------------
+
+
+def stage_classifier(out: Path, styles: Path, steps: int, seed: int, test_per_class: int = 6) -> dict:
+    """A small CNN trained on world renderings only; tested on fresh renderings in all 19 styles + photo."""
+    from styleprompt.micro.judges import ClassJudge
+
+    path = JUDGE_DIR / "classifier.safetensors"
+    report_path = out / "classifier.json"
+    if path.is_file() and report_path.is_file():
+        return json.loads(report_path.read_text())
+    images, classes, _ = load_data(out)
+    torch.manual_seed(seed)
+    model = ClassJudge().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    for step in _tqdm(iterable=range(1, steps + 1), desc="class judge"):
+        idx = torch.randint(len(images), (64,), generator=generator)
+        x = to_model_input(images[idx])
+        flip = torch.rand(64, generator=generator) < 0.5
+        x[flip] = x[flip].flip(-1)
+        loss = F.cross_entropy(model(x), classes[idx])
+        for group in optimizer.param_groups:
+            group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    names = sorted([*STYLE_WORDS.values(), *HELD_OUT])
+    correct = total = 0
+    per_style = {}
+    for k, name in enumerate([None, *names]):
+        vector = None if name is None else world.style_vector_of(load_painting(styles, name))
+        pictures = world.make_pictures(vector, world.CLASSES, test_per_class * len(world.CLASSES), seed=900_000 + k)
+        with torch.no_grad():
+            x = to_model_input(torch.from_numpy(np.stack([np.asarray(p.image) for p in pictures])))
+            predicted = model(x).argmax(1)
+        truth = torch.tensor([world.CLASSES.index(p.cls) for p in pictures])
+        hits = int((predicted == truth).sum())
+        per_style[name or world.PLAIN_STYLE] = hits / len(pictures)
+        correct, total = correct + hits, total + len(pictures)
+    JUDGE_DIR.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    report = {"accuracy": correct / total, "pictures": total, "per_style": per_style, "steps": steps}
+    report_path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+# -- the whole build ----------------------------------------------------------------------------------------------
+
+
+def build(out: Path, *, styles: str | None = None, per_class: int = 30, vae_steps: int = 600, unet_steps: int = 3000,
+          batch: int = 48, lr: float = 1e-3, seed: int = 0, checkpoint_every: int = 100, classifier_steps: int = 600,
+          install: bool = False, max_minutes: float | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    folder = style_folder(styles)
+    (out / "build_config.json").write_text(json.dumps({
+        "per_class": per_class, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch, "lr": lr,
+        "seed": seed, "classifier_steps": classifier_steps}, indent=1))
+    timings = {}
+    for name, stage in [
+        ("data", lambda: stage_data(out, folder, per_class, seed)),
+        ("gallery", lambda: stage_gallery(folder)),
+        ("vae", lambda: stage_vae(out, vae_steps, 32, seed)),
+        ("latents", lambda: stage_latents(out)),
+        ("classifier", lambda: stage_classifier(out, folder, classifier_steps, seed)),
+    ]:
+        t0 = time.time()
+        stage()
+        timings[name] = round(time.time() - t0, 1)
+        log.warning("stage %s: %.0f s", name, timings[name])
+    t0 = time.time()
+    done = stage_unet(out, unet_steps, batch, lr, seed, checkpoint_every, max_minutes)
+    timings["unet"] = round(time.time() - t0, 1)
+    with (out / "timings.csv").open("a", newline="") as f:
+        csv.writer(f).writerow([time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(timings)])
+    if install or done:
+        export_pipeline(out, out / "model")
+    if install:
+        export_pipeline(out, MODEL_DIR)
