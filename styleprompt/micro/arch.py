@@ -65,7 +65,7 @@ def build_vae():
 
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
-        block_out_channels=[32, 48, 64], layers_per_block=1, norm_num_groups=16,
+        block_out_channels=[16, 32, 64], layers_per_block=1, norm_num_groups=8,
         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
         mid_block_add_attention=False, sample_size=RESOLUTION,
     )
