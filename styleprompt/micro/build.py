@@ -422,7 +422,6 @@ def build(out: Path, *, styles: str | None = None, per_class: int = 30, vae_step
         ("gallery", lambda: stage_gallery(folder)),
         ("vae", lambda: stage_vae(out, vae_steps, 32, seed)),
         ("latents", lambda: stage_latents(out)),
-        ("classifier", lambda: stage_classifier(out, folder, classifier_steps, seed)),
     ]:
         t0 = time.time()
         stage()
@@ -431,6 +430,10 @@ def build(out: Path, *, styles: str | None = None, per_class: int = 30, vae_step
     t0 = time.time()
     done = stage_unet(out, unet_steps, batch, lr, seed, checkpoint_every, max_minutes)
     timings["unet"] = round(time.time() - t0, 1)
+    if done:
+        t0 = time.time()
+        stage_classifier(out, folder, classifier_steps, seed)
+        timings["classifier"] = round(time.time() - t0, 1)
     with (out / "timings.csv").open("a", newline="") as f:
         csv.writer(f).writerow([time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(timings)])
     if install or done:

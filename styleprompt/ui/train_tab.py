@@ -20,6 +20,7 @@ from styleprompt.errors import UserError
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
 from styleprompt.ui.common import (
     AppContext,
+    image_input,
     float_in,
     format_duration,
     idle_html,
@@ -102,6 +103,16 @@ def build(ctx: AppContext) -> TrainTab:
                 label=f"Artworks: 3-{s.max_uploads} images in one style (at most {s.max_upload_mb:g} MB each)",
                 file_count="multiple", file_types=["image"], elem_id="train-artworks",
             )
+            with gr.Accordion("No artworks at hand? Paint world pictures in a style (for the micro model)", open=False):
+                gr.Markdown("Upload any painting: the real Ghiasi et al. network paints pictures of the micro model's "
+                            "world (lighthouses, houses, boats, ...) in its style, ready to train a token on "
+                            "(`--model micro`, 64 px).")
+                with gr.Row():
+                    world_style = image_input(label="Style painting", type="pil", height=160, elem_id="train-world-style")
+                    with gr.Column():
+                        world_count = gr.Number(value=8, label="Pictures", precision=0, minimum=1, maximum=s.max_uploads,
+                                                elem_id="train-world-count")
+                        world_button = gr.Button("Paint world pictures", elem_id="train-world-make")
             folder = gr.Textbox(  # only where the server names folders (--art-folder): a path is a read on the server
                 label="...or a folder of artworks on the server", placeholder=str(s.art_folders[0]) if s.art_folders else "",
                 visible=bool(s.art_folders), elem_id="train-folder",
@@ -216,6 +227,20 @@ def build(ctx: AppContext) -> TrainTab:
         run_training, inputs, [status, loss_plot, previews, downloads, formats_note, embedding],
         api_name="train", concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="hidden",
     )
+
+    @show_errors(outputs=1)
+    def paint_world(style_image, count):
+        from styleprompt.world import make_pictures, write_pictures
+
+        if style_image is None:
+            raise UserError("upload a style painting first")
+        n = int_in(count, "Pictures", 1, s.max_uploads)
+        folder_out = ctx.output.new_run("world", "pictures")
+        pictures = make_pictures(style_image.convert("RGB"), ["lighthouse", "house", "city", "tree"], n, seed=0)
+        return [str(p) for p in write_pictures(pictures, folder_out)]
+
+    world_button.click(paint_world, [world_style, world_count], [files], api_name="paint_world",
+                       concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="full")
 
     wire_stop(ctx, stop, "train", "stop_training")
     return TrainTab(start_event=event, embedding=embedding)
