@@ -36,6 +36,8 @@ from styleprompt.errors import UserError
 log = logging.getLogger(__name__)
 
 PICK_CLASSES = ("lighthouse", "dog", "portrait", "city")
+# The micro model knows only its world's classes: its picker paints those.
+MICRO_PICK_CLASSES = ("lighthouse", "boat", "fish", "city")
 PICK_PROMPT = "a {token} style of a {class}"
 FIDELITY_TEXT = "a {class}"  # what the picture should still show, without the token
 BASELINE_PROMPT = "a painting of a {class}"  # the model without the token, for the reference line
@@ -99,6 +101,12 @@ def _file_step(path: Path) -> int | None:
         return int(value) if value is not None else None
     except (OSError, ValueError, RuntimeError):
         return None
+
+
+def default_classes(run: Path, model: str | None) -> tuple[str, ...]:
+    """The subjects to paint when none are given: the world's for the micro model."""
+    name = model or (run_config(run).get("model") if (run / "config.json").is_file() else None)
+    return MICRO_PICK_CLASSES if name == "micro" else PICK_CLASSES
 
 
 def run_config(run: Path) -> dict:

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.pick import PICK_CLASSES
+    from styleprompt.pick import MICRO_PICK_CLASSES, PICK_CLASSES
 
     parser = subparsers.add_parser(
         "pick",
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", default=None, help="diffusion model (default: the one config.json names)")
     parser.add_argument("--images", default=None, help="the training artworks (default: the folder config.json names)")
     parser.add_argument("--class", dest="classes", nargs="+", action="extend", default=None,
-                        help=f"subjects of the prompt grid (default: {' '.join(PICK_CLASSES)})")
+                        help=f"subjects of the prompt grid (default: {' '.join(PICK_CLASSES)}; on micro: {' '.join(MICRO_PICK_CLASSES)})")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the prompt grid (default: 0)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps per image (default: generate's)")
     parser.add_argument("--clip-model", default=None, help="CLIP hub id or folder: prompt fidelity by CLIP text score")
@@ -29,10 +29,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.pick import PICK_CLASSES, pick_checkpoint
+    from pathlib import Path
+
+    from styleprompt.pick import default_classes, pick_checkpoint
 
     result = pick_checkpoint(
-        args.run, model=args.model, images=args.images, classes=args.classes or PICK_CLASSES, seeds=args.seeds,
+        args.run, model=args.model, images=args.images, classes=args.classes or default_classes(Path(args.run), args.model), seeds=args.seeds,
         steps=args.steps, clip_model=args.clip_model, device=args.device, output=args.output,
     )
     print(f"{'step':>8}  {'style':>8}  {'fidelity':>8}  pareto  file")
