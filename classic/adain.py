@@ -26,7 +26,14 @@ from torch import nn
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.errors import UserError
 from classic.images import pil_to_tensor, tensor_to_pil
-from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, resize_short_side, style_blend_weights
+from classic.inputs import (
+    check_mask_fits,
+    check_styles,
+    fit_content,
+    mask_tensor,
+    resize_short_side,
+    style_blend_weights,
+)
 from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
 from classic.vgg import VGG19Features, load_vgg19, read_state_dict, receptive_radius
 

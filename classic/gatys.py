@@ -477,7 +477,7 @@ def optimize(
 
         def evaluate(point: torch.Tensor) -> tuple[float, torch.Tensor]:
             nonlocal done
-            loss, grad, parts = objective(point)
+            loss, grad, parts = objective(point)  # noqa: B023 - called only within this stage
             done += 1
             result.losses.append(loss)
             result.parts = parts
@@ -496,8 +496,8 @@ def optimize(
             )
 
             def closure() -> torch.Tensor:
-                loss, grad = evaluate(param.detach())
-                param.grad = grad
+                loss, grad = evaluate(param.detach())  # noqa: B023 - called only within this stage
+                param.grad = grad  # noqa: B023
                 return torch.tensor(loss)
 
             opt.step(closure)

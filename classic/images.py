@@ -156,7 +156,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise UserError(f"cannot read {p}: permission denied")
     if p.stat().st_size == 0:
         raise UserError(f"cannot read {p}: the file is empty (0 bytes)")
-    fmt = "image"
+    fmt: str | None = "image"
     try:
         with warnings.catch_warnings():
             # Pillow's warnings about odd but readable files (EXIF, palettes) are not the user's
@@ -183,15 +183,17 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
                     raise UserError(f"cannot read {p}: it has no pixels")
                 img.seek(0)
                 failure = None
-                with _libtiff_messages() if fmt == "TIFF" else contextlib.nullcontext([]) as messages:
+                quiet: contextlib.AbstractContextManager[list[str]] = (
+                    _libtiff_messages() if fmt == "TIFF" else contextlib.nullcontext([])
+                )
+                with quiet as messages:
                     try:
                         img.load()
                     except Exception as exc:  # noqa: BLE001 - re-raised below, with libtiff's words
                         failure = exc
                 if failure is not None:
                     raise OSError(messages[-1]) if messages else failure
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img, p)
+                return _to_rgb(ImageOps.exif_transpose(img), p)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from PIL import Image
 
@@ -45,6 +45,9 @@ from styleprompt.report import (
     write_html,
     write_markdown,
 )
+
+if TYPE_CHECKING:
+    from styleprompt.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +149,7 @@ class TokenModel:
 
     def __init__(self, model: Any, embedding: str | None, device: str):
         self.model, self.embedding, self.device = model, embedding, device
-        self.loaded = None
+        self.loaded: LoadedModel | None = None
         self.token = ""
         self.error: UserError | None = None
 
@@ -214,7 +217,8 @@ class TokenRunner(Runner):
         return StyleResult(items[0].image, random_weights=self.weights == "random")
 
     def describe(self) -> dict[str, str]:
-        extra = {"model": str(self.token_model.loaded.name), "embedding": str(self.token_model.embedding),
+        loaded = self.token_model.loaded
+        extra = {"model": loaded.name if loaded is not None else "", "embedding": str(self.token_model.embedding),
                  "token": self.token_model.token, "seed": str(self.opts.seed)}
         if self.img2img:
             extra["strength"] = str(self.opts.strength)
@@ -407,7 +411,7 @@ def run_compare(
             setup[runner.name] = f"{time.perf_counter() - start:.2f} s to load ({runner.weights} weights)"
         except UserError as exc:
             prepared[runner.name] = Status(State.SKIPPED, _reason(exc))
-        except Exception as exc:  # one method's failure must not lose the others
+        except Exception as exc:
             log.exception("preparing %s failed", runner.name)
             prepared[runner.name] = Status(State.FAILED, f"{type(exc).__name__}: {_reason(exc)}")
         units += 1
@@ -466,7 +470,7 @@ def _run_one(runner: Runner, cell: Cell, content: Image.Image, out: Path) -> Non
         cell.image = save_image(image.convert("RGB"), out / "images" / f"{cell.content_index + 1:02d}-{cell.content_name}" / f"{runner.name}.png", text=text)
     except UserError as exc:
         cell.outcome = Status(State.SKIPPED, _reason(exc))
-    except Exception as exc:  # the other methods' results must survive
+    except Exception as exc:
         log.exception("%s failed on %s", runner.name, cell.content_name)
         cell.outcome = Status(State.FAILED, f"{type(exc).__name__}: {_reason(exc)}")
 
@@ -476,6 +480,8 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
     try:
         from styleprompt.evaluate import METRICS, evaluate_image
 
+        if cell.image is None:
+            return
         image = load_image(cell.image)
         reference = None if cell.method == "token-txt2img" else content
         # The CLIP text score asks whether the subject is still there ("a city"), for every method
@@ -489,7 +495,7 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
                 info = METRICS.get(name)
                 if info is not None and info.unavailable is None and "content" in info.needs:
                     cell.unavailable[name] = "text->image has no content input"
-    except Exception as exc:  # a metric failure must not lose the picture
+    except Exception as exc:  # noqa: BLE001 - a metric failure must not lose the picture
         log.warning("metrics for %s on %s failed: %s", cell.method, cell.content_name, exc)
         cell.unavailable["metrics"] = _reason(exc)
 

@@ -29,6 +29,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -205,10 +206,10 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
         extra = sorted(keys - {"clip_l", "clip_g"})
         if extra:
             raise UserError(f"{path}: an SDXL embedding holds clip_l and clip_g, but this file also holds {', '.join(extra)}")
-        l, g = _check_tensor(data["clip_l"], "clip_l", path), _check_tensor(data["clip_g"], "clip_g", path)
-        if l.shape[0] != g.shape[0]:
-            raise UserError(f"{path}: clip_l has {l.shape[0]} vectors but clip_g has {g.shape[0]}; the file is inconsistent")
-        return Embedding(_token_from_metadata_or_name(meta, path), l, g, format="sdxl", step=_meta_step(meta), files=(path,), metadata=meta)
+        clip_l, clip_g = _check_tensor(data["clip_l"], "clip_l", path), _check_tensor(data["clip_g"], "clip_g", path)
+        if clip_l.shape[0] != clip_g.shape[0]:
+            raise UserError(f"{path}: clip_l has {clip_l.shape[0]} vectors but clip_g has {clip_g.shape[0]}; the file is inconsistent")
+        return Embedding(_token_from_metadata_or_name(meta, path), clip_l, clip_g, format="sdxl", step=_meta_step(meta), files=(path,), metadata=meta)
     if len(data) != 1:
         shown = ", ".join(sorted(str(k) for k in data)[:4])
         raise UserError(f"{path} holds {len(data)} entries ({shown}...); an embedding file holds one token (is it a model checkpoint?)")
@@ -442,16 +443,19 @@ def write_embedding(emb: Embedding, path: str | os.PathLike, fmt: str) -> list[P
     if fmt == "emb_params":
         _need_suffix(target, fmt, (".safetensors",))
         return [_save_safetensors(target, {"emb_params": emb.vectors}, _metadata(emb))]
-    if fmt == "sdxl":
+    vectors_2 = emb.vectors_2
+    if fmt in ("sdxl", "sdxl-pair") and vectors_2 is None:
+        raise UserError(f"{fmt} needs an SDXL embedding (two text encoders); {emb.token} has vectors for one")
+    if fmt == "sdxl" and vectors_2 is not None:
         _need_suffix(target, fmt, (".safetensors",))
-        return [_save_safetensors(target, {"clip_l": emb.vectors, "clip_g": emb.vectors_2}, _metadata(emb))]
-    if fmt == "sdxl-pair":
+        return [_save_safetensors(target, {"clip_l": emb.vectors, "clip_g": vectors_2}, _metadata(emb))]
+    if fmt == "sdxl-pair" and vectors_2 is not None:
         _need_suffix(target, fmt, (".safetensors",))
         first, second = pair_partner(target)
         meta = _metadata(emb)
         return [
             _save_safetensors(first, {emb.token: emb.vectors}, dict(meta, **{"styleprompt.encoder": "text_encoder"})),
-            _save_safetensors(second, {emb.token: emb.vectors_2}, dict(meta, **{"styleprompt.encoder": "text_encoder_2"})),
+            _save_safetensors(second, {emb.token: vectors_2}, dict(meta, **{"styleprompt.encoder": "text_encoder_2"})),
         ]
     _need_suffix(target, fmt, (".png",))
     return [write_png_embedding(emb, target)]
@@ -516,7 +520,7 @@ def blend_embeddings(parts: list[tuple[Embedding, float]], token: str) -> Embedd
                             "blend tokens trained with the same --vectors")
         if not (weight == weight and abs(weight) < 1e6):
             raise UserError(f"the weight of {emb.token} must be a number (got {weight})")
-    mixed = [sum(weight * emb.parts()[i] for emb, weight in parts) for i in range(len(first.parts()))]
+    mixed = [cast(torch.Tensor, sum(weight * emb.parts()[i] for emb, weight in parts)) for i in range(len(first.parts()))]
     meta = {"styleprompt.blend": ", ".join(f"{e.token}:{w:g}" for e, w in parts)}
     return Embedding(token, mixed[0], mixed[1] if len(mixed) > 1 else None, format=first.format, metadata=meta)
 

@@ -325,7 +325,8 @@ def generate(loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, sho
         if not any(token in p for _, p in prompts):
             log.warning("style token %s is loaded but not in the prompt; it will not affect the image", token)
     base_seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
-    content, content_info = (None, {})
+    content: Image.Image | None = None
+    content_info: dict[str, str] = {}
     if cfg.image is not None:
         content, content_info = _content_image(cfg.image, cfg, pipe)
     denoise = cfg.steps if content is None else min(int(cfg.steps * cfg.strength), cfg.steps)

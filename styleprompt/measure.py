@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 
-
 @dataclass
 class Measurement:
     seconds: float = 0.0

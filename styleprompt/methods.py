@@ -186,7 +186,7 @@ def _common(request: Request) -> dict[str, Any]:
 def _take_notes(image: Image.Image) -> dict[str, str]:
     """The text a classic function left on its image, moved into the result (random weights are
     known from the networks, not read back)."""
-    notes = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "random_weights"}
+    notes = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str) and k != "random_weights"}
     image.info.clear()
     return notes
 

@@ -211,8 +211,8 @@ def best_values(cells: Sequence[Cell]) -> set[tuple[int, str, str]]:
             scored = [(c.metrics[name].value, c) for c in group if name in c.metrics and _finite(c.metrics[name].value)]
             if len(scored) < 2:
                 continue
-            pick = max if scored[0][1].metrics[name].better == "higher" else min
-            target = pick(v for v, _ in scored)
+            values = [float(v) for v, _ in scored if v is not None]
+            target = max(values) if scored[0][1].metrics[name].better == "higher" else min(values)
             best.update((index, c.method, name) for v, c in scored if v == target)
     return best
 
@@ -271,7 +271,7 @@ def _legend(cells: Sequence[Cell], directions: dict[str, str]) -> list[str]:
         "Settings). Peak memory: see memory_measure in metrics.csv (CUDA: peak allocated by torch; CPU: peak "
         "resident-set growth of the whole process, sampled every 5 ms).",
     ]
-    weights = {}
+    weights: dict[str, set[str]] = {}
     for cell in cells:
         for name, metric in cell.metrics.items():
             weights.setdefault(name, set()).add(metric.weights)
@@ -369,7 +369,7 @@ def write_html(cells: Sequence[Cell], info: ReportInfo, path: Path, grid: Path) 
 # -- the grid image -----------------------------------------------------------------------------
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """DejaVu Sans, which matplotlib (a dependency) ships: it has the arrows and the dagger the
     labels use, which Pillow's built-in font lacks."""
     try:

@@ -64,6 +64,9 @@ class LearnedTokens(nn.Module):
     frozen, and may be fp16/bf16); only `vectors` trains and is saved.
     """
 
+    table: nn.Embedding
+    ids: torch.Tensor
+
     def __init__(self, table: nn.Embedding, ids: list[int]):
         super().__init__()
         object.__setattr__(self, "table", table)
@@ -548,7 +551,7 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
             done = step
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-            if acc.is_main_process:
+            if loss_log is not None:  # the main process's
                 loss_log.append(step, loss, trainer.lr_scheduler.get_last_lr()[0], elapsed0 + time.perf_counter() - t0)
                 if cfg.save_every > 0 and step % cfg.save_every == 0:
                     trainer.save_embedding(out / "embeddings" / f"step-{step:06d}.safetensors", step)
@@ -564,7 +567,7 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
                 if acc.is_main_process:
                     ckpt.save_checkpoint(ckpt_dir, trainer.training_state(step), cfg.checkpoints_total_limit)
                 break
-        if acc.is_main_process:
+        if loss_log is not None:  # the main process writes the results
             trainer.save_embedding(final_path, done)
             if trainer.is_sdxl:
                 trainer.save_diffusers_pair(out / "diffusers", done)

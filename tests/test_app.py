@@ -14,12 +14,12 @@ import pytest
 import torch
 
 pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from safetensors.torch import load_file
 
-from tests.app_server import serve_app  # noqa: E402
-from tests.conftest import make_artwork, make_artworks  # noqa: E402
+from tests.app_server import serve_app
+from tests.conftest import make_artwork, make_artworks
 
 MAX_UPLOADS = 5
 MAX_UPLOAD_MB = 0.5

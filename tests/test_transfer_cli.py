@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_train_cli import assert_one_line_error, run_cli  # the same CLI helpers as the train command
 
 FAST = ["--random-weights", "--size", "48", "--style-size", "48", "--no-progress"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -37,9 +36,8 @@ def parse_weighted(items: list[str]) -> list[tuple[str, float | None]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.formats import blend_files
     from styleprompt.commands.convert import output_path
-    from styleprompt.formats import write_embedding
+    from styleprompt.formats import blend_files, write_embedding
 
     emb = blend_files(parse_weighted(args.inputs), args.token)
     fmt = args.to or ("sdxl" if emb.is_sdxl else "diffusers")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from styleprompt import methods
+from styleprompt.errors import UserError
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
 from styleprompt.ui.common import (
     AppContext,

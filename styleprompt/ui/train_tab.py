@@ -20,15 +20,15 @@ from styleprompt.errors import UserError
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
 from styleprompt.ui.common import (
     AppContext,
-    image_input,
+    as_path_list,
     float_in,
     format_duration,
     idle_html,
+    image_input,
     int_in,
     progress_html,
     session_of,
     show_errors,
-    as_path_list,
     wire_stop,
 )
 

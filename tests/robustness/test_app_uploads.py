@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from tests.app_server import serve_app  # noqa: E402
-from tests.conftest import make_artwork  # noqa: E402
-from tests.robustness.corpus import CORPUS, Entry, build  # noqa: E402
+from tests.app_server import serve_app
+from tests.conftest import make_artwork
+from tests.robustness.corpus import CORPUS, Entry, build
 
 UPLOADED = [e for e in CORPUS if e.filename != "noperm.png"]
 

@@ -11,8 +11,6 @@ import time
 import warnings
 from pathlib import Path
 
-import pytest
-
 from classic.images import load_image
 from styleprompt.errors import UserError
 from tests.robustness.fuzz import mutants, seed_files
