@@ -62,7 +62,7 @@ def _require_scipy() -> None:
 class _NumbersOnly(pickle.Unpickler):
     """Unpickler for data files: dicts, lists and numbers load, any class or function is refused."""
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+    def find_class(self, module: str, name: str):  # pickle's own signature
         raise pickle.UnpicklingError(f"refusing {module}.{name}: only plain numbers are expected")
 
 
@@ -162,7 +162,7 @@ def _mscn(image: np.ndarray, blur, c: float) -> np.ndarray:
     return (image - mu) / (sigma + c)
 
 
-def _gamma(x):  # noqa: ANN001, ANN202 - scipy's gamma on arrays
+def _gamma(x):  # scipy's gamma, on arrays
     from scipy.special import gamma
 
     return gamma(x)
@@ -323,7 +323,7 @@ def _aggd_fit(x: np.ndarray) -> tuple[float, float, float, float]:
     g = sigma_l / sigma_r
     big_r = r_hat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
 
-    def phi(a):  # noqa: ANN001, ANN202
+    def phi(a):
         return _gamma(2 / a) ** 2 / (_gamma(1 / a) * _gamma(3 / a)) - big_r
 
     with np.errstate(all="ignore"):
