@@ -55,8 +55,8 @@ def is_available() -> bool:
 
 def load_micro_pipeline():
     """The shipped micro StableDiffusionPipeline in float32, read offline from package data."""
-    from diffusers import StableDiffusionPipeline
     import torch
+    from diffusers import StableDiffusionPipeline
 
     from styleprompt.errors import UserError
 
