@@ -60,9 +60,17 @@ def test_noise_init_and_coarse_to_fine_scales(vgg):
     assert _stage_sizes(40, 48, [0.5, 1]) == [(20, 24), (40, 48)]
     assert _stage_sizes(400, 600, [300]) == [(200, 300), (400, 600)]
     content, style = pil_to_tensor(picture(3)), pil_to_tensor(picture(4))
-    options = GatysOptions(iterations=[4, 6], scales=[0.5, 1.0], init="noise", **SHALLOW)
+    seen: list[torch.Tensor] = []  # every point the optimiser evaluates, in order
+    options = GatysOptions(iterations=[4, 6], scales=[0.5, 1.0], init="noise", save_every=1,
+                           callback=lambda step, image, loss: seen.append(image.clone()), **SHALLOW)
     result = optimize(vgg, content, [style], [1.0], options)
     assert len(result.losses) == 10 and result.image.shape == content.shape
+    # Coarse to fine: four evaluations at half size, then six at full size.
+    assert [tuple(x.shape[-2:]) for x in seen] == [(20, 24)] * 4 + [(40, 48)] * 6
+    # The first point is uniform noise, not the content: mean ~0.5, std ~1/sqrt(12), unlike the picture.
+    first, small_content = seen[0], torch.nn.functional.interpolate(content, size=(20, 24), mode="area")
+    assert abs(first.mean().item() - 0.5) < 0.05 and abs(first.std().item() - 12**-0.5) < 0.03
+    assert (first - small_content).abs().mean() > 0.2
 
 
 def test_alpha_zero_keeps_the_content(vgg):
