@@ -103,6 +103,30 @@ class LoadedModel:
     dtype: torch.dtype
 
 
+def text_copy(loaded: LoadedModel) -> LoadedModel:
+    """The same model with its own tokenizer(s), text encoder(s) and scheduler.
+
+    What training and loading a token change lives in exactly those parts; the UNet and VAE
+    (most of the memory) are shared, and nothing is cast. The caller makes sure no one changes
+    `loaded` while it is copied (the app's `ModelCache` holds the model's lock).
+    """
+    import copy
+
+    from styleprompt.generate import pipeline_over
+
+    pipe = loaded.pipe
+    parts = {
+        "tokenizer": copy.deepcopy(pipe.tokenizer),
+        "text_encoder": copy.deepcopy(pipe.text_encoder),
+        "scheduler": pipe.scheduler.__class__.from_config(pipe.scheduler.config),
+    }
+    if is_sdxl(pipe):
+        parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
+        parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
+    view = pipeline_over(pipe, pipe.__class__, **parts)
+    return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)
+
+
 def _not_available(model: str, reason: str) -> UserError:
     return UserError(
         f"model {model!r} is not available ({reason}); when online it downloads into the Hugging Face cache "

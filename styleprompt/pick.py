@@ -212,8 +212,7 @@ def pick_checkpoint(
 
     from classic.images import list_images, load_image
     from styleprompt.generate import load_embeddings
-    from styleprompt.models import LoadedModel, load_pipeline
-    from styleprompt.serve import ModelCache
+    from styleprompt.models import LoadedModel, load_pipeline, text_copy
 
     say = progress or (lambda message, fraction: None)
     run_dir = Path(run)
@@ -243,7 +242,6 @@ def pick_checkpoint(
         say(f"loading {name}", 0.0)
         base = load_pipeline(str(name), device=device)
     dev = str(base.device)
-    copies = ModelCache(device=dev)  # the app's way to copy a model's text parts (UNet/VAE shared)
     prompts = [(cls, seed) for cls in classes for seed in seeds]
     fidelity_kind = f"CLIP text-image score ({clip_model})" if clip_model else "1 - cross-subject SSIM (content-leak proxy)"
 
@@ -269,7 +267,7 @@ def pick_checkpoint(
         baseline_fidelity = fidelity(baseline)
         for step, path in checkpoints:
             # A fresh copy of the text encoder per checkpoint: one token name, many versions.
-            view = copies.private_text_copy(base)
+            view = text_copy(base)
             tokens = load_embeddings(view, [str(path)])
             if not tokens:
                 raise UserError(f"{path} holds no token")

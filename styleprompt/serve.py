@@ -9,7 +9,6 @@ browser.
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 import threading
@@ -23,8 +22,7 @@ from typing import Any, Callable, Iterable
 from classic.images import IMAGE_SUFFIXES as CLASSIC_IMAGE_SUFFIXES
 from classic.images import list_images
 from styleprompt.errors import UserError
-from styleprompt.generate import pipeline_over
-from styleprompt.models import DEFAULT_MODEL, LoadedModel, is_sdxl, load_pipeline, pick_device, pick_dtype
+from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype, text_copy
 
 IMAGE_SUFFIXES = CLASSIC_IMAGE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
@@ -241,21 +239,11 @@ class ModelCache:
         """The same model with its own tokenizer, text encoder and scheduler.
 
         What training and `load_textual_inversion` change lives in exactly those parts; the
-        UNet and VAE (most of the memory) are shared. Copied under the model's lock so no
-        sampling is half-way through a change while we read.
+        UNet and VAE (most of the memory) are shared (`models.text_copy`). Copied under the
+        model's lock so no sampling is half-way through a change while we read.
         """
-        pipe = loaded.pipe
         with self.lock_for(loaded):
-            parts = {
-                "tokenizer": copy.deepcopy(pipe.tokenizer),
-                "text_encoder": copy.deepcopy(pipe.text_encoder),
-                "scheduler": pipe.scheduler.__class__.from_config(pipe.scheduler.config),
-            }
-            if is_sdxl(pipe):
-                parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
-                parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
-            view = pipeline_over(pipe, pipe.__class__, **parts)
-        return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)
+            return text_copy(loaded)
 
     def view_with(
         self, model: str, precision: str | None, label: tuple, build: Callable[[LoadedModel], Any]
