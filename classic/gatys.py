@@ -263,10 +263,16 @@ class GatysObjective:
 
     # -- the loss -----------------------------------------------------------------------------
 
-    def _region_gram(self, f: torch.Tensor, m: torch.Tensor | None, count: float) -> torch.Tensor:
+    @staticmethod
+    def _masked_outer(f: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        """F F^T of features [1, C, h, w] over the region m (None: everywhere), unnormalised."""
         flat = f.reshape(f.shape[1], -1)
         weighted = flat if m is None else flat * m.reshape(1, -1)
-        return weighted @ weighted.T / (f.shape[1] * count)
+        return weighted @ weighted.T
+
+    def _region_gram(self, f: torch.Tensor, m: torch.Tensor | None, count: float) -> torch.Tensor:
+        """The region's Gram matrix: F F^T / (C * positions in the region)."""
+        return self._masked_outer(f, m) / (f.shape[1] * count)
 
     def _count(self, region_masks: dict[str, torch.Tensor] | None, name: str) -> float:
         if region_masks is None:
@@ -328,10 +334,7 @@ class GatysObjective:
                 for r, (region_masks, _) in enumerate(self.regions):
                     for n in self.style_layers:
                         f, fy, fx = cores[n]
-                        flat = f.reshape(f.shape[1], -1)
-                        m = self._crop_mask(region_masks, n, fy, fx, f)
-                        weighted = flat if m is None else flat * m.reshape(1, -1)
-                        sums[r][n] = sums[r][n] + weighted @ weighted.T
+                        sums[r][n] = sums[r][n] + self._masked_outer(f, self._crop_mask(region_masks, n, fy, fx, f))
         grams = [
             {n: sums[r][n] / (sums[r][n].shape[0] * self._count(rm, n)) for n in self.style_layers}
             for r, (rm, _) in enumerate(self.regions)
@@ -361,10 +364,8 @@ class GatysObjective:
                 for r, (region_masks, _) in enumerate(self.regions):
                     for n in self.style_layers:
                         f, fy, fx = cores[n]
-                        flat = f.reshape(f.shape[1], -1)
                         m = self._crop_mask(region_masks, n, fy, fx, f)
-                        weighted = flat if m is None else flat * m.reshape(1, -1)
-                        part = weighted @ weighted.T / (flat.shape[0] * self._count(region_masks, n))
+                        part = self._region_gram(f, m, self._count(region_masks, n))
                         surrogate = surrogate + (dgrams[r][n] * part).sum()
                 (tile_grad,) = torch.autograd.grad(surrogate, window)
             grad[:, :, wy0:wy1, wx0:wx1] += tile_grad
