@@ -35,10 +35,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from classic.images import load_image  # noqa: E402
-from styleprompt import world  # noqa: E402
-from styleprompt.micro import HELD_OUT, STYLE_WORDS  # noqa: E402
-from styleprompt.micro.judges import StyleJudge, classify, load_class_judge  # noqa: E402
+from classic.images import load_image
+from styleprompt import world
+from styleprompt.micro import HELD_OUT, STYLE_WORDS
+from styleprompt.micro.judges import StyleJudge, classify, load_class_judge
 
 STYLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "style"
 BASE_CLASSES = ["lighthouse", "house", "city", "tree", "boat", "mountain", "fish", "flower"]

@@ -191,7 +191,7 @@ def measure(config: str, steps: int, rounds: int, precision: str) -> dict:
                     step_fn()
                 times[name] += time.perf_counter() - t0
                 peaks[name] = max(peaks[name], peak_rss_mib() - start_rss)
-        vectors = ours.learned.vectors
+        vectors = ours.parts[0].vectors
         ours_state = vectors.numel() * 4 * 4  # parameter + grad + AdamW's two moments
         total = steps * rounds
         return {
