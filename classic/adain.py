@@ -26,6 +26,7 @@ from torch import nn
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.errors import UserError
 from classic.images import pil_to_tensor, tensor_to_pil
+from classic import limits
 from classic.inputs import (
     check_mask_fits,
     check_styles,
@@ -33,6 +34,7 @@ from classic.inputs import (
     mask_tensor,
     resize_short_side,
     style_blend_weights,
+    style_label,
 )
 from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
 from classic.vgg import VGG19Features, load_vgg19, read_state_dict, receptive_radius
@@ -282,6 +284,17 @@ def transfer(
     return out[:, :, :height, :width]
 
 
+def check_style_sizes(styles: list[Image.Image], style_size: int) -> None:
+    """Each style is encoded whole at `style_size` px on its short side: refuse what cannot be."""
+    limits.check_side_flag("--style-size", style_size, allow_none=False)
+    for i, style in enumerate(styles):
+        limits.check_working_image(
+            "adain", style_label(i, len(styles)), style.size, limits.scaled_short_side(style.size, style_size),
+            f"--style-size {style_size} (its short side)", side="short", tiled=False,
+            fix="crop it nearer to square or lower --style-size",
+        )
+
+
 def stylize(
     content: Image.Image,
     styles: list[Image.Image],
@@ -317,7 +330,8 @@ def stylize(
     weights = style_blend_weights(len(styles), style_weights)
     if preserve_color:
         check_mode(color_mode)
-    content = fit_content(content, size)
+    content = fit_content(content, size, "adain", tile_size)
+    check_style_sizes(styles, style_size)
     if mask is not None:
         check_mask_fits(mask, content)
     if decoder is None:  # first: a missing decoder should fail before a VGG download

@@ -128,3 +128,49 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def _probe_writable(folder: Path, flag: str, shown: Path) -> None:
+    """Create and remove one temporary in `folder`: the only test that holds for root and read-only mounts."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".probe.{os.getpid()}.", suffix=TEMPORARY_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"{flag} {shown}: cannot write in {folder} (permission denied); choose a writable folder") from None
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"{flag} {shown}: the disk holding {folder} is full; free some space or choose another folder") from None
+        raise UserError(f"{flag} {shown}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """Refuse, before any work, an output folder the run could not write (nothing is created).
+
+    Why first: a model load or a long run that ends in "cannot write" loses the user's time,
+    and generate would lose the images it painted. Catches an existing file (or /dev/null), a
+    path through a file (`file.txt/sub`), and a folder the user may not write in.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} {target} is a file, not a folder; give a folder")
+    existing = target
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"{flag} {target}: {existing} is a file, so no folder can be made inside it; give another folder")
+    _probe_writable(existing, flag, target)
+    return target
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """Refuse, before any work, an output file path the run could not write (a folder, a device, ...)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UserError(f"{flag} {target} is a folder; give a file name, such as {target / 'output.png'}")
+    if target.exists() and not target.is_file():
+        raise UserError(f"{flag} {target} is not a regular file (a device or a pipe); give a file name")
+    check_output_folder(target.parent, flag)
+    return target

@@ -37,7 +37,8 @@ from PIL import Image
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.errors import UserError
 from classic.images import pil_to_tensor, save_image, tensor_to_pil
-from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights
+from classic import limits
+from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights, style_label
 from classic.tiling import Tile, TileSize, plan_tiles, resolve_tile_size
 from classic.vgg import LAYER_INDEX, VGG19Features, check_layer_names, layer_stride, load_vgg19, receptive_radius
 
@@ -47,6 +48,9 @@ CONTENT_WEIGHT = 1.0
 STYLE_WEIGHT = 1e6  # the PyTorch tutorial's value for torchvision's VGG-19 with this normalisation
 TV_WEIGHT = 0.0
 ITERATIONS = 300
+# --style-scale: below 0.1 the style is a thumbnail of a few pixels; above 4 its Gram pass costs
+# 16x the output's pixels (checked against the memory budget too).
+MIN_STYLE_SCALE, MAX_STYLE_SCALE = 0.1, 4.0
 ADAM_LR = 10 / 255  # neural-style's -learning_rate 10 on 0-255 pixels, on our 0-1 pixels
 AUTO_TILE_PIXELS = 1024 * 1024  # above this the loss is computed in tiles (about 3 GiB untiled)
 AUTO_TILE_SIZE = 512
@@ -135,6 +139,10 @@ class GatysOptions:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
+        if not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise UserError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+        limits.check_range("--style-scale", self.style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE,
+                           "the style's long side relative to the output's")
         check_mode(self.color_mode)
 
 
@@ -526,6 +534,19 @@ def _save_intermediate(options: GatysOptions, step: int, x: torch.Tensor, loss: 
         save_image(tensor_to_pil(image), Path(options.outdir) / f"iter_{step:05d}.png", text={"iteration": str(step), "loss": f"{loss:.6g}"})
 
 
+def check_style_sizes(styles: list[Image.Image], output_long_side: int, style_scale: float = 1.0) -> None:
+    """Each style is resized to `style_scale` x the output's long side: refuse what cannot be."""
+    limits.check_range("--style-scale", style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE,
+                       "the style's long side relative to the output's")
+    style_long = max(16, round(style_scale * output_long_side))
+    for i, style in enumerate(styles):  # the styles' Gram pass tiles itself when large
+        limits.check_working_image(
+            "gatys", style_label(i, len(styles)), style.size, limits.scaled_long_side(style.size, style_long),
+            f"--style-scale {style_scale} (long side {style_long} px)",
+            fix="crop it nearer to square or lower --style-scale",
+        )
+
+
 def stylize(
     content: Image.Image,
     styles: list[Image.Image],
@@ -557,7 +578,8 @@ def stylize(
         raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
     check_styles(len(styles), style_weights, mask)
     blend = style_blend_weights(len(styles), style_weights)
-    content = fit_content(content, size)
+    content = fit_content(content, size, "gatys", options.tile_size)
+    check_style_sizes(styles, max(content.size), options.style_scale)
     if mask is not None:
         check_mask_fits(mask, content)
     if vgg is None:

@@ -356,7 +356,7 @@ def stylize(
     weights = style_blend_weights(len(styles), style_weights)
     if preserve_color:
         check_mode(color_mode)
-    content = fit_content(content, size)
+    content = fit_content(content, size, "ghiasi", tile_size)
     if mask is not None:
         check_mask_fits(mask, content)
     predictor, transformer = load_ghiasi(models_dir, device)

@@ -13,8 +13,10 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from classic import limits
 from classic.errors import UserError
 from classic.images import pil_to_tensor, resize_long_side
+from classic.tiling import TileSize
 
 # A mask may differ from the content's proportions by this much (rounding of resized files).
 MASK_ASPECT_TOLERANCE = 0.02
@@ -71,11 +73,36 @@ def mask_tensor(mask: Image.Image, height: int, width: int) -> torch.Tensor:
     return (pil_to_tensor(grey.convert("RGB"))[:, :1] >= 0.5).float()
 
 
-def fit_content(content: Image.Image, size: int | None) -> Image.Image:
-    """The content at `size` pixels on its long side (None: as it is)."""
-    if size is not None and size < 16:
-        raise UserError(f"--size {size} is too small: use at least 16 pixels (256 or more for a useful result)")
+def fit_content(content: Image.Image, size: int | None, method: str, tile_size: TileSize = "auto") -> Image.Image:
+    """The content at `size` pixels on its long side (None: as it is), refused first when the
+    result is too thin for the networks or too large for `method`'s memory (classic.limits).
+
+    tile_size (`classic.tiling.TileSize`): one pass (None, 0) has the smaller, untiled budget;
+    an explicit tile runs untiled inside, so it may not exceed that budget either.
+    """
+    if tile_size != "auto" and tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int)):
+        raise UserError(f"--tile-size must be 0 (one pass) or a number of pixels, got {tile_size!r}")
+    explicit = tile_size if isinstance(tile_size, int) and tile_size > 0 else None
+    limits.check_side_flag("--size", size)
+    limits.check_tile_flag(tile_size if isinstance(tile_size, int) else None)
+    scaled = limits.scaled_long_side(content.size, size)
+    how = f"--size {size}" if size is not None else "its own size"
+    limits.check_working_image(method, "the content image", content.size, scaled, how,
+                               tiled=tile_size == "auto" or explicit is not None)
+    if explicit:
+        tile_px = min(explicit, scaled[0]) * min(explicit, scaled[1])
+        limit = limits.FOOTPRINTS[method].max_pixels(tiled=False)
+        if tile_px > limit:
+            largest = int(math.sqrt(limit))
+            raise UserError(f"--tile-size {explicit} is too large for {method}: one tile runs untiled, and the most "
+                            f"it holds in {limits.MEMORY_BUDGET_MIB // 1024} GiB is about {largest}x{largest} px; use "
+                            f"--tile-size {largest // 64 * 64} or less")
     return resize_long_side(content, size)
+
+
+def style_label(index: int, count: int) -> str:
+    """How a message names style image `index` (0-based) of `count`."""
+    return "the style image" if count == 1 else f"style image {index + 1} (of {count})"
 
 
 def resize_short_side(img: Image.Image, size: int) -> Image.Image:

@@ -124,19 +124,67 @@ def resolve_resume(folder: Path, resume: str) -> Path | None:
     return path
 
 
+class CheckpointDamaged(UserError):
+    """A checkpoint that cannot be resumed from; the message names the file and what to do."""
+
+
+def _damaged(path: Path, what: str) -> CheckpointDamaged:
+    return CheckpointDamaged(f"checkpoint {path} is damaged ({what}); resume from an earlier one "
+                             f"(--resume latest skips it) or delete it")
+
+
+def _expect(path: Path, ok: bool, what: str) -> None:
+    if not ok:
+        raise _damaged(path, what)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def load_checkpoint(path: Path) -> TrainingState:
+    """Read one checkpoint folder, validating every part it holds (its files are data a user may share).
+
+    Why so strict: a truncated file or a hand-edited state.json would otherwise surface as a
+    KeyError deep in the optimizer a step later; here it is one line naming the file.
+    """
     from safetensors.torch import load_file
 
+    json_path, tensor_path = path / "state.json", path / "state.safetensors"
     try:
-        meta = json.loads((path / "state.json").read_text())
-        tensors = load_file(str(path / "state.safetensors"))
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise UserError(f"checkpoint {path} is damaged ({exc}); delete it to resume from the previous one") from None
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _damaged(json_path, f"not readable JSON: {exc}") from None
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # safetensors raises its own SafetensorError for a truncated file
+        raise _damaged(tensor_path, f"not a readable safetensors file: {str(exc).splitlines()[0][:120]}") from None
+    _expect(json_path, isinstance(meta, dict), f"holds a {type(meta).__name__}, not an object")
+    step = meta.get("step")
+    _expect(json_path, _is_int(step) and step >= 0, f"'step' is {step!r}, not a whole number")
+    optimizer = meta.get("optimizer")
+    _expect(json_path, isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+            and all(isinstance(g, dict) for g in optimizer["param_groups"]) and isinstance(optimizer.get("state"), dict),
+            "'optimizer' lacks its param_groups list or state object")
+    for pid, slots in optimizer["state"].items():
+        _expect(json_path, re.fullmatch(r"[0-9]{1,6}", pid) is not None and isinstance(slots, dict), f"optimizer state {pid!r} is not an object")
+        for key, kind in slots.items():
+            if kind == "tensor":
+                _expect(tensor_path, f"optimizer.{pid}.{key}" in tensors, f"the tensor optimizer.{pid}.{key} is missing")
+    _expect(json_path, isinstance(meta.get("lr_scheduler"), dict), "'lr_scheduler' is not an object")
+    _expect(json_path, meta.get("scaler") is None or isinstance(meta["scaler"], dict), "'scaler' is not an object")
+    fingerprint = meta.get("fingerprint", {})
+    _expect(json_path, isinstance(fingerprint, dict), "'fingerprint' is not an object")
+    vectors = tensors.get("vectors")
+    _expect(tensor_path, vectors is not None, "the tensor 'vectors' is missing")
+    _expect(tensor_path, vectors.dim() == 2 and vectors.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and bool(torch.isfinite(vectors.float()).all()),
+            f"'vectors' is {vectors.dtype} of shape {list(vectors.shape)}, not finite [vectors, width] numbers")
     return TrainingState(
-        step=int(meta["step"]),
-        vectors=tensors["vectors"],
-        optimizer=_join_optimizer(tensors, meta["optimizer"]),
+        step=step,
+        vectors=vectors.float(),
+        optimizer=_join_optimizer(tensors, optimizer),
         lr_scheduler=meta["lr_scheduler"],
         scaler=meta.get("scaler"),
-        fingerprint=meta.get("fingerprint", {}),
+        fingerprint=fingerprint,
     )

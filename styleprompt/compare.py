@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from PIL import Image
 
-from classic.files import write_text_atomic
+from classic import limits
+from classic.files import check_output_folder, write_text_atomic
 from classic.images import load_image, resize_long_side, save_image
 from styleprompt import methods as style_methods
 from styleprompt.errors import UserError
@@ -365,18 +366,34 @@ def run_compare(
     out = Path(output)
     methods = method_names() if methods is None else list(methods)
     dev = str(pick_device(device))
-    if size is not None and size < 16:
-        raise UserError(f"--size {size} is too small; use at least 64")
+    limits.check_side_flag("--size", size)
+    limits.check_range("--cell-size", cell_size, 64, limits.MAX_CELL_SIZE,
+                       "the grid holds (methods + 1) x contents cells in one image")
+    limits.check_seed(seed)
+    check_output_folder(out)
     if gatys_iterations < 1:
         raise UserError("--gatys-iterations must be at least 1")
     if not 0.0 <= strength <= 1.0:
         raise UserError(f"--strength must be between 0 and 1 (got {strength})")
     content_items = _content_images(contents)
+    for img, name in content_items:  # what each classic method would make of it, before any runs
+        for method in (m for m in methods if m in limits.FOOTPRINTS):
+            limits.check_working_image(method, f"the content image {name}", img.size,
+                                       limits.scaled_long_side(img.size, size), f"--size {size}" if size else "its own size")
     wants_token = any(m.startswith("token") for m in methods)
     cls_list = _class_per_content(classes, len(content_items), needed=wants_token and bool(embedding))
     styles = [s.convert("RGB") if isinstance(s, Image.Image) else load_image(s) for s in style_images]
     if not styles:
         raise UserError("a comparison needs at least one style image (--style-images DIR)")
+    if "gatys" in methods:  # the styles as each method would scale them, before any runs
+        from classic.gatys import check_style_sizes as gatys_styles
+
+        for long_side in {size} if size else {max(img.size) for img, _ in content_items}:
+            gatys_styles(styles, long_side)
+    if "adain" in methods:
+        from classic.adain import check_style_sizes as adain_styles
+
+        adain_styles(styles, min(512, size) if size else 512)
     gallery_images = [g.convert("RGB") if isinstance(g, Image.Image) else load_image(g) for g in (gallery or [])] or None
     opts = Options(
         styles=styles, device=dev, size=size, seed=seed, random_weights=random_weights, vgg_weights=vgg_weights,
@@ -609,4 +626,37 @@ def read_manifest(folder: str | Path) -> dict:
         raise UserError(f"{path} is not readable JSON ({_reason(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != "styleprompt-compare":
         raise UserError(f"{path} is not a styleprompt comparison manifest")
+    _check_manifest(data, path)
     return data
+
+
+def _check_manifest(data: dict, path: Path) -> None:
+    """The fields the survey reads, with the right types, and every image inside the run folder.
+
+    Why the folder rule: survey.html embeds these pictures and is mailed to raters, so a crafted
+    compare.json naming `/home/me/.ssh/id_rsa.png` or `../../private.jpg` must not put that file
+    in the page. Paths are taken relative to the folder, resolved (links followed), and kept
+    only when they stay inside it.
+    """
+    root = path.parent.resolve()
+    bad = f"{path} is damaged or was edited"
+    cells, styles, labels = data.get("cells", []), data.get("styles", []), data.get("labels", {})
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise UserError(f"{bad}: 'cells' is not a list of objects")
+    if not isinstance(styles, list) or not all(isinstance(s, str) for s in styles):
+        raise UserError(f"{bad}: 'styles' is not a list of file names")
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise UserError(f"{bad}: 'labels' is not an object of names")
+    for cell in cells:
+        index, method, image = cell.get("content_index"), cell.get("method"), cell.get("image")
+        if isinstance(index, bool) or not isinstance(index, int) or not isinstance(method, str):
+            raise UserError(f"{bad}: a cell's content_index or method is missing or of the wrong type")
+        if not isinstance(cell.get("status", ""), str) or not (image is None or isinstance(image, str)):
+            raise UserError(f"{bad}: a cell's status or image is of the wrong type")
+    for name in styles + [c["image"] for c in cells if c.get("image")]:
+        target = (root / name).resolve()
+        if not target.is_relative_to(root):
+            raise UserError(f"{path} names the image {name!r}, which is outside its run folder {root}; "
+                            "only the run's own pictures are read")
+        if not target.is_file():
+            raise UserError(f"{path} names the image {name!r}, which is not in {root}; was the folder moved in parts?")

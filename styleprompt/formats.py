@@ -128,6 +128,10 @@ def fits_description(widths: tuple[int, ...]) -> str:
 # -- reading ---------------------------------------------------------------------------------------
 
 
+# What an embedding's vectors may be stored as: the dtypes that tools write and torch computes with.
+EMBEDDING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _check_tensor(value: object, what: str, path: Path) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise UserError(f"{path}: {what} is a {type(value).__name__}, not a tensor; this is not an embedding file")
@@ -136,8 +140,9 @@ def _check_tensor(value: object, what: str, path: Path) -> torch.Tensor:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 2 or tensor.shape[0] < 1 or tensor.shape[1] < 1:
         raise UserError(f"{path}: {what} has shape {list(value.shape)}; an embedding is [vectors, width]")
-    if not tensor.is_floating_point():
-        raise UserError(f"{path}: {what} holds {tensor.dtype} values; an embedding holds floating-point vectors")
+    if tensor.dtype not in EMBEDDING_DTYPES:  # ints, bools, float8 (no isfinite), complex
+        raise UserError(f"{path}: {what} holds {str(tensor.dtype).replace('torch.', '')} values; an embedding holds "
+                        "floating-point vectors (float16, bfloat16, float32 or float64)")
     if not torch.isfinite(tensor).all():
         raise UserError(f"{path}: {what} has NaN or infinite values (a diverged training run?); use an earlier embedding")
     return tensor.to("cpu", torch.float32).contiguous()
@@ -224,8 +229,10 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
 
 
 def _meta_step(meta: dict[str, str]) -> int | None:
+    """The step our metadata records; anything but a plain number of up to 12 ASCII digits is ignored
+    (str.isdigit accepts "²" and 5000-digit strings, which int() then refuses with a traceback)."""
     value = meta.get("styleprompt.step", "")
-    return int(value) if value.isdigit() else None
+    return int(value) if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value) else None
 
 
 def pair_partner(path: Path) -> tuple[Path, Path]:

@@ -24,11 +24,12 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from classic import limits
 from classic.images import load_image, resize_long_side, save_image
 from styleprompt.errors import UserError
 from styleprompt.formats import describe_family, read_embedding
 from styleprompt.models import is_sdxl, native_resolution, text_encoders
-from styleprompt.tokens import embedding_width, file_sha256, token_names
+from styleprompt.tokens import check_not_a_word, embedding_width, file_sha256, token_names
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def _install_rows(tokenizer, text_encoder, token: str, vectors: torch.Tensor) ->
     length and recomputes the table's covariance to initialise rows it then overwrites.
     """
     names = token_names(token, int(vectors.shape[0]))
+    check_not_a_word(tokenizer, names, "rename it with `styleprompt convert FILE --token <other-name> --to ... --output ...`")
     vocab = tokenizer.get_vocab()
     present = [name in vocab for name in names]
     longer = f"{token}_{len(names)}" in vocab
@@ -136,6 +138,10 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
     for path in paths:
         emb = read_embedding(path)
         _check_fits(emb, widths, str(path), loaded.name)
+        room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
+        if emb.num_vectors > room:
+            raise UserError(f"{path} holds {emb.num_vectors} vectors for {emb.token}, more than the {room} tokens a prompt "
+                            f"of this model holds; it cannot be used in a prompt whole")
         scaled = emb.scaled(float(style_scale))
         for (tokenizer, text_encoder), vectors in zip(pairs, scaled.parts()):
             _install_rows(tokenizer, text_encoder, emb.token, vectors)
@@ -253,25 +259,25 @@ def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, 
     return img, info
 
 
-def _check(cfg: GenerateConfig) -> None:
+def check_config(cfg: GenerateConfig) -> None:
+    """Every setting in range, before a model loads (the command calls it first; generate again)."""
     if not (cfg.prompt or "").strip():
         raise UserError("the prompt is empty; write one, such as \"a {token} style of a {class}\"")
     if cfg.steps < 1 or cfg.steps > 1000:
         raise UserError(f"--steps must be between 1 and 1000 (got {cfg.steps})")
-    if cfg.count < 1:
-        raise UserError(f"--count must be at least 1 (got {cfg.count})")
+    limits.check_range("--count", cfg.count, 1, limits.MAX_COUNT,
+                       "images per class; all are held in memory until written, and each is a full sampling run")
     if not (0.0 <= cfg.guidance <= 50.0):
         raise UserError(f"--guidance must be between 0 and 50 (got {cfg.guidance})")
     if not (0.0 <= cfg.strength <= 1.0):
         raise UserError(f"--strength must be between 0 and 1 (got {cfg.strength})")
-    for name in ("width", "height"):
-        value = getattr(cfg, name)
-        if value is not None and (value < 32 or value > 4096 or value % 8):
-            raise UserError(f"--{name} must be a multiple of 8 between 32 and 4096 (got {value})")
+    limits.check_generate_size(cfg.width, cfg.height)
+    if not (0.0 <= float(cfg.style_scale) <= 10.0):
+        raise UserError(f"--style-scale must be between 0 and 10 (got {cfg.style_scale})")
     if cfg.scheduler not in _SCHEDULERS:
         raise UserError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
-    if cfg.seed is not None and not (0 <= cfg.seed < 2**63):
-        raise UserError(f"--seed must be a whole number from 0 (got {cfg.seed})")
+    if cfg.seed is not None:  # image i uses seed + i
+        limits.check_range("--seed", cfg.seed, 0, limits.MAX_SEED - cfg.count + 1, "image i uses seed + i, 64 bits")
 
 
 @torch.no_grad()
@@ -315,7 +321,7 @@ def generate(loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, sho
     """Paint `count` images per class with the loaded tokens; image->image when cfg.image is set."""
     from tqdm.auto import tqdm
 
-    _check(cfg)
+    check_config(cfg)
     pipe = loaded.pipe
     tokens = list(embeddings)
     sources = _sources(pipe, tokens)
@@ -398,8 +404,25 @@ def png_text(params: dict) -> dict[str, str]:
 
 
 def save_generated(items: Sequence[Generated], out_dir: str | Path) -> list[Path]:
-    """Write each image as `NNN-<class>-seed<S>.png` (never over an older file), with its parameters."""
+    """Write each image as `NNN-<class>-seed<S>.png` (never over an older file), with its parameters.
+
+    The folder was checked before painting (`check_output_folder`); should it still fail (a disk
+    that filled, a folder removed meanwhile), the painted images go to a new folder in the
+    system's temporary folder instead, and the one-line error says where: nothing painted is lost.
+    """
     out = Path(out_dir)
+    try:
+        return _write_generated(items, out)
+    except (UserError, OSError) as exc:
+        import tempfile
+
+        rescue = Path(tempfile.mkdtemp(prefix="styleprompt-generate-"))
+        _write_generated(items, rescue)
+        reason = str(exc) if isinstance(exc, UserError) else (exc.strerror or str(exc))
+        raise UserError(f"could not write into {out} ({reason}); the {len(items)} painted image(s) are in {rescue}") from None
+
+
+def _write_generated(items: Sequence[Generated], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     taken = [int(m.group(1)) for p in out.glob("*.png") if (m := re.match(r"^(\d+)-", p.name))]
     index = max(taken, default=-1) + 1
@@ -423,9 +446,52 @@ def read_png_params(path: str | Path) -> dict:
     if not raw:
         raise UserError(f"{p} carries no {PARAMS_KEY} parameters; it was not made by styleprompt generate")
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        raise UserError(f"{p}: the {PARAMS_KEY} text chunk is damaged") from None
+        params = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, or nesting deeper than Python's stack
+        raise UserError(f"{p}: the {PARAMS_KEY} text chunk is damaged (not JSON)") from None
+    return check_png_params(params, p)
+
+
+# The parameters chunk's schema: key -> (accepted types, required). Read once, here, at the boundary.
+_NUMBER = (int, float)
+_PARAMS_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "model": ((str,), True), "prompt_template": ((str,), True), "steps": ((int,), True), "guidance": (_NUMBER, True),
+    "scheduler": ((str,), True), "seed": ((int,), True), "width": ((int,), True), "height": ((int,), True),
+    "negative_prompt": ((str,), False), "class": ((str,), False), "mode": ((str,), False), "content": ((str,), False),
+    "content_sha256": ((str,), False), "strength": (_NUMBER, False), "dtype": ((str,), False),
+    "embeddings": ((list,), False),
+}
+_SOURCE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "token": ((str,), True), "files": ((list,), False), "sha256": ((list,), False), "scale": (_NUMBER + (type(None),), False),
+}
+
+
+def _check_fields(doc: Any, schema: dict, where: str) -> None:
+    if not isinstance(doc, dict):
+        raise UserError(f"{where} is {type(doc).__name__}, not an object; it was not written by styleprompt generate")
+    for key, (types, required) in schema.items():
+        if key not in doc:
+            if required:
+                raise UserError(f"{where} lacks '{key}'; it was not written by styleprompt generate, or was edited")
+            continue
+        value = doc[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise UserError(f"{where}: '{key}' is {type(value).__name__} {str(value)[:40]!r}, not "
+                            f"{' or '.join(t.__name__ for t in types)}; the parameters were edited")
+
+
+def check_png_params(params: Any, path: Path) -> dict:
+    """Validate a generated PNG's parameters (any PNG can carry any chunk: they are data)."""
+    where = f"the {PARAMS_KEY} parameters of {path}"
+    _check_fields(params, _PARAMS_SCHEMA, where)
+    for source in params.get("embeddings", []):
+        _check_fields(source, _SOURCE_SCHEMA, f"a token entry in {where}")
+        for key in ("files", "sha256"):
+            if not all(isinstance(v, str) for v in source.get(key, [])):
+                raise UserError(f"{where}: a token's '{key}' holds something other than text; the parameters were edited")
+    if params.get("mode", "txt2img") not in ("txt2img", "img2img"):
+        raise UserError(f"{where}: mode {params['mode'][:40]!r} is neither txt2img nor img2img")
+    return params
 
 
 def reproduce(path: str | Path, loaded=None, *, device: str | None = None, show_progress: bool = True) -> Generated:

@@ -32,11 +32,20 @@ log = logging.getLogger(__name__)
 def pick_device(requested: str | None = None) -> torch.device:
     """The requested device, or the best available one: cuda, then mps, then cpu."""
     if requested and requested != "auto":
+        try:
+            device = torch.device(requested)
+        except (RuntimeError, ValueError):
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise UserError(f"unknown --device {requested!r}: use cpu, cuda, cuda:N or mps")
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {requested} was asked for but no CUDA GPU is available; use --device cpu")
         if requested == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise UserError("--device mps was asked for but Apple's MPS is not available; use --device cpu")
-        return torch.device(requested)
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                            f"numbered from 0; use cuda:0")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():

@@ -109,14 +109,30 @@ def default_classes(run: Path, model: str | None) -> tuple[str, ...]:
     return MICRO_PICK_CLASSES if name == "micro" else PICK_CLASSES
 
 
+# The fields of a run's config.json that pick reads, and their types (the file is data: validated here).
+_CONFIG_FIELDS = {"images": str, "model": str, "token": str}
+
+
 def run_config(run: Path) -> dict:
+    """The run's config.json, checked where pick reads it; a missing file is an empty config.
+
+    A damaged or hand-made file is refused in one line naming it (a list, a number, a `model`
+    that is not text would otherwise surface as a TypeError deep in the model loader).
+    """
     path = run / "config.json"
     if not path.is_file():
         return {}
+    fix = "fix or remove it, or pass --images and --model"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise UserError(f"cannot read {path} ({type(exc).__name__}); {fix}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a {type(config).__name__}, not a run's settings; {fix}")
+    for key, kind in _CONFIG_FIELDS.items():
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            raise UserError(f"{path}: '{key}' is {type(config[key]).__name__}, not {kind.__name__}; {fix}")
+    return config
 
 
 def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path:

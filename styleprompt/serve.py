@@ -80,6 +80,27 @@ class AppSettings:
             raise UserError(f"the folder {folder} does not exist on the server; upload the artworks instead")
         return source
 
+    def weights_file_for(self, value: str | None, what: str) -> str | None:
+        """A weights file a visitor names (the Classic and Compare tabs), under the art folders' rules.
+
+        Why the same rules: a path field is a way to make the server open any file. Served on
+        the network the file must lie inside an --art-folder (links and `..` resolved); on
+        localhost that is the user's home. The error never names the server's own folders
+        beyond what the visitor typed and the owner listed.
+        """
+        name = (value or "").strip()
+        if not name:
+            return None
+        if not self.art_folders:
+            raise UserError(f"this server names no folders to read {what} from (start it with --art-folder DIR); "
+                            "leave the field empty or tick random weights")
+        if not _inside(name, self.art_folders):
+            allowed = ", ".join(str(r) for r in self.art_folders)
+            raise UserError(f"{name} is outside the folders this server reads files from ({allowed})")
+        if not Path(name).expanduser().resolve().is_file():
+            raise UserError(f"the {what} {name} does not exist on the server")
+        return str(Path(name).expanduser().resolve())
+
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from PIL import Image
 
 from classic.files import write_text_atomic
+from classic.images import load_image
 from styleprompt.compare import read_manifest
 from styleprompt.errors import UserError
 from styleprompt.report import fit_into, image_data_uri
@@ -82,7 +82,7 @@ def build_survey(compare_dir: str | Path, *, output: str | Path | None = None, s
     page_path = Path(output) if output else root / PAGE_NAME
     key_path = page_path.with_name(KEY_NAME) if output else root / KEY_NAME
     survey_id = secrets.token_hex(8)
-    styles = [image_data_uri(root / s, 256, "JPEG") for s in manifest.get("styles", [])[:6]]
+    styles = [image_data_uri(load_image(root / s), 256, "JPEG") for s in manifest.get("styles", [])[:6]]
     blocks = []
     for number, pair in enumerate(pairs, 1):
         blocks.append(_pair_html(number, len(pairs), pair, root))
@@ -120,8 +120,8 @@ def _pair_html(number: int, total: int, pair: Pair, root: Path) -> str:
         questions.append(f'<fieldset><legend>{html.escape(text)}</legend>{options}</fieldset>')
     # Both pictures in the same square, re-encoded: neither size (the tiny model paints 128 px,
     # Gatys 512) nor PNG metadata (which names the method) may tell a rater which is which.
-    a = image_data_uri(fit_into(Image.open(root / pair.a_image), IMAGE_SIDE), fmt="JPEG")
-    b = image_data_uri(fit_into(Image.open(root / pair.b_image), IMAGE_SIDE), fmt="JPEG")
+    a = image_data_uri(fit_into(load_image(root / pair.a_image), IMAGE_SIDE), fmt="JPEG")
+    b = image_data_uri(fit_into(load_image(root / pair.b_image), IMAGE_SIDE), fmt="JPEG")
     return (f'<section class="pair" data-pair="{pair.id}"><h2>Pair {number} of {total}</h2>'
             f'<div class="ab"><figure><img src="{a}" alt="A"><figcaption>A</figcaption></figure>'
             f'<figure><img src="{b}" alt="B"><figcaption>B</figcaption></figure></div>{"".join(questions)}</section>')
@@ -282,7 +282,21 @@ def read_key(path: str | Path) -> dict:
     key = _read_json(p, "survey key")
     if key.get("format") != KEY_FORMAT or not isinstance(key.get("pairs"), list):
         raise UserError(f"{p} is not a styleprompt survey key")
+    pairs_ok = all(isinstance(q, dict) and all(isinstance(q.get(k), str) for k in ("id", "A", "B")) for q in key["pairs"])
+    labels = key.get("labels", {})
+    if not (pairs_ok and isinstance(key.get("survey_id"), str) and isinstance(labels, dict)):
+        raise UserError(f"{p} is a damaged survey key (its pairs, survey_id or labels have the wrong shape)")
     return key
+
+
+def _check_answers(doc: dict, path: Path) -> list[dict]:
+    """An answers file's shape (a rater's browser wrote it, but anyone can edit it): the answers list."""
+    answers = doc.get("answers") or []
+    fields_ok = all(isinstance(doc.get(k, ""), str) for k in ("response_id", "saved", "survey_id"))
+    if not fields_ok or not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+        raise UserError(f"{path} is a damaged survey answers file (its answers or ids have the wrong shape); "
+                        "ask the rater to save it again")
+    return answers
 
 
 def answer_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -313,6 +327,7 @@ def tally(key: dict, answers: Iterable[Path]) -> Tally:
         doc = _read_json(path, "survey answers file")
         if doc.get("format") != ANSWERS_FORMAT:
             raise UserError(f"{path} is not a styleprompt survey answers file")
+        _check_answers(doc, path)
         if doc.get("survey_id") != key["survey_id"]:
             raise UserError(f"{path} answers survey {doc.get('survey_id')!r}, but the key is for survey {key['survey_id']!r}")
         rid = str(doc.get("response_id") or path.name)
@@ -322,7 +337,7 @@ def tally(key: dict, answers: Iterable[Path]) -> Tally:
     result = Tally(key["survey_id"], len(latest), 0, {q: {m: Score() for m in methods} for q in QUESTIONS},
                    labels=key.get("labels", {}))
     for _, doc, path in latest.values():
-        for answer in doc.get("answers") or []:
+        for answer in _check_answers(doc, path):
             pair = pairs.get(str(answer.get("pair")))
             if pair is None:
                 raise UserError(f"{path} answers pair {answer.get('pair')!r}, which this survey does not have")
@@ -331,7 +346,7 @@ def tally(key: dict, answers: Iterable[Path]) -> Tally:
                 choice = answer.get(q)
                 if choice is None:
                     continue
-                if choice not in CHOICES:
+                if not isinstance(choice, str) or choice not in CHOICES:
                     raise UserError(f"{path}: pair {pair['id']} has answer {choice!r}; expected A, B or tie")
                 _score(result.scores[q], pair["A"], pair["B"], choice)
                 counted = True

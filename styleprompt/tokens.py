@@ -34,6 +34,33 @@ def validate_token_name(token: str) -> None:
         raise UserError(f"invalid token {token!r}: use one word without spaces, such as <my-style>")
 
 
+def vocabulary_word(tokenizer, name: str) -> str | None:
+    """The entry of the model's own vocabulary that a new token `name` would shadow, or None.
+
+    Why the extra forms: CLIP's vocabulary holds a whole word as `painting</w>` (and word starts
+    without the marker), and it lowercases prompts, so a check for `painting` alone misses the
+    word that an added token `painting` would then silently replace in every prompt. Tokens added
+    earlier (ours, or a loaded embedding's) are not the model's words and are not reported here.
+    """
+    vocab = tokenizer.get_vocab()
+    added = tokenizer.get_added_vocab()
+    for form in dict.fromkeys((name, name.lower(), f"{name}</w>", f"{name.lower()}</w>")):
+        if form in vocab and form not in added:
+            return form
+    return None
+
+
+def check_not_a_word(tokenizer, names: list[str], fix: str) -> None:
+    """Refuse token names that are words of the model's vocabulary (they would replace the word)."""
+    for name in names:
+        word = vocabulary_word(tokenizer, name)
+        if word is not None:
+            raise UserError(
+                f"token {name!r} is a word of the model's vocabulary ({word!r}): it would replace that word in "
+                f"every prompt; {fix}"
+            )
+
+
 def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int, init_word: str) -> list[int]:
     """Add the placeholder's entries, grow the embedding table, initialise the new rows.
 
@@ -44,6 +71,7 @@ def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int
     if num_vectors < 1:
         raise UserError(f"--vectors must be at least 1 (got {num_vectors})")
     names = token_names(token, num_vectors)
+    check_not_a_word(tokenizer, names, f"choose another --token such as <{token.strip('<>')}-style>")
     vocab = tokenizer.get_vocab()
     taken = [n for n in names if n in vocab]
     if taken:

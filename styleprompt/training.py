@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classic.files import atomic_path, remove_stale_temporaries, write_text_atomic
+from classic import limits
+from classic.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
 from classic.images import save_image
 from styleprompt import checkpoints as ckpt
 from styleprompt.config import TrainConfig
 from styleprompt.data import CropWindow, LatentCache, load_artworks
 from styleprompt.errors import UserError
 from styleprompt.formats import Embedding, write_embedding
-from styleprompt.models import LoadedModel, is_sdxl, load_pipeline, move_pipeline, native_resolution, text_encoders
+from styleprompt.models import LoadedModel, is_sdxl, load_pipeline, move_pipeline, native_resolution, pick_device, text_encoders
 from styleprompt.templates import PromptSampler
 from styleprompt.tokens import (
     DIFFUSERS_WEIGHT_NAME,
@@ -155,10 +156,21 @@ class LossLog:
 
     @staticmethod
     def read(path: Path) -> list[dict]:
+        """The rows of a run's loss.csv; a torn last line (a kill mid-write) is dropped, any other damage refused."""
         if not path.is_file():
             return []
-        with open(path, newline="") as handle:
-            return [r for r in csv.DictReader(handle) if r.get("elapsed_s")]  # drop a torn last line
+        fix = f"move {path.name} out of {path.parent} to resume without its earlier rows"
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = [r for r in csv.DictReader(handle) if r.get("elapsed_s")]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise UserError(f"cannot read {path}: not a loss log ({type(exc).__name__}); {fix}") from None
+        for number, row in enumerate(rows, start=2):
+            try:
+                int(row["step"]), float(row["loss"]), float(row["elapsed_s"])
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"cannot read {path}: line {number} is not step,loss,lr,elapsed_s numbers; {fix}") from None
+        return rows
 
     def append(self, step: int, loss: float, lr: float, elapsed: float) -> None:
         row = {"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3e}", "elapsed_s": f"{elapsed:.2f}"}
@@ -211,17 +223,36 @@ def _accelerator(cpu: bool):
     return Accelerator(mixed_precision="no", cpu=cpu)
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Every setting in range, before any artwork or model is read (also what the app's fields get)."""
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise UserError(f"--mixed-precision must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
+    for name in ("steps", "batch_size", "grad_accum", "vectors"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.lr <= 0 or not math.isfinite(cfg.lr):
+        raise UserError(f"--lr must be a positive number (got {cfg.lr})")
+    limits.check_range("--vectors", cfg.vectors, 1, limits.MAX_VECTORS, "a CLIP prompt holds 75 tokens")
+    if cfg.resolution is not None and cfg.resolution != 0:
+        limits.check_range("--resolution", cfg.resolution, 64, limits.MAX_TRAIN_RESOLUTION,
+                           "every artwork's latents are cached and the UNet trains at this size; 1024 is SDXL's own")
+    limits.check_seed(cfg.seed)
+    for name in ("save_every", "checkpoint_every", "preview_every", "lr_warmup_steps"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(cfg, name)})")
+    if cfg.preview_every > 0:
+        limits.check_range("--preview-steps", cfg.preview_steps, 1, limits.MAX_SAMPLING_STEPS,
+                           "sampling steps of each preview; --preview-every 0 turns previews off")
+    if cfg.device:
+        pick_device(cfg.device)
+    check_output_folder(cfg.output)
+
+
 class StyleTokenTrainer:
     """Holds the frozen model, the learned rows, the optimizer and the data for one run."""
 
     def __init__(self, cfg: TrainConfig, loaded: LoadedModel | None = None):
-        if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-            raise UserError(f"--mixed-precision must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
-        for name in ("steps", "batch_size", "grad_accum", "vectors"):
-            if getattr(cfg, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
-        if cfg.lr <= 0 or not math.isfinite(cfg.lr):
-            raise UserError(f"--lr must be a positive number (got {cfg.lr})")
+        check_config(cfg)
         self.cfg = cfg
         self.out = Path(cfg.output)
         artworks = load_artworks(cfg.images)
@@ -239,6 +270,9 @@ class StyleTokenTrainer:
         self.is_sdxl = is_sdxl(pipe)
         move_pipeline(pipe, device, self.weight_dtype)
         self.resolution = cfg.resolution or native_resolution(pipe)
+        room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
+        if cfg.vectors > room:
+            raise UserError(f"--vectors {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer")
         if self.resolution % pipe.vae_scale_factor:
             raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
 
@@ -371,7 +405,7 @@ class StyleTokenTrainer:
         The batch randomness is seeded from (seed, step, process): each data-parallel process
         draws different batches, and a resumed run draws exactly what the uninterrupted one did.
         """
-        self.generator.manual_seed(self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index)
+        self.generator.manual_seed((self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index) % 2**64)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(self.draw_batch())
@@ -469,13 +503,41 @@ class StyleTokenTrainer:
         if state.vectors.shape != self.vectors().shape:
             raise UserError(f"the checkpoint in {self.out} holds vectors of shape {list(state.vectors.shape)}, "
                             f"not {list(self.vectors().shape)}; use a new --output")
+        self._check_restorable(state)
         with torch.no_grad():
             for part, saved in zip(self.parts, self.split(state.vectors)):
                 part.vectors.copy_(saved)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.lr_scheduler.load_state_dict(state.lr_scheduler)
-        if state.scaler and self.scaler is not None:
-            self.scaler.load_state_dict(state.scaler)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+            self.lr_scheduler.load_state_dict(state.lr_scheduler)
+            if state.scaler and self.scaler is not None:
+                self.scaler.load_state_dict(state.scaler)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise ckpt.CheckpointDamaged(f"the checkpoint in {self.out / 'checkpoints'} does not fit this run's optimizer "
+                                         f"({type(exc).__name__}: {str(exc)[:100]}); resume from an earlier one or delete it") from None
+
+    def _check_restorable(self, state: ckpt.TrainingState) -> None:
+        """The optimizer's moments have the learned rows' shapes; the schedule's counters are numbers."""
+        where = self.out / "checkpoints" / f"checkpoint-{state.step}"
+        slots = state.optimizer["state"]
+        for pid, values in slots.items():
+            if not 0 <= pid < len(self.parts):
+                raise ckpt.CheckpointDamaged(f"checkpoint {where} is damaged (optimizer state for parameter {pid}, "
+                                             f"this run has {len(self.parts)}); resume from an earlier one or delete it")
+            shape = tuple(self.parts[pid].vectors.shape)
+            for key, value in values.items():
+                if torch.is_tensor(value) and key != "step" and tuple(value.shape) != shape:
+                    raise ckpt.CheckpointDamaged(
+                        f"checkpoint {where} is damaged (optimizer {key} has shape {list(value.shape)}, not "
+                        f"{list(shape)}); resume from an earlier one or delete it")
+        sched = state.lr_scheduler
+        numbers_ok = all(isinstance(sched.get(k, 0), int) and not isinstance(sched.get(k, 0), bool)
+                         for k in ("last_epoch", "_step_count"))
+        lists_ok = all(isinstance(sched.get(k, []), list) and all(isinstance(v, (int, float)) for v in sched.get(k, []))
+                       for k in ("base_lrs", "_last_lr"))
+        if not (numbers_ok and lists_ok):
+            raise ckpt.CheckpointDamaged(f"checkpoint {where} is damaged (its lr_scheduler counters are not numbers); "
+                                         "resume from an earlier one or delete it")
 
     def finish(self) -> None:
         """Put the plain embedding table back with the learned rows in it (a normal pipeline again)."""
@@ -496,11 +558,44 @@ def _preview(trainer: StyleTokenTrainer, step: int, cb: TrainCallbacks) -> None:
         cb.on_preview(step, path)
 
 
+def _resume(trainer: StyleTokenTrainer, ckpt_dir: Path, resume: str) -> int:
+    """Restore a checkpoint; returns its step (0: none yet).
+
+    With `latest`, a damaged newest checkpoint (a truncated file, an edited state.json) is
+    skipped with a warning for the one before it: that is what a user would do by hand, and a
+    checkpoint is written every few hundred steps, so little is lost. A named checkpoint that
+    is damaged is refused in one line naming the file.
+    """
+    if resume != "latest":
+        path = ckpt.resolve_resume(ckpt_dir, resume)
+        state = ckpt.load_checkpoint(path)
+        trainer.restore(state)
+        log.warning("resuming from %s (step %d)", path, state.step)
+        return state.step
+    found = ckpt.list_checkpoints(ckpt_dir)
+    damage: list[str] = []
+    for _, path in reversed(found):
+        try:
+            state = ckpt.load_checkpoint(path)
+            trainer.restore(state)
+        except ckpt.CheckpointDamaged as exc:
+            damage.append(str(exc))
+            log.warning("%s; trying the checkpoint before it", exc)
+            continue
+        log.warning("resuming from %s (step %d)", path, state.step)
+        return state.step
+    if damage:
+        raise UserError(f"every checkpoint in {ckpt_dir} is damaged (newest: {damage[0]}); "
+                        "delete that folder to start over, or choose a new --output")
+    return 0
+
+
 def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Train a style token; returns where its embedding is. Resumable with cfg.resume='latest'."""
     from tqdm.auto import tqdm
 
     cb = callbacks or TrainCallbacks()
+    check_config(cfg)
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
     if cfg.resume is None and ckpt.list_checkpoints(ckpt_dir):
@@ -510,12 +605,7 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
     acc = trainer.accelerator
     start = 0
     if cfg.resume:
-        path = ckpt.resolve_resume(ckpt_dir, cfg.resume)
-        if path is not None:
-            state = ckpt.load_checkpoint(path)
-            trainer.restore(state)
-            start = state.step
-            log.warning("resuming from %s (step %d)", path, start)
+        start = _resume(trainer, ckpt_dir, cfg.resume)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         for folder in RUN_FOLDERS:  # only where a run writes: the user's other files stay

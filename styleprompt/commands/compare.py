@@ -64,11 +64,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from classic import limits
     from styleprompt.compare import run_compare
-    from styleprompt.errors import UserError
 
-    if args.cell_size < 64:
-        raise UserError("--cell-size must be at least 64")
+    limits.check_range("--cell-size", args.cell_size, 64, limits.MAX_CELL_SIZE,
+                       "the grid holds (methods + 1) x contents cells in one image")
     contents = image_paths(args.content, "--content")
     styles = image_paths(args.style_images, "--style-images")
     gallery = image_paths(args.gallery, "--gallery") if args.gallery else None

@@ -44,9 +44,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.generate import GenerateConfig, generate, load_embeddings, reproduce, save_generated
-    from styleprompt.models import load_pipeline
+    from classic.files import check_output_folder
+    from styleprompt.generate import GenerateConfig, check_config, generate, load_embeddings, reproduce, save_generated
+    from styleprompt.models import load_pipeline, pick_device
 
+    check_output_folder(args.output)  # before any model loads: a bad folder would lose the painted images
+    if args.device:
+        pick_device(args.device)
     if args.from_png:
         if args.embedding or args.image:
             from styleprompt.errors import UserError
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             guidance=args.guidance, scheduler=args.scheduler, seed=args.seed, count=args.count, width=args.width,
             height=args.height, image=args.image, strength=args.strength, style_scale=args.style_scale,
         )
+        check_config(cfg)
         loaded = load_pipeline(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision)
         tokens = load_embeddings(loaded, args.embedding, args.style_scale)
         items = generate(loaded, cfg, tokens)

@@ -87,16 +87,25 @@ def _jobs(args: argparse.Namespace) -> tuple[list[tuple[Path, list[Path], Path]]
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from classic import limits
+    from classic.files import check_output_file
     from classic.images import load_image, save_image
     from classic.inputs import parse_weights
+    from styleprompt.models import pick_device
 
     start = time.perf_counter()
+    pick_device(args.device)  # an unknown or absent device: one line, before anything is read
+    # Size-like flags first, before any file is read; what an image implies is checked per method.
+    limits.check_seed(args.seed)
+    limits.check_side_flag("--size", args.size)
+    limits.check_side_flag("--style-size", args.style_size, allow_none=False)
+    limits.check_tile_flag(args.tile_size)
     torch.manual_seed(args.seed)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device} but no CUDA GPU is available; use --device cpu")
     weights = parse_weights(args.style_weights) if args.style_weights is not None else None
-    mask = load_image(args.mask) if args.mask else None
     jobs, _ = _jobs(args)
+    for output in {job[2] for job in jobs}:  # before any image is read or network loaded
+        check_output_file(output)
+    mask = load_image(args.mask) if args.mask else None
     method = methods.get(args.method)
     sources = methods.Sources(device=args.device, random_weights=args.random_weights, vgg_weights=args.vgg_weights,
                               decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, seed=args.seed)

@@ -80,7 +80,8 @@ def build(ctx: AppContext) -> None:
         style_weights = parse_style_weights(weights)
         device = _device(s.device)
         sources = methods.Sources(device=device, random_weights=bool(random_weights),
-                                  vgg_weights=(vgg or "").strip() or None, decoder_weights=(decoder or "").strip() or None)
+                                  vgg_weights=s.weights_file_for(vgg, "VGG-19 weights file"),
+                                  decoder_weights=s.weights_file_for(decoder, "decoder weights file"))
         offered = {}
         if "iterations" in style_method.options:  # checked only where it is used
             offered["iterations"] = int_in(iterations, "Iterations", 1, s.max_classic_iterations)

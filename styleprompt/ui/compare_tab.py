@@ -89,7 +89,8 @@ def build(ctx: AppContext) -> Any:
         class_list = [c.strip() for c in (classes or "").split(",") if c.strip()]
         options = dict(
             methods=tuple(chosen), random_weights=bool(random_weights),
-            vgg_weights=(vgg_weights or "").strip() or None, decoder_weights=(decoder_weights or "").strip() or None,
+            vgg_weights=s.weights_file_for(vgg_weights, "VGG-19 weights file"),
+            decoder_weights=s.weights_file_for(decoder_weights, "decoder weights file"),
             gatys_iterations=int_in(iterations, "Gatys iterations", 1, s.max_classic_iterations),
             size=int_in(size, "Size", 64, 4096), seed=int_in(seed, "Seed", 0, 2**32 - 1),
             token_steps=int_in(token_steps, "Token sampling steps", 1, s.max_gen_steps),

@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from classic import limits
 from styleprompt.config import TrainConfig
 from styleprompt.errors import UserError
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
@@ -124,7 +125,7 @@ def build(ctx: AppContext) -> TrainTab:
                 vectors = gr.Number(value=_DEFAULTS.vectors, label="Vectors", precision=0, minimum=1, maximum=16, elem_id="train-vectors")
                 steps = gr.Number(value=_DEFAULTS.steps, label="Steps", precision=0, minimum=1, maximum=s.max_train_steps, elem_id="train-steps")
             with gr.Row():
-                resolution = gr.Number(value=0, label="Resolution (0: the model's own)", precision=0, minimum=0, maximum=1536, elem_id="train-resolution")
+                resolution = gr.Number(value=0, label="Resolution (0: the model's own)", precision=0, minimum=0, maximum=limits.MAX_TRAIN_RESOLUTION, elem_id="train-resolution")
                 lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
                 model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="train-model")
@@ -158,8 +159,8 @@ def build(ctx: AppContext) -> TrainTab:
         total = int_in(steps, "Steps", 1, s.max_train_steps)
         cfg_values = dict(
             token=(token or "").strip(), init_word=(init_word or "").strip(), model=s.model_for(model),
-            vectors=int_in(vectors, "Vectors", 1, 64), steps=total,
-            resolution=int_in(resolution, "Resolution", 0, 2048) or None,
+            vectors=int_in(vectors, "Vectors", 1, limits.MAX_VECTORS), steps=total,
+            resolution=int_in(resolution, "Resolution", 0, limits.MAX_TRAIN_RESOLUTION) or None,
             lr=float_in(lr, "Learning rate", 1e-7, 1.0),
             preview_every=int_in(preview_every, "Preview every", 0, s.max_train_steps),
             preview_steps=int_in(preview_steps, "Preview sampling steps", 1, s.max_gen_steps),
