@@ -71,3 +71,28 @@ def test_read_only_output_folder_refused_before_loading(tmp_path):
         assert "permission denied" in errors[0] and str(readonly) in errors[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_generate_keeps_painted_images_when_the_folder_fails(tmp_path):
+    """Writing fails after painting (here: the folder is a path through a file): the images go to a
+    new temporary folder that the one line names."""
+    import re
+
+    from PIL import Image
+
+    from styleprompt.errors import UserError
+    from styleprompt.generate import Generated, save_generated
+
+    (tmp_path / "file.txt").write_text("the user's notes\n")
+    params = {"prompt": "p", "negative_prompt": "", "steps": 1, "scheduler": "ddim", "guidance": 7.5, "width": 8,
+              "height": 8, "model": "tiny", "mode": "txt2img"}
+    items = [Generated(image=Image.new("RGB", (8, 8), (i, 0, 0)), params=dict(params, seed=i), seed=i) for i in range(2)]
+    with pytest.raises(UserError) as info:
+        save_generated(items, tmp_path / "file.txt" / "sub")
+    message = str(info.value)
+    rescue = Path(re.search(r"are in (\S+)$", message).group(1))
+    try:
+        assert "\n" not in message and sorted(p.name for p in rescue.iterdir()) == ["000-seed0.png", "001-seed1.png"]
+        assert (tmp_path / "file.txt").read_text() == "the user's notes\n"
+    finally:
+        shutil.rmtree(rescue, ignore_errors=True)
