@@ -152,16 +152,10 @@ def run_reference(cnn, content_img, style_img, num_steps, style_weight=1e6, cont
 def images(size: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     content_path, style_path = SHARED / "content" / "tubingen.jpg", SHARED / "style" / "starry_night.jpg"
     if content_path.is_file() and style_path.is_file():
-
-        def load(p: Path) -> torch.Tensor:
-            return pil_to_tensor(load_image(p).resize((size, size)))  # the tutorial's square resize
-
+        load = lambda p: pil_to_tensor(load_image(p).resize((size, size)))  # noqa: E731 - the tutorial's square resize
         return load(content_path), load(style_path), "tubingen.jpg + starry_night.jpg"
     g = torch.Generator().manual_seed(0)
-
-    def smooth() -> torch.Tensor:
-        return F.interpolate(torch.rand(1, 3, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")
-
+    smooth = lambda: F.interpolate(torch.rand(1, 3, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")  # noqa: E731
     return smooth(), smooth(), "generated images (../shared/data not found)"
 
 

@@ -63,7 +63,8 @@ def check_mask_fits(mask: Image.Image, content: Image.Image) -> None:
     cw, ch = content.size
     if abs((mw / mh) / (cw / ch) - 1) > MASK_ASPECT_TOLERANCE:
         raise UserError(
-            f"the mask is {mw}x{mh} but the content image is {cw}x{ch}: give a mask with the content's proportions"
+            f"the mask is {mw}x{mh} but the content image is {cw}x{ch}: give a mask with the content's proportions "
+            "(transfer --fit-mask stretches it to the content)"
         )
 
 

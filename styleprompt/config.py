@@ -40,8 +40,8 @@ class TrainConfig:
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     learnable_property: str = "style"
-    save_every: int = 250
-    checkpoint_every: int = 500
+    save_every: int | None = None  # None: every 250 steps, or steps/8 in a shorter run (see __post_init__)
+    checkpoint_every: int | None = None  # None: every 500 steps, or steps/4 in a shorter run
     checkpoints_total_limit: int = 2
     preview_every: int = 250
     preview_prompt: str = DEFAULT_PREVIEW_PROMPT
@@ -52,6 +52,14 @@ class TrainConfig:
     seed: int = 0
     resume: str | None = None
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        """Intervals left unset scale down with a short run, so a 30-step smoke test still leaves
+        embeddings/ and checkpoints/ for `pick` and `--resume` (250/500 would leave neither)."""
+        if self.save_every is None:
+            self.save_every = min(250, max(1, self.steps // 8))
+        if self.checkpoint_every is None:
+            self.checkpoint_every = min(500, max(1, self.steps // 4))
 
     def to_dict(self) -> dict:
         return asdict(self)

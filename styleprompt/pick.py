@@ -348,11 +348,13 @@ def plot_tradeoff(result: PickResult, token: str = "") -> Path:
     ax.set_title(f"style vs prompt fidelity {token}".strip())
     ax.legend(fontsize=8, loc="best")
     steps = [s.step for s in scores]
-    ax2.plot(steps, [s.style for s in scores], "o-", label="style", color="tab:blue")
+    # The two series share the x positions and, each scaled to its own axis, often the heights too:
+    # small filled circles inside large hollow squares keep both visible where they coincide.
+    ax2.plot(steps, [s.style for s in scores], "o-", label="style", color="tab:blue", ms=4, zorder=3)
     ax2.set_xlabel("training step")
     ax2.set_ylabel("style", color="tab:blue")
     twin = ax2.twinx()
-    twin.plot(steps, [s.fidelity for s in scores], "s-", label="fidelity", color="tab:orange")
+    twin.plot(steps, [s.fidelity for s in scores], "s--", label="fidelity", color="tab:orange", ms=9, mfc="none", mew=1.5)
     twin.set_ylabel("fidelity", color="tab:orange")
     ax2.axvline(best.step, color="red", lw=1, ls=":")
     ax2.set_title("scores by step")

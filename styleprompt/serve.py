@@ -75,7 +75,8 @@ class AppSettings:
             raise UserError("this server names no folders of artworks (start it with --art-folder DIR); upload the artworks instead")
         if not _inside(source, self.art_folders):
             allowed = ", ".join(str(r) for r in self.art_folders)
-            raise UserError(f"{folder} is outside the folders this server reads artworks from ({allowed})")
+            raise UserError(f"{folder} is outside the folders this server reads artworks from ({allowed}); start the app "
+                            f"with --art-folder {folder} to allow it, or upload the artworks instead")
         if not source.is_dir():
             raise UserError(f"the folder {folder} does not exist on the server; upload the artworks instead")
         return source
@@ -149,8 +150,18 @@ class OutputFolder:
         return _inside(path, (self.root,))
 
     def trained_embeddings(self, limit: int = 30) -> list[Path]:
-        """The final embeddings of past training runs, newest first (the Generate tab's list)."""
-        found = [p for p in (self.root / "train").glob("*/learned_embeds.safetensors") if p.is_file()]
+        """The final embeddings of past training runs, newest first (the Generate tab's list).
+
+        The app's own runs are in train/*/, but a run made on the command line into the same
+        output folder (`styleprompt train --output OUTPUT/s1`) is listed too: any run folder up
+        to three levels down, except Gradio's cache, and never through a link that leads out.
+        """
+        patterns = ("*/learned_embeds.safetensors", "*/*/learned_embeds.safetensors", "*/*/*/learned_embeds.safetensors")
+        found = {
+            p for pattern in patterns for p in self.root.glob(pattern)
+            if p.is_file() and p.relative_to(self.root).parts[0] != "cache" and self.contains(p)
+        }
+        found = list(found)
         found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return found[:limit]
 

@@ -309,7 +309,7 @@ def test_server_folders_of_artworks_stay_inside_the_allowed_ones(tmp_path):
 
     (allowed / "linked-folder").symlink_to(private, target_is_directory=True)
     for folder in (str(private), f"{allowed}/../private", str(allowed / "linked-folder"), "/etc"):
-        with pytest.raises(UserError, match="is outside the folders this server reads artworks from"):
+        with pytest.raises(UserError, match="is outside the folders this server reads artworks from .*--art-folder"):
             stage_images([], folder, tmp_path / "run2", max_count=5, settings=settings)
     (allowed / "z-secret.png").symlink_to(secret)
     with pytest.raises(UserError, match="z-secret.png in .* links outside the folders"):
@@ -582,3 +582,39 @@ def test_world_pictures_of_an_uploaded_painting_become_the_artworks(app, art):
     assert [n.split("-")[-1] for n in names] == ["lighthouse.png", "house.png", "city.png"]
     with pytest.raises(Exception, match="upload a style painting first"):
         client.predict(None, 3, api_name="/paint_world")
+
+
+def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):
+    """`styleprompt train --output OUTPUT/s1` beside the app's own train/*/ runs: both listed; Gradio's
+    cache, a checkpoint's files and a link leading out of the folder are not."""
+    from styleprompt.serve import OutputFolder
+
+    out = OutputFolder(tmp_path / "out")
+    made = []
+    for rel in ("train/20260101-app-run", "s1", "cli/runs/s2"):
+        (out.root / rel).mkdir(parents=True)
+        made.append(out.root / rel / "learned_embeds.safetensors")
+        made[-1].write_bytes(b"x")
+        time.sleep(0.01)
+    (out.root / "cache" / "x").mkdir(parents=True)
+    (out.root / "cache" / "x" / "learned_embeds.safetensors").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "learned_embeds.safetensors").write_bytes(b"x")
+    (out.root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert out.trained_embeddings() == made[::-1]
+
+
+def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
+    """Before any job: every Stop looks inactive (a job's start enables it, its end disables it) and the
+    Compare table shows metrics.csv's column names, not Gradio's 1 2 3."""
+    from styleprompt.serve import AppSettings
+    from styleprompt.ui import build_app
+
+    demo = build_app(AppSettings(model="tiny", output_dir=tmp_path / "out", device="cpu"))
+    by_elem = {c["props"].get("elem_id"): c for c in demo.config["components"]}
+    stops = ["train-stop", "gen-stop", "cmp-stop", "classic-stop"]
+    assert all(by_elem[s]["props"]["interactive"] is False for s in stops)
+    stop_ids = {by_elem[s]["id"] for s in stops}
+    targets = [set(d["outputs"]) & stop_ids for d in demo.config["dependencies"]]
+    assert sum(bool(t) for t in targets) == 2 * len(stops)  # an enable and a disable for each
+    assert by_elem["cmp-table"]["props"]["value"]["headers"][:4] == ["content", "class", "method", "status"]

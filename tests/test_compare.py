@@ -220,6 +220,17 @@ def test_cli_compare_writes_the_report(inputs, tmp_path, capsys):
     assert cli.main(["compare", "--content", str(tmp_path / "missing.jpg"), "--style-images", str(inputs["styles"][0]),
                      "--output", str(out)]) == 2
     assert "missing.jpg does not exist" in capsys.readouterr().err
+    # a second comparison into the same folder is refused (old and new would mix), until --overwrite
+    (out / "notes.txt").write_text("mine")
+    again = ["compare", "--content", str(inputs["content"]), "--style-images", str(inputs["styles"][0]), "--output", str(out),
+             "--random-weights", "--methods", "adain", "--size", "64", "--cell-size", "96", "--device", "cpu", "--no-metrics"]
+    assert cli.main(again) == 2
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--overwrite" in err and err.count("\n") == 1
+    assert list((out / "images").rglob("token-txt2img.png"))
+    assert cli.main([*again, "--overwrite"]) == 0
+    assert not list((out / "images").rglob("token-txt2img.png"))  # the old run's cells are gone, not mixed in
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_method_status_is_decided_by_state_not_wording():

@@ -84,6 +84,20 @@ def test_existing_run_needs_resume(capsys, artworks_dir, tmp_path):
     assert code == 0 and "step 3" in out
 
 
+def test_a_non_empty_output_needs_resume_or_overwrite(capsys, artworks_dir, tmp_path):
+    out = tmp_path / "o"
+    args = ["train", "--images", str(artworks_dir), "--output", str(out), *FAST, "--save-every", "1"]
+    assert run_cli(capsys, *args)[0] == 0
+    assert len(list((out / "embeddings").iterdir())) == 2
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, "is not empty", "--overwrite", "--resume latest")
+    code, _, _ = run_cli(capsys, *args, "--steps", "1", "--overwrite")
+    assert code == 0
+    assert [p.name for p in (out / "embeddings").iterdir()] == ["step-000001.safetensors"]  # no step 2 left from before
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_fp16_on_cpu_is_refused(capsys, artworks_dir, tmp_path):
     code, _, err = run_cli(capsys, "train", "--images", str(artworks_dir), "--output", str(tmp_path / "o"), "--mixed-precision", "fp16", *FAST)
     assert_one_line_error(code, err, "fp16 needs a GPU")

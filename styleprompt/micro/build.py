@@ -195,55 +195,6 @@ def stage_latents(out: Path) -> None:
     tmp.replace(path)
 
 
-def stage_decoder(out: Path, steps: int, batch: int, seed: int) -> None:
-    """Sharpen the decoder with the encoder frozen: the latent space the UNet learns stays the same.
-
-    Why: after the VAE stage the reconstructions still blur the painted textures (the style
-    judge's retrieval@1 on them was 0.69 against 1.0 on the originals); more decoder training,
-    with the image-gradient term weighted up, recovers texture without moving any latent.
-    """
-    folder = out / "vae-decoder"
-    if (folder / "config.json").is_file():
-        return
-    from diffusers import AutoencoderKL
-
-    images, _, _ = load_data(out)
-    latents = load_file(str(out / "latents.safetensors"))
-    half = len(images)  # latents hold the plain pictures, then the mirrored ones
-    vae = AutoencoderKL.from_pretrained(str(out / "vae"))
-    vae.requires_grad_(False)
-    trainable = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in trainable:
-        p.requires_grad_(True)
-    vae.decoder.train()
-    optimizer = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed + 1)
-    bar = _tqdm(total=steps, desc="decoder")
-    for step in range(1, steps + 1):
-        if step % 50 == 1:
-            arch.set_threads()
-        idx = torch.randint(len(latents["means"]), (batch,), generator=generator)
-        z = latents["means"][idx] + latents["stds"][idx] * torch.randn(latents["means"][idx].shape, generator=generator)
-        x = to_model_input(images[idx % half])
-        mirrored = idx >= half
-        x[mirrored] = x[mirrored].flip(-1)
-        recon = vae.decode(z).sample
-        edges = F.l1_loss(recon.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(recon.diff(dim=-2), x.diff(dim=-2))
-        loss = F.l1_loss(recon, x) + 2.0 * edges
-        for group in optimizer.param_groups:
-            group["lr"] = 5e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-    bar.close()
-    tmp = folder.with_name("vae-decoder.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    vae.eval().save_pretrained(str(tmp))
-    tmp.replace(folder)
-
-
 # -- stage 5: text encoder + UNet ------------------------------------------------------------------------------
 
 
@@ -397,7 +348,7 @@ def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None
     unet = arch.build_unet()
     text_encoder.load_state_dict(load_file(str(ckpt / "text_encoder.ema.safetensors")))
     unet.load_state_dict(load_file(str(ckpt / "unet.ema.safetensors")))
-    vae = AutoencoderKL.from_pretrained(str(out / ("vae-decoder" if (out / "vae-decoder").is_dir() else "vae")))
+    vae = AutoencoderKL.from_pretrained(str(out / "vae"))
     pipe = arch.assemble(vae.eval(), text_encoder.eval(), tokenizer, unet.eval())
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -463,19 +414,18 @@ def stage_classifier(out: Path, styles: Path, steps: int, seed: int, test_per_cl
 
 def build(out: Path, *, styles: str | None = None, per_class: int = 30, vae_steps: int = 600, unet_steps: int = 3000,
           batch: int = 48, lr: float = 1e-3, seed: int = 0, checkpoint_every: int = 100, classifier_steps: int = 600,
-          install: bool = False, max_minutes: float | None = None, decoder_steps: int = 800) -> None:
+          install: bool = False, max_minutes: float | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     folder = style_folder(styles)
     (out / "build_config.json").write_text(json.dumps({
         "per_class": per_class, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch, "lr": lr,
-        "seed": seed, "classifier_steps": classifier_steps, "decoder_steps": decoder_steps}, indent=1))
+        "seed": seed, "classifier_steps": classifier_steps}, indent=1))
     timings = {}
     for name, stage in [
         ("data", lambda: stage_data(out, folder, per_class, seed)),
         ("gallery", lambda: stage_gallery(folder)),
         ("vae", lambda: stage_vae(out, vae_steps, 32, seed)),
         ("latents", lambda: stage_latents(out)),
-        ("decoder", lambda: stage_decoder(out, decoder_steps, 32, seed)),
     ]:
         t0 = time.time()
         stage()

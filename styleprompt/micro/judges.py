@@ -27,7 +27,7 @@ class ClassJudge(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         width_in = 3
-        for width in (16, 32, 64, 96):
+        for width in (32, 64, 96, 128):
             layers += [nn.Conv2d(width_in, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             width_in = width

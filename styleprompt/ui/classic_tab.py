@@ -60,7 +60,7 @@ def build(ctx: AppContext) -> None:
                 decoder = gr.Textbox(label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="classic-decoder")
             with gr.Row():
                 run = gr.Button("Stylize", variant="primary", elem_id="classic-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="classic-stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="classic-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("nothing stylized yet"), elem_id="classic-status")
             output = gr.Image(label="Result", type="filepath", format="png", interactive=False, elem_id="classic-output")
@@ -107,13 +107,13 @@ def build(ctx: AppContext) -> None:
         labelled = " · random weights" if random else ""
         yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(path)
 
-    run.click(
+    event = run.click(
         stylize, [method, content, styles, weights, mask, alpha, preserve, size, iterations, random_weights, vgg, decoder],
         [status, output], api_name="classic", concurrency_limit=s.heavy_concurrency, concurrency_id="classic",
         show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "classic", "stop_classic")
+    wire_stop(ctx, stop, "classic", "stop_classic", run, event)
 
 
 def _device(requested: str | None) -> str:

@@ -230,10 +230,17 @@ def stream_job(ctx: AppContext, request: Any, kind: str, work: Callable[[Job], A
     return job
 
 
-def wire_stop(ctx: AppContext, button: Any, kind: str, api_name: str) -> None:
-    """The Stop button of a tab: stops this browser session's job of `kind`, bypassing the queue."""
+def wire_stop(ctx: AppContext, button: Any, kind: str, api_name: str, start: Any = None, run_event: Any = None) -> None:
+    """The Stop button of a tab: stops this browser session's job of `kind`, bypassing the queue.
+
+    With the tab's `start` button and its `run_event`, Stop looks inactive (it is created with
+    interactive=False) except while that job runs, so nobody presses it to no effect.
+    """
 
     def stop(request: gr.Request) -> None:
         ctx.jobs.stop(session_of(request), kind)
 
     button.click(stop, None, None, queue=False, api_name=api_name)
+    if start is not None and run_event is not None:
+        start.click(lambda: gr.update(interactive=True), None, button, queue=False, api_visibility="private")
+        run_event.then(lambda: gr.update(interactive=False), None, button, queue=False, api_visibility="private")

@@ -61,11 +61,12 @@ def build(ctx: AppContext) -> Any:
                     strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Image-to-image strength", elem_id="cmp-strength")
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no comparison yet"), elem_id="cmp-status")
             grid = gr.Image(label="Side by side", type="filepath", format="png", interactive=False, elem_id="cmp-grid")
-            table = gr.Dataframe(label="Metrics and timings", interactive=False, wrap=False, max_height=360, elem_id="cmp-table")
+            table = gr.Dataframe(value=_empty_table(), label="Metrics and timings", interactive=False, wrap=False,
+                                 max_height=360, elem_id="cmp-table")
             reports = gr.File(label="Report (HTML, CSV, Markdown)", file_count="multiple", interactive=False, elem_id="cmp-reports")
 
     @show_errors(outputs=4, status=0)
@@ -116,7 +117,7 @@ def build(ctx: AppContext) -> Any:
         text = f"done: {view['summary']} · {format_duration(job.elapsed)}"
         yield progress_html(text, state="done"), view["grid"], view["table"], view["files"]
 
-    run.click(
+    event = run.click(
         run_compare_ui,
         [contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights, decoder_weights, iterations, size, seed,
          token_steps, strength],
@@ -124,8 +125,18 @@ def build(ctx: AppContext) -> Any:
         api_name="compare", concurrency_limit=s.heavy_concurrency, concurrency_id="compare", show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "compare", "stop_compare")
+    wire_stop(ctx, stop, "compare", "stop_compare", run, event)
     return recent
+
+
+# The table's first columns (metrics.csv's), shown as headers before any run instead of Gradio's "1 2 3".
+TABLE_COLUMNS = ("content", "class", "method", "status", "time_s", "peak_memory_mib")
+
+
+def _empty_table() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(TABLE_COLUMNS))
 
 
 def result_view(result: Any) -> dict:
@@ -136,7 +147,7 @@ def result_view(result: Any) -> dict:
     ok = sum(1 for state in result.states.values() if state.ok)
     return {
         "grid": str(result.grid) if Path(result.grid).is_file() else None,
-        "table": pd.DataFrame(result.rows) if result.rows else pd.DataFrame(),
+        "table": pd.DataFrame(result.rows) if result.rows else _empty_table(),
         "files": files,
         "summary": f"{ok} of {len(result.status)} methods ran",
     }

@@ -121,7 +121,7 @@ def build(ctx: AppContext) -> GenerateTab:
                 strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (how far from the content image)", elem_id="gen-strength")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="gen-stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="gen-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("nothing generated yet"), elem_id="gen-status")
             gallery = gr.Gallery(label="Gallery (newest first; select an image for its parameters)", columns=3, height=460,
@@ -171,14 +171,14 @@ def build(ctx: AppContext) -> GenerateTab:
         yield (progress_html(done, state="done"), [(h["path"], h["caption"]) for h in history],
                new[0]["params"] if new else None, history)
 
-    run.click(
+    event = run.click(
         run_generate,
         [model, uploads, recent, style_scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength, history],
         [status, gallery, params, history],
         api_name="generate", concurrency_limit=s.heavy_concurrency, concurrency_id="generate", show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "generate", "stop_generate")
+    wire_stop(ctx, stop, "generate", "stop_generate", run, event)
 
     def show_params(history, evt: gr.SelectData):
         if history and 0 <= evt.index < len(history):

@@ -140,7 +140,7 @@ def build(ctx: AppContext) -> TrainTab:
                     seed = gr.Number(value=_DEFAULTS.seed, label="Seed", precision=0)
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start")
-                stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="train-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no training yet"), elem_id="train-status")
             loss_plot = gr.LinePlot(empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260)
@@ -243,5 +243,5 @@ def build(ctx: AppContext) -> TrainTab:
     world_button.click(paint_world, [world_style, world_count], [files], api_name="paint_world",
                        concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="full")
 
-    wire_stop(ctx, stop, "train", "stop_training")
+    wire_stop(ctx, stop, "train", "stop_training", start, event)
     return TrainTab(start_event=event, embedding=embedding)
