@@ -352,7 +352,8 @@ def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None
     pipe = arch.assemble(vae.eval(), text_encoder.eval(), tokenizer, unet.eval())
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    # fp16 on disk (the package must stay under 25 MB); load_micro_pipeline reads it back as fp32.
+    pipe.to(dtype=torch.float16).save_pretrained(str(tmp), safe_serialization=True)
     (tmp / "build.json").write_text(json.dumps({"checkpoint": ckpt.name, "style_words": STYLE_WORDS,
                                                 "held_out": HELD_OUT, "classes": world.CLASSES,
                                                 "parameters": arch.parameter_counts(pipe)}, indent=1))
