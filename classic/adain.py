@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from classic import limits
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.errors import UserError
 from classic.images import pil_to_tensor, tensor_to_pil
-from classic import limits
 from classic.inputs import (
     check_mask_fits,
     check_styles,

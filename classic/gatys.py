@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from classic import limits
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.errors import UserError
 from classic.images import pil_to_tensor, save_image, tensor_to_pil
-from classic import limits
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights, style_label
 from classic.tiling import Tile, TileSize, plan_tiles, resolve_tile_size
 from classic.vgg import LAYER_INDEX, VGG19Features, check_layer_names, layer_stride, load_vgg19, receptive_radius

@@ -157,7 +157,7 @@ def load_checkpoint(path: Path) -> TrainingState:
         raise _damaged(json_path, f"not readable JSON: {exc}") from None
     try:
         tensors = load_file(str(tensor_path))
-    except Exception as exc:  # safetensors raises its own SafetensorError for a truncated file
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError for a truncated file
         raise _damaged(tensor_path, f"not a readable safetensors file: {str(exc).splitlines()[0][:120]}") from None
     _expect(json_path, isinstance(meta, dict), f"holds a {type(meta).__name__}, not an object")
     step = meta.get("step")
@@ -176,7 +176,8 @@ def load_checkpoint(path: Path) -> TrainingState:
     fingerprint = meta.get("fingerprint", {})
     _expect(json_path, isinstance(fingerprint, dict), "'fingerprint' is not an object")
     vectors = tensors.get("vectors")
-    _expect(tensor_path, vectors is not None, "the tensor 'vectors' is missing")
+    if vectors is None:
+        raise _damaged(tensor_path, "the tensor 'vectors' is missing")
     _expect(tensor_path, vectors.dim() == 2 and vectors.dtype in (torch.float16, torch.bfloat16, torch.float32)
             and bool(torch.isfinite(vectors.float()).all()),
             f"'vectors' is {vectors.dtype} of shape {list(vectors.shape)}, not finite [vectors, width] numbers")

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-
 from classic.files import write_text_atomic
 from classic.images import load_image
 from styleprompt.compare import read_manifest

@@ -38,7 +38,15 @@ from styleprompt.config import TrainConfig
 from styleprompt.data import CropWindow, LatentCache, load_artworks
 from styleprompt.errors import UserError
 from styleprompt.formats import Embedding, write_embedding
-from styleprompt.models import LoadedModel, is_sdxl, load_pipeline, move_pipeline, native_resolution, pick_device, text_encoders
+from styleprompt.models import (
+    LoadedModel,
+    is_sdxl,
+    load_pipeline,
+    move_pipeline,
+    native_resolution,
+    pick_device,
+    text_encoders,
+)
 from styleprompt.templates import PromptSampler
 from styleprompt.tokens import (
     DIFFUSERS_WEIGHT_NAME,
@@ -568,6 +576,8 @@ def _resume(trainer: StyleTokenTrainer, ckpt_dir: Path, resume: str) -> int:
     """
     if resume != "latest":
         path = ckpt.resolve_resume(ckpt_dir, resume)
+        if path is None:  # only "latest" finds nothing, and it is handled below
+            return 0
         state = ckpt.load_checkpoint(path)
         trainer.restore(state)
         log.warning("resuming from %s (step %d)", path, state.step)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from tests.robustness.hostile import build  # noqa: E402
+from tests.robustness.hostile import build
 
 ROOT = Path(__file__).resolve().parents[2]
 
