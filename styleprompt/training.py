@@ -629,6 +629,7 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
     loss = None
     stopped = False
     done = start
+    save_every, checkpoint_every = cfg.save_every or 0, cfg.checkpoint_every or 0  # TrainConfig fills both
     bar = tqdm(total=cfg.steps, initial=start, desc=f"training {cfg.token}", unit="step", disable=not acc.is_main_process)
     try:
         if start == 0 and cfg.preview_every > 0 and acc.is_main_process:
@@ -653,11 +654,11 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
             bar.set_postfix(loss=f"{loss:.4f}")
             if loss_log is not None:  # the main process's
                 loss_log.append(step, loss, trainer.lr_scheduler.get_last_lr()[0], elapsed0 + time.perf_counter() - t0)
-                if cfg.save_every > 0 and step % cfg.save_every == 0:
+                if save_every > 0 and step % save_every == 0:
                     trainer.save_embedding(out / "embeddings" / f"step-{step:06d}.safetensors", step)
                 if cfg.preview_every > 0 and step % cfg.preview_every == 0:
                     _preview(trainer, step, cb)
-                if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0:
+                if checkpoint_every > 0 and step % checkpoint_every == 0:
                     ckpt.save_checkpoint(ckpt_dir, trainer.training_state(step), cfg.checkpoints_total_limit)
                     plot_loss(loss_log.rows, out / "loss.png", f"{cfg.token} on {cfg.model}")
             if cb.on_step:

@@ -29,7 +29,13 @@ def image_paths(values: list[str], what: str) -> list[Path]:
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.compare import CPU_GATYS_ITERATIONS, DEFAULT_GATYS_ITERATIONS, DEFAULT_SIZE, DEFAULT_STRENGTH, method_names
+    from styleprompt.compare import (
+        CPU_GATYS_ITERATIONS,
+        DEFAULT_GATYS_ITERATIONS,
+        DEFAULT_SIZE,
+        DEFAULT_STRENGTH,
+        method_names,
+    )
 
     parser = subparsers.add_parser(
         "compare",
