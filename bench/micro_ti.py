@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from classic.images import load_image
 from styleprompt import world
 from styleprompt.micro import HELD_OUT, STYLE_WORDS
-from styleprompt.micro.judges import StyleJudge, classify, load_class_judge
+from styleprompt.micro.judges import StyleJudge, classify
 
 STYLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "style"
 BASE_CLASSES = ["lighthouse", "house", "city", "tree", "boat", "mountain", "fish", "flower"]
