@@ -128,7 +128,7 @@ def train_token(painting: Path | None, word: str, out: Path, steps: int, save_ev
                       save_every=save_every, checkpoint_every=steps, preview_every=0, seed=0)
     t0 = time.perf_counter()
     result = train(cfg)
-    return Path(result.embedding), time.perf_counter() - t0, run
+    return Path(result.embedding_path), time.perf_counter() - t0, run
 
 
 def token_figures(painting_name: str, word: str, out: Path, steps: int, seeds: list[int], guidance: float,

@@ -114,7 +114,7 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
                                steps=150, save_every=0, checkpoint_every=0, preview_every=0))
     assert time.perf_counter() - t0 < 60 * 3  # budget on a loaded 2-core machine; ~40 s alone
     loaded = load_pipeline("micro", device="cpu")
-    load_embeddings(loaded, [str(result.embedding)])
+    load_embeddings(loaded, [str(result.embedding_path)])
     classes, seeds = ["boat", "fish", "flower", "bird"], [0, 1]
 
     def paint(word: str):
