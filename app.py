@@ -16,21 +16,63 @@ from pathlib import Path
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from styleprompt.models import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(description="styleprompt web app: train, generate, compare, classic style transfer")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="default model: hub id, local path, or tiny (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for the network)")
+    parser = argparse.ArgumentParser(
+        description="styleprompt web app: train, generate, compare, classic style transfer"
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="default model: hub id, local path, or tiny (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for the network)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    parser.add_argument("--output", default="outputs/app", help="the app's output folder, the only folder it serves (default: %(default)s)")
+    parser.add_argument(
+        "--output",
+        default="outputs/app",
+        help="the app's output folder, the only folder it serves (default: %(default)s)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="model precision for generation (default: fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--concurrency", type=int, default=1, help="jobs of one kind (train, generate, ...) running at once (default: %(default)s)")
-    parser.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default: %(default)s)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "fp16", "bf16"],
+        help="model precision for generation (default: fp16 on GPU, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="jobs of one kind (train, generate, ...) running at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-size", type=int, default=64, help="requests that may wait in the queue (default: %(default)s)"
+    )
     parser.add_argument("--max-uploads", type=int, default=20, help="files per upload field (default: %(default)s)")
-    parser.add_argument("--max-upload-mb", type=float, default=25.0, help="size limit per uploaded file in MB (default: %(default)s)")
-    parser.add_argument("--art-folder", action="append", default=[], metavar="DIR", help="a server folder the Train tab may read artworks from (repeatable; default: your home folder on localhost, none on the network)")
-    parser.add_argument("--allow-model", action="append", default=[], metavar="MODEL", help="another model the page may name besides --model (repeatable)")
-    parser.add_argument("--any-model", action="store_true", help="let the page name any hub id or local path (the default on localhost; on the network only --model and --allow-model)")
-    parser.add_argument("--no-preload", action="store_true", help="load the default model on the first request, not at start")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=25.0, help="size limit per uploaded file in MB (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--art-folder",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a server folder the Train tab may read artworks from (repeatable; default: your home folder on localhost, none on the network)",
+    )
+    parser.add_argument(
+        "--allow-model",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="another model the page may name besides --model (repeatable)",
+    )
+    parser.add_argument(
+        "--any-model",
+        action="store_true",
+        help="let the page name any hub id or local path (the default on localhost; on the network only --model and --allow-model)",
+    )
+    parser.add_argument(
+        "--no-preload", action="store_true", help="load the default model on the first request, not at start"
+    )
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off unless asked)")
     return parser.parse_args(argv)
 
@@ -52,10 +94,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = AppSettings(
-            model=args.model, output_dir=output, device=args.device, precision=args.precision,
-            max_uploads=args.max_uploads, max_upload_mb=args.max_upload_mb,
-            heavy_concurrency=max(1, args.concurrency), queue_size=args.queue_size,
-            allowed_models=tuple(args.allow_model), **access_for_host(args.host, args.art_folder, args.any_model),
+            model=args.model,
+            output_dir=output,
+            device=args.device,
+            precision=args.precision,
+            max_uploads=args.max_uploads,
+            max_upload_mb=args.max_upload_mb,
+            heavy_concurrency=max(1, args.concurrency),
+            queue_size=args.queue_size,
+            allowed_models=tuple(args.allow_model),
+            **access_for_host(args.host, args.art_folder, args.any_model),
         )
         demo = build_app(settings)
     except UserError as exc:

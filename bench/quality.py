@@ -26,8 +26,10 @@ from styleprompt.quality import brisque, niqe
 
 def distorted(rgb: np.ndarray) -> dict[str, list[Image.Image]]:
     noise = np.random.default_rng(0).normal(0, 1, rgb.shape)
-    arrays = {"blur": [rgb if s == 0 else gaussian_filter(rgb, (s, s, 0)) for s in (0, 1, 2, 4)],
-              "noise": [rgb + s * noise for s in (0, 5, 15, 30)]}
+    arrays = {
+        "blur": [rgb if s == 0 else gaussian_filter(rgb, (s, s, 0)) for s in (0, 1, 2, 4)],
+        "noise": [rgb + s * noise for s in (0, 5, 15, 30)],
+    }
     return {k: [Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8)) for a in v] for k, v in arrays.items()}
 
 
@@ -57,7 +59,9 @@ def main() -> None:
         ref = reference.get(path.name)
         dn = f"{abs(n - ref[0]) / ref[0]:.1e}" if ref else "-"
         db = f"{abs(b - ref[1]) / ref[1]:.1e}" if ref else "-"
-        print(f"| {path.name} | {img.width}x{img.height} | {n:.4f} | {t1 - t0:.2f} | {dn} | {b:.4f} | {t2 - t1:.2f} | {db} |")
+        print(
+            f"| {path.name} | {img.width}x{img.height} | {n:.4f} | {t1 - t0:.2f} | {dn} | {b:.4f} | {t2 - t1:.2f} | {db} |"
+        )
         img.thumbnail((768, 768), Image.Resampling.LANCZOS)
         for kind, pictures in distorted(np.asarray(img, dtype=np.float64)).items():
             for metric in (niqe, brisque):
@@ -66,7 +70,9 @@ def main() -> None:
     print("\n| metric | distortion | photos ranked perfectly (Spearman 1) | mean Spearman | lowest |")
     print("| --- | --- | --- | --- | --- |")
     for (metric, kind), rhos in ranks.items():
-        print(f"| {metric} | {kind} | {sum(r == 1 for r in rhos)} of {len(rhos)} | {np.mean(rhos):.2f} | {min(rhos):.2f} |")
+        print(
+            f"| {metric} | {kind} | {sum(r == 1 for r in rhos)} of {len(rhos)} | {np.mean(rhos):.2f} | {min(rhos):.2f} |"
+        )
 
 
 if __name__ == "__main__":

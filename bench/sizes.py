@@ -142,7 +142,10 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     print()
     gpu = args.device.startswith("cuda")
-    print("| method | size | Mpx | seconds | set-up s | tiles | peak RSS MiB | baseline MiB |" + (" GPU peak MiB |" if gpu else ""))
+    print(
+        "| method | size | Mpx | seconds | set-up s | tiles | peak RSS MiB | baseline MiB |"
+        + (" GPU peak MiB |" if gpu else "")
+    )
     print("|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for r in rows:
         w, h = (int(v) for v in r["size"].split("x"))

@@ -48,18 +48,34 @@ def build_pipeline(config: str):
     text.encoder.layers = text.encoder.layers[:2]
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(64, 128, 256), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        block_out_channels=(64, 128, 256),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        norm_num_groups=32,
     ).eval()
     vae = AutoencoderKL(
-        block_out_channels=[32, 64, 128, 128], down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, layers_per_block=1, norm_num_groups=32,
+        block_out_channels=[32, 64, 128, 128],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
     ).eval()
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=tiny.build_tiny_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=tiny.build_tiny_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     return pipe, 256
 
@@ -111,7 +127,9 @@ class ReferenceLoop:
         self.generator = torch.Generator().manual_seed(0)
         text = PROMPT.format(expand_token(TOKEN, TOKEN, VECTORS))
         tok = pipe.tokenizer
-        self.input_ids = tok([text], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        self.input_ids = tok(
+            [text], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
 
     def step(self) -> float:
         g = self.generator
@@ -166,9 +184,19 @@ def measure(config: str, steps: int, rounds: int, precision: str) -> dict:
         images = [F.interpolate(t, size=(int(res * 1.15 + 8), int(res * 1.44)), mode="bilinear") for t in images]
         ref = ReferenceLoop(ref_pipe, res, images, dtype, lr=5e-3)
         cfg = TrainConfig(
-            images=str(folder), token=TOKEN, model=config, output=str(Path(tmp) / "run"), vectors=VECTORS,
-            init_word=INIT, resolution=res, batch_size=1, grad_accum=1, lr=5e-3, steps=10**6,
-            mixed_precision={"fp32": "no", "bf16": "bf16"}[precision], device="cpu",
+            images=str(folder),
+            token=TOKEN,
+            model=config,
+            output=str(Path(tmp) / "run"),
+            vectors=VECTORS,
+            init_word=INIT,
+            resolution=res,
+            batch_size=1,
+            grad_accum=1,
+            lr=5e-3,
+            steps=10**6,
+            mixed_precision={"fp32": "no", "bf16": "bf16"}[precision],
+            device="cpu",
         )
         loaded = LoadedModel(ours_pipe, config, model_family(ours_pipe), torch.device("cpu"), dtype)
         ours = StyleTokenTrainer(cfg, loaded)
@@ -215,8 +243,12 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = [measure(c, args.steps, args.rounds, args.precision) for c in args.configs]
-    print(f"\ntraining step, batch 1, {args.precision}, {args.steps * args.rounds} steps per loop, device cpu ({os.cpu_count()} cores)")
-    print("| model | px | reference steps/s | ours steps/s | speed ratio | ref peak RSS rise MiB | ours peak RSS rise MiB | ref trainable state MiB | ours trainable state MiB |")
+    print(
+        f"\ntraining step, batch 1, {args.precision}, {args.steps * args.rounds} steps per loop, device cpu ({os.cpu_count()} cores)"
+    )
+    print(
+        "| model | px | reference steps/s | ours steps/s | speed ratio | ref peak RSS rise MiB | ours peak RSS rise MiB | ref trainable state MiB | ours trainable state MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(

@@ -81,7 +81,11 @@ def build_decoder() -> nn.Sequential:
 
 
 def load_decoder(
-    weights: str | Path | None = None, *, random_weights: bool = False, seed: int = 0, device: str | torch.device = "cpu"
+    weights: str | Path | None = None,
+    *,
+    random_weights: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> nn.Sequential:
     """The decoder from pytorch-AdaIN's decoder.pth, our .safetensors, or seeded random weights."""
     decoder = build_decoder()
@@ -110,7 +114,9 @@ def load_decoder(
         try:
             decoder.load_state_dict(state, strict=True)
         except RuntimeError:
-            raise UserError(f"{weights}: not an AdaIN decoder (expected pytorch-AdaIN's decoder keys 1.weight ... 28.bias)") from None
+            raise UserError(
+                f"{weights}: not an AdaIN decoder (expected pytorch-AdaIN's decoder keys 1.weight ... 28.bias)"
+            ) from None
         decoder.source = str(weights)
         if str(weights).endswith(".safetensors"):
             from safetensors import safe_open
@@ -124,7 +130,9 @@ def load_decoder(
     return decoder.to(device)
 
 
-def save_decoder(decoder: nn.Module, path: str | Path, encoder_layout: str, extra: dict[str, str] | None = None) -> Path:
+def save_decoder(
+    decoder: nn.Module, path: str | Path, encoder_layout: str, extra: dict[str, str] | None = None
+) -> Path:
     """Our decoder format: the pytorch-AdaIN keys in a .safetensors file, plus which VGG it needs."""
     from safetensors.torch import save_file
 
@@ -137,7 +145,9 @@ def save_decoder(decoder: nn.Module, path: str | Path, encoder_layout: str, extr
     return Path(path)
 
 
-def calc_mean_std(feat: torch.Tensor, eps: float = EPS, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def calc_mean_std(
+    feat: torch.Tensor, eps: float = EPS, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Channel mean and std over space, [N, C, 1, 1] each (unbiased variance + eps, as published).
 
     With `mask` ([N or 1, 1, H, W] of 0/1) only the masked positions count.
@@ -289,8 +299,13 @@ def check_style_sizes(styles: list[Image.Image], style_size: int) -> None:
     limits.check_side_flag("--style-size", style_size, allow_none=False)
     for i, style in enumerate(styles):
         limits.check_working_image(
-            "adain", style_label(i, len(styles)), style.size, limits.scaled_short_side(style.size, style_size),
-            f"--style-size {style_size} (its short side)", side="short", tiled=False,
+            "adain",
+            style_label(i, len(styles)),
+            style.size,
+            limits.scaled_short_side(style.size, style_size),
+            f"--style-size {style_size} (its short side)",
+            side="short",
+            tiled=False,
             fix="crop it nearer to square or lower --style-size",
         )
 
@@ -352,7 +367,17 @@ def stylize(
     else:
         content_in = content_t
     mask_t = mask_tensor(mask, *content_t.shape[-2:]).to(device) if mask is not None else None
-    out = transfer(vgg, decoder, content_in, style_ts, weights, alpha=alpha, mask=mask_t, tile_size=tile_size, show_progress=show_progress)
+    out = transfer(
+        vgg,
+        decoder,
+        content_in,
+        style_ts,
+        weights,
+        alpha=alpha,
+        mask=mask_t,
+        tile_size=tile_size,
+        show_progress=show_progress,
+    )
     out = out.clamp(0, 1)
     if preserve_color:
         out = preserve_color_output(out, content_t, color_mode)

@@ -112,7 +112,9 @@ def combine_luminance(stylized: ImageLike, content: torch.Tensor | Image.Image) 
     """The stylised image's luminance with the content's chroma (I and Q)."""
     out, src = _as_tensor(stylized), _as_tensor(content)
     if src.shape[-2:] != out.shape[-2:]:
-        src = torch.nn.functional.interpolate(src, size=out.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        src = torch.nn.functional.interpolate(
+            src, size=out.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+        )
     yiq = torch.cat([luminance(out), rgb_to_yiq(src.to(out))[:, 1:]], dim=1)
     return _like(yiq_to_rgb(yiq).clamp(0, 1), stylized)
 

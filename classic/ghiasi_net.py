@@ -31,7 +31,15 @@ PREDICTOR_SIZE = 256  # the predictor was trained on (and the ONNX file is fixed
 NORM_EPS = 1e-5  # read from the graph at load time; this is its value in the shipped file
 
 # MobileNetV2 inverted residual settings (expansion t, output channels c, repeats n, stride s).
-_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_MOBILENET_V2 = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class SameConv2d(nn.Conv2d):
@@ -58,7 +66,9 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expansion
         self.expand = SameConv2d(cin, hidden, 1, onnx_name=f"{name}/expand/weights") if expansion != 1 else None
-        self.depthwise = SameConv2d(hidden, hidden, 3, stride, groups=hidden, onnx_name=f"{name}/depthwise/depthwise_weights")
+        self.depthwise = SameConv2d(
+            hidden, hidden, 3, stride, groups=hidden, onnx_name=f"{name}/depthwise/depthwise_weights"
+        )
         self.project = SameConv2d(hidden, cout, 1, onnx_name=f"{name}/project/weights")
         self.residual = stride == 1 and cin == cout
 
@@ -146,7 +156,9 @@ class StyleConv(nn.Module):
 
     `upsample`: nearest-neighbour 2x before the conv (the graph's Resize, asymmetric/floor)."""
 
-    def __init__(self, name: str, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, upsample: bool = False):
+    def __init__(
+        self, name: str, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, upsample: bool = False
+    ):
         super().__init__()
         self.pad = kernel // 2
         self.upsample = upsample
@@ -226,20 +238,31 @@ class StyleTransformer(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.contract = nn.ModuleList([
-            StyleConv("contract/conv1", 3, 8, 9, norm=False),
-            StyleConv("contract/conv2", 8, 16, 3, stride=2, norm=False),
-            StyleConv("contract/conv3", 16, 32, 3, stride=2, norm=False),
-        ])
-        self.residual = nn.ModuleList([
-            nn.ModuleList([StyleConv(f"residual/residual{i}/conv1", 32, 32, 3), StyleConv(f"residual/residual{i}/conv2", 32, 32, 3)])
-            for i in range(1, 6)
-        ])
-        self.expand = nn.ModuleList([
-            StyleConv("expand/conv1/conv", 32, 16, 3, upsample=True),
-            StyleConv("expand/conv2/conv", 16, 8, 3, upsample=True),
-            StyleConv("expand/conv3/conv", 8, 3, 9),
-        ])
+        self.contract = nn.ModuleList(
+            [
+                StyleConv("contract/conv1", 3, 8, 9, norm=False),
+                StyleConv("contract/conv2", 8, 16, 3, stride=2, norm=False),
+                StyleConv("contract/conv3", 16, 32, 3, stride=2, norm=False),
+            ]
+        )
+        self.residual = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        StyleConv(f"residual/residual{i}/conv1", 32, 32, 3),
+                        StyleConv(f"residual/residual{i}/conv2", 32, 32, 3),
+                    ]
+                )
+                for i in range(1, 6)
+            ]
+        )
+        self.expand = nn.ModuleList(
+            [
+                StyleConv("expand/conv1/conv", 32, 16, 3, upsample=True),
+                StyleConv("expand/conv2/conv", 16, 8, 3, upsample=True),
+                StyleConv("expand/conv3/conv", 8, 3, 9),
+            ]
+        )
         self.norm_layers = [m for m in self.modules() if isinstance(m, StyleConv) and m.gamma is not None]
         for i, layer in enumerate(self.norm_layers):
             layer.norm_index = i
@@ -275,7 +298,9 @@ class StyleTransformer(nn.Module):
             h = F.relu(layer(h))
         return h
 
-    def residual_forward(self, h: torch.Tensor, style_params, stats: NormStats, style_params2=None, mask=None) -> torch.Tensor:
+    def residual_forward(
+        self, h: torch.Tensor, style_params, stats: NormStats, style_params2=None, mask=None
+    ) -> torch.Tensor:
         """The five residual blocks at 1/4 resolution (norm layers 0-9)."""
         size = h.shape[-2:]
         for conv1, conv2 in self.residual:
@@ -283,8 +308,9 @@ class StyleTransformer(nn.Module):
             h = h + conv2(r, self._params(conv2, size, style_params, style_params2, mask), stats)
         return h
 
-    def expand_forward(self, h: torch.Tensor, style_params, stats: NormStats, style_params2=None, mask=None,
-                       upto: int | None = None) -> torch.Tensor:
+    def expand_forward(
+        self, h: torch.Tensor, style_params, stats: NormStats, style_params2=None, mask=None, upto: int | None = None
+    ) -> torch.Tensor:
         """1/4 resolution -> full resolution, sigmoid at the end (norm layers 10-12).
         `upto` stops after the norm of expand layer `upto` (0-2): enough to gather its statistics."""
         for i, layer in enumerate(self.expand):

@@ -35,8 +35,15 @@ ACCEPTED_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 # The first bytes of each accepted format: a file that starts like one but does not open is a
 # damaged file of that format, not an unknown one.
 _SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP",
-    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF",
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "TIFF",
+    b"MM\x00+": "TIFF",
 }
 
 # Pillow's own default (about 89 Mpx). A 4K frame is 8.3 Mpx, an 8K one 33 Mpx. Anything
@@ -120,7 +127,11 @@ def _other_format(p: Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(p) as img:
-                return f"in {img.format} format ({img.format_description})" if img.format_description else f"in {img.format} format"
+                return (
+                    f"in {img.format} format ({img.format_description})"
+                    if img.format_description
+                    else f"in {img.format} format"
+                )
     except Exception:  # noqa: BLE001 - Pillow's plugins raise anything on malformed headers
         return None
 
@@ -129,12 +140,16 @@ def _refuse_unopenable(p: Path, exc: BaseException) -> UserError:
     """The one line for a file that none of the accepted formats' readers could open."""
     sniffed = _sniffed_format(p)
     if sniffed:
-        return UserError(f"cannot read {p}: corrupt or unsupported {sniffed} file ({_first_line(exc)}); "
-                         "re-save it from an image editor")
+        return UserError(
+            f"cannot read {p}: corrupt or unsupported {sniffed} file ({_first_line(exc)}); "
+            "re-save it from an image editor"
+        )
     other = _other_format(p)
     if other:
-        return UserError(f"refusing {p}: its content is {other}; styleprompt reads {ACCEPTED_NAMES} "
-                         "(decided by the content, not the name): convert it first")
+        return UserError(
+            f"refusing {p}: its content is {other}; styleprompt reads {ACCEPTED_NAMES} "
+            "(decided by the content, not the name): convert it first"
+        )
     return UserError(f"cannot read {p}: not an image ({ACCEPTED_NAMES} are read)")
 
 
@@ -201,8 +216,9 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     except RecursionError:
         raise UserError(f"cannot read {p}: corrupt or unsupported image (its structure nests too deeply)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise anything on malformed data
-        raise UserError(f"cannot read {p}: corrupt or unsupported {fmt} file ({_first_line(exc)}); "
-                        "re-save it from an image editor") from None
+        raise UserError(
+            f"cannot read {p}: corrupt or unsupported {fmt} file ({_first_line(exc)}); re-save it from an image editor"
+        ) from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

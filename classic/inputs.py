@@ -81,23 +81,30 @@ def fit_content(content: Image.Image, size: int | None, method: str, tile_size: 
     tile_size (`classic.tiling.TileSize`): one pass (None, 0) has the smaller, untiled budget;
     an explicit tile runs untiled inside, so it may not exceed that budget either.
     """
-    if tile_size != "auto" and tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int)):
+    if (
+        tile_size != "auto"
+        and tile_size is not None
+        and (isinstance(tile_size, bool) or not isinstance(tile_size, int))
+    ):
         raise UserError(f"--tile-size must be 0 (one pass) or a number of pixels, got {tile_size!r}")
     explicit = tile_size if isinstance(tile_size, int) and tile_size > 0 else None
     limits.check_side_flag("--size", size)
     limits.check_tile_flag(tile_size if isinstance(tile_size, int) else None)
     scaled = limits.scaled_long_side(content.size, size)
     how = f"--size {size}" if size is not None else "its own size"
-    limits.check_working_image(method, "the content image", content.size, scaled, how,
-                               tiled=tile_size == "auto" or explicit is not None)
+    limits.check_working_image(
+        method, "the content image", content.size, scaled, how, tiled=tile_size == "auto" or explicit is not None
+    )
     if explicit:
         tile_px = min(explicit, scaled[0]) * min(explicit, scaled[1])
         limit = limits.FOOTPRINTS[method].max_pixels(tiled=False)
         if tile_px > limit:
             largest = int(math.sqrt(limit))
-            raise UserError(f"--tile-size {explicit} is too large for {method}: one tile runs untiled, and the most "
-                            f"it holds in {limits.MEMORY_BUDGET_MIB // 1024} GiB is about {largest}x{largest} px; use "
-                            f"--tile-size {largest // 64 * 64} or less")
+            raise UserError(
+                f"--tile-size {explicit} is too large for {method}: one tile runs untiled, and the most "
+                f"it holds in {limits.MEMORY_BUDGET_MIB // 1024} GiB is about {largest}x{largest} px; use "
+                f"--tile-size {largest // 64 * 64} or less"
+            )
     return resize_long_side(content, size)
 
 

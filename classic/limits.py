@@ -107,8 +107,13 @@ def check_side_flag(flag: str, value: int | None, *, allow_none: bool = True) ->
     """A side length in pixels given on the command line or in a field, before anything is read."""
     if value is None and allow_none:
         return
-    check_range(flag, value, MIN_SIDE, MAX_SIDE,
-                f"no method here works below {MIN_SIDE} px, and none holds a side over {MAX_SIDE} px")
+    check_range(
+        flag,
+        value,
+        MIN_SIDE,
+        MAX_SIDE,
+        f"no method here works below {MIN_SIDE} px, and none holds a side over {MAX_SIDE} px",
+    )
 
 
 def check_tile_flag(value: int | None, flag: str = "--tile-size") -> None:
@@ -182,7 +187,14 @@ def check_generate_size(width: int | None, height: int | None, multiple: int = 8
     for flag, value in (("--width", width), ("--height", height)):
         if value is None:
             continue
-        check_range(flag, value, 32, MAX_GENERATE_SIDE,
-                    f"the model's attention grows with the square of the pixels; {MAX_GENERATE_SIDE} is 4x SD 1.5's side")
+        check_range(
+            flag,
+            value,
+            32,
+            MAX_GENERATE_SIDE,
+            f"the model's attention grows with the square of the pixels; {MAX_GENERATE_SIDE} is 4x SD 1.5's side",
+        )
         if value % multiple:
-            raise UserError(f"{flag} {value} is not a multiple of {multiple}: use {value // multiple * multiple or multiple}")
+            raise UserError(
+                f"{flag} {value} is not a multiple of {multiple}: use {value // multiple * multiple or multiple}"
+            )

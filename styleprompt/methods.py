@@ -175,8 +175,13 @@ def _numbers(text: str | None, kind: Callable[[str], Any] = float) -> list | Non
 def _common(request: Request) -> dict[str, Any]:
     """The keyword arguments every `classic.<method>.stylize` takes."""
     common: dict[str, Any] = dict(
-        style_weights=request.style_weights, alpha=request.alpha, preserve_color=request.preserve_color,
-        mask=request.mask, size=request.size, show_progress=request.show_progress, tile_size=request.tile_size,
+        style_weights=request.style_weights,
+        alpha=request.alpha,
+        preserve_color=request.preserve_color,
+        mask=request.mask,
+        size=request.size,
+        show_progress=request.show_progress,
+        tile_size=request.tile_size,
     )
     if request.color_mode is not None:
         common["color_mode"] = request.color_mode
@@ -212,8 +217,15 @@ class GatysStylizer:
     def stylize(self, content: Image.Image, request: Request) -> StyleResult:
         from classic.gatys import stylize
 
-        image = stylize(content, request.styles, device=self.device, vgg=self.vgg, seed=request.seed,
-                        **_common(request), **request.options)
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            vgg=self.vgg,
+            seed=request.seed,
+            **_common(request),
+            **request.options,
+        )
         notes = _take_notes(image)
         iterations = request.options.get("iterations")
         if iterations is not None:
@@ -224,10 +236,24 @@ class GatysStylizer:
 
 class Gatys:
     name, label = "gatys", "Gatys"
-    options = frozenset({
-        "iterations", "optimizer", "content_layer", "style_layers", "style_layer_weights", "init", "scales",
-        "style_scale", "save_every", "outdir", "content_weight", "style_weight", "tv_weight", "learning_rate",
-    })
+    options = frozenset(
+        {
+            "iterations",
+            "optimizer",
+            "content_layer",
+            "style_layers",
+            "style_layer_weights",
+            "init",
+            "scales",
+            "style_scale",
+            "save_every",
+            "outdir",
+            "content_weight",
+            "style_weight",
+            "tv_weight",
+            "learning_rate",
+        }
+    )
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
         iterations = _numbers(args.iterations, int) or []
@@ -263,8 +289,16 @@ class AdainStylizer:
     def stylize(self, content: Image.Image, request: Request) -> StyleResult:
         from classic.adain import stylize
 
-        image = stylize(content, request.styles, device=self.device, vgg=self.vgg, decoder=self.decoder,
-                        seed=request.seed, **_common(request), **request.options)
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            vgg=self.vgg,
+            decoder=self.decoder,
+            seed=request.seed,
+            **_common(request),
+            **request.options,
+        )
         return StyleResult(image, self.random_weights, details=_take_notes(image))
 
 
@@ -299,8 +333,14 @@ class GhiasiStylizer:
     def stylize(self, content: Image.Image, request: Request) -> StyleResult:
         from classic.ghiasi import stylize
 
-        image = stylize(content, request.styles, device=self.device, models_dir=self.models_dir,
-                        **_common(request), **request.options)
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            models_dir=self.models_dir,
+            **_common(request),
+            **request.options,
+        )
         return StyleResult(image, False, details=_take_notes(image))
 
 

@@ -43,8 +43,10 @@ def pick_device(requested: str | None = None) -> torch.device:
         if requested == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise UserError("--device mps was asked for but Apple's MPS is not available; use --device cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                            f"numbered from 0; use cuda:0")
+            raise UserError(
+                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from 0; use cuda:0"
+            )
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -97,7 +99,7 @@ def family_of_width(width: int) -> str:
 
 
 def model_family(pipe: Any) -> str:
-    """"sd1", "sd2", "sdxl", or "custom-<width>" (the tiny models) from the text encoders."""
+    """ "sd1", "sd2", "sdxl", or "custom-<width>" (the tiny models) from the text encoders."""
     if is_sdxl(pipe):
         return "sdxl"
     return family_of_width(int(pipe.text_encoder.config.hidden_size))
@@ -165,7 +167,9 @@ def _load_from_disk_or_hub(model: str, dtype: torch.dtype, **kwargs: Any):
         try:
             return cls.from_single_file(str(path), torch_dtype=dtype, **kwargs)
         except (OSError, ValueError) as exc:
-            raise _not_available(str(path), f"could not read it as a Stable Diffusion checkpoint: {str(exc).splitlines()[0]}") from None
+            raise _not_available(
+                str(path), f"could not read it as a Stable Diffusion checkpoint: {str(exc).splitlines()[0]}"
+            ) from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")

@@ -194,6 +194,7 @@ def clip_fidelity(images: Sequence[tuple[Image.Image, str]], clip_model: str, de
 
 def mark_recommendation(scores: list[CheckpointScore]) -> CheckpointScore:
     """Pareto front on (style, fidelity); among it, the best normalised sum; ties -> earlier."""
+
     def norm(values: list[float]) -> list[float]:
         lo, hi = min(values), max(values)
         return [1.0 if hi - lo < 1e-12 else (v - lo) / (hi - lo) for v in values]
@@ -203,7 +204,8 @@ def mark_recommendation(scores: list[CheckpointScore]) -> CheckpointScore:
     for s, a, b in zip(scores, style_n, fid_n):
         s.combined = a + b
         s.pareto = not any(
-            (o.style >= s.style and o.fidelity >= s.fidelity) and (o.style > s.style or o.fidelity > s.fidelity) for o in scores
+            (o.style >= s.style and o.fidelity >= s.fidelity) and (o.style > s.style or o.fidelity > s.fidelity)
+            for o in scores
         )
     front = [s for s in scores if s.pareto]
     return max(front, key=lambda s: (round(s.combined, 9), -s.step))
@@ -241,7 +243,9 @@ def pick_checkpoint(
     if not classes:
         raise UserError("give at least one subject (--class)")
     if clip_model is None and len(classes) < 2:
-        raise UserError("without --clip-model the picker compares subjects with each other; give at least two --class values")
+        raise UserError(
+            "without --clip-model the picker compares subjects with each other; give at least two --class values"
+        )
     seeds = list(dict.fromkeys(int(s) for s in seeds)) or [0]
     config = run_config(run_dir)
     art_paths = list_images(_artworks_folder(run_dir, config, images))
@@ -259,11 +263,15 @@ def pick_checkpoint(
         base = load_pipeline(str(name), device=device)
     dev = str(base.device)
     prompts = [(cls, seed) for cls in classes for seed in seeds]
-    fidelity_kind = f"CLIP text-image score ({clip_model})" if clip_model else "1 - cross-subject SSIM (content-leak proxy)"
+    fidelity_kind = (
+        f"CLIP text-image score ({clip_model})" if clip_model else "1 - cross-subject SSIM (content-leak proxy)"
+    )
 
     def fidelity(pictures: list[tuple[str, int, Image.Image]]) -> float:
         if clip_model:
-            return clip_fidelity([(img, FIDELITY_TEXT.replace("{class}", cls)) for cls, _, img in pictures], clip_model, dev)
+            return clip_fidelity(
+                [(img, FIDELITY_TEXT.replace("{class}", cls)) for cls, _, img in pictures], clip_model, dev
+            )
         by_seed: dict[int, list[Image.Image]] = {}
         for _, seed, img in pictures:
             by_seed.setdefault(seed, []).append(img)
@@ -293,19 +301,37 @@ def pick_checkpoint(
                 prompt = PICK_PROMPT.replace("{token}", tokens[0]).replace("{class}", cls)
                 img = _generate(view, prompt, seed, steps, tokens)
                 pictures.append((cls, seed, img))
-                files.append(str(_save(img, out / "images" / f"step-{step:06d}" / f"{_slug(cls)}-seed{seed}.png",
-                                       {"prompt": prompt, "seed": str(seed), "embedding": str(path), "step": str(step)})))
+                files.append(
+                    str(
+                        _save(
+                            img,
+                            out / "images" / f"step-{step:06d}" / f"{_slug(cls)}-seed{seed}.png",
+                            {"prompt": prompt, "seed": str(seed), "embedding": str(path), "step": str(step)},
+                        )
+                    )
+                )
                 done += 1
                 bar.update(1)
-            scores.append(CheckpointScore(step, str(path), style_score([p[2] for p in pictures], artworks),
-                                          fidelity(pictures), files))
+            scores.append(
+                CheckpointScore(
+                    step, str(path), style_score([p[2] for p in pictures], artworks), fidelity(pictures), files
+                )
+            )
             del view
     finally:
         bar.close()
     best = mark_recommendation(scores)
     say("writing the plot", 1.0)
-    result = PickResult(best, scores, fidelity_kind, baseline_fidelity, out / "pick.png", out / "pick.csv", out / "pick.json",
-                        out / "pick-grid.png")
+    result = PickResult(
+        best,
+        scores,
+        fidelity_kind,
+        baseline_fidelity,
+        out / "pick.png",
+        out / "pick.csv",
+        out / "pick.json",
+        out / "pick-grid.png",
+    )
     plot_tradeoff(result, config.get("token", ""))
     _write_tables(result, classes, seeds)
     _write_sheet(result, classes, seeds)
@@ -336,11 +362,21 @@ def plot_tradeoff(result: PickResult, token: str = "") -> Path:
     best = result.recommended
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     ax.plot([s.style for s in scores], [s.fidelity for s in scores], "-", color="#bbb", lw=1, zorder=1)
-    ax.scatter([s.style for s in scores], [s.fidelity for s in scores], c=[s.step for s in scores], cmap="viridis", zorder=2)
+    ax.scatter(
+        [s.style for s in scores], [s.fidelity for s in scores], c=[s.step for s in scores], cmap="viridis", zorder=2
+    )
     for s in scores:
         ax.annotate(str(s.step), (s.style, s.fidelity), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.scatter([best.style], [best.fidelity], s=220, facecolors="none", edgecolors="red", linewidths=2, zorder=3,
-               label=f"recommended: step {best.step}")
+    ax.scatter(
+        [best.style],
+        [best.fidelity],
+        s=220,
+        facecolors="none",
+        edgecolors="red",
+        linewidths=2,
+        zorder=3,
+        label=f"recommended: step {best.step}",
+    )
     if result.baseline_fidelity is not None:
         ax.axhline(result.baseline_fidelity, color="gray", ls="--", lw=1, label="fidelity without the token")
     ax.set_xlabel("style similarity to the artworks (Ghiasi, higher = more style)")
@@ -354,7 +390,9 @@ def plot_tradeoff(result: PickResult, token: str = "") -> Path:
     ax2.set_xlabel("training step")
     ax2.set_ylabel("style", color="tab:blue")
     twin = ax2.twinx()
-    twin.plot(steps, [s.fidelity for s in scores], "s--", label="fidelity", color="tab:orange", ms=9, mfc="none", mew=1.5)
+    twin.plot(
+        steps, [s.fidelity for s in scores], "s--", label="fidelity", color="tab:orange", ms=9, mfc="none", mew=1.5
+    )
     twin.set_ylabel("fidelity", color="tab:orange")
     ax2.axvline(best.step, color="red", lw=1, ls=":")
     ax2.set_title("scores by step")
@@ -371,8 +409,17 @@ def _write_tables(result: PickResult, classes: Sequence[str], seeds: Sequence[in
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
         for s in result.scores:
-            writer.writerow({"step": s.step, "file": s.path, "style": f"{s.style:.6f}", "fidelity": f"{s.fidelity:.6f}",
-                             "pareto": s.pareto, "combined": f"{s.combined:.4f}", "recommended": s is result.recommended})
+            writer.writerow(
+                {
+                    "step": s.step,
+                    "file": s.path,
+                    "style": f"{s.style:.6f}",
+                    "fidelity": f"{s.fidelity:.6f}",
+                    "pareto": s.pareto,
+                    "combined": f"{s.combined:.4f}",
+                    "recommended": s is result.recommended,
+                }
+            )
     doc = {
         "recommended": result.recommended.path,
         "recommended_step": result.recommended.step,

@@ -116,7 +116,7 @@ def read_libsvm_svr(text: str) -> tuple[np.ndarray, np.ndarray, float, float]:
     if header.get("svm_type") not in ("epsilon_svr", "nu_svr") or header.get("kernel_type") != "rbf":
         raise UserError(f"expected an RBF regression model, got {header.get('svm_type')}/{header.get('kernel_type')}")
     coefficients, rows = [], []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             continue
         coef, *pairs = line.split()
@@ -237,7 +237,7 @@ def _niqe_patch_features(mscn: np.ndarray, patch: int) -> np.ndarray:
     rows = []
     for top in range(0, mscn.shape[0] - patch + 1, patch):
         for left in range(0, mscn.shape[1] - patch + 1, patch):
-            p = mscn[top:top + patch, left:left + patch]
+            p = mscn[top : top + patch, left : left + patch]
             # scikit-video's paired_product: np.roll within the patch (it wraps around the edge)
             pair_h = np.roll(p, 1, axis=1) * p
             pair_v = np.roll(p, 1, axis=0) * p
@@ -259,8 +259,10 @@ def niqe_features(grey: np.ndarray) -> np.ndarray:
     h, w = grey.shape
     grey = grey[: h - h % patch, : w - w % patch].astype(np.float32)
     # scipy.misc.imresize(img, 0.5, 'bicubic', mode='F') was this PIL call on the float image
-    half = np.asarray(Image.fromarray(grey).resize((grey.shape[1] // 2, grey.shape[0] // 2), Image.Resampling.BICUBIC),
-                      dtype=np.float32)
+    half = np.asarray(
+        Image.fromarray(grey).resize((grey.shape[1] // 2, grey.shape[0] // 2), Image.Resampling.BICUBIC),
+        dtype=np.float32,
+    )
     fine = _niqe_patch_features(_mscn(grey, _skvideo_blur, 1.0), patch)
     coarse = _niqe_patch_features(_mscn(half, _skvideo_blur, 1.0), patch // 2)
     return np.hstack([fine, coarse])
@@ -333,7 +335,9 @@ def _aggd_fit(x: np.ndarray) -> tuple[float, float, float, float]:
 
     with np.errstate(all="ignore"):
         alpha = float(root(phi, [0.2]).x[0])
-    mean = (sigma_r - sigma_l) * math.sqrt(_gamma(1 / alpha) / _gamma(3 / alpha)) * (_gamma(2 / alpha) / _gamma(1 / alpha))
+    mean = (
+        (sigma_r - sigma_l) * math.sqrt(_gamma(1 / alpha) / _gamma(3 / alpha)) * (_gamma(2 / alpha) / _gamma(1 / alpha))
+    )
     return alpha, float(mean), sigma_l, sigma_r
 
 
@@ -341,8 +345,12 @@ def _brisque_scale(grey: np.ndarray) -> list[float]:
     """The 18 features of one scale: (alpha, variance) of the MSCN coefficients, then (alpha,
     mean, left and right variance) of each of the four neighbour products."""
     mscn = _mscn(grey, _brisque_blur, 1.0 / 255.0)
-    products = (mscn[:, :-1] * mscn[:, 1:], mscn[:-1, :] * mscn[1:, :],
-                mscn[:-1, :-1] * mscn[1:, 1:], mscn[1:, :-1] * mscn[:-1, 1:])
+    products = (
+        mscn[:, :-1] * mscn[:, 1:],
+        mscn[:-1, :] * mscn[1:, :],
+        mscn[:-1, :-1] * mscn[1:, 1:],
+        mscn[1:, :-1] * mscn[:-1, 1:],
+    )
     alpha, _, sl, sr = _aggd_fit(mscn)
     feats = [alpha, (sl * sl + sr * sr) / 2]
     for product in products:

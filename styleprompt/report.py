@@ -177,7 +177,9 @@ def table_rows(cells: Sequence[Cell]) -> list[dict[str, str | float | int | None
         for name in names:
             metric = cell.metrics.get(name)
             row[name] = None if metric is None else metric.value
-        row["random_weight_metrics"] = ";".join(n for n in names if n in cell.metrics and cell.metrics[n].weights == "random")
+        row["random_weight_metrics"] = ";".join(
+            n for n in names if n in cell.metrics and cell.metrics[n].weights == "random"
+        )
         row["unavailable"] = "; ".join(f"{k}: {v}" for k, v in sorted(cell.unavailable.items()))
         rows.append(row)
     return rows
@@ -232,8 +234,13 @@ def _cell_texts(cell: Cell, info: ReportInfo, names: list[str], best: set) -> li
     method = info.labels.get(cell.method, cell.method)
     if cell.method_weights == "random":
         method += f" {RANDOM_MARK}"
-    out = [(cell.content_name, False), (method, False), (cell.status, False),
-           (_number(cell.seconds, 3), False), (_number(cell.peak_mib, 4), False)]
+    out = [
+        (cell.content_name, False),
+        (method, False),
+        (cell.status, False),
+        (_number(cell.seconds, 3), False),
+        (_number(cell.peak_mib, 4), False),
+    ]
     for name in names:
         metric = cell.metrics.get(name)
         if metric is None:
@@ -286,13 +293,23 @@ def write_markdown(cells: Sequence[Cell], info: ReportInfo, path: Path, grid_nam
     directions = metric_directions(cells)
     best = best_values(cells)
     header = _header_cells(names, directions)
-    lines = [f"# {info.title}", "", f"![side by side]({grid_name})", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
+    lines = [
+        f"# {info.title}",
+        "",
+        f"![side by side]({grid_name})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for cell in cells:
-        texts = [(f"**{t}**" if bold and t else t).replace("|", "\\|") for t, bold in _cell_texts(cell, info, names, best)]
+        texts = [
+            (f"**{t}**" if bold and t else t).replace("|", "\\|") for t, bold in _cell_texts(cell, info, names, best)
+        ]
         lines.append("| " + " | ".join(texts) + " |")
     lines += ["", "## Legend", ""] + [f"- {line}" for line in _legend(cells, directions)]
-    lines += ["", "## Methods", ""] + [f"- {info.labels.get(m, m)} (`{m}`): {info.status.get(m, '')}" for m in info.methods]
+    lines += ["", "## Methods", ""] + [
+        f"- {info.labels.get(m, m)} (`{m}`): {info.status.get(m, '')}" for m in info.methods
+    ]
     unavailable = _unavailable_lines(cells, info.labels)
     if unavailable:
         lines += ["", "## Metrics not computed", ""] + [f"- {line}" for line in unavailable]
@@ -345,8 +362,10 @@ def write_html(cells: Sequence[Cell], info: ReportInfo, path: Path, grid: Path) 
             tds.append(f'<td class="{" ".join(css)}">{esc(text)}</td>')
         body.append(f'<tr class="{"ok" if cell.ok else "skipped"}">' + "".join(tds) + "</tr>")
     legend = "".join(f"<li>{esc(line)}</li>" for line in _legend(cells, directions))
-    methods = "".join(f"<li><b>{esc(info.labels.get(m, m))}</b> (<code>{esc(m)}</code>): {esc(info.status.get(m, ''))}</li>"
-                      for m in info.methods)
+    methods = "".join(
+        f"<li><b>{esc(info.labels.get(m, m))}</b> (<code>{esc(m)}</code>): {esc(info.status.get(m, ''))}</li>"
+        for m in info.methods
+    )
     unavailable = "".join(f"<li>{esc(line)}</li>" for line in _unavailable_lines(cells, info.labels))
     settings = "".join(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in info.settings.items())
     page = f"""<!DOCTYPE html>
@@ -356,10 +375,10 @@ def write_html(cells: Sequence[Cell], info: ReportInfo, path: Path, grid: Path) 
 <h1>{esc(info.title)}</h1>
 <img class="grid" alt="side by side comparison" src="{image_data_uri(grid)}">
 <h2>Metrics and timings</h2>
-<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
+<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Legend</h2><ul class="small">{legend}</ul>
 <h2>Methods</h2><ul>{methods}</ul>
-{f'<h2>Metrics not computed</h2><ul class="small">{unavailable}</ul>' if unavailable else ''}
+{f'<h2>Metrics not computed</h2><ul class="small">{unavailable}</ul>' if unavailable else ""}
 <h2>Settings</h2><ul class="small">{settings}</ul>
 </body></html>
 """
@@ -406,8 +425,9 @@ def style_mosaic(styles: Sequence[Image.Image], side: int, limit: int = 4) -> Im
     return canvas
 
 
-def _text_block(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, width_px: int, font, fill=TEXT,
-                max_lines: int = 3) -> None:
+def _text_block(
+    draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, width_px: int, font, fill=TEXT, max_lines: int = 3
+) -> None:
     """Wrapped text starting at xy; the wrap width comes from the font's mean glyph width."""
     x, y = xy
     char_w = max(1.0, font.getlength("abcdefghij") / 10) if hasattr(font, "getlength") else 6.0

@@ -16,8 +16,9 @@ from typing import Iterable
 from styleprompt.errors import UserError
 
 
-def claim_run_folder(folder: str | Path, own: Iterable[str], *, overwrite: bool, resume: bool = False,
-                     resume_hint: str = "") -> Path:
+def claim_run_folder(
+    folder: str | Path, own: Iterable[str], *, overwrite: bool, resume: bool = False, resume_hint: str = ""
+) -> Path:
     """Check (and with `overwrite`, clear) `folder` before a run writes it; returns its path.
 
     `own` names the files and folders a run of this command writes directly in `folder`;

@@ -64,19 +64,25 @@ class AppSettings:
         if self.any_model or name == self.model or name in self.allowed_models:
             return name
         offered = ", ".join([self.model, *self.allowed_models])
-        raise UserError(f"this server does not offer the model {name!r} (offered: {offered}); "
-                        "its owner can add it with --allow-model")
+        raise UserError(
+            f"this server does not offer the model {name!r} (offered: {offered}); "
+            "its owner can add it with --allow-model"
+        )
 
     def art_folder_for(self, folder: str) -> Path:
         """A server folder of artworks, if it lies inside one of `art_folders` once links and
         `..` are resolved (a link inside pointing elsewhere is refused like the elsewhere)."""
         source = Path(folder).expanduser().resolve()
         if not self.art_folders:
-            raise UserError("this server names no folders of artworks (start it with --art-folder DIR); upload the artworks instead")
+            raise UserError(
+                "this server names no folders of artworks (start it with --art-folder DIR); upload the artworks instead"
+            )
         if not _inside(source, self.art_folders):
             allowed = ", ".join(str(r) for r in self.art_folders)
-            raise UserError(f"{folder} is outside the folders this server reads artworks from ({allowed}); start the app "
-                            f"with --art-folder {folder} to allow it, or upload the artworks instead")
+            raise UserError(
+                f"{folder} is outside the folders this server reads artworks from ({allowed}); start the app "
+                f"with --art-folder {folder} to allow it, or upload the artworks instead"
+            )
         if not source.is_dir():
             raise UserError(f"the folder {folder} does not exist on the server; upload the artworks instead")
         return source
@@ -93,8 +99,10 @@ class AppSettings:
         if not name:
             return None
         if not self.art_folders:
-            raise UserError(f"this server names no folders to read {what} from (start it with --art-folder DIR); "
-                            "leave the field empty or tick random weights")
+            raise UserError(
+                f"this server names no folders to read {what} from (start it with --art-folder DIR); "
+                "leave the field empty or tick random weights"
+            )
         if not _inside(name, self.art_folders):
             allowed = ", ".join(str(r) for r in self.art_folders)
             raise UserError(f"{name} is outside the folders this server reads files from ({allowed})")
@@ -156,9 +164,15 @@ class OutputFolder:
         output folder (`styleprompt train --output OUTPUT/s1`) is listed too: any run folder up
         to three levels down, except Gradio's cache, and never through a link that leads out.
         """
-        patterns = ("*/learned_embeds.safetensors", "*/*/learned_embeds.safetensors", "*/*/*/learned_embeds.safetensors")
+        patterns = (
+            "*/learned_embeds.safetensors",
+            "*/*/learned_embeds.safetensors",
+            "*/*/*/learned_embeds.safetensors",
+        )
         found = {
-            p for pattern in patterns for p in self.root.glob(pattern)
+            p
+            for pattern in patterns
+            for p in self.root.glob(pattern)
             if p.is_file() and p.relative_to(self.root).parts[0] != "cache" and self.contains(p)
         }
         found = list(found)
@@ -182,8 +196,9 @@ def check_uploads(
     return files
 
 
-def stage_images(uploaded: list[Path], folder: str | None, dest: Path, *, max_count: int,
-                 settings: AppSettings | None = None) -> Path:
+def stage_images(
+    uploaded: list[Path], folder: str | None, dest: Path, *, max_count: int, settings: AppSettings | None = None
+) -> Path:
     """One folder of artworks for the trainer, copied into the run: the uploads, or the images of a
     server folder that `settings` allows (copied, so the run keeps what it was trained on even
     if the folder changes later)."""
@@ -197,11 +212,15 @@ def stage_images(uploaded: list[Path], folder: str | None, dest: Path, *, max_co
         source = settings.art_folder_for(folder.strip())
         images = list_images(source)
         if len(images) > max_count:
-            raise UserError(f"{folder.strip()} holds {len(images)} images; at most {max_count} are accepted, use a smaller folder")
+            raise UserError(
+                f"{folder.strip()} holds {len(images)} images; at most {max_count} are accepted, use a smaller folder"
+            )
         dest.mkdir(parents=True, exist_ok=True)
         for i, path in enumerate(images):
             if not _inside(path, settings.art_folders):  # a linked file resolves to wherever it points
-                raise UserError(f"{path.name} in {folder.strip()} links outside the folders this server reads artworks from")
+                raise UserError(
+                    f"{path.name} in {folder.strip()} links outside the folders this server reads artworks from"
+                )
             shutil.copyfile(path, dest / f"{i:03d}-{path.name}")
         return dest
     raise UserError("no artworks: upload 3-20 images of one style, or name a folder on the server")

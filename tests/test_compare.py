@@ -47,9 +47,16 @@ def full_run(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp-run")
     messages = []
     result = run_compare(
-        [inputs["content"]], inputs["styles"], embedding=str(inputs["embedding"]),
-        classes=["a city"], model="tiny", output=out, random_weights=True, device="cpu",
-        progress=lambda message, fraction: messages.append((message, fraction)), **FAST,
+        [inputs["content"]],
+        inputs["styles"],
+        embedding=str(inputs["embedding"]),
+        classes=["a city"],
+        model="tiny",
+        output=out,
+        random_weights=True,
+        device="cpu",
+        progress=lambda message, fraction: messages.append((message, fraction)),
+        **FAST,
     )
     return result, messages
 
@@ -121,9 +128,17 @@ def test_progress_reaches_the_end(full_run):
 
 
 def test_a_class_per_content_image(inputs, tmp_path):
-    result = run_compare([inputs["content"], inputs["content"]], inputs["styles"], embedding=str(inputs["embedding"]),
-                         classes=["a city", "lighthouse"], model="tiny", output=tmp_path / "out", methods=["token-txt2img"],
-                         device="cpu", **QUICK)
+    result = run_compare(
+        [inputs["content"], inputs["content"]],
+        inputs["styles"],
+        embedding=str(inputs["embedding"]),
+        classes=["a city", "lighthouse"],
+        model="tiny",
+        output=tmp_path / "out",
+        methods=["token-txt2img"],
+        device="cpu",
+        **QUICK,
+    )
     manifest = read_manifest(result.output)
     prompts = [Image.open(result.output / c["image"]).text["prompt"] for c in manifest["cells"]]
     assert prompts == ["a <cmp> style of a city", "a <cmp> style of a lighthouse"]  # "a city" -> no double article
@@ -134,21 +149,40 @@ def test_a_class_per_content_image(inputs, tmp_path):
 def test_missing_weights_and_models_are_reported_not_crashed_on(inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19
     result = run_compare(
-        [inputs["content"]], inputs["styles"], embedding=str(inputs["embedding"]), classes=["city"],
-        model="no-such-org/no-such-model", output=tmp_path / "out", methods=["gatys", "adain", "token-txt2img", "token-img2img"],
-        device="cpu", **QUICK,
+        [inputs["content"]],
+        inputs["styles"],
+        embedding=str(inputs["embedding"]),
+        classes=["city"],
+        model="no-such-org/no-such-model",
+        output=tmp_path / "out",
+        methods=["gatys", "adain", "token-txt2img", "token-img2img"],
+        device="cpu",
+        **QUICK,
     )
     assert result.status["adain"].startswith("skipped: ") and "decoder" in result.status["adain"]
     assert result.status["gatys"].startswith("skipped: ") and "VGG" in result.status["gatys"]
-    assert result.status["token-txt2img"].startswith("skipped: ") and "no-such-org/no-such-model" in result.status["token-txt2img"]
+    assert (
+        result.status["token-txt2img"].startswith("skipped: ")
+        and "no-such-org/no-such-model" in result.status["token-txt2img"]
+    )
     assert result.status["token-img2img"] == result.status["token-txt2img"]  # loaded (and failed) once
     assert all(p.is_file() for p in (result.grid, result.csv, result.md, result.html))
     assert "skipped" in result.md.read_text()
 
 
 def test_no_embedding_skips_only_the_token_methods(inputs, tmp_path):
-    result = run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny",
-                         output=tmp_path / "out", methods=["adain", "token-txt2img"], random_weights=True, device="cpu", **QUICK)
+    result = run_compare(
+        [inputs["content"]],
+        inputs["styles"],
+        embedding=None,
+        classes=[],
+        model="tiny",
+        output=tmp_path / "out",
+        methods=["adain", "token-txt2img"],
+        random_weights=True,
+        device="cpu",
+        **QUICK,
+    )
     assert result.status == {"adain": "ok", "token-txt2img": "skipped: no style token given (--embedding FILE)"}
 
 
@@ -157,8 +191,18 @@ def test_one_failing_method_keeps_the_others(inputs, tmp_path, monkeypatch):
         raise RuntimeError("decoder exploded")
 
     monkeypatch.setattr(AdainStylizer, "stylize", broken)
-    result = run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny",
-                         output=tmp_path / "out", methods=["gatys", "adain"], random_weights=True, device="cpu", **QUICK)
+    result = run_compare(
+        [inputs["content"]],
+        inputs["styles"],
+        embedding=None,
+        classes=[],
+        model="tiny",
+        output=tmp_path / "out",
+        methods=["gatys", "adain"],
+        random_weights=True,
+        device="cpu",
+        **QUICK,
+    )
     assert result.status["adain"] == "failed: RuntimeError: decoder exploded"
     assert result.status["gatys"] == "ok" and (result.output / "images" / "01-photo" / "gatys.png").is_file()
     assert "decoder exploded" in result.md.read_text()
@@ -173,8 +217,19 @@ def test_a_stop_from_progress_ends_the_run(inputs, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        run_compare([inputs["content"]], inputs["styles"], embedding=None, classes=[], model="tiny", output=tmp_path / "out",
-                    methods=["gatys", "adain"], random_weights=True, device="cpu", progress=progress, **QUICK)
+        run_compare(
+            [inputs["content"]],
+            inputs["styles"],
+            embedding=None,
+            classes=[],
+            model="tiny",
+            output=tmp_path / "out",
+            methods=["gatys", "adain"],
+            random_weights=True,
+            device="cpu",
+            progress=progress,
+            **QUICK,
+        )
 
 
 def test_bad_requests_are_one_line_errors(inputs, tmp_path):
@@ -208,22 +263,75 @@ def test_measure_sees_time_and_memory():
 
 def test_cli_compare_writes_the_report(inputs, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = cli.main([
-        "compare", "--model", "tiny", "--content", str(inputs["content"]), "--style-images", str(inputs["styles"][0].parent),
-        "--embedding", str(inputs["embedding"]), "--class", "a city", "--output", str(out), "--random-weights",
-        "--methods", "adain,token-txt2img", "--size", "64", "--steps", "2", "--cell-size", "96", "--device", "cpu", "--no-metrics",
-    ])
+    code = cli.main(
+        [
+            "compare",
+            "--model",
+            "tiny",
+            "--content",
+            str(inputs["content"]),
+            "--style-images",
+            str(inputs["styles"][0].parent),
+            "--embedding",
+            str(inputs["embedding"]),
+            "--class",
+            "a city",
+            "--output",
+            str(out),
+            "--random-weights",
+            "--methods",
+            "adain,token-txt2img",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--cell-size",
+            "96",
+            "--device",
+            "cpu",
+            "--no-metrics",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert re.search(r"adain\s+ok", printed) and re.search(r"token-txt2img\s+ok", printed)
     assert all((out / name).is_file() for name in ("grid.png", "metrics.csv", "metrics.md", "report.html"))
-    assert cli.main(["compare", "--content", str(tmp_path / "missing.jpg"), "--style-images", str(inputs["styles"][0]),
-                     "--output", str(out)]) == 2
+    assert (
+        cli.main(
+            [
+                "compare",
+                "--content",
+                str(tmp_path / "missing.jpg"),
+                "--style-images",
+                str(inputs["styles"][0]),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "missing.jpg does not exist" in capsys.readouterr().err
     # a second comparison into the same folder is refused (old and new would mix), until --overwrite
     (out / "notes.txt").write_text("mine")
-    again = ["compare", "--content", str(inputs["content"]), "--style-images", str(inputs["styles"][0]), "--output", str(out),
-             "--random-weights", "--methods", "adain", "--size", "64", "--cell-size", "96", "--device", "cpu", "--no-metrics"]
+    again = [
+        "compare",
+        "--content",
+        str(inputs["content"]),
+        "--style-images",
+        str(inputs["styles"][0]),
+        "--output",
+        str(out),
+        "--random-weights",
+        "--methods",
+        "adain",
+        "--size",
+        "64",
+        "--cell-size",
+        "96",
+        "--device",
+        "cpu",
+        "--no-metrics",
+    ]
     assert cli.main(again) == 2
     err = capsys.readouterr().err
     assert "is not empty" in err and "--overwrite" in err and err.count("\n") == 1

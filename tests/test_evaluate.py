@@ -65,7 +65,9 @@ def test_color_distance_is_zero_for_the_same_colours_and_grows_with_a_shift():
     img = photo()
     assert color_distance(img, [img]) == pytest.approx(0.0, abs=1e-4)
     arr = np.asarray(img, dtype=np.int16)
-    shifts = [color_distance(Image.fromarray(np.clip(arr + [d, 0, -d], 0, 255).astype(np.uint8)), [img]) for d in (10, 40)]
+    shifts = [
+        color_distance(Image.fromarray(np.clip(arr + [d, 0, -d], 0, 255).astype(np.uint8)), [img]) for d in (10, 40)
+    ]
     assert 0 < shifts[0] < shifts[1]
 
 
@@ -77,8 +79,12 @@ def test_gram_loss_of_an_image_with_itself_is_zero_and_grows_with_a_perturbation
     assert gram["weights"] == "random" and gram["better"] == "lower"
     assert gram["value"] == pytest.approx(0.0, abs=1e-12)
     assert same["metrics"]["content_loss"]["value"] == pytest.approx(0.0, abs=1e-12)
-    losses = [evaluate_image(noisy(style, a), style, [style], random_weights=True, metrics=vgg_only)["metrics"]["gram_style_loss"]["value"]
-              for a in (10, 40)]
+    losses = [
+        evaluate_image(noisy(style, a), style, [style], random_weights=True, metrics=vgg_only)["metrics"][
+            "gram_style_loss"
+        ]["value"]
+        for a in (10, 40)
+    ]
     assert 0 < losses[0] < losses[1]
 
 
@@ -108,7 +114,10 @@ def test_directions_hold_on_real_examples():
     content = photo(size=(96, 72))
     close, far = noisy(content, 5), noisy(content, 50)
     names = ["ssim", "fsim", "color_distance"]
-    scores = {label: evaluate_image(img, content, [content], metrics=names)["metrics"] for label, img in (("close", close), ("far", far))}
+    scores = {
+        label: evaluate_image(img, content, [content], metrics=names)["metrics"]
+        for label, img in (("close", close), ("far", far))
+    }
     for name in names:
         better = METRICS[name].better
         a, b = scores["close"][name]["value"], scores["far"][name]["value"]
@@ -124,10 +133,15 @@ def test_missing_inputs_weights_and_packages_are_reported_not_crashed_on(tmp_pat
     assert "--content" in reasons["ssim"] and "--style" in reasons["gram_style_loss"]
     assert "--gallery" in reasons["style_rank"] or "--style" in reasons["style_rank"]
     assert "--clip-model" in reasons["clip_style_similarity"] or "--style" in reasons["clip_style_similarity"]
-    assert "193x193" in reasons["niqe"] and result["metrics"]["brisque"]["weights"] == "real"  # 96x72: too small for NIQE
+    assert (
+        "193x193" in reasons["niqe"] and result["metrics"]["brisque"]["weights"] == "real"
+    )  # 96x72: too small for NIQE
     # Inputs given, weights missing: the VGG metrics say which weights, and the Ghiasi ones which folder.
     result = evaluate_image(out, out, [out], gallery=[out], ghiasi_models=str(tmp_path / "no-models"))
-    assert "VGG-19" in result["unavailable"]["gram_style_loss"] and "--random-weights" in result["unavailable"]["content_loss"]
+    assert (
+        "VGG-19" in result["unavailable"]["gram_style_loss"]
+        and "--random-weights" in result["unavailable"]["content_loss"]
+    )
     assert "no-models" in result["unavailable"]["style_similarity"]
     assert result["metrics"]["ssim"]["weights"] == "none"
     with pytest.raises(UserError):
@@ -149,7 +163,12 @@ def test_style_rank_and_similarity_on_generated_paintings():
     ranks = [style_rank(target, g, gallery) for g in gallery]
     assert sorted(ranks)[0] == 1 and max(ranks) > 1  # another painting is not the nearest to this one
     result = evaluate_image(target, None, [target], gallery=gallery)
-    assert result["metrics"]["style_rank"] == {**result["metrics"]["style_rank"], "value": 1, "better": "lower", "weights": "real"}
+    assert result["metrics"]["style_rank"] == {
+        **result["metrics"]["style_rank"],
+        "value": 1,
+        "better": "lower",
+        "weights": "real",
+    }
     two = evaluate_image(target, None, gallery[:2], gallery=gallery)
     assert "one intended style" in two["unavailable"]["style_rank"] and "style_similarity" in two["metrics"]
 
@@ -167,11 +186,25 @@ def tiny_clip(tmp_path_factory) -> str:
 
     tokenizer = build_tiny_tokenizer()
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     config.random_weights = True
@@ -208,14 +241,29 @@ def test_evaluate_command_prints_one_json_object(tmp_path):
     noisy(photo(), 10).save(out)
     photo().save(content)
     style = make_artwork(tmp_path / "style.png", seed=2)
-    run = [sys.executable, "-m", "styleprompt.cli", "evaluate", str(out), "--content", str(content), "--style", str(style),
-           "--random-weights", "--json"]
+    run = [
+        sys.executable,
+        "-m",
+        "styleprompt.cli",
+        "evaluate",
+        str(out),
+        "--content",
+        str(content),
+        "--style",
+        str(style),
+        "--random-weights",
+        "--json",
+    ]
     result = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"ssim", "fsim", "color_distance", "gram_style_loss", "content_loss"} <= set(report["metrics"])
     assert report["metrics"]["gram_style_loss"]["weights"] == "random"
     assert "brisque" in report["metrics"] and "193x193" in report["unavailable"]["niqe"]
-    bad = subprocess.run([sys.executable, "-m", "styleprompt.cli", "evaluate", str(tmp_path / "missing.png")],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "styleprompt.cli", "evaluate", str(tmp_path / "missing.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.png" in bad.stderr

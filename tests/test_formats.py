@@ -86,7 +86,12 @@ def test_tokens_are_kept_and_renamed(sd_emb, tmp_path):
 
 
 def test_sd_files_load_in_diffusers_own_loader(sd_emb, tmp_path):
-    for fmt, name in [("diffusers", "a.safetensors"), ("diffusers", "a.bin"), ("a1111", "a.pt"), ("emb_params", "e.safetensors")]:
+    for fmt, name in [
+        ("diffusers", "a.safetensors"),
+        ("diffusers", "a.bin"),
+        ("a1111", "a.pt"),
+        ("emb_params", "e.safetensors"),
+    ]:
         path = write_embedding(sd_emb, tmp_path / fmt / name, fmt)[0]
         pipe = build_tiny_pipeline()
         # emb_params files carry no token name: diffusers (like A1111) needs one given.
@@ -103,13 +108,17 @@ def test_sdxl_files_load_the_documented_two_call_way(xl_emb, tmp_path):
     names = ["<x1>", "<x1>_1"]
 
     def rows(pipe):
-        return [te.get_input_embeddings().weight[tok.convert_tokens_to_ids(names)].detach()
-                for tok, te in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))]
+        return [
+            te.get_input_embeddings().weight[tok.convert_tokens_to_ids(names)].detach()
+            for tok, te in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
+        ]
 
     pipe = build_tiny_sdxl_pipeline()
     state = load_file(single)
     pipe.load_textual_inversion(state["clip_l"], token=names, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
-    pipe.load_textual_inversion(state["clip_g"], token=names, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    pipe.load_textual_inversion(
+        state["clip_g"], token=names, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
     assert all(torch.equal(a, b) for a, b in zip(rows(pipe), xl_emb.parts()))
 
     pipe = build_tiny_sdxl_pipeline()
@@ -125,8 +134,14 @@ def test_reads_an_a1111_png_written_by_a1111s_own_encoding(sd_emb, tmp_path):
 
     from PIL import Image, PngImagePlugin
 
-    data = {"string_to_token": {"*": 265}, "string_to_param": {"*": {"TORCHTENSOR": sd_emb.vectors.double().tolist()}},
-            "name": "painterly", "step": 1500, "sd_checkpoint": "abc", "sd_checkpoint_name": "v1-5"}
+    data = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": {"TORCHTENSOR": sd_emb.vectors.double().tolist()}},
+        "name": "painterly",
+        "step": 1500,
+        "sd_checkpoint": "abc",
+        "sd_checkpoint_name": "v1-5",
+    }
     info = PngImagePlugin.PngInfo()
     info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(data).encode()).decode())
     Image.new("RGB", (32, 32)).save(tmp_path / "painterly.png", pnginfo=info)
@@ -140,7 +155,10 @@ def test_blend_is_the_weighted_sum(tmp_path):
     a, b = Embedding("<a>", torch.randn(2, 32)), Embedding("<b>", torch.randn(2, 32))
     pa = write_embedding(a, tmp_path / "a.safetensors", "diffusers")[0]
     pb = write_embedding(b, tmp_path / "b.pt", "a1111")[0]  # formats may differ
-    assert main(["blend", f"{pa}:0.7", f"{pb}:0.3", "--token", "<mix>", "--output", str(tmp_path / "mix.safetensors")]) == 0
+    assert (
+        main(["blend", f"{pa}:0.7", f"{pb}:0.3", "--token", "<mix>", "--output", str(tmp_path / "mix.safetensors")])
+        == 0
+    )
     mixed = read_embedding(tmp_path / "mix.safetensors")
     assert mixed.token == "<mix>"
     assert torch.equal(mixed.vectors, 0.7 * a.vectors + 0.3 * b.vectors)
@@ -169,7 +187,9 @@ def test_convert_and_inspect_commands(sd_emb, xl_emb, tmp_path, capsys):
     assert main(["inspect", str(xl_path)]) == 0
     out = capsys.readouterr().out
     assert "clip_l 32, clip_g 64" in out and "tiny-sdxl" in out
-    real = write_embedding(Embedding("<r>", torch.zeros(1, 768), torch.zeros(1, 1280)), tmp_path / "r.safetensors", "sdxl")[0]
+    real = write_embedding(
+        Embedding("<r>", torch.zeros(1, 768), torch.zeros(1, 1280)), tmp_path / "r.safetensors", "sdxl"
+    )[0]
     assert main(["inspect", str(real)]) == 0
     assert "SDXL (widths 768+1280)" in capsys.readouterr().out
     # Converting an SD token to an SDXL format is one line, not a traceback.
@@ -219,14 +239,22 @@ def test_malicious_pickles_are_refused_and_nothing_runs(tmp_path):
         (lambda p: save_file({}, str(p)), "holds no embedding"),
         (lambda p: torch.save({}, p.with_suffix(".pt")), "holds no embedding"),
         (lambda p: save_file({"<n>": torch.tensor([[1.0, float("nan")]])}, str(p)), "NaN or infinite"),
-        (lambda p: save_file({"clip_l": torch.ones(2, 8), "clip_g": torch.full((2, 16), float("inf"))}, str(p)), "NaN or infinite"),
+        (
+            lambda p: save_file({"clip_l": torch.ones(2, 8), "clip_g": torch.full((2, 16), float("inf"))}, str(p)),
+            "NaN or infinite",
+        ),
         (lambda p: save_file({"a": torch.ones(1, 4), "b": torch.ones(1, 4)}, str(p)), "holds 2 entries"),
         (lambda p: save_file({"clip_l": torch.ones(2, 8), "clip_g": torch.ones(3, 16)}, str(p)), "inconsistent"),
         (lambda p: save_file({"<i>": torch.ones(2, 4, dtype=torch.int64)}, str(p)), "floating-point"),
         (lambda p: save_file({"<i>": torch.ones(2, 4, 4)}, str(p)), "shape"),
         (lambda p: p.write_bytes(b"\x00" * 5), "cannot read"),
         (lambda p: p.write_bytes(b""), "is empty"),
-        (lambda p: torch.save({"string_to_param": {"*": torch.ones(1, 4), "#": torch.ones(1, 4)}}, p.with_suffix(".pt")), "exactly one"),
+        (
+            lambda p: torch.save(
+                {"string_to_param": {"*": torch.ones(1, 4), "#": torch.ones(1, 4)}}, p.with_suffix(".pt")
+            ),
+            "exactly one",
+        ),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, make, message):

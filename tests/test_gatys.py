@@ -26,7 +26,9 @@ def picture(seed: int, size=(48, 40)) -> Image.Image:
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     base = rng.integers(0, 256, size=3)
-    arr = (base + 60 * np.sin(xx / rng.uniform(2, 6))[..., None] * rng.uniform(-1, 1, 3) + 40 * (yy / h)[..., None]) % 256
+    arr = (
+        base + 60 * np.sin(xx / rng.uniform(2, 6))[..., None] * rng.uniform(-1, 1, 3) + 40 * (yy / h)[..., None]
+    ) % 256
     return Image.fromarray(arr.astype(np.uint8))
 
 
@@ -61,8 +63,14 @@ def test_noise_init_and_coarse_to_fine_scales(vgg):
     assert _stage_sizes(400, 600, [300]) == [(200, 300), (400, 600)]
     content, style = pil_to_tensor(picture(3)), pil_to_tensor(picture(4))
     seen: list[torch.Tensor] = []  # every point the optimiser evaluates, in order
-    options = GatysOptions(iterations=[4, 6], scales=[0.5, 1.0], init="noise", save_every=1,
-                           callback=lambda step, image, loss: seen.append(image.clone()), **SHALLOW)
+    options = GatysOptions(
+        iterations=[4, 6],
+        scales=[0.5, 1.0],
+        init="noise",
+        save_every=1,
+        callback=lambda step, image, loss: seen.append(image.clone()),
+        **SHALLOW,
+    )
     result = optimize(vgg, content, [style], [1.0], options)
     assert len(result.losses) == 10 and result.image.shape == content.shape
     # Coarse to fine: four evaluations at half size, then six at full size.
@@ -94,11 +102,22 @@ def test_several_styles_mask_and_intermediate_images(vgg, tmp_path):
     content, s1, s2 = picture(9), picture(10), picture(11)
     seen = []
     out = stylize(
-        content, [s1, s2], style_weights=[0.7, 0.3], vgg=vgg, show_progress=False, iterations=6, save_every=3,
-        outdir=tmp_path / "steps", callback=lambda i, img, loss: seen.append((i, loss)), **SHALLOW,
+        content,
+        [s1, s2],
+        style_weights=[0.7, 0.3],
+        vgg=vgg,
+        show_progress=False,
+        iterations=6,
+        save_every=3,
+        outdir=tmp_path / "steps",
+        callback=lambda i, img, loss: seen.append((i, loss)),
+        **SHALLOW,
     )
     assert out.size == content.size
-    assert [i for i, _ in seen] == [3, 6] and sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["iter_00003.png", "iter_00006.png"]
+    assert [i for i, _ in seen] == [3, 6] and sorted(p.name for p in (tmp_path / "steps").iterdir()) == [
+        "iter_00003.png",
+        "iter_00006.png",
+    ]
     mask = Image.new("L", content.size, 0)
     mask.paste(255, (0, 0, content.width // 2, content.height))
     out = stylize(content, [s1, s2], mask=mask, vgg=vgg, show_progress=False, iterations=4, **SHALLOW)

@@ -50,7 +50,9 @@ def token_files(tmp_path_factory):
         "s1_png": write_embedding(s1, root / "s1.png", "a1111-png")[0],
         "s2": write_embedding(s2, root / "s2.safetensors", "diffusers")[0],
         "other_s1": write_embedding(Embedding("<s1>", torch.randn(2, 32)), root / "other.safetensors", "diffusers")[0],
-        "xl": write_embedding(Embedding("<x>", torch.randn(2, 32), torch.randn(2, 64)), root / "x.safetensors", "sdxl")[0],
+        "xl": write_embedding(Embedding("<x>", torch.randn(2, 32), torch.randn(2, 64)), root / "x.safetensors", "sdxl")[
+            0
+        ],
         "sd15": write_embedding(Embedding("<v>", torch.randn(1, 768)), root / "v.safetensors", "diffusers")[0],
     }
 
@@ -96,9 +98,16 @@ def test_a_width_that_does_not_fit_names_both_families(token_files):
 
 
 def test_classes_counts_seeds_and_recorded_parameters(loaded, token_files):
-    cfg = GenerateConfig(prompt="a {token} style of a {class}", classes=["lighthouse", "city"], count=2, seed=5, **SMALL)
+    cfg = GenerateConfig(
+        prompt="a {token} style of a {class}", classes=["lighthouse", "city"], count=2, seed=5, **SMALL
+    )
     items = generate(loaded, cfg, ["<s1>"], show_progress=False)
-    assert [(i.params["class"], i.seed) for i in items] == [("lighthouse", 5), ("lighthouse", 6), ("city", 5), ("city", 6)]
+    assert [(i.params["class"], i.seed) for i in items] == [
+        ("lighthouse", 5),
+        ("lighthouse", 6),
+        ("city", 5),
+        ("city", 6),
+    ]
     assert items[0].params["prompt"] == "a <s1> style of a lighthouse"
     source = items[0].params["embeddings"][0]
     assert source["token"] == "<s1>" and source["sha256"] == [file_sha256(token_files["s1"], length=64)]
@@ -109,7 +118,9 @@ def test_classes_counts_seeds_and_recorded_parameters(loaded, token_files):
 
 def test_the_token_and_its_scale_change_the_picture(loaded, token_files):
     def paint(prompt, model=loaded, tokens=("<s1>",)):
-        return pixels(generate(model, GenerateConfig(prompt=prompt, seed=3, **SMALL), list(tokens), show_progress=False)[0].image)
+        return pixels(
+            generate(model, GenerateConfig(prompt=prompt, seed=3, **SMALL), list(tokens), show_progress=False)[0].image
+        )
 
     with_s1, with_s2 = paint("a <s1> style of a city"), paint("a <s2> style of a city", tokens=("<s2>",))
     assert np.abs(with_s1 - with_s2).mean() > 0.5
@@ -119,8 +130,16 @@ def test_the_token_and_its_scale_change_the_picture(loaded, token_files):
 
 
 def test_png_parameters_reproduce_the_image_bit_for_bit(loaded, tmp_path):
-    cfg = GenerateConfig(prompt="a {token} style of a {class}", classes=["bridge"], negative_prompt="blurry", count=2,
-                         seed=40, scheduler="euler-a", guidance=6.0, **SMALL)
+    cfg = GenerateConfig(
+        prompt="a {token} style of a {class}",
+        classes=["bridge"],
+        negative_prompt="blurry",
+        count=2,
+        seed=40,
+        scheduler="euler-a",
+        guidance=6.0,
+        **SMALL,
+    )
     items = generate(loaded, cfg, ["<s1>", "<s2>"], show_progress=False)
     paths = save_generated(items, tmp_path)
     params = read_png_params(paths[1])
@@ -138,7 +157,9 @@ def test_reproduce_refuses_a_changed_token_file(loaded, token_files, tmp_path):
     write_embedding(Embedding("<s9>", torch.ones(1, 32) * 0.1), copy, "diffusers")
     model = load_pipeline("tiny", device="cpu")
     tokens = load_embeddings(model, [str(copy)])
-    path = save_generated(generate(model, GenerateConfig(prompt="a <s9> style", seed=1, **SMALL), tokens, show_progress=False), tmp_path)[0]
+    path = save_generated(
+        generate(model, GenerateConfig(prompt="a <s9> style", seed=1, **SMALL), tokens, show_progress=False), tmp_path
+    )[0]
     write_embedding(Embedding("<s9>", torch.ones(1, 32) * 0.2), copy, "diffusers")
     with pytest.raises(UserError, match="changed since"):
         reproduce(path, model, show_progress=False)
@@ -173,10 +194,14 @@ def test_image_to_image_strength_bounds(loaded):
     # Strength 1: the content is ignored, it is text->image at the content's size.
     one = paint(a, 1.0)
     assert np.array_equal(one, paint(b, 1.0))
-    txt = generate(loaded, GenerateConfig(prompt="a <s1> style of a city", seed=2, **size), ["<s1>"], show_progress=False)[0]
+    txt = generate(
+        loaded, GenerateConfig(prompt="a <s1> style of a city", seed=2, **size), ["<s1>"], show_progress=False
+    )[0]
     assert np.array_equal(one, pixels(txt.image))
     # In between, two opposite contents give pictures further apart the lower the strength.
-    gaps = [np.abs(zero - paint(b, 0.0)).mean()] + [np.abs(paint(a, s) - paint(b, s)).mean() for s in (0.25, 0.75)] + [0.0]
+    gaps = (
+        [np.abs(zero - paint(b, 0.0)).mean()] + [np.abs(paint(a, s) - paint(b, s)).mean() for s in (0.25, 0.75)] + [0.0]
+    )
     assert gaps[0] > gaps[1] > gaps[2] > gaps[3], gaps
 
 
@@ -213,8 +238,21 @@ def test_schedulers_differ_and_bad_settings_are_one_line(loaded):
 
 def test_cli_text_to_image_and_stylized_photo(token_files, shared_data, tmp_path, capsys):
     out = tmp_path / "g"
-    base = ["generate", "--model", "tiny", "--embedding", str(token_files["s1"]), "--prompt", "a <s1> style of a lighthouse",
-            "--seed", "1", "--steps", "2", "--output", str(out)]
+    base = [
+        "generate",
+        "--model",
+        "tiny",
+        "--embedding",
+        str(token_files["s1"]),
+        "--prompt",
+        "a <s1> style of a lighthouse",
+        "--seed",
+        "1",
+        "--steps",
+        "2",
+        "--output",
+        str(out),
+    ]
     assert main(base) == 0
     assert main(base + ["--image", str(shared_data / "content" / "chicago.jpg"), "--strength", "0.6"]) == 0
     first, second = sorted(out.glob("*.png"))
@@ -227,5 +265,20 @@ def test_cli_text_to_image_and_stylized_photo(token_files, shared_data, tmp_path
     assert abs(photo["width"] / photo["height"] - w / h) < 0.1  # the photo's shape is kept
     assert main(["generate", "--from-png", str(first), "--output", str(tmp_path / "again")]) == 0
     assert np.array_equal(pixels(Image.open(first)), pixels(Image.open(next((tmp_path / "again").glob("*.png")))))
-    assert main(["generate", "--model", "tiny", "--embedding", str(token_files["xl"]), "--output", str(out), "--class", "cat"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                "tiny",
+                "--embedding",
+                str(token_files["xl"]),
+                "--output",
+                str(out),
+                "--class",
+                "cat",
+            ]
+        )
+        == 2
+    )
     assert "widths 32+64" in capsys.readouterr().err

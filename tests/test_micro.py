@@ -66,8 +66,22 @@ def test_world_command_lists_and_writes(tmp_path, capsys, shared_data):
     assert info["held_out"] == HELD_OUT and len(HELD_OUT) >= 4
     assert not set(HELD_OUT) & set(STYLE_WORDS.values())
     out = tmp_path / "w"
-    assert cli(["world", "--style", str(shared_data / "style" / "mondrian.jpg"), "--count", "3", "--class", "cup",
-                "--output", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "world",
+                "--style",
+                str(shared_data / "style" / "mondrian.jpg"),
+                "--count",
+                "3",
+                "--class",
+                "cup",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 3 and all(p.with_suffix(".txt").read_text().strip() == "cup" for p in pngs)
     assert cli(["world", "--count", "2", "--output", str(out)]) == 2  # not an empty folder: nothing overwritten
@@ -114,13 +128,24 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
     from styleprompt.training import train
 
     painting = "starry_night.jpg"
-    pictures = world.make_pictures(load_image(shared_data / "style" / painting), ["lighthouse", "house", "city", "tree"], 8,
-                                   seed=31_337)
+    pictures = world.make_pictures(
+        load_image(shared_data / "style" / painting), ["lighthouse", "house", "city", "tree"], 8, seed=31_337
+    )
     world.write_pictures(pictures, tmp_path / "art")
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    result = train(TrainConfig(images=str(tmp_path / "art"), token="<t>", model="micro", output=str(tmp_path / "run"),
-                               steps=150, save_every=0, checkpoint_every=0, preview_every=0))
+    result = train(
+        TrainConfig(
+            images=str(tmp_path / "art"),
+            token="<t>",
+            model="micro",
+            output=str(tmp_path / "run"),
+            steps=150,
+            save_every=0,
+            checkpoint_every=0,
+            preview_every=0,
+        )
+    )
     assert time.perf_counter() - t0 < 60 * 3  # about 25 s on an idle 2-core machine
     loaded = load_pipeline("micro", device="cpu")
     load_embeddings(loaded, [str(result.embedding_path)])

@@ -25,8 +25,20 @@ def tiny_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pick")
     art = make_artworks(root / "art")
-    cfg = TrainConfig(images=str(art), token="<pk>", model="tiny", output=str(root / "run"), steps=6, vectors=2,
-                      grad_accum=1, lr=5e-2, save_every=2, checkpoint_every=0, preview_every=0, device="cpu")
+    cfg = TrainConfig(
+        images=str(art),
+        token="<pk>",
+        model="tiny",
+        output=str(root / "run"),
+        steps=6,
+        vectors=2,
+        grad_accum=1,
+        lr=5e-2,
+        save_every=2,
+        checkpoint_every=0,
+        preview_every=0,
+        device="cpu",
+    )
     result = train(cfg)
     return result.output_dir
 
@@ -66,8 +78,15 @@ def test_lists_the_intermediate_embeddings(tiny_run):
 
 
 def test_pick_scores_every_checkpoint_and_writes_the_plot(tiny_run, tmp_path):
-    result = pick_checkpoint(tiny_run, classes=["lighthouse", "dog"], seeds=[0], steps=2, output=tmp_path / "pick",
-                             device="cpu", show_progress=False)
+    result = pick_checkpoint(
+        tiny_run,
+        classes=["lighthouse", "dog"],
+        seeds=[0],
+        steps=2,
+        output=tmp_path / "pick",
+        device="cpu",
+        show_progress=False,
+    )
     assert result.plot.parent == tmp_path / "pick"
     assert [s.step for s in result.scores] == [2, 4, 6]
     assert result.recommended in result.scores and result.recommended.pareto

@@ -81,7 +81,9 @@ def test_niqe_matches_scikit_video_run_here(shared_data, monkeypatch):
 
 
 def test_svr_reader_and_data_only_unpickler(tmp_path):
-    text = "svm_type epsilon_svr\nkernel_type rbf\ngamma 0.5\nnr_class 2\ntotal_sv 2\nrho 1.5\nSV\n2 1:1 3:-1\n-1 2:0.5\n"
+    text = (
+        "svm_type epsilon_svr\nkernel_type rbf\ngamma 0.5\nnr_class 2\ntotal_sv 2\nrho 1.5\nSV\n2 1:1 3:-1\n-1 2:0.5\n"
+    )
     vectors, coefficients, gamma, rho = quality.read_libsvm_svr(text)
     assert vectors.tolist() == [[1.0, 0.0, -1.0], [0.0, 0.5, 0.0]] and coefficients.tolist() == [2.0, -1.0]
     model = quality.BrisqueModel(vectors, coefficients, gamma, rho, np.full(3, -1.0), np.full(3, 1.0))
@@ -181,12 +183,17 @@ def test_bad_input_gives_a_value_or_one_line_reason(case):
 
 def test_missing_package_is_a_reason_not_a_crash(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("skvideo", "brisque") else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("skvideo", "brisque") else real_find_spec(name, *a),
+    )
     quality.niqe_model.cache_clear()
     quality.brisque_model.cache_clear()
     try:
-        result = evaluate_image(Image.fromarray(np.zeros((200, 200, 3), np.uint8)), None, [], metrics=["niqe", "brisque"])
+        result = evaluate_image(
+            Image.fromarray(np.zeros((200, 200, 3), np.uint8)), None, [], metrics=["niqe", "brisque"]
+        )
     finally:
         quality.niqe_model.cache_clear()
         quality.brisque_model.cache_clear()
@@ -196,8 +203,12 @@ def test_missing_package_is_a_reason_not_a_crash(monkeypatch):
 
 
 def test_registered_with_direction_and_real_weights():
-    record = evaluate_image(Image.fromarray((_textured((240, 220)) * 40 + 128).clip(0, 255).astype(np.uint8)), None, [],
-                            metrics=["niqe", "brisque"])["metrics"]
+    record = evaluate_image(
+        Image.fromarray((_textured((240, 220)) * 40 + 128).clip(0, 255).astype(np.uint8)),
+        None,
+        [],
+        metrics=["niqe", "brisque"],
+    )["metrics"]
     for name in ("niqe", "brisque"):
         assert METRICS[name].better == "lower" and METRICS[name].unavailable is None
         assert record[name]["better"] == "lower" and record[name]["weights"] == "real"
@@ -209,8 +220,18 @@ def test_evaluate_command_reports_both(shared_data, tmp_path):
     """The acceptance line: evaluate --json on a real photo (a stylised stand-in: a blurred copy)."""
     out = tmp_path / "out.png"
     Image.fromarray(gaussian_filter(np.asarray(_photo(shared_data, "sailboat.jpg")), (1, 1, 0))).save(out)
-    run = [sys.executable, "-m", "styleprompt.cli", "evaluate", str(out), "--content",
-           str(shared_data / "content" / "sailboat.jpg"), "--style", str(shared_data / "content" / "chicago.jpg"), "--json"]
+    run = [
+        sys.executable,
+        "-m",
+        "styleprompt.cli",
+        "evaluate",
+        str(out),
+        "--content",
+        str(shared_data / "content" / "sailboat.jpg"),
+        "--style",
+        str(shared_data / "content" / "chicago.jpg"),
+        "--json",
+    ]
     result = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

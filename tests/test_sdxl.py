@@ -23,8 +23,20 @@ PROMPT = "a <s1> style of a lighthouse"
 
 def xl_config(images, output, **overrides) -> TrainConfig:
     base = TrainConfig(
-        images=str(images), token="<s1>", model="tiny-sdxl", output=str(output), steps=3, vectors=2, grad_accum=1,
-        resolution=64, lr=5e-2, save_every=0, checkpoint_every=0, preview_every=0, preview_steps=2, device="cpu",
+        images=str(images),
+        token="<s1>",
+        model="tiny-sdxl",
+        output=str(output),
+        steps=3,
+        vectors=2,
+        grad_accum=1,
+        resolution=64,
+        lr=5e-2,
+        save_every=0,
+        checkpoint_every=0,
+        preview_every=0,
+        preview_steps=2,
+        device="cpu",
     )
     return replace(base, **overrides)
 
@@ -51,8 +63,10 @@ def test_tiny_sdxl_is_deterministic_with_two_widths():
 def test_both_encoders_learn_only_their_placeholder_rows(trained):
     result, _ = trained
     pipe, fresh = result.loaded.pipe, build_tiny_sdxl_pipeline()
-    for tok, te, te_fresh in ((pipe.tokenizer, pipe.text_encoder, fresh.text_encoder),
-                              (pipe.tokenizer_2, pipe.text_encoder_2, fresh.text_encoder_2)):
+    for tok, te, te_fresh in (
+        (pipe.tokenizer, pipe.text_encoder, fresh.text_encoder),
+        (pipe.tokenizer_2, pipe.text_encoder_2, fresh.text_encoder_2),
+    ):
         table, original = te.get_input_embeddings().weight, te_fresh.get_input_embeddings().weight
         n = original.shape[0]
         assert torch.equal(table[:n], original)  # every pre-existing row bit-identical
@@ -66,7 +80,9 @@ def test_run_folder_holds_the_a1111_file_and_diffusers_pair(trained):
     out = result.output_dir
     single = load_file(out / "learned_embeds.safetensors")
     assert {k: tuple(v.shape) for k, v in single.items()} == {"clip_l": (2, 32), "clip_g": (2, 64)}
-    pair = [load_file(out / "diffusers" / name) for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors")]
+    pair = [
+        load_file(out / "diffusers" / name) for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors")
+    ]
     assert torch.equal(pair[0]["<s1>"], single["clip_l"]) and torch.equal(pair[1]["<s1>"], single["clip_g"])
     assert sorted(p.name for p in (out / "embeddings").iterdir()) == ["step-000003.safetensors"]
     assert read_embedding(out / "embeddings" / "step-000003.safetensors").format == "sdxl"
@@ -81,8 +97,12 @@ def test_diffusers_two_call_load_encodes_prompts_like_the_trained_model(trained)
     state = load_file(result.output_dir / "learned_embeds.safetensors")
     plain = build_tiny_sdxl_pipeline()
     names = ["<s1>", "<s1>_1"]
-    plain.load_textual_inversion(state["clip_l"], token=names, text_encoder=plain.text_encoder, tokenizer=plain.tokenizer)
-    plain.load_textual_inversion(state["clip_g"], token=names, text_encoder=plain.text_encoder_2, tokenizer=plain.tokenizer_2)
+    plain.load_textual_inversion(
+        state["clip_l"], token=names, text_encoder=plain.text_encoder, tokenizer=plain.tokenizer
+    )
+    plain.load_textual_inversion(
+        state["clip_g"], token=names, text_encoder=plain.text_encoder_2, tokenizer=plain.tokenizer_2
+    )
     ours = result.loaded.pipe.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False)
     theirs = plain.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False)
     for a, b in zip(ours, theirs):
@@ -136,14 +156,26 @@ def test_sdxl_tokens_paint_text_and_image_to_image(trained):
     assert load_embeddings(model, [str(result.output_dir / "diffusers" / "learned_embeds.safetensors")]) == ["<s1>"]
     assert load_embeddings(model, [str(result.embedding_path)]) == ["<s1>"]  # the same vectors: a no-op
     runner = runner_for(model.pipe, True, make_scheduler("euler", model.pipe.scheduler.config))
-    assert type(runner).__name__ == "StableDiffusionXLImg2ImgPipeline" and runner.text_encoder_2 is model.pipe.text_encoder_2
-    text = generate(model, GenerateConfig(prompt=PROMPT, seed=1, steps=2, width=64, height=64), ["<s1>"], show_progress=False)[0]
+    assert (
+        type(runner).__name__ == "StableDiffusionXLImg2ImgPipeline"
+        and runner.text_encoder_2 is model.pipe.text_encoder_2
+    )
+    text = generate(
+        model, GenerateConfig(prompt=PROMPT, seed=1, steps=2, width=64, height=64), ["<s1>"], show_progress=False
+    )[0]
     assert text.image.size == (64, 64) and text.params["family"] == "sdxl"
-    photo = generate(model, GenerateConfig(prompt=PROMPT, seed=1, steps=2, image=text.image, strength=0.5, width=64, height=48),
-                     ["<s1>"], show_progress=False)[0]
+    photo = generate(
+        model,
+        GenerateConfig(prompt=PROMPT, seed=1, steps=2, image=text.image, strength=0.5, width=64, height=48),
+        ["<s1>"],
+        show_progress=False,
+    )[0]
     assert photo.image.size == (64, 48) and photo.params["denoising_steps"] == 1
-    plain = generate(model, GenerateConfig(prompt="a painting style of a lighthouse", seed=1, steps=2, width=64, height=64),
-                     show_progress=False)[0]
+    plain = generate(
+        model,
+        GenerateConfig(prompt="a painting style of a lighthouse", seed=1, steps=2, width=64, height=64),
+        show_progress=False,
+    )[0]
     assert np.abs(np.asarray(text.image, dtype=np.int16) - np.asarray(plain.image, dtype=np.int16)).max() > 0
 
 

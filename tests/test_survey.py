@@ -34,9 +34,15 @@ def fake_compare_run(root: Path, contents: int = 2, skipped: tuple[str, ...] = (
             shape = (32, 32, 3) if method.startswith("token") else (40, 48, 3)  # like the tiny model vs Gatys
             Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / rel)
             cells.append({"content_index": k, "method": method, "status": "ok", "image": rel})
-    manifest = {"format": "styleprompt-compare", "version": 1, "methods": METHODS, "labels": LABELS,
-                "styles": ["inputs/style-01.png"], "cells": cells,
-                "contents": [{"name": f"c{k}", "class": "city", "image": ""} for k in range(contents)]}
+    manifest = {
+        "format": "styleprompt-compare",
+        "version": 1,
+        "methods": METHODS,
+        "labels": LABELS,
+        "styles": ["inputs/style-01.png"],
+        "cells": cells,
+        "contents": [{"name": f"c{k}", "class": "city", "image": ""} for k in range(contents)],
+    }
     (root / "compare.json").write_text(json.dumps(manifest))
     return root
 
@@ -47,8 +53,14 @@ def answers_file(path: Path, key: dict, choose, response_id: str = "r1", saved: 
     for pair in key["pairs"]:
         style, favourite = choose(pair)
         answers.append({"pair": pair["id"], "style": style, "favourite": favourite})
-    doc = {"format": ANSWERS_FORMAT, "survey_id": key["survey_id"], "response_id": response_id, "rater": "t",
-           "saved": saved, "answers": answers}
+    doc = {
+        "format": ANSWERS_FORMAT,
+        "survey_id": key["survey_id"],
+        "response_id": response_id,
+        "rater": "t",
+        "saved": saved,
+        "answers": answers,
+    }
     path.write_text(json.dumps(doc))
     return path
 
@@ -65,7 +77,7 @@ def test_page_is_blind_and_holds_every_pair(tmp_path):
     assert len(key["pairs"]) == 2 * 3  # 2 contents x C(3, 2) method pairs
     for method, label in LABELS.items():  # no method name anywhere in what raters get
         assert method not in text and label not in text
-    assert "src=\"http" not in text and "images/" not in text  # pictures inlined, nothing fetched
+    assert 'src="http' not in text and "images/" not in text  # pictures inlined, nothing fetched
     assert text.count('class="pair"') == 6 and text.count("data:image/jpeg;base64,") >= 12
     assert all(q in text for q in ("Which carries the style better?", "Which is your favourite?"))
     pairs = {(p["content_index"], frozenset((p["A"], p["B"]))) for p in key["pairs"]}
@@ -74,14 +86,25 @@ def test_page_is_blind_and_holds_every_pair(tmp_path):
     import base64
     import io
 
-    pictures = re.findall(r'alt="[AB]" src="data:image/jpeg;base64,([^"]+)"|src="data:image/jpeg;base64,([^"]+)" alt="[AB]"', text)
+    pictures = re.findall(
+        r'alt="[AB]" src="data:image/jpeg;base64,([^"]+)"|src="data:image/jpeg;base64,([^"]+)" alt="[AB]"', text
+    )
     sizes = {Image.open(io.BytesIO(base64.b64decode(a or b))).size for a, b in pictures}
     assert len(pictures) == 12 and len(sizes) == 1  # same square for every picture: size tells nothing
 
 
 def test_pairs_are_shuffled_reproducibly_and_sides_vary():
-    manifest = json.loads(json.dumps({"cells": [
-        {"content_index": k, "method": m, "status": "ok", "image": f"{k}/{m}.png"} for k in range(4) for m in METHODS]}))
+    manifest = json.loads(
+        json.dumps(
+            {
+                "cells": [
+                    {"content_index": k, "method": m, "status": "ok", "image": f"{k}/{m}.png"}
+                    for k in range(4)
+                    for m in METHODS
+                ]
+            }
+        )
+    )
     first, again, other = make_pairs(manifest, 1), make_pairs(manifest, 1), make_pairs(manifest, 2)
     assert [(p.a, p.b, p.content_index) for p in first] == [(p.a, p.b, p.content_index) for p in again]
     assert [(p.a, p.b, p.content_index) for p in first] != [(p.a, p.b, p.content_index) for p in other]
@@ -128,10 +151,18 @@ def test_a_rater_saving_twice_counts_once_with_the_later_file(tmp_path):
     run = fake_compare_run(tmp_path / "cmp", contents=1)
     _, key_path = build_survey(run)
     key = read_key(key_path)
-    early = answers_file(tmp_path / "early.json", key, lambda p: (side_of(p, "adain") if "adain" in (p["A"], p["B"]) else "tie",) * 2,
-                         saved="2026-11-25T09:00:00Z")
-    late = answers_file(tmp_path / "late.json", key, lambda p: (side_of(p, "gatys") if "gatys" in (p["A"], p["B"]) else "tie",) * 2,
-                        saved="2026-11-25T11:00:00Z")
+    early = answers_file(
+        tmp_path / "early.json",
+        key,
+        lambda p: (side_of(p, "adain") if "adain" in (p["A"], p["B"]) else "tie",) * 2,
+        saved="2026-11-25T09:00:00Z",
+    )
+    late = answers_file(
+        tmp_path / "late.json",
+        key,
+        lambda p: (side_of(p, "gatys") if "gatys" in (p["A"], p["B"]) else "tie",) * 2,
+        saved="2026-11-25T11:00:00Z",
+    )
     other = answers_file(tmp_path / "other.json", key, lambda p: ("tie", "tie"), response_id="r2")
     result = tally(key, [late, early, other])
     assert result.responses == 2
@@ -145,8 +176,9 @@ def test_answers_of_another_survey_or_unknown_pairs_are_refused(tmp_path):
     wrong = answers_file(tmp_path / "w.json", dict(key, survey_id="someone-else"), lambda p: ("A", "A"))
     with pytest.raises(UserError, match="answers survey"):
         tally(key, [wrong])
-    bad = answers_file(tmp_path / "b.json", dict(key, pairs=key["pairs"] + [{"id": "p999", "A": "x", "B": "y"}]),
-                       lambda p: ("A", "B"))
+    bad = answers_file(
+        tmp_path / "b.json", dict(key, pairs=key["pairs"] + [{"id": "p999", "A": "x", "B": "y"}]), lambda p: ("A", "B")
+    )
     with pytest.raises(UserError, match="p999"):
         tally(key, [bad])
     (tmp_path / "junk.json").write_text("{not json")
@@ -160,9 +192,16 @@ def test_cli_survey_and_results(tmp_path, capsys):
     key = read_key(run)
     answers_dir = tmp_path / "answers"
     answers_dir.mkdir()
-    answers_file(answers_dir / "a.json", key, lambda p: (side_of(p, "token-txt2img") if "token-txt2img" in (p["A"], p["B"]) else "tie", "tie"))
+    answers_file(
+        answers_dir / "a.json",
+        key,
+        lambda p: (side_of(p, "token-txt2img") if "token-txt2img" in (p["A"], p["B"]) else "tie", "tie"),
+    )
     capsys.readouterr()
-    assert cli.main(["survey-results", str(run), str(answers_dir), "--json", "--output", str(tmp_path / "tally.json")]) == 0
+    assert (
+        cli.main(["survey-results", str(run), str(answers_dir), "--json", "--output", str(tmp_path / "tally.json")])
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["questions"]["style"]["token-txt2img"]["win_rate"] == 1.0
     assert json.loads((tmp_path / "tally.json").read_text()) == printed
@@ -174,14 +213,18 @@ def test_cli_survey_and_results(tmp_path, capsys):
 def test_page_saves_answers_that_tally(tmp_path, chromium):
     """The real page in Chromium: click answers, press Save, tally the downloaded file."""
     from playwright import sync_api  # a dev dependency: missing means the install line was not run
+
     run = fake_compare_run(tmp_path / "cmp", contents=1)
     page_path, key_path = build_survey(run, seed=7)
     key = read_key(key_path)
+
     # Run the browser on a thread of its own: Playwright's sync API refuses a thread where an earlier
     # test (the app's) left an asyncio loop running.
     def click_through() -> Path:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox", "--disable-gpu"])
+            browser = p.chromium.launch(
+                executable_path=str(chromium), headless=True, args=["--no-sandbox", "--disable-gpu"]
+            )
             try:
                 page = browser.new_context(accept_downloads=True).new_page()
                 page.goto(page_path.as_uri())

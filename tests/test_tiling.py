@@ -67,7 +67,10 @@ def test_tiled_gatys_gradient_equals_the_whole_image_gradient():
     vgg = load_vgg19(random_weights=True).double()
     g = torch.Generator().manual_seed(1)
     content = torch.rand(1, 3, 72, 104, generator=g, dtype=torch.float64)
-    styles = [torch.rand(1, 3, 48, 48, generator=g, dtype=torch.float64), torch.rand(1, 3, 40, 36, generator=g, dtype=torch.float64)]
+    styles = [
+        torch.rand(1, 3, 48, 48, generator=g, dtype=torch.float64),
+        torch.rand(1, 3, 40, 36, generator=g, dtype=torch.float64),
+    ]
     mask = torch.zeros(1, 1, 72, 104, dtype=torch.float64)
     mask[..., :50] = 1
     x = (content + 0.1 * torch.randn(content.shape, generator=g, dtype=torch.float64)).clamp(0, 1)

@@ -12,7 +12,20 @@ import pytest
 from styleprompt.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--model", "tiny", "--steps", "2", "--grad-accum", "1", "--preview-every", "0", "--save-every", "0", "--device", "cpu"]
+FAST = [
+    "--model",
+    "tiny",
+    "--steps",
+    "2",
+    "--grad-accum",
+    "1",
+    "--preview-every",
+    "0",
+    "--save-every",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -48,14 +61,26 @@ def test_corrupt_jpeg_among_good_ones_is_skipped_with_a_warning(capsys, caplog, 
     good = (artworks_dir / "art1.jpg").read_bytes()
     (artworks_dir / "broken.jpg").write_bytes(good[: len(good) // 3])
     with caplog.at_level(logging.WARNING):
-        code, out, _ = run_cli(capsys, "train", "--images", str(artworks_dir), "--output", str(tmp_path / "o"), "--token", "<s1>", *FAST)
+        code, out, _ = run_cli(
+            capsys, "train", "--images", str(artworks_dir), "--output", str(tmp_path / "o"), "--token", "<s1>", *FAST
+        )
     assert code == 0, out
     assert (tmp_path / "o" / "learned_embeds.safetensors").is_file()
     assert any("broken.jpg" in r.getMessage() for r in caplog.records)
 
 
 def test_token_already_in_the_vocabulary(capsys, artworks_dir, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--images", str(artworks_dir), "--output", str(tmp_path / "o"), "--token", "<|endoftext|>", *FAST)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--images",
+        str(artworks_dir),
+        "--output",
+        str(tmp_path / "o"),
+        "--token",
+        "<|endoftext|>",
+        *FAST,
+    )
     assert_one_line_error(code, err, "already in the tokenizer")
 
 
@@ -99,7 +124,17 @@ def test_a_non_empty_output_needs_resume_or_overwrite(capsys, artworks_dir, tmp_
 
 
 def test_fp16_on_cpu_is_refused(capsys, artworks_dir, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--images", str(artworks_dir), "--output", str(tmp_path / "o"), "--mixed-precision", "fp16", *FAST)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--images",
+        str(artworks_dir),
+        "--output",
+        str(tmp_path / "o"),
+        "--mixed-precision",
+        "fp16",
+        *FAST,
+    )
     assert_one_line_error(code, err, "fp16 needs a GPU")
 
 
@@ -108,9 +143,27 @@ def test_train_style_token_script_end_to_end(tmp_path, artworks_dir):
     """The acceptance command, as a user runs it: a subprocess, the real entry script."""
     out = tmp_path / "s1"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train_style_token.py"), "--model", "tiny", "--images", str(artworks_dir),
-         "--token", "<s1>", "--steps", "6", "--preview-every", "3", "--preview-steps", "2", "--output", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "train_style_token.py"),
+            "--model",
+            "tiny",
+            "--images",
+            str(artworks_dir),
+            "--token",
+            "<s1>",
+            "--steps",
+            "6",
+            "--preview-every",
+            "3",
+            "--preview-steps",
+            "2",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("learned_embeds.safetensors", "loss.csv", "loss.png", "config.json"):

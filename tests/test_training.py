@@ -19,8 +19,18 @@ from styleprompt.training import StyleTokenTrainer, TrainCallbacks, TrainingDive
 
 def tiny_config(images: Path, output: Path, **overrides) -> TrainConfig:
     base = TrainConfig(
-        images=str(images), token="<s1>", model="tiny", output=str(output), steps=4, vectors=2, grad_accum=1,
-        save_every=0, checkpoint_every=0, preview_every=0, preview_steps=2, device="cpu",
+        images=str(images),
+        token="<s1>",
+        model="tiny",
+        output=str(output),
+        steps=4,
+        vectors=2,
+        grad_accum=1,
+        save_every=0,
+        checkpoint_every=0,
+        preview_every=0,
+        preview_steps=2,
+        device="cpu",
     )
     return replace(base, **overrides)
 
@@ -66,11 +76,20 @@ def test_saved_file_loads_in_plain_diffusers_and_changes_the_image(artworks_dir,
         pipe = build_tiny_pipeline()
         if embedding_path is not None:
             pipe.load_textual_inversion(str(embedding_path))
-        out = pipe("a <s1> style of a lighthouse", num_inference_steps=3, generator=torch.Generator().manual_seed(1), output_type="pt")
+        out = pipe(
+            "a <s1> style of a lighthouse",
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(1),
+            output_type="pt",
+        )
         return out.images
 
     fresh = build_tiny_pipeline()
-    init = fresh.text_encoder.get_input_embeddings().weight[fresh.tokenizer.encode("painting", add_special_tokens=False)].mean(0)
+    init = (
+        fresh.text_encoder.get_input_embeddings()
+        .weight[fresh.tokenizer.encode("painting", add_special_tokens=False)]
+        .mean(0)
+    )
     from styleprompt.tokens import save_diffusers_embedding
 
     untrained = save_diffusers_embedding(tmp_path / "init.safetensors", "<s1>", init.repeat(2, 1))
@@ -91,7 +110,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(artworks_dir, tmp_path):
         calls["n"] += 1
         return calls["n"] >= 3
 
-    stopped = train(tiny_config(artworks_dir, tmp_path / "resumed", **cfg), callbacks=TrainCallbacks(should_stop=stop_after_three))
+    stopped = train(
+        tiny_config(artworks_dir, tmp_path / "resumed", **cfg), callbacks=TrainCallbacks(should_stop=stop_after_three)
+    )
     assert stopped.stopped_early and stopped.steps_done == 3
     at_stop = load_checkpoint(list_checkpoints(tmp_path / "resumed" / "checkpoints")[-1][1])
     reference = load_checkpoint(tmp_path / "straight" / "checkpoints" / "checkpoint-3")
@@ -111,8 +132,15 @@ def test_outputs_of_a_run(artworks_dir, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(artworks_dir, out, steps=4, save_every=2, preview_every=2, checkpoint_every=2))
     assert (out / "learned_embeds.safetensors").is_file() and (out / "loss.png").stat().st_size > 1000
-    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step-000000.png", "step-000002.png", "step-000004.png"]
-    assert sorted(p.name for p in (out / "embeddings").iterdir()) == ["step-000002.safetensors", "step-000004.safetensors"]
+    assert sorted(p.name for p in (out / "previews").iterdir()) == [
+        "step-000000.png",
+        "step-000002.png",
+        "step-000004.png",
+    ]
+    assert sorted(p.name for p in (out / "embeddings").iterdir()) == [
+        "step-000002.safetensors",
+        "step-000004.safetensors",
+    ]
     assert len((out / "loss.csv").read_text().splitlines()) == 5
     assert not [p for p in out.rglob("*") if is_temporary(p)] and not list(out.rglob(".tmp-*"))
 

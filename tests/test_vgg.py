@@ -55,7 +55,14 @@ def randomise(module: nn.Module, seed: int) -> None:
 def test_layer_names_strides_and_receptive_field():
     assert LAYER_INDEX["relu1_1"] == 1 and LAYER_INDEX["relu4_1"] == 20 and LAYER_INDEX["relu4_2"] == 22
     assert LAYER_INDEX["conv4_2"] == 21 and LAYER_INDEX["relu5_1"] == 29
-    assert [layer_stride(n) for n in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "pool4")] == [1, 2, 4, 8, 16, 16]
+    assert [layer_stride(n) for n in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "pool4")] == [
+        1,
+        2,
+        4,
+        8,
+        16,
+        16,
+    ]
     assert receptive_radius("relu1_1") == 1 < receptive_radius("relu4_1") < receptive_radius("relu5_1")
     # pytorch-AdaIN's Sequential indices of the convolutions (net.py: 2, 5, 9, 12, 16, ... 51).
     assert [ADAIN_INDEX[i] for i in CONV_INDICES] == [2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51]
@@ -71,7 +78,9 @@ def test_torchvision_layout_loads_and_matches_torchvision_architecture(tmp_path)
     model = load_vgg19(path)
     assert model.layout == "torchvision" and not model.random_weights
     x = torch.rand(1, 3, 37, 45)
-    normalised = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    normalised = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         expected_relu3_1 = reference[: LAYER_INDEX["relu3_1"] + 1](normalised)
         expected_conv4_2 = reference[: LAYER_INDEX["conv4_2"] + 1](normalised)

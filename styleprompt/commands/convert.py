@@ -10,13 +10,18 @@ def add_parser(subparsers) -> None:
     from styleprompt.formats import FORMATS
 
     parser = subparsers.add_parser(
-        "convert", help="rewrite an embedding for diffusers, AUTOMATIC1111 or ComfyUI (SD 1.x/2.x or SDXL)",
+        "convert",
+        help="rewrite an embedding for diffusers, AUTOMATIC1111 or ComfyUI (SD 1.x/2.x or SDXL)",
         description="Read an embedding in any supported format and write it in another; the vectors are copied exactly.",
     )
     parser.add_argument("input", metavar="IN", help="embedding file (.safetensors, .pt, .bin, or an A1111 .png)")
     parser.add_argument("--to", required=True, choices=FORMATS, help="output format (see docs/formats.md)")
-    parser.add_argument("--output", required=True, metavar="OUT",
-                        help="output file, or a folder (the format's usual file name is used; sdxl-pair writes X and X_2)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file, or a folder (the format's usual file name is used; sdxl-pair writes X and X_2)",
+    )
     parser.add_argument("--token", default=None, help="rename the token (A1111 triggers on the file name instead)")
     parser.set_defaults(func=run)
 

@@ -15,7 +15,9 @@ from styleprompt.errors import UserError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="metrics of a stylised image: learned style similarity, losses, SSIM, ...")
+    parser = subparsers.add_parser(
+        "evaluate", help="metrics of a stylised image: learned style similarity, losses, SSIM, ..."
+    )
     p = parser.add_argument
     p("output", help="the stylised image to measure")
     p("--content", default=None, help="the content photo it was made from (content loss, SSIM, FSIM)")
@@ -75,10 +77,22 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--gallery {args.gallery} holds no images")
         gallery = [load_image(f) for f in files]
     result = evaluate_image(
-        output, content, styles, gallery=gallery, vgg_weights=args.vgg_weights, random_weights=args.random_weights,
-        clip_model=args.clip_model, device=args.device, prompt=args.prompt, ghiasi_models=args.ghiasi_models,
+        output,
+        content,
+        styles,
+        gallery=gallery,
+        vgg_weights=args.vgg_weights,
+        random_weights=args.random_weights,
+        clip_model=args.clip_model,
+        device=args.device,
+        prompt=args.prompt,
+        ghiasi_models=args.ghiasi_models,
     )
-    report = {"output": args.output, **result, "production": _production(args.output),
-              "evaluation_seconds": round(time.perf_counter() - start, 3)}
+    report = {
+        "output": args.output,
+        **result,
+        "production": _production(args.output),
+        "evaluation_seconds": round(time.perf_counter() - start, 3),
+    }
     print(json.dumps(report, indent=2) if args.json else _table(result))
     return 0

@@ -14,32 +14,73 @@ def add_parser(subparsers) -> None:
 
     d = GenerateConfig(prompt="")
     parser = subparsers.add_parser(
-        "generate", help="paint with one or more style tokens (text to image, or image to image from a content photo)",
+        "generate",
+        help="paint with one or more style tokens (text to image, or image to image from a content photo)",
         description="Paint with learned style tokens. {token} in the prompt becomes the loaded tokens and {class} each "
         "--class value (one image set per class). Every PNG carries its parameters; --from-png paints one again.",
     )
-    parser.add_argument("--model", default=None, help=f"hub id, diffusers folder, .safetensors file, tiny or tiny-sdxl (default: {DEFAULT_MODEL})")
-    parser.add_argument("--embedding", action="append", default=[], metavar="FILE",
-                        help="a style token file in any supported format (repeat for several tokens)")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt; {token} and {class} are filled in (default: %(default)r)")
-    parser.add_argument("--class", dest="classes", action="append", default=[], metavar="C",
-                        help="a subject for {class} (repeat: one image set per class)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"hub id, diffusers folder, .safetensors file, tiny or tiny-sdxl (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--embedding",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a style token file in any supported format (repeat for several tokens)",
+    )
+    parser.add_argument(
+        "--prompt", default=DEFAULT_PROMPT, help="the prompt; {token} and {class} are filled in (default: %(default)r)"
+    )
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="C",
+        help="a subject for {class} (repeat: one image set per class)",
+    )
     parser.add_argument("--negative-prompt", default=d.negative_prompt, help="what to keep out of the picture")
     parser.add_argument("--steps", type=int, default=d.steps, help="sampling steps (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale (default: %(default)s)")
+    parser.add_argument(
+        "--guidance", type=float, default=d.guidance, help="classifier-free guidance scale (default: %(default)s)"
+    )
     parser.add_argument("--scheduler", default=d.scheduler, choices=SCHEDULERS, help="sampler (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the first image; image i uses seed+i (default: random)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the first image; image i uses seed+i (default: random)"
+    )
     parser.add_argument("--count", type=int, default=d.count, help="images per class (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: the model's own, or the content's)")
-    parser.add_argument("--height", type=int, default=None, help="image height (default: the model's own, or the content's)")
-    parser.add_argument("--image", default=None, metavar="CONTENT", help="a content photo: paint it in the style (image to image)")
-    parser.add_argument("--strength", type=float, default=d.strength,
-                        help="image to image: 0 keeps the content, 1 ignores it (default: %(default)s)")
-    parser.add_argument("--style-scale", type=float, default=d.style_scale, help="multiply the token vectors (default: %(default)s)")
+    parser.add_argument(
+        "--width", type=int, default=None, help="image width (default: the model's own, or the content's)"
+    )
+    parser.add_argument(
+        "--height", type=int, default=None, help="image height (default: the model's own, or the content's)"
+    )
+    parser.add_argument(
+        "--image", default=None, metavar="CONTENT", help="a content photo: paint it in the style (image to image)"
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=d.strength,
+        help="image to image: 0 keeps the content, 1 ignores it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--style-scale", type=float, default=d.style_scale, help="multiply the token vectors (default: %(default)s)"
+    )
     parser.add_argument("--output", default="outputs/generate", help="folder for the PNGs (default: %(default)s)")
-    parser.add_argument("--from-png", default=None, metavar="PNG", help="paint again the image this generated PNG describes")
+    parser.add_argument(
+        "--from-png", default=None, metavar="PNG", help="paint again the image this generated PNG describes"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"], help="weights dtype (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["fp32", "fp16", "bf16"],
+        help="weights dtype (default: fp16 on GPU, fp32 on CPU)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,14 +96,26 @@ def run(args: argparse.Namespace) -> int:
         if args.embedding or args.image:
             from styleprompt.errors import UserError
 
-            raise UserError("--from-png takes the tokens and the content image from the PNG; drop --embedding and --image")
+            raise UserError(
+                "--from-png takes the tokens and the content image from the PNG; drop --embedding and --image"
+            )
         loaded = load_pipeline(args.model, device=args.device, precision=args.precision) if args.model else None
         items = [reproduce(args.from_png, loaded, device=args.device)]
     else:
         cfg = GenerateConfig(
-            prompt=args.prompt, negative_prompt=args.negative_prompt, classes=args.classes, steps=args.steps,
-            guidance=args.guidance, scheduler=args.scheduler, seed=args.seed, count=args.count, width=args.width,
-            height=args.height, image=args.image, strength=args.strength, style_scale=args.style_scale,
+            prompt=args.prompt,
+            negative_prompt=args.negative_prompt,
+            classes=args.classes,
+            steps=args.steps,
+            guidance=args.guidance,
+            scheduler=args.scheduler,
+            seed=args.seed,
+            count=args.count,
+            width=args.width,
+            height=args.height,
+            image=args.image,
+            strength=args.strength,
+            style_scale=args.style_scale,
         )
         check_config(cfg)
         loaded = load_pipeline(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision)

@@ -25,5 +25,7 @@ def run(args: argparse.Namespace) -> int:
     page, key = build_survey(args.folder, output=args.output, seed=args.seed, title=args.title)
     print(f"wrote {page} (send this page to raters; it needs no server and uploads nothing)")
     print(f"wrote {key} (the answer key: keep it; raters must not see it)")
-    print(f"raters press 'Save answers' and send back the JSON file; then run: styleprompt survey-results {key} ANSWERS.json ...")
+    print(
+        f"raters press 'Save answers' and send back the JSON file; then run: styleprompt survey-results {key} ANSWERS.json ..."
+    )
     return 0

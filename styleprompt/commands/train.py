@@ -17,29 +17,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, diffusers folder, .safetensors file, or tiny")
     parser.add_argument("--output", default=d.output, help="run folder (default: %(default)s)")
     parser.add_argument("--init-word", default=d.init_word, help="word the token starts from (default: %(default)s)")
-    parser.add_argument("--vectors", type=int, default=d.vectors, help="embedding vectors per token (default: %(default)s)")
+    parser.add_argument(
+        "--vectors", type=int, default=d.vectors, help="embedding vectors per token (default: %(default)s)"
+    )
     parser.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--resolution", type=int, default=None, help="training size in pixels (default: the model's own)")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="training size in pixels (default: the model's own)"
+    )
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step (default: %(default)s)")
+    parser.add_argument(
+        "--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step (default: %(default)s)"
+    )
     parser.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
     parser.add_argument("--scale-lr", action="store_true", help="multiply lr by grad-accum x batch x processes")
-    parser.add_argument("--lr-scheduler", default=d.lr_scheduler, choices=["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"])
+    parser.add_argument(
+        "--lr-scheduler",
+        default=d.lr_scheduler,
+        choices=["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"],
+    )
     parser.add_argument("--lr-warmup-steps", type=int, default=d.lr_warmup_steps)
     parser.add_argument("--property", dest="learnable_property", default="style", choices=["style", "object"])
-    parser.add_argument("--save-every", type=int, default=None,
-                        help="write an intermediate embedding every N steps (default: 250, or steps/8 in a shorter run)")
-    parser.add_argument("--checkpoint-every", type=int, default=None,
-                        help="write a resumable checkpoint every N steps (default: 500, or steps/4 in a shorter run)")
-    parser.add_argument("--preview-every", type=int, default=d.preview_every, help="render a preview image every N steps (0: never)")
-    parser.add_argument("--preview-prompt", default=d.preview_prompt, help="{token} is replaced by the token (default: %(default)r)")
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="write an intermediate embedding every N steps (default: 250, or steps/8 in a shorter run)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="write a resumable checkpoint every N steps (default: 500, or steps/4 in a shorter run)",
+    )
+    parser.add_argument(
+        "--preview-every", type=int, default=d.preview_every, help="render a preview image every N steps (0: never)"
+    )
+    parser.add_argument(
+        "--preview-prompt", default=d.preview_prompt, help="{token} is replaced by the token (default: %(default)r)"
+    )
     parser.add_argument("--preview-steps", type=int, default=d.preview_steps, help="sampling steps of a preview")
     parser.add_argument("--mixed-precision", default=d.mixed_precision, choices=["no", "fp16", "bf16"])
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start a new run in a non-empty --output, removing the old run's files (others stay)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a non-empty --output, removing the old run's files (others stay)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
 
@@ -55,16 +80,30 @@ def add_parser(subparsers) -> None:
 
 
 # What a training run (and `pick` on it) writes directly in its folder: what --overwrite removes.
-RUN_FILES = ("learned_embeds.safetensors", "embeddings", "previews", "checkpoints", "diffusers", "loss.csv", "loss.png",
-             "config.json", "images", "pick.png", "pick.csv", "pick.json", "pick-grid.png")
+RUN_FILES = (
+    "learned_embeds.safetensors",
+    "embeddings",
+    "previews",
+    "checkpoints",
+    "diffusers",
+    "loss.csv",
+    "loss.png",
+    "config.json",
+    "images",
+    "pick.png",
+    "pick.csv",
+    "pick.json",
+    "pick-grid.png",
+)
 
 
 def run(args: argparse.Namespace) -> int:
     from styleprompt.run_folder import claim_run_folder
     from styleprompt.training import train
 
-    claim_run_folder(args.output, RUN_FILES, overwrite=args.overwrite, resume=args.resume is not None,
-                     resume_hint="--resume latest")
+    claim_run_folder(
+        args.output, RUN_FILES, overwrite=args.overwrite, resume=args.resume is not None, resume_hint="--resume latest"
+    )
     result = train(config_from_args(args))
     state = "stopped early at" if result.stopped_early else "finished"
     loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""

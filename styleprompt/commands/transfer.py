@@ -22,28 +22,67 @@ from styleprompt.errors import UserError
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("transfer", help=f"classic neural style transfer: {', '.join(methods.names())}")
     p = parser.add_argument
-    p("--method", required=True, choices=methods.names(), help="gatys (optimisation), adain or ghiasi (feed-forward), ...")
+    p(
+        "--method",
+        required=True,
+        choices=methods.names(),
+        help="gatys (optimisation), adain or ghiasi (feed-forward), ...",
+    )
     p("--content", action="append", required=True, help="content image (repeat for several)")
     p("--style", action="append", required=True, help="style image (repeat for several)")
     p("--style-weights", default=None, help="blend several styles into one output, e.g. 0.7,0.3")
     p("--alpha", type=float, default=1.0, help="degree of stylisation in [0, 1] (default: %(default)s)")
     p("--preserve-color", action="store_true", help="keep the content's colours")
-    p("--color-mode", choices=["luminance", "histogram"], default=None, help="how colours are kept (default: the method's own)")
+    p(
+        "--color-mode",
+        choices=["luminance", "histogram"],
+        default=None,
+        help="how colours are kept (default: the method's own)",
+    )
     p("--mask", default=None, help="two-region mask: white gets the first --style, black the second")
     p("--fit-mask", action="store_true", help="stretch a --mask of other proportions to each content image")
-    p("--size", type=int, default=512, help="long side of the output in pixels, up to 3840 and beyond (default: %(default)s)")
-    p("--tile-size", type=int, default=None, help="tile size in pixels for large images (default: automatic; 0: never tile)")
-    p("--output", default=None, help="output .png (one image) or folder (several pairs); default: output.png / outputs/")
+    p(
+        "--size",
+        type=int,
+        default=512,
+        help="long side of the output in pixels, up to 3840 and beyond (default: %(default)s)",
+    )
+    p(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="tile size in pixels for large images (default: automatic; 0: never tile)",
+    )
+    p(
+        "--output",
+        default=None,
+        help="output .png (one image) or folder (several pairs); default: output.png / outputs/",
+    )
     p("--device", default="cpu", help="cpu, cuda, mps (default: %(default)s)")
     p("--seed", type=int, default=0, help="seed for random init and random weights (default: %(default)s)")
     p("--no-progress", action="store_true", help="no progress bar")
     g = parser.add_argument_group("weights")
-    g.add_argument("--vgg-weights", default=None, help="VGG-19 file: torchvision's vgg19-*.pth or AdaIN's vgg_normalised.pth")
-    g.add_argument("--decoder-weights", default=None, help="AdaIN decoder: pytorch-AdaIN's decoder.pth or ours (.safetensors)")
-    g.add_argument("--random-weights", action="store_true", help="random VGG/decoder weights: a demo of the machinery, not of the method")
-    g.add_argument("--ghiasi-models", default=None, help="folder with the Ghiasi ONNX models (default: the packaged ones)")
+    g.add_argument(
+        "--vgg-weights", default=None, help="VGG-19 file: torchvision's vgg19-*.pth or AdaIN's vgg_normalised.pth"
+    )
+    g.add_argument(
+        "--decoder-weights", default=None, help="AdaIN decoder: pytorch-AdaIN's decoder.pth or ours (.safetensors)"
+    )
+    g.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random VGG/decoder weights: a demo of the machinery, not of the method",
+    )
+    g.add_argument(
+        "--ghiasi-models", default=None, help="folder with the Ghiasi ONNX models (default: the packaged ones)"
+    )
     g = parser.add_argument_group("gatys")
-    g.add_argument("--iterations", type=str, default="300", help="L-BFGS/Adam evaluations (per scale: 100,300) (default: %(default)s)")
+    g.add_argument(
+        "--iterations",
+        type=str,
+        default="300",
+        help="L-BFGS/Adam evaluations (per scale: 100,300) (default: %(default)s)",
+    )
     g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     g.add_argument("--content-layer", default="relu4_2", help="e.g. relu4_2 (default), relu2_2, conv4_2")
     g.add_argument("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
@@ -57,7 +96,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--learning-rate", type=float, default=None, help="Adam's step size (default: 10/255)")
     g.add_argument("--save-every", type=int, default=0, help="write an intermediate image every N iterations")
     g = parser.add_argument_group("adain")
-    g.add_argument("--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)")
+    g.add_argument(
+        "--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -108,8 +149,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(output)
     mask = load_image(args.mask) if args.mask else None
     method = methods.get(args.method)
-    sources = methods.Sources(device=args.device, random_weights=args.random_weights, vgg_weights=args.vgg_weights,
-                              decoder_weights=args.decoder_weights, ghiasi_models=args.ghiasi_models, seed=args.seed)
+    sources = methods.Sources(
+        device=args.device,
+        random_weights=args.random_weights,
+        vgg_weights=args.vgg_weights,
+        decoder_weights=args.decoder_weights,
+        ghiasi_models=args.ghiasi_models,
+        seed=args.seed,
+    )
     stylizer = method.load(sources, methods.LocalNetworks())
     cache: dict[Path, Image.Image] = {}
 

@@ -18,15 +18,24 @@ MAX_SIZE = 512
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("world", help="make pictures of the micro model's world in a style (or list its words)")
+    parser = subparsers.add_parser(
+        "world", help="make pictures of the micro model's world in a style (or list its words)"
+    )
     parser.add_argument("--style", default=None, help="style image (any painting); 'photo' or none: plain renderings")
     parser.add_argument("--count", type=int, default=8, help="how many pictures (default 8)")
-    parser.add_argument("--class", dest="classes", action="append", metavar="NAME",
-                        help="a world class to draw (repeatable; default: all of them, in turn)")
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="NAME",
+        help="a world class to draw (repeatable; default: all of them, in turn)",
+    )
     parser.add_argument("--size", type=int, default=64, help="picture size in pixels (default 64, the micro model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the layouts (default 0)")
     parser.add_argument("--output", default=None, help="new folder for the pictures and their caption files")
-    parser.add_argument("--list", action="store_true", help="print the classes, the micro model's style words and held-out paintings")
+    parser.add_argument(
+        "--list", action="store_true", help="print the classes, the micro model's style words and held-out paintings"
+    )
     parser.add_argument("--json", action="store_true", help="with --list: one JSON object")
     parser.set_defaults(func=run)
 

@@ -61,7 +61,14 @@ def load_micro_pipeline():
     from styleprompt.errors import UserError
 
     if not is_available():
-        raise UserError(f"the micro model is not built ({MODEL_DIR} has no model_index.json); "
-                        "run `python -m styleprompt.micro build --output build/micro --install`")
-    return StableDiffusionPipeline.from_pretrained(str(MODEL_DIR), torch_dtype=torch.float32, local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False)
+        raise UserError(
+            f"the micro model is not built ({MODEL_DIR} has no model_index.json); "
+            "run `python -m styleprompt.micro build --output build/micro --install`"
+        )
+    return StableDiffusionPipeline.from_pretrained(
+        str(MODEL_DIR),
+        torch_dtype=torch.float32,
+        local_files_only=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint-every", type=int, default=100)
     b.add_argument("--classifier-steps", type=int, default=600)
     b.add_argument("--max-minutes", type=float, default=None, help="stop the UNet stage after this long (resume later)")
-    b.add_argument("--install", action="store_true", help="also write the model into the package (styleprompt/micro/model)")
+    b.add_argument(
+        "--install", action="store_true", help="also write the model into the package (styleprompt/micro/model)"
+    )
     e = sub.add_parser("export", help="write the newest checkpoint's EMA weights as the packaged model")
     e.add_argument("--output", required=True)
     e.add_argument("--install", action="store_true")
@@ -35,10 +37,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "build":
-            build.build(Path(args.output), styles=args.styles, per_class=args.per_class, vae_steps=args.vae_steps,
-                        unet_steps=args.unet_steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, classifier_steps=args.classifier_steps,
-                        install=args.install, max_minutes=args.max_minutes)
+            build.build(
+                Path(args.output),
+                styles=args.styles,
+                per_class=args.per_class,
+                vae_steps=args.vae_steps,
+                unet_steps=args.unet_steps,
+                batch=args.batch,
+                lr=args.lr,
+                seed=args.seed,
+                checkpoint_every=args.checkpoint_every,
+                classifier_steps=args.classifier_steps,
+                install=args.install,
+                max_minutes=args.max_minutes,
+            )
         else:
             build.export_pipeline(Path(args.output), MODEL_DIR if args.install else Path(args.output) / "model")
     except UserError as exc:

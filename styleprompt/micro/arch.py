@@ -53,9 +53,17 @@ def build_text_encoder(vocab_size: int):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
-        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-        hidden_size=TEXT_WIDTH, intermediate_size=TEXT_WIDTH * 2, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=MAX_TOKENS, vocab_size=vocab_size, projection_dim=TEXT_WIDTH, hidden_act="gelu",
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=TEXT_WIDTH * 2,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=MAX_TOKENS,
+        vocab_size=vocab_size,
+        projection_dim=TEXT_WIDTH,
+        hidden_act="gelu",
     )
     return CLIPTextModel(config)
 
@@ -64,10 +72,16 @@ def build_vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
-        block_out_channels=[16, 32, 64], layers_per_block=1, norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-        mid_block_add_attention=False, sample_size=RESOLUTION,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=[16, 32, 64],
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        mid_block_add_attention=False,
+        sample_size=RESOLUTION,
     )
 
 
@@ -75,11 +89,16 @@ def build_unet():
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=RESOLUTION // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
-        block_out_channels=(48, 96, 128), layers_per_block=1, norm_num_groups=16,
+        sample_size=RESOLUTION // 4,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=(48, 96, 128),
+        layers_per_block=1,
+        norm_num_groups=16,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH, attention_head_dim=8,
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
     )
 
 
@@ -87,16 +106,30 @@ def build_scheduler():
     """SD 1.x's noise schedule (scaled linear, 1000 steps, epsilon), sampled with DDIM."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
 
 
 def assemble(vae, text_encoder, tokenizer, unet):
     from diffusers import StableDiffusionPipeline
 
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=build_scheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def parameter_counts(pipe) -> dict[str, int]:

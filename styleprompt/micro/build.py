@@ -114,15 +114,19 @@ def stage_gallery(styles: Path, per_class: int = 2, seed: int = 777) -> None:
     own, proto = [], []
     for k, name in enumerate(_tqdm(iterable=names, desc="judge gallery")):
         painting = load_painting(styles, name)
-        pictures = world.make_pictures(world.style_vector_of(painting), world.CLASSES, per_class * len(world.CLASSES),
-                                       seed=seed * 1000 + k)
+        pictures = world.make_pictures(
+            world.style_vector_of(painting), world.CLASSES, per_class * len(world.CLASSES), seed=seed * 1000 + k
+        )
         with torch.no_grad():
             vectors = style_vectors([p.image for p in pictures] + [painting])
         proto.append(F.normalize(vectors[:-1], dim=-1).mean(0))
         own.append(vectors[-1])
     JUDGE_DIR.mkdir(parents=True, exist_ok=True)
-    save_file({"prototypes": torch.stack(proto).contiguous(), "paintings": torch.stack(own).contiguous()}, str(path),
-              metadata={"names": json.dumps(names)})
+    save_file(
+        {"prototypes": torch.stack(proto).contiguous(), "paintings": torch.stack(own).contiguous()},
+        str(path),
+        metadata={"names": json.dumps(names)},
+    )
 
 
 # -- stage 3: the VAE ---------------------------------------------------------------------------------
@@ -160,8 +164,12 @@ def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
     bar.close()
     vae.eval()
     with torch.no_grad():
-        sample = torch.cat([vae.encode(to_model_input(images[i:i + 256])).latent_dist.sample()
-                            for i in range(0, min(len(images), 2048), 256)])
+        sample = torch.cat(
+            [
+                vae.encode(to_model_input(images[i : i + 256])).latent_dist.sample()
+                for i in range(0, min(len(images), 2048), 256)
+            ]
+        )
     vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
     tmp = folder.with_name("vae.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -185,13 +193,20 @@ def stage_latents(out: Path) -> None:
     with torch.no_grad():
         for flip in (False, True):
             for i in _tqdm(iterable=range(0, len(images), 256), desc=f"latents{' (mirrored)' if flip else ''}"):
-                x = to_model_input(images[i:i + 256])
+                x = to_model_input(images[i : i + 256])
                 dist = vae.encode(x.flip(-1) if flip else x).latent_dist
                 means.append(dist.mean)
                 stds.append(dist.std)
     tmp = path.with_suffix(".tmp")
-    save_file({"means": torch.cat(means).contiguous(), "stds": torch.cat(stds).contiguous(),
-               "classes": classes.repeat(2).contiguous(), "words": words.repeat(2).contiguous()}, str(tmp))
+    save_file(
+        {
+            "means": torch.cat(means).contiguous(),
+            "stds": torch.cat(stds).contiguous(),
+            "classes": classes.repeat(2).contiguous(),
+            "words": words.repeat(2).contiguous(),
+        },
+        str(tmp),
+    )
     tmp.replace(path)
 
 
@@ -216,8 +231,14 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def _save_checkpoint(out: Path, step: int, modules: dict[str, torch.nn.Module], ema: dict[str, dict[str, torch.Tensor]],
-                     optimizer: torch.optim.Optimizer, keep: int = 2) -> None:
+def _save_checkpoint(
+    out: Path,
+    step: int,
+    modules: dict[str, torch.nn.Module],
+    ema: dict[str, dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    keep: int = 2,
+) -> None:
     folder = out / "checkpoints" / f"step-{step:06d}"
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -238,8 +259,12 @@ def _save_checkpoint(out: Path, step: int, modules: dict[str, torch.nn.Module], 
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _restore(folder: Path, modules: dict[str, torch.nn.Module], ema: dict[str, dict[str, torch.Tensor]],
-             optimizer: torch.optim.Optimizer) -> int:
+def _restore(
+    folder: Path,
+    modules: dict[str, torch.nn.Module],
+    ema: dict[str, dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+) -> int:
     for name, module in modules.items():
         module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
         ema[name] = load_file(str(folder / f"{name}.ema.safetensors"))
@@ -247,8 +272,11 @@ def _restore(folder: Path, modules: dict[str, torch.nn.Module], ema: dict[str, d
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, p in enumerate(params):
         if f"{i}.exp_avg" in moments:
-            optimizer.state[p] = {"exp_avg": moments[f"{i}.exp_avg"], "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
-                                  "step": moments[f"{i}.step"].reshape(())}
+            optimizer.state[p] = {
+                "exp_avg": moments[f"{i}.exp_avg"],
+                "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
+                "step": moments[f"{i}.step"].reshape(()),
+            }
     return int(json.loads((folder / "state.json").read_text())["step"])
 
 
@@ -257,8 +285,9 @@ def ema_decay(step: int, max_decay: float = 0.999) -> float:
     return min(max_decay, 1 - (1 + step) ** (-2 / 3))
 
 
-def stage_unet(out: Path, steps: int, batch: int, lr: float, seed: int, checkpoint_every: int,
-               max_minutes: float | None = None) -> bool:
+def stage_unet(
+    out: Path, steps: int, batch: int, lr: float, seed: int, checkpoint_every: int, max_minutes: float | None = None
+) -> bool:
     """Train text encoder + UNet; returns True when `steps` are done (False: stopped by the time limit)."""
     from diffusers import DDPMScheduler
 
@@ -299,10 +328,17 @@ def stage_unet(out: Path, steps: int, batch: int, lr: float, seed: int, checkpoi
             idx = torch.randint(len(latents["means"]), (batch,), generator=generator)
             mean, std = latents["means"][idx], latents["stds"][idx]
             z = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
-            prompts = [base_prompt(rng, words[int(w)], classes[int(c)])
-                       for w, c in zip(latents["words"][idx], latents["classes"][idx])]
-            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
+            prompts = [
+                base_prompt(rng, words[int(w)], classes[int(c)])
+                for w, c in zip(latents["words"][idx], latents["classes"][idx])
+            ]
+            ids = tokenizer(
+                prompts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             noise = torch.randn(z.shape, generator=generator)
             t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
             noisy = noise_scheduler.add_noise(z, noise, t)
@@ -354,9 +390,18 @@ def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None
     shutil.rmtree(tmp, ignore_errors=True)
     # fp16 on disk (the package must stay under 25 MB); load_micro_pipeline reads it back as fp32.
     pipe.to(dtype=torch.float16).save_pretrained(str(tmp), safe_serialization=True)
-    (tmp / "build.json").write_text(json.dumps({"checkpoint": ckpt.name, "style_words": STYLE_WORDS,
-                                                "held_out": HELD_OUT, "classes": world.CLASSES,
-                                                "parameters": arch.parameter_counts(pipe)}, indent=1))
+    (tmp / "build.json").write_text(
+        json.dumps(
+            {
+                "checkpoint": ckpt.name,
+                "style_words": STYLE_WORDS,
+                "held_out": HELD_OUT,
+                "classes": world.CLASSES,
+                "parameters": arch.parameter_counts(pipe),
+            },
+            indent=1,
+        )
+    )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return folder
@@ -413,14 +458,37 @@ def stage_classifier(out: Path, styles: Path, steps: int, seed: int, test_per_cl
 # -- the whole build ----------------------------------------------------------------------------------------------
 
 
-def build(out: Path, *, styles: str | None = None, per_class: int = 30, vae_steps: int = 600, unet_steps: int = 3000,
-          batch: int = 48, lr: float = 1e-3, seed: int = 0, checkpoint_every: int = 100, classifier_steps: int = 600,
-          install: bool = False, max_minutes: float | None = None) -> None:
+def build(
+    out: Path,
+    *,
+    styles: str | None = None,
+    per_class: int = 30,
+    vae_steps: int = 600,
+    unet_steps: int = 3000,
+    batch: int = 48,
+    lr: float = 1e-3,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    classifier_steps: int = 600,
+    install: bool = False,
+    max_minutes: float | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     folder = style_folder(styles)
-    (out / "build_config.json").write_text(json.dumps({
-        "per_class": per_class, "vae_steps": vae_steps, "unet_steps": unet_steps, "batch": batch, "lr": lr,
-        "seed": seed, "classifier_steps": classifier_steps}, indent=1))
+    (out / "build_config.json").write_text(
+        json.dumps(
+            {
+                "per_class": per_class,
+                "vae_steps": vae_steps,
+                "unet_steps": unet_steps,
+                "batch": batch,
+                "lr": lr,
+                "seed": seed,
+                "classifier_steps": classifier_steps,
+            },
+            indent=1,
+        )
+    )
     timings = {}
     for name, stage in [
         ("data", lambda: stage_data(out, folder, per_class, seed)),

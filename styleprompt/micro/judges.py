@@ -28,8 +28,15 @@ class ClassJudge(nn.Module):
         layers: list[nn.Module] = []
         width_in = 3
         for width in (32, 64, 96, 128):
-            layers += [nn.Conv2d(width_in, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                       nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(width_in, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             width_in = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(width_in, classes)
@@ -57,7 +64,7 @@ def classify(images: Sequence[Image.Image], judge: ClassJudge | None = None) -> 
     from styleprompt.world import CLASSES
 
     judge = judge or load_class_judge()
-    logits = torch.cat([judge(_pixels(images[i:i + 128])) for i in range(0, len(images), 128)])
+    logits = torch.cat([judge(_pixels(images[i : i + 128])) for i in range(0, len(images), 128)])
     return [CLASSES[int(k)] for k in logits.argmax(1)]
 
 
@@ -76,7 +83,7 @@ class StyleJudge:
     def vectors_of(self, images: Sequence[Image.Image]) -> torch.Tensor:
         from classic.ghiasi import style_vectors
 
-        return torch.cat([style_vectors(list(images[i:i + 32])) for i in range(0, len(images), 32)])
+        return torch.cat([style_vectors(list(images[i : i + 32])) for i in range(0, len(images), 32)])
 
     def similarities(self, vectors: torch.Tensor) -> torch.Tensor:
         """[N, 19] cosine similarity of each picture to each painting."""

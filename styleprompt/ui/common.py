@@ -49,8 +49,15 @@ class AppContext:
         )
 
 
-def progress_html(label: str, done: float | None = None, total: float | None = None, extra: str = "", *,
-                  eta: float | None = None, state: str = "running") -> str:
+def progress_html(
+    label: str,
+    done: float | None = None,
+    total: float | None = None,
+    extra: str = "",
+    *,
+    eta: float | None = None,
+    state: str = "running",
+) -> str:
     """A progress bar and one line: "label 12/200 (6%) · ETA 0:58 · extra"."""
     text = html.escape(label)
     bar = ""
@@ -110,7 +117,9 @@ def image_input(**kwargs: Any) -> gr.Image:
         except gr.Error:
             raise
         except Exception as exc:  # noqa: BLE001 - the reader accepted it; say what Gradio could not do
-            raise gr.Error(f"cannot read {name if path else 'the image'}: {user_message(exc)}", print_exception=False) from None
+            raise gr.Error(
+                f"cannot read {name if path else 'the image'}: {user_message(exc)}", print_exception=False
+            ) from None
 
     component.preprocess = preprocess
     return component
@@ -141,6 +150,7 @@ def show_errors(fn: Callable | None = None, *, outputs: int = 0, status: int | N
         return gr.Error(user_message(exc), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
@@ -212,8 +222,9 @@ def float_in(value: Any, name: str, low: float, high: float) -> float:
     return number
 
 
-def stream_job(ctx: AppContext, request: Any, kind: str, work: Callable[[Job], Any], label: str,
-               outputs: int) -> Generator[tuple, None, Job]:
+def stream_job(
+    ctx: AppContext, request: Any, kind: str, work: Callable[[Job], Any], label: str, outputs: int
+) -> Generator[tuple, None, Job]:
     """Run `work(job)` as the session's job of this kind, yielding the progress line (the first of
     `outputs` outputs; the others unchanged) until it ends. `job = yield from stream_job(...)`
     in a generator handler; `job.result` is what `work` returned; its error is raised here.

@@ -35,50 +35,137 @@ def build(ctx: AppContext) -> Any:
     s = ctx.settings
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            contents = gr.File(label=f"Content photos (at most {MAX_CONTENTS})", file_count="multiple", file_types=["image"],
-                               height=150, elem_id="cmp-contents")
-            styles = gr.File(label=f"Style images (the artworks; at most {s.max_uploads})", file_count="multiple",
-                             file_types=["image"], height=150, elem_id="cmp-styles")
-            recent = gr.Dropdown(choices=recent_choices(ctx), value=None, allow_custom_value=True, label="Style token from training",
-                                 elem_id="cmp-recent")
-            upload = gr.File(label="...or upload an embedding", file_types=[".safetensors", ".pt", ".bin"], height=120, elem_id="cmp-embedding")
-            classes = gr.Textbox(value="a city", label="Class for the token's prompt (comma-separated for several)", elem_id="cmp-classes")
+            contents = gr.File(
+                label=f"Content photos (at most {MAX_CONTENTS})",
+                file_count="multiple",
+                file_types=["image"],
+                height=150,
+                elem_id="cmp-contents",
+            )
+            styles = gr.File(
+                label=f"Style images (the artworks; at most {s.max_uploads})",
+                file_count="multiple",
+                file_types=["image"],
+                height=150,
+                elem_id="cmp-styles",
+            )
+            recent = gr.Dropdown(
+                choices=recent_choices(ctx),
+                value=None,
+                allow_custom_value=True,
+                label="Style token from training",
+                elem_id="cmp-recent",
+            )
+            upload = gr.File(
+                label="...or upload an embedding",
+                file_types=[".safetensors", ".pt", ".bin"],
+                height=120,
+                elem_id="cmp-embedding",
+            )
+            classes = gr.Textbox(
+                value="a city",
+                label="Class for the token's prompt (comma-separated for several)",
+                elem_id="cmp-classes",
+            )
             methods = gr.CheckboxGroup(method_names(), value=method_names(), label="Methods", elem_id="cmp-methods")
             with gr.Accordion("Weights and sizes", open=False):
                 model = gr.Textbox(value=s.model, label="Model for the token methods", elem_id="cmp-model")
-                random_weights = gr.Checkbox(value=False, label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
-                                             elem_id="cmp-random-weights")
-                vgg_weights = gr.Textbox(label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)", elem_id="cmp-vgg")
-                decoder_weights = gr.Textbox(label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="cmp-decoder")
+                random_weights = gr.Checkbox(
+                    value=False,
+                    label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
+                    elem_id="cmp-random-weights",
+                )
+                vgg_weights = gr.Textbox(
+                    label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)",
+                    elem_id="cmp-vgg",
+                )
+                decoder_weights = gr.Textbox(
+                    label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="cmp-decoder"
+                )
                 with gr.Row():
-                    iterations = gr.Number(value=100, precision=0, label="Gatys iterations", minimum=1,
-                                           maximum=s.max_classic_iterations, elem_id="cmp-iterations")
-                    size = gr.Number(value=512, precision=0, label="Size (long side, px)", minimum=64, maximum=2048, elem_id="cmp-size")
+                    iterations = gr.Number(
+                        value=100,
+                        precision=0,
+                        label="Gatys iterations",
+                        minimum=1,
+                        maximum=s.max_classic_iterations,
+                        elem_id="cmp-iterations",
+                    )
+                    size = gr.Number(
+                        value=512,
+                        precision=0,
+                        label="Size (long side, px)",
+                        minimum=64,
+                        maximum=2048,
+                        elem_id="cmp-size",
+                    )
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
                 with gr.Row():
-                    token_steps = gr.Number(value=25, precision=0, label="Token sampling steps", minimum=1,
-                                            maximum=s.max_gen_steps, elem_id="cmp-token-steps")
-                    strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Image-to-image strength", elem_id="cmp-strength")
+                    token_steps = gr.Number(
+                        value=25,
+                        precision=0,
+                        label="Token sampling steps",
+                        minimum=1,
+                        maximum=s.max_gen_steps,
+                        elem_id="cmp-token-steps",
+                    )
+                    strength = gr.Slider(
+                        0.05, 1.0, value=0.6, step=0.05, label="Image-to-image strength", elem_id="cmp-strength"
+                    )
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no comparison yet"), elem_id="cmp-status")
             grid = gr.Image(label="Side by side", type="filepath", format="png", interactive=False, elem_id="cmp-grid")
-            table = gr.Dataframe(value=_empty_table(), label="Metrics and timings", interactive=False, wrap=False,
-                                 max_height=360, elem_id="cmp-table")
-            reports = gr.File(label="Report (HTML, CSV, Markdown)", file_count="multiple", interactive=False, elem_id="cmp-reports")
+            table = gr.Dataframe(
+                value=_empty_table(),
+                label="Metrics and timings",
+                interactive=False,
+                wrap=False,
+                max_height=360,
+                elem_id="cmp-table",
+            )
+            reports = gr.File(
+                label="Report (HTML, CSV, Markdown)", file_count="multiple", interactive=False, elem_id="cmp-reports"
+            )
 
     @show_errors(outputs=4, status=0)
-    def run_compare_ui(contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights,
-                       decoder_weights, iterations, size, seed, token_steps, strength, request: gr.Request):
+    def run_compare_ui(
+        contents,
+        styles,
+        recent,
+        upload,
+        classes,
+        methods,
+        model,
+        random_weights,
+        vgg_weights,
+        decoder_weights,
+        iterations,
+        size,
+        seed,
+        token_steps,
+        strength,
+        request: gr.Request,
+    ):
         from styleprompt.compare import run_compare
         from styleprompt.errors import UserError
 
-        content_files = check_uploads(as_path_list(contents), what="content photos", max_count=MAX_CONTENTS,
-                                      max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
-        style_files = check_uploads(as_path_list(styles), what="style images", max_count=s.max_uploads,
-                                    max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
+        content_files = check_uploads(
+            as_path_list(contents),
+            what="content photos",
+            max_count=MAX_CONTENTS,
+            max_mb=s.max_upload_mb,
+            suffixes=IMAGE_SUFFIXES,
+        )
+        style_files = check_uploads(
+            as_path_list(styles),
+            what="style images",
+            max_count=s.max_uploads,
+            max_mb=s.max_upload_mb,
+            suffixes=IMAGE_SUFFIXES,
+        )
         if not content_files or not style_files:
             raise UserError("a comparison needs at least one content photo and one style image; upload both")
         chosen = list(methods or [])
@@ -89,13 +176,16 @@ def build(ctx: AppContext) -> Any:
             raise UserError("choose one style token for a comparison (the list or an upload, not both)")
         class_list = [c.strip() for c in (classes or "").split(",") if c.strip()]
         options = dict(
-            methods=tuple(chosen), random_weights=bool(random_weights),
+            methods=tuple(chosen),
+            random_weights=bool(random_weights),
             vgg_weights=s.weights_file_for(vgg_weights, "VGG-19 weights file"),
             decoder_weights=s.weights_file_for(decoder_weights, "decoder weights file"),
             gatys_iterations=int_in(iterations, "Gatys iterations", 1, s.max_classic_iterations),
-            size=int_in(size, "Size", 64, 4096), seed=int_in(seed, "Seed", 0, 2**32 - 1),
+            size=int_in(size, "Size", 64, 4096),
+            seed=int_in(seed, "Seed", 0, 2**32 - 1),
             token_steps=int_in(token_steps, "Token sampling steps", 1, s.max_gen_steps),
-            strength=float_in(strength, "Image-to-image strength", 0.0, 1.0), device=s.device,
+            strength=float_in(strength, "Image-to-image strength", 0.0, 1.0),
+            device=s.device,
         )
         model_name = s.model_for(model)
         needs_model = bool(embeddings) and any(m.startswith("token") for m in chosen)
@@ -105,11 +195,18 @@ def build(ctx: AppContext) -> Any:
             def progress(message: str, fraction: float) -> None:  # run_compare's own progress; Stop acts here
                 job.tick(round(100 * max(0.0, min(1.0, float(fraction)))), 100, message)
 
-            loaded = ctx.models.private_text_copy(ctx.models.get(model_name, s.precision)) if needs_model else model_name
+            loaded = (
+                ctx.models.private_text_copy(ctx.models.get(model_name, s.precision)) if needs_model else model_name
+            )
             return run_compare(
-                [str(p) for p in content_files], [str(p) for p in style_files],
-                embedding=str(embeddings[0]) if embeddings else None, classes=class_list, model=loaded,
-                output=str(run_dir), progress=progress, **options,
+                [str(p) for p in content_files],
+                [str(p) for p in style_files],
+                embedding=str(embeddings[0]) if embeddings else None,
+                classes=class_list,
+                model=loaded,
+                output=str(run_dir),
+                progress=progress,
+                **options,
             )
 
         job = yield from stream_job(ctx, request, "compare", work, "comparing", outputs=4)
@@ -119,10 +216,28 @@ def build(ctx: AppContext) -> Any:
 
     event = run.click(
         run_compare_ui,
-        [contents, styles, recent, upload, classes, methods, model, random_weights, vgg_weights, decoder_weights, iterations, size, seed,
-         token_steps, strength],
+        [
+            contents,
+            styles,
+            recent,
+            upload,
+            classes,
+            methods,
+            model,
+            random_weights,
+            vgg_weights,
+            decoder_weights,
+            iterations,
+            size,
+            seed,
+            token_steps,
+            strength,
+        ],
         [status, grid, table, reports],
-        api_name="compare", concurrency_limit=s.heavy_concurrency, concurrency_id="compare", show_progress="hidden",
+        api_name="compare",
+        concurrency_limit=s.heavy_concurrency,
+        concurrency_id="compare",
+        show_progress="hidden",
     )
 
     wire_stop(ctx, stop, "compare", "stop_compare", run, event)

@@ -57,10 +57,15 @@ def recent_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 def selected_embeddings(ctx: AppContext, uploads: Any, recent: Any) -> list[Path]:
     s = ctx.settings
-    files = check_uploads(as_path_list(uploads), what="embeddings", max_count=MAX_EMBEDDINGS,
-                          max_mb=s.max_upload_mb, suffixes=EMBEDDING_SUFFIXES)
+    files = check_uploads(
+        as_path_list(uploads),
+        what="embeddings",
+        max_count=MAX_EMBEDDINGS,
+        max_mb=s.max_upload_mb,
+        suffixes=EMBEDDING_SUFFIXES,
+    )
     chosen = []  # the lists accept typed values (the API has no page to refresh them): check each one
-    for value in ([recent] if isinstance(recent, str) else list(recent or [])):
+    for value in [recent] if isinstance(recent, str) else list(recent or []):
         path = Path(value)
         if not ctx.output.contains(path) or not path.is_file():  # only this app's own trained files
             raise UserError(f"{value} is not a trained embedding of this app; pick one from the list or upload it")
@@ -96,42 +101,97 @@ def build(ctx: AppContext) -> GenerateTab:
         with gr.Column(scale=2, min_width=320):
             model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="gen-model")
             with gr.Row():
-                recent = gr.Dropdown(choices=recent_choices(ctx), value=[], multiselect=True, allow_custom_value=True,
-                                     label="Style tokens from training",
-                                     elem_id="gen-recent", scale=4)
+                recent = gr.Dropdown(
+                    choices=recent_choices(ctx),
+                    value=[],
+                    multiselect=True,
+                    allow_custom_value=True,
+                    label="Style tokens from training",
+                    elem_id="gen-recent",
+                    scale=4,
+                )
                 refresh = gr.Button("↻", size="sm", scale=0, min_width=40, elem_id="gen-refresh")
-            uploads = gr.File(label=f"...or upload embeddings (.safetensors, .pt, .bin; at most {MAX_EMBEDDINGS})",
-                              file_count="multiple", file_types=list(EMBEDDING_SUFFIXES), height=140, elem_id="gen-embeddings")
-            style_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Style scale (multiplies the token vectors)", elem_id="gen-style-scale")
+            uploads = gr.File(
+                label=f"...or upload embeddings (.safetensors, .pt, .bin; at most {MAX_EMBEDDINGS})",
+                file_count="multiple",
+                file_types=list(EMBEDDING_SUFFIXES),
+                height=140,
+                elem_id="gen-embeddings",
+            )
+            style_scale = gr.Slider(
+                0.0,
+                2.0,
+                value=1.0,
+                step=0.05,
+                label="Style scale (multiplies the token vectors)",
+                elem_id="gen-style-scale",
+            )
             with gr.Row():
-                cls = gr.Dropdown(choices=CLASS_NAMES, value="lighthouse", allow_custom_value=True, label="Subject [class]",
-                                  elem_id="gen-class", scale=3)
+                cls = gr.Dropdown(
+                    choices=CLASS_NAMES,
+                    value="lighthouse",
+                    allow_custom_value=True,
+                    label="Subject [class]",
+                    elem_id="gen-class",
+                    scale=3,
+                )
                 helper = gr.Button('Write "a <S> style of a [class]"', elem_id="gen-helper", scale=2)
-            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a <my-style> style of a lighthouse", elem_id="gen-prompt")
+            prompt = gr.Textbox(
+                label="Prompt", lines=2, placeholder="a <my-style> style of a lighthouse", elem_id="gen-prompt"
+            )
             negative = gr.Textbox(label="Negative prompt", elem_id="gen-negative")
             with gr.Row():
                 steps = gr.Slider(1, s.max_gen_steps, value=25, step=1, label="Steps", elem_id="gen-steps")
                 guidance = gr.Slider(0.0, 20.0, value=7.5, step=0.5, label="Guidance", elem_id="gen-guidance")
             with gr.Row():
-                scheduler = gr.Dropdown(choices=list(SCHEDULERS), value=SCHEDULERS[0], label="Scheduler", elem_id="gen-scheduler")
+                scheduler = gr.Dropdown(
+                    choices=list(SCHEDULERS), value=SCHEDULERS[0], label="Scheduler", elem_id="gen-scheduler"
+                )
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="gen-seed")
                 count = gr.Slider(1, s.max_batch, value=1, step=1, label="Images", elem_id="gen-count")
             with gr.Accordion("Start from a content image (image to image)", open=False):
                 content = image_input(type="filepath", label="Content image", elem_id="gen-content", height=220)
-                strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (how far from the content image)", elem_id="gen-strength")
+                strength = gr.Slider(
+                    0.05,
+                    1.0,
+                    value=0.6,
+                    step=0.05,
+                    label="Strength (how far from the content image)",
+                    elem_id="gen-strength",
+                )
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="gen-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("nothing generated yet"), elem_id="gen-status")
-            gallery = gr.Gallery(label="Gallery (newest first; select an image for its parameters)", columns=3, height=460,
-                                 format="png", elem_id="gen-gallery")
+            gallery = gr.Gallery(
+                label="Gallery (newest first; select an image for its parameters)",
+                columns=3,
+                height=460,
+                format="png",
+                elem_id="gen-gallery",
+            )
             params = gr.JSON(label="Parameters of the selected image", elem_id="gen-params")
     history = gr.State([])
 
     @show_errors(outputs=4, status=0)
-    def run_generate(model, uploads, recent, style_scale, prompt, negative, steps, guidance, scheduler, seed, count,
-                     content, strength, history, request: gr.Request):
+    def run_generate(
+        model,
+        uploads,
+        recent,
+        style_scale,
+        prompt,
+        negative,
+        steps,
+        guidance,
+        scheduler,
+        seed,
+        count,
+        content,
+        strength,
+        history,
+        request: gr.Request,
+    ):
         from styleprompt.generate import GenerateConfig, generate, load_embeddings, save_generated
 
         paths = selected_embeddings(ctx, uploads, recent)
@@ -142,10 +202,15 @@ def build(ctx: AppContext) -> GenerateTab:
             seed_value = random.randrange(2**31)
         scale = float_in(style_scale, "Style scale", 0.0, 4.0)
         cfg = GenerateConfig(
-            prompt=prompt.strip(), negative_prompt=(negative or "").strip(),
-            steps=int_in(steps, "Steps", 1, s.max_gen_steps), guidance=float_in(guidance, "Guidance", 0.0, 50.0),
-            scheduler=scheduler, seed=seed_value, count=int_in(count, "Images", 1, s.max_batch),
-            image=content or None, strength=float_in(strength, "Strength", 0.0, 1.0),
+            prompt=prompt.strip(),
+            negative_prompt=(negative or "").strip(),
+            steps=int_in(steps, "Steps", 1, s.max_gen_steps),
+            guidance=float_in(guidance, "Guidance", 0.0, 50.0),
+            scheduler=scheduler,
+            seed=seed_value,
+            count=int_in(count, "Images", 1, s.max_batch),
+            image=content or None,
+            strength=float_in(strength, "Strength", 0.0, 1.0),
         )
         model_name = s.model_for(model)
 
@@ -164,18 +229,44 @@ def build(ctx: AppContext) -> GenerateTab:
 
         job = yield from stream_job(ctx, request, "generate", work, "generating", outputs=4)
         items, files = job.result
-        new = [{"path": str(path), "caption": caption(item.params, item.seed), "params": dict(item.params, seed=item.seed)}
-               for item, path in zip(items, files)]
+        new = [
+            {"path": str(path), "caption": caption(item.params, item.seed), "params": dict(item.params, seed=item.seed)}
+            for item, path in zip(items, files)
+        ]
         history = (new + list(history or []))[:HISTORY_LIMIT]
-        done = f"done: {len(new)} image{'s' if len(new) != 1 else ''} · seed {seed_value} · {format_duration(job.elapsed)}"
-        yield (progress_html(done, state="done"), [(h["path"], h["caption"]) for h in history],
-               new[0]["params"] if new else None, history)
+        done = (
+            f"done: {len(new)} image{'s' if len(new) != 1 else ''} · seed {seed_value} · {format_duration(job.elapsed)}"
+        )
+        yield (
+            progress_html(done, state="done"),
+            [(h["path"], h["caption"]) for h in history],
+            new[0]["params"] if new else None,
+            history,
+        )
 
     event = run.click(
         run_generate,
-        [model, uploads, recent, style_scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength, history],
+        [
+            model,
+            uploads,
+            recent,
+            style_scale,
+            prompt,
+            negative,
+            steps,
+            guidance,
+            scheduler,
+            seed,
+            count,
+            content,
+            strength,
+            history,
+        ],
         [status, gallery, params, history],
-        api_name="generate", concurrency_limit=s.heavy_concurrency, concurrency_id="generate", show_progress="hidden",
+        api_name="generate",
+        concurrency_limit=s.heavy_concurrency,
+        concurrency_id="generate",
+        show_progress="hidden",
     )
 
     wire_stop(ctx, stop, "generate", "stop_generate", run, event)
@@ -200,6 +291,7 @@ def build(ctx: AppContext) -> GenerateTab:
 
 def refresher(ctx: AppContext):
     """A handler that re-reads the trained tokens into a dropdown (it keeps its single or multiple choice)."""
+
     def refresh():
         return gr.Dropdown(choices=recent_choices(ctx))
 

@@ -104,7 +104,9 @@ class Job:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting handler
                 self.error = exc
 
-        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True, name=f"job-{self.kind}")
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(target,), daemon=True, name=f"job-{self.kind}"
+        )
         self.thread.start()
         try:
             while self.thread.is_alive():

@@ -102,39 +102,88 @@ def build(ctx: AppContext) -> TrainTab:
         with gr.Column(scale=2, min_width=320):
             files = gr.File(
                 label=f"Artworks: 3-{s.max_uploads} images in one style (at most {s.max_upload_mb:g} MB each)",
-                file_count="multiple", file_types=["image"], elem_id="train-artworks",
+                file_count="multiple",
+                file_types=["image"],
+                elem_id="train-artworks",
             )
             with gr.Accordion("No artworks at hand? Paint world pictures in a style (for the micro model)", open=False):
-                gr.Markdown("Upload any painting: the real Ghiasi et al. network paints pictures of the micro model's "
-                            "world (lighthouses, houses, boats, ...) in its style, ready to train a token on "
-                            "(`--model micro`, 64 px).")
+                gr.Markdown(
+                    "Upload any painting: the real Ghiasi et al. network paints pictures of the micro model's "
+                    "world (lighthouses, houses, boats, ...) in its style, ready to train a token on "
+                    "(`--model micro`, 64 px)."
+                )
                 with gr.Row():
-                    world_style = image_input(label="Style painting", type="pil", height=160, elem_id="train-world-style")
+                    world_style = image_input(
+                        label="Style painting", type="pil", height=160, elem_id="train-world-style"
+                    )
                     with gr.Column():
-                        world_count = gr.Number(value=8, label="Pictures", precision=0, minimum=1, maximum=s.max_uploads,
-                                                elem_id="train-world-count")
+                        world_count = gr.Number(
+                            value=8,
+                            label="Pictures",
+                            precision=0,
+                            minimum=1,
+                            maximum=s.max_uploads,
+                            elem_id="train-world-count",
+                        )
                         world_button = gr.Button("Paint world pictures", elem_id="train-world-make")
             folder = gr.Textbox(  # only where the server names folders (--art-folder): a path is a read on the server
-                label="...or a folder of artworks on the server", placeholder=str(s.art_folders[0]) if s.art_folders else "",
-                visible=bool(s.art_folders), elem_id="train-folder",
+                label="...or a folder of artworks on the server",
+                placeholder=str(s.art_folders[0]) if s.art_folders else "",
+                visible=bool(s.art_folders),
+                elem_id="train-folder",
             )
             with gr.Row():
                 token = gr.Textbox(value=_DEFAULTS.token, label="Token name", elem_id="train-token")
                 init_word = gr.Textbox(value=_DEFAULTS.init_word, label="Initializer word", elem_id="train-init-word")
             with gr.Row():
-                vectors = gr.Number(value=_DEFAULTS.vectors, label="Vectors", precision=0, minimum=1, maximum=16, elem_id="train-vectors")
-                steps = gr.Number(value=_DEFAULTS.steps, label="Steps", precision=0, minimum=1, maximum=s.max_train_steps, elem_id="train-steps")
+                vectors = gr.Number(
+                    value=_DEFAULTS.vectors,
+                    label="Vectors",
+                    precision=0,
+                    minimum=1,
+                    maximum=16,
+                    elem_id="train-vectors",
+                )
+                steps = gr.Number(
+                    value=_DEFAULTS.steps,
+                    label="Steps",
+                    precision=0,
+                    minimum=1,
+                    maximum=s.max_train_steps,
+                    elem_id="train-steps",
+                )
             with gr.Row():
-                resolution = gr.Number(value=0, label="Resolution (0: the model's own)", precision=0, minimum=0, maximum=limits.MAX_TRAIN_RESOLUTION, elem_id="train-resolution")
+                resolution = gr.Number(
+                    value=0,
+                    label="Resolution (0: the model's own)",
+                    precision=0,
+                    minimum=0,
+                    maximum=limits.MAX_TRAIN_RESOLUTION,
+                    elem_id="train-resolution",
+                )
                 lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
                 model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="train-model")
                 with gr.Row():
-                    preview_every = gr.Number(value=_DEFAULTS.preview_every, label="Preview every N steps (0: never)", precision=0, minimum=0, elem_id="train-preview-every")
-                    preview_steps = gr.Number(value=_DEFAULTS.preview_steps, label="Preview sampling steps", precision=0, minimum=1,
-                                              maximum=s.max_gen_steps, elem_id="train-preview-steps")
+                    preview_every = gr.Number(
+                        value=_DEFAULTS.preview_every,
+                        label="Preview every N steps (0: never)",
+                        precision=0,
+                        minimum=0,
+                        elem_id="train-preview-every",
+                    )
+                    preview_steps = gr.Number(
+                        value=_DEFAULTS.preview_steps,
+                        label="Preview sampling steps",
+                        precision=0,
+                        minimum=1,
+                        maximum=s.max_gen_steps,
+                        elem_id="train-preview-steps",
+                    )
                 with gr.Row():
-                    grad_accum = gr.Number(value=_DEFAULTS.grad_accum, label="Gradient accumulation", precision=0, minimum=1, maximum=64)
+                    grad_accum = gr.Number(
+                        value=_DEFAULTS.grad_accum, label="Gradient accumulation", precision=0, minimum=1, maximum=64
+                    )
                 with gr.Row():
                     precision = gr.Dropdown(list(PRECISIONS), value=_DEFAULTS.mixed_precision, label="Mixed precision")
                     seed = gr.Number(value=_DEFAULTS.seed, label="Seed", precision=0)
@@ -143,23 +192,50 @@ def build(ctx: AppContext) -> TrainTab:
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop", interactive=False)
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no training yet"), elem_id="train-status")
-            loss_plot = gr.LinePlot(empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260)
+            loss_plot = gr.LinePlot(
+                empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260
+            )
             previews = gr.Gallery(label="Previews", columns=4, height=280, elem_id="train-previews")
-            downloads = gr.File(label="Download the embedding", file_count="multiple", interactive=False, elem_id="train-downloads")
+            downloads = gr.File(
+                label="Download the embedding", file_count="multiple", interactive=False, elem_id="train-downloads"
+            )
             formats_note = gr.Markdown(elem_id="train-formats")
     embedding = gr.State(None)
 
     @show_errors(outputs=6, status=0)
-    def run_training(files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every,
-                     preview_steps, grad_accum, precision, seed, request: gr.Request):
+    def run_training(
+        files,
+        folder,
+        model,
+        token,
+        init_word,
+        vectors,
+        steps,
+        resolution,
+        lr,
+        preview_every,
+        preview_steps,
+        grad_accum,
+        precision,
+        seed,
+        request: gr.Request,
+    ):
         from styleprompt.training import TrainCallbacks, train
 
-        uploads = check_uploads(as_path_list(files), what="artworks", max_count=s.max_uploads,
-                                max_mb=s.max_upload_mb, suffixes=IMAGE_SUFFIXES)
+        uploads = check_uploads(
+            as_path_list(files),
+            what="artworks",
+            max_count=s.max_uploads,
+            max_mb=s.max_upload_mb,
+            suffixes=IMAGE_SUFFIXES,
+        )
         total = int_in(steps, "Steps", 1, s.max_train_steps)
         cfg_values = dict(
-            token=(token or "").strip(), init_word=(init_word or "").strip(), model=s.model_for(model),
-            vectors=int_in(vectors, "Vectors", 1, limits.MAX_VECTORS), steps=total,
+            token=(token or "").strip(),
+            init_word=(init_word or "").strip(),
+            model=s.model_for(model),
+            vectors=int_in(vectors, "Vectors", 1, limits.MAX_VECTORS),
+            steps=total,
             resolution=int_in(resolution, "Resolution", 0, limits.MAX_TRAIN_RESOLUTION) or None,
             lr=float_in(lr, "Learning rate", 1e-7, 1.0),
             preview_every=int_in(preview_every, "Preview every", 0, s.max_train_steps),
@@ -203,7 +279,9 @@ def build(ctx: AppContext) -> TrainTab:
             if not p.total:
                 return progress_html(f"{cfg.token}: {feed.phase}, {format_duration(job.elapsed)}{stopping}")
             last = feed.losses[-1][1] if feed.losses else float("nan")
-            return progress_html(f"training {cfg.token}: step", p.done, p.total, f"loss {last:.4f}{stopping}", eta=p.eta_seconds())
+            return progress_html(
+                f"training {cfg.token}: step", p.done, p.total, f"loss {last:.4f}{stopping}", eta=p.eta_seconds()
+            )
 
         yield status(), empty_loss_frame(), [], None, "", gr.skip()
         try:
@@ -219,14 +297,39 @@ def build(ctx: AppContext) -> TrainTab:
         else:
             text = f"finished {cfg.token}: step {result.steps_done}/{total}{loss} · {took}"
         files_out, table = embedding_downloads(result.embedding_path)
-        yield (progress_html(text, result.steps_done, total, state="done"), feed.loss_frame(), feed.gallery(),
-               files_out, table, str(result.embedding_path))
+        yield (
+            progress_html(text, result.steps_done, total, state="done"),
+            feed.loss_frame(),
+            feed.gallery(),
+            files_out,
+            table,
+            str(result.embedding_path),
+        )
 
-    inputs = [files, folder, model, token, init_word, vectors, steps, resolution, lr, preview_every, preview_steps, grad_accum,
-              precision, seed]
+    inputs = [
+        files,
+        folder,
+        model,
+        token,
+        init_word,
+        vectors,
+        steps,
+        resolution,
+        lr,
+        preview_every,
+        preview_steps,
+        grad_accum,
+        precision,
+        seed,
+    ]
     event = start.click(
-        run_training, inputs, [status, loss_plot, previews, downloads, formats_note, embedding],
-        api_name="train", concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="hidden",
+        run_training,
+        inputs,
+        [status, loss_plot, previews, downloads, formats_note, embedding],
+        api_name="train",
+        concurrency_limit=s.heavy_concurrency,
+        concurrency_id="train",
+        show_progress="hidden",
     )
 
     @show_errors(outputs=1)
@@ -240,8 +343,15 @@ def build(ctx: AppContext) -> TrainTab:
         pictures = make_pictures(style_image.convert("RGB"), ["lighthouse", "house", "city", "tree"], n, seed=0)
         return [str(p) for p in write_pictures(pictures, folder_out)]
 
-    world_button.click(paint_world, [world_style, world_count], [files], api_name="paint_world",
-                       concurrency_limit=s.heavy_concurrency, concurrency_id="train", show_progress="full")
+    world_button.click(
+        paint_world,
+        [world_style, world_count],
+        [files],
+        api_name="paint_world",
+        concurrency_limit=s.heavy_concurrency,
+        concurrency_id="train",
+        show_progress="full",
+    )
 
     wire_stop(ctx, stop, "train", "stop_training", start, event)
     return TrainTab(start_event=event, embedding=embedding)

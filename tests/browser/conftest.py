@@ -26,8 +26,13 @@ from tests.app_server import free_port
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 SERVER_START_TIMEOUT = 180
 
@@ -60,8 +65,20 @@ def app_server(tmp_path_factory, artifacts):
     log_path = folder / "server.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
     env.pop("GRADIO_TEMP_DIR", None)  # app.py puts Gradio's cache inside its own output folder
-    command = [sys.executable, str(ROOT / "app.py"), "--model", "tiny", "--device", "cpu",
-               "--host", "127.0.0.1", "--port", str(port), "--output", str(folder / "outputs")]
+    command = [
+        sys.executable,
+        str(ROOT / "app.py"),
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--output",
+        str(folder / "outputs"),
+    ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -91,7 +108,10 @@ def browser_context(tmp_path_factory, chromium):
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data dir every run
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS,
+            str(profile),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 1000},
         )
         context.set_default_timeout(30_000)

@@ -59,10 +59,16 @@ def test_train_a_token_for_a_few_steps(page, artworks, artifacts):
     for p in artworks:
         page.locator("#train-artworks").get_by_text(p.stem, exact=True).wait_for()  # name and suffix are two spans
     page.get_by_text("More settings").click()
-    fill_fields(page, {
-        "#train-token textarea": TOKEN, "#train-vectors input": "2", "#train-steps input": str(TRAIN_STEPS),
-        "#train-preview-every input": "3", "#train-preview-steps input": "4",
-    })
+    fill_fields(
+        page,
+        {
+            "#train-token textarea": TOKEN,
+            "#train-vectors input": "2",
+            "#train-steps input": str(TRAIN_STEPS),
+            "#train-preview-every input": "3",
+            "#train-preview-steps input": "4",
+        },
+    )
     page.screenshot(path=artifacts / "1-train-filled.png", full_page=True)
     record_texts(page, "#train-status", "__trainStatus")
 

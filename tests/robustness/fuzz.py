@@ -41,12 +41,19 @@ def _picture(mode: str) -> Image.Image:
 # The accepted formats' decoders are the ones that run on real pixels, so their variants are
 # seeded too: (name, mode, format, save options).
 _VARIANTS = (
-    ("PNG-palette", "P", "PNG", {}), ("PNG-16bit", "I;16", "PNG", {}), ("PNG-rgba", "RGBA", "PNG", {}),
-    ("JPEG-progressive", "RGB", "JPEG", {"progressive": True}), ("JPEG-cmyk", "CMYK", "JPEG", {}),
-    ("TIFF-lzw", "RGB", "TIFF", {"compression": "tiff_lzw"}), ("TIFF-deflate", "RGB", "TIFF", {"compression": "tiff_adobe_deflate"}),
-    ("TIFF-jpeg", "RGB", "TIFF", {"compression": "jpeg"}), ("TIFF-packbits", "RGB", "TIFF", {"compression": "packbits"}),
-    ("TIFF-float", "F", "TIFF", {}), ("TIFF-16bit", "I;16", "TIFF", {}),
-    ("WEBP-lossless", "RGBA", "WEBP", {"lossless": True}), ("GIF-animated", "P", "GIF", {"save_all": True}),
+    ("PNG-palette", "P", "PNG", {}),
+    ("PNG-16bit", "I;16", "PNG", {}),
+    ("PNG-rgba", "RGBA", "PNG", {}),
+    ("JPEG-progressive", "RGB", "JPEG", {"progressive": True}),
+    ("JPEG-cmyk", "CMYK", "JPEG", {}),
+    ("TIFF-lzw", "RGB", "TIFF", {"compression": "tiff_lzw"}),
+    ("TIFF-deflate", "RGB", "TIFF", {"compression": "tiff_adobe_deflate"}),
+    ("TIFF-jpeg", "RGB", "TIFF", {"compression": "jpeg"}),
+    ("TIFF-packbits", "RGB", "TIFF", {"compression": "packbits"}),
+    ("TIFF-float", "F", "TIFF", {}),
+    ("TIFF-16bit", "I;16", "TIFF", {}),
+    ("WEBP-lossless", "RGBA", "WEBP", {"lossless": True}),
+    ("GIF-animated", "P", "GIF", {"save_all": True}),
 )
 
 
@@ -59,7 +66,10 @@ def seed_files() -> dict[str, bytes]:
         buf = io.BytesIO()
         picture = _picture(mode)
         if options.get("save_all"):
-            options = {**options, "append_images": [picture.rotate(90), picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]}
+            options = {
+                **options,
+                "append_images": [picture.rotate(90), picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)],
+            }
         picture.save(buf, format=fmt, **options)
         seeds[name] = buf.getvalue()
     for fmt in sorted(set(Image.SAVE) & set(Image.OPEN)):

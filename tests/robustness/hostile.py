@@ -55,47 +55,122 @@ def build(folder: Path) -> Path:
     return folder
 
 
-def _transfer(method: str, *extra: str, content: str = "{d}/content.png", style: str = "{d}/style.png",
-              output: str = "{d}/out/t.png") -> tuple[str, ...]:
+def _transfer(
+    method: str,
+    *extra: str,
+    content: str = "{d}/content.png",
+    style: str = "{d}/style.png",
+    output: str = "{d}/out/t.png",
+) -> tuple[str, ...]:
     args = ("transfer", "--method", method, "--content", content, "--style", style, "--output", output, "--no-progress")
     return args + (("--random-weights",) if method != "ghiasi" else ()) + extra
 
 
 def _train(*extra: str, token: str = "<x>", output: str = "{d}/out/train", device: str = "cpu") -> tuple[str, ...]:
-    return ("train", "--model", "tiny", "--images", "{d}/art", "--token", token, "--steps", "1", "--grad-accum", "1",
-            "--output", output, "--preview-every", "0", "--device", device) + extra
+    return (
+        "train",
+        "--model",
+        "tiny",
+        "--images",
+        "{d}/art",
+        "--token",
+        token,
+        "--steps",
+        "1",
+        "--grad-accum",
+        "1",
+        "--output",
+        output,
+        "--preview-every",
+        "0",
+        "--device",
+        device,
+    ) + extra
 
 
-def _generate(*extra: str, output: str = "{d}/out/gen", embedding: str = "{d}/token.safetensors",
-              device: str = "cpu") -> tuple[str, ...]:
-    return ("generate", "--model", "tiny", "--embedding", embedding, "--prompt", "a <t> lighthouse",
-            "--steps", "1", "--seed", "1", "--output", output, "--device", device) + extra
+def _generate(
+    *extra: str, output: str = "{d}/out/gen", embedding: str = "{d}/token.safetensors", device: str = "cpu"
+) -> tuple[str, ...]:
+    return (
+        "generate",
+        "--model",
+        "tiny",
+        "--embedding",
+        embedding,
+        "--prompt",
+        "a <t> lighthouse",
+        "--steps",
+        "1",
+        "--seed",
+        "1",
+        "--output",
+        output,
+        "--device",
+        device,
+    ) + extra
 
 
 def _compare(*extra: str, content: str = "{d}/content.png", output: str = "{d}/out/cmp") -> tuple[str, ...]:
-    return ("compare", "--model", "tiny", "--content", content, "--style-images", "{d}/style.png",
-            "--output", output, "--methods", "adain", "--random-weights", "--no-metrics") + extra
+    return (
+        "compare",
+        "--model",
+        "tiny",
+        "--content",
+        content,
+        "--style-images",
+        "{d}/style.png",
+        "--output",
+        output,
+        "--methods",
+        "adain",
+        "--random-weights",
+        "--no-metrics",
+    ) + extra
 
 
 CASES: list[Case] = [
     # -- sizes a method cannot hold (each runs under a 6 GB address-space limit) ----------------------
-    Case("adain style 1x20000 at short side 512", "memory", _transfer("adain", style="{d}/thin-1x20000.png"),
-         "makes it 512x10240000"),
-    Case("adain style 10x2000 at short side 512", "memory", _transfer("adain", style="{d}/thin-10x2000.png"),
-         "makes it 512x102400"),
+    Case(
+        "adain style 1x20000 at short side 512",
+        "memory",
+        _transfer("adain", style="{d}/thin-1x20000.png"),
+        "makes it 512x10240000",
+    ),
+    Case(
+        "adain style 10x2000 at short side 512",
+        "memory",
+        _transfer("adain", style="{d}/thin-10x2000.png"),
+        "makes it 512x102400",
+    ),
     Case("gatys style 1x20000", "memory", _transfer("gatys", style="{d}/thin-1x20000.png"), "thinner than the 16 px"),
     Case("ghiasi --size 100000", "memory", _transfer("ghiasi", "--size", "100000"), "--size 100000 is out of range"),
     Case("adain --size 99999", "memory", _transfer("adain", "--size", "99999"), "--size 99999 is out of range"),
-    Case("ghiasi --size 16384 on a 4:3 content", "memory", _transfer("ghiasi", "--size", "16384"), "the largest this image takes"),
+    Case(
+        "ghiasi --size 16384 on a 4:3 content",
+        "memory",
+        _transfer("ghiasi", "--size", "16384"),
+        "the largest this image takes",
+    ),
     Case("adain --style-size 100000", "memory", _transfer("adain", "--style-size", "100000"), "--style-size 100000"),
     Case("adain --style-size 8000", "memory", _transfer("adain", "--style-size", "8000"), "lower --style-size"),
-    Case("gatys --tile-size 0 at 4096", "memory", _transfer("gatys", "--tile-size", "0", "--size", "4096"), "gatys untiled"),
-    Case("train --resolution 100000", "memory", _train("--resolution", "100000"), "--resolution 100000 is out of range"),
+    Case(
+        "gatys --tile-size 0 at 4096",
+        "memory",
+        _transfer("gatys", "--tile-size", "0", "--size", "4096"),
+        "gatys untiled",
+    ),
+    Case(
+        "train --resolution 100000", "memory", _train("--resolution", "100000"), "--resolution 100000 is out of range"
+    ),
     Case("train --vectors 10000", "memory", _train("--vectors", "10000"), "--vectors 10000 is out of range"),
     Case("compare --cell-size 100000", "memory", _compare("--cell-size", "100000"), "--cell-size 100000"),
     Case("compare --size 100000", "memory", _compare("--size", "100000"), "--size 100000"),
-    Case("generate a 10000-vector embedding", "memory",
-         _generate(embedding="{d}/many.safetensors"), "holds 10000 vectors"),
+    Case(
+        "generate a 10000-vector embedding",
+        "memory",
+        _generate(embedding="{d}/many.safetensors"),
+        "holds 10000 vectors",
+    ),
     Case("generate --width 100000", "memory", _generate("--width", "100000"), "--width 100000 is out of range"),
     Case("generate --count 100000", "memory", _generate("--count", "100000"), "--count 100000 is out of range"),
     # -- numbers and names out of range ---------------------------------------------------------------
@@ -104,8 +179,12 @@ CASES: list[Case] = [
     Case("transfer --seed 2**70", "number", _transfer("adain", "--seed", HUGE_SEED), "64 bits"),
     Case("generate --seed 2**70", "number", _generate("--seed", HUGE_SEED), "--seed"),
     Case("compare --seed 2**70", "number", _compare("--seed", HUGE_SEED), "64 bits"),
-    Case("train --preview-every 1 --preview-steps 0", "number", _train("--preview-every", "1", "--preview-steps", "0"),
-         "--preview-steps 0"),
+    Case(
+        "train --preview-every 1 --preview-steps 0",
+        "number",
+        _train("--preview-every", "1", "--preview-steps", "0"),
+        "--preview-steps 0",
+    ),
     Case("adain --style-size 0", "number", _transfer("adain", "--style-size", "0"), "--style-size 0"),
     Case("adain --style-size -1", "number", _transfer("adain", "--style-size", "-1"), "--style-size -1"),
     Case("ghiasi --tile-size -1", "number", _transfer("ghiasi", "--tile-size", "-1"), "--tile-size -1"),
@@ -113,33 +192,48 @@ CASES: list[Case] = [
     Case("transfer --device bogus", "number", _transfer("adain", "--device", "bogus"), "unknown --device 'bogus'"),
     Case("train --device bogus", "number", _train(device="bogus"), "unknown --device 'bogus'"),
     Case("generate --device bogus", "number", _generate(device="bogus"), "unknown --device 'bogus'"),
-    Case("gatys --learning-rate nan", "number", _transfer("gatys", "--optimizer", "adam", "--learning-rate", "nan"),
-         "--learning-rate"),
+    Case(
+        "gatys --learning-rate nan",
+        "number",
+        _transfer("gatys", "--optimizer", "adam", "--learning-rate", "nan"),
+        "--learning-rate",
+    ),
     Case("gatys --style-scale 0", "number", _transfer("gatys", "--style-scale", "0"), "--style-scale 0"),
     Case("gatys --style-scale 1000", "number", _transfer("gatys", "--style-scale", "1000"), "--style-scale 1000"),
-    Case("adain content 10x2000", "number", _transfer("adain", content="{d}/thin-10x2000.png"), "thinner than the 16 px"),
-    Case("ghiasi content 10x2000", "number", _transfer("ghiasi", content="{d}/thin-10x2000.png"), "thinner than the 16 px"),
-    Case("gatys content 1x20000", "number", _transfer("gatys", content="{d}/thin-1x20000.png"), "thinner than the 16 px"),
-    Case("compare content 10x2000", "number",
-         _compare(content="{d}/thin-10x2000.png"), "thinner than the 16 px"),
+    Case(
+        "adain content 10x2000", "number", _transfer("adain", content="{d}/thin-10x2000.png"), "thinner than the 16 px"
+    ),
+    Case(
+        "ghiasi content 10x2000",
+        "number",
+        _transfer("ghiasi", content="{d}/thin-10x2000.png"),
+        "thinner than the 16 px",
+    ),
+    Case(
+        "gatys content 1x20000", "number", _transfer("gatys", content="{d}/thin-1x20000.png"), "thinner than the 16 px"
+    ),
+    Case("compare content 10x2000", "number", _compare(content="{d}/thin-10x2000.png"), "thinner than the 16 px"),
     # -- a token equal to a word of the vocabulary -----------------------------------------------------
     Case("train --token painting", "token", _train(token="painting"), "'painting</w>'"),
     Case("train --token the", "token", _train(token="the"), "'the</w>'"),
     Case("train --token Painting", "token", _train(token="Painting"), "'painting</w>'"),
-    Case("generate an embedding keyed 'painting'", "token",
-         _generate(embedding="{d}/word.safetensors"), "'painting</w>'"),
+    Case(
+        "generate an embedding keyed 'painting'", "token", _generate(embedding="{d}/word.safetensors"), "'painting</w>'"
+    ),
     # -- output paths that cannot be written, refused before a model loads -----------------------------
     Case("generate --output an existing file", "output", _generate(output="{d}/file.txt"), "is a file, not a folder"),
     Case("generate --output /dev/null", "output", _generate(output="/dev/null"), "is a file, not a folder"),
     Case("generate --output file.txt/sub", "output", _generate(output="{d}/file.txt/sub"), "file.txt is a file"),
     Case("train --output an existing file", "output", _train(output="{d}/file.txt"), "is a file"),
     Case("train --output file.txt/sub", "output", _train(output="{d}/file.txt/sub"), "file.txt is a file"),
-    Case("transfer --output file.txt/sub.png", "output",
-         _transfer("ghiasi", output="{d}/file.txt/sub.png"), "file.txt is a file"),
-    Case("transfer --output /dev/null", "output",
-         _transfer("ghiasi", output="/dev/null"), "/dev/null"),
-    Case("compare --output an existing file", "output",
-         _compare(output="{d}/file.txt"), "is a file, not a folder"),
+    Case(
+        "transfer --output file.txt/sub.png",
+        "output",
+        _transfer("ghiasi", output="{d}/file.txt/sub.png"),
+        "file.txt is a file",
+    ),
+    Case("transfer --output /dev/null", "output", _transfer("ghiasi", output="/dev/null"), "/dev/null"),
+    Case("compare --output an existing file", "output", _compare(output="{d}/file.txt"), "is a file, not a folder"),
 ]
 
 
@@ -176,7 +270,13 @@ def run_child(cases: list[Case], folder: Path, out: Path, limit_gib: int, python
 
     spec = folder / "cases.json"
     spec.write_text(json.dumps({c.name: c.args(folder) for c in cases}))
-    proc = subprocess.run([python, "-c", CHILD, str(spec), str(out), str(limit_gib)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [python, "-c", CHILD, str(spec), str(out), str(limit_gib)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())

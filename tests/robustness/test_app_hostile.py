@@ -25,8 +25,14 @@ def served(tmp_path_factory):
     out = tmp_path_factory.mktemp("app-out")
     files = build(tmp_path_factory.mktemp("hostile"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.robustness.app_child", str(out), "6"], cwd=ROOT, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.robustness.app_child", str(out), "6"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http"), "the app did not start"
@@ -38,16 +44,30 @@ def served(tmp_path_factory):
 
 def classic(client, method, content, style, size=64, vgg="", decoder=""):
     # method, content, styles, weights, mask, alpha, preserve colour, size, iterations, random, vgg, decoder
-    return client.predict(method, handle_file(str(content)), [handle_file(str(style))], "", None, 1.0, False, size, 1,
-                          not (vgg or decoder), vgg, decoder, api_name="/classic")
+    return client.predict(
+        method,
+        handle_file(str(content)),
+        [handle_file(str(style))],
+        "",
+        None,
+        1.0,
+        False,
+        size,
+        1,
+        not (vgg or decoder),
+        vgg,
+        decoder,
+        api_name="/classic",
+    )
 
 
 def train(client, art: Path, token="<x>", vectors=1, resolution=0):
     files = [handle_file(str(p)) for p in sorted(art.iterdir())]
     # files, folder, model, token, init word, vectors, steps, resolution, lr, preview every, preview steps, grad accum,
     # precision, seed
-    return client.predict(files, "", "tiny", token, "painting", vectors, 1, resolution, 5e-3, 0, 2, 1, "no", 0,
-                          api_name="/train")
+    return client.predict(
+        files, "", "tiny", token, "painting", vectors, 1, resolution, 5e-3, 0, 2, 1, "no", 0, api_name="/train"
+    )
 
 
 def refused(call, out: Path) -> str:
@@ -60,14 +80,24 @@ def refused(call, out: Path) -> str:
 
 
 CASES = {
-    "adain style 1x20000": (lambda c, f: classic(c, "adain", f / "content.png", f / "thin-1x20000.png"), "512x10240000"),
+    "adain style 1x20000": (
+        lambda c, f: classic(c, "adain", f / "content.png", f / "thin-1x20000.png"),
+        "512x10240000",
+    ),
     "gatys style 10x2000": (lambda c, f: classic(c, "gatys", f / "content.png", f / "thin-10x2000.png"), "thinner"),
     "ghiasi content 10x2000": (lambda c, f: classic(c, "ghiasi", f / "thin-10x2000.png", f / "style.png"), "thinner"),
-    "classic size 100000": (lambda c, f: classic(c, "ghiasi", f / "content.png", f / "style.png", size=100000), "maximum value"),
-    "vgg weights /etc/passwd": (lambda c, f: classic(c, "adain", f / "content.png", f / "style.png", vgg="/etc/passwd"),
-                                "names no folders"),
-    "decoder weights ../x": (lambda c, f: classic(c, "adain", f / "content.png", f / "style.png", decoder="../x.pth"),
-                             "names no folders"),
+    "classic size 100000": (
+        lambda c, f: classic(c, "ghiasi", f / "content.png", f / "style.png", size=100000),
+        "maximum value",
+    ),
+    "vgg weights /etc/passwd": (
+        lambda c, f: classic(c, "adain", f / "content.png", f / "style.png", vgg="/etc/passwd"),
+        "names no folders",
+    ),
+    "decoder weights ../x": (
+        lambda c, f: classic(c, "adain", f / "content.png", f / "style.png", decoder="../x.pth"),
+        "names no folders",
+    ),
     "train token painting": (lambda c, f: train(c, f / "art", token="painting"), "'painting</w>'"),
     "train token the": (lambda c, f: train(c, f / "art", token="the"), "'the</w>'"),
     "train resolution 100000": (lambda c, f: train(c, f / "art", resolution=100000), "maximum value"),
@@ -89,9 +119,27 @@ def test_compare_weights_field_follows_the_folder_rules(served):
     client, out, files = served
     # contents, styles, recent, upload, classes, methods, model, random, vgg, decoder, iterations, size, seed,
     # token steps, strength
-    message = refused(lambda: client.predict(
-        [handle_file(str(files / "content.png"))], [handle_file(str(files / "style.png"))], None, None, "a city",
-        ["adain"], "tiny", False, "/etc/passwd", "", 1, 64, 0, 1, 0.5, api_name="/compare"), out)
+    message = refused(
+        lambda: client.predict(
+            [handle_file(str(files / "content.png"))],
+            [handle_file(str(files / "style.png"))],
+            None,
+            None,
+            "a city",
+            ["adain"],
+            "tiny",
+            False,
+            "/etc/passwd",
+            "",
+            1,
+            64,
+            0,
+            1,
+            0.5,
+            api_name="/compare",
+        ),
+        out,
+    )
     assert "names no folders" in message
 
 

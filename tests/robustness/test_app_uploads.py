@@ -48,8 +48,21 @@ def style(tmp_path_factory):
 
 def classic(client: Client, content, style):
     # method, content, styles, weights, mask, alpha, preserve colour, size, iterations, random, vgg, decoder
-    return client.predict("adain", handle_file(str(content)), [handle_file(str(style))], "", None, 1.0, False, 64, 1,
-                          True, "", "", api_name="/classic")
+    return client.predict(
+        "adain",
+        handle_file(str(content)),
+        [handle_file(str(style))],
+        "",
+        None,
+        1.0,
+        False,
+        64,
+        1,
+        True,
+        "",
+        "",
+        api_name="/classic",
+    )
 
 
 @pytest.mark.parametrize("entry", UPLOADED, ids=[e.name for e in UPLOADED])
@@ -80,8 +93,22 @@ def test_train_upload_of_the_whole_corpus_uses_the_readable_ones(corpus, app, cl
 
 def test_train_upload_of_only_unreadable_files_is_one_line(corpus, client):
     bad = [e for e in UPLOADED if e.expect == "refused"]
-    args = [[handle_file(str(corpus[e.name])) for e in bad], "", "tiny", "<bad>", "painting", 1, 1, 0, 5e-3, 0, 2, 1,
-            "no", 0]
+    args = [
+        [handle_file(str(corpus[e.name])) for e in bad],
+        "",
+        "tiny",
+        "<bad>",
+        "painting",
+        1,
+        1,
+        0,
+        5e-3,
+        0,
+        2,
+        1,
+        "no",
+        0,
+    ]
     with pytest.raises(AppError) as refused:
         client.predict(*args, api_name="/train")
     message = str(refused.value).strip()

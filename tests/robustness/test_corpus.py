@@ -50,7 +50,9 @@ def needs_other_user(entry: Entry) -> bool:
 
 def run_without_root_powers(argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*DROP_DAC, sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*DROP_DAC, sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def check_cli(entry: Entry, argv: list[str], capsys, tmp_path: Path) -> str:
@@ -92,8 +94,23 @@ def test_train(entry: Entry, corpus, capsys, work_dir):
     folder = work_dir / "art"
     folder.mkdir(mode=0o777)
     shutil.copy(corpus[entry.name], folder / entry.filename)  # copies the mode bits too
-    argv = ["train", "--model", "tiny", "--images", str(folder), "--output", str(work_dir / "out"), "--steps", "1",
-            "--grad-accum", "1", "--preview-every", "0", "--device", "cpu"]
+    argv = [
+        "train",
+        "--model",
+        "tiny",
+        "--images",
+        str(folder),
+        "--output",
+        str(work_dir / "out"),
+        "--steps",
+        "1",
+        "--grad-accum",
+        "1",
+        "--preview-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
     err = check_cli(entry, argv, capsys, work_dir)
     if entry.expect == "refused":
         assert "could be read" in err and entry.filename in err
@@ -105,8 +122,23 @@ def test_train_on_a_folder_of_only_these(corpus, capsys, tmp_path):
     for entry in CORPUS:
         if not needs_other_user(entry):
             shutil.copy(corpus[entry.name], folder / entry.filename)
-    argv = ["train", "--model", "tiny", "--images", str(folder), "--output", str(tmp_path / "out"), "--steps", "1",
-            "--grad-accum", "1", "--preview-every", "0", "--device", "cpu"]
+    argv = [
+        "train",
+        "--model",
+        "tiny",
+        "--images",
+        str(folder),
+        "--output",
+        str(tmp_path / "out"),
+        "--steps",
+        "1",
+        "--grad-accum",
+        "1",
+        "--preview-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     used = __import__("json").loads((tmp_path / "out" / "config.json").read_text())["images_used"]
     assert used == sum(e.expect == "ok" for e in CORPUS if not needs_other_user(e))
@@ -119,8 +151,20 @@ def test_transfer_content(entry: Entry, corpus, capsys, work_dir):
 
     style = make_artwork(work_dir / "style.png", seed=1)
     os.chmod(style, 0o644)
-    argv = ["transfer", "--method", "adain", "--random-weights", "--content", str(corpus[entry.name]),
-            "--style", str(style), "--size", "64", "--output", str(work_dir / "out.png")]
+    argv = [
+        "transfer",
+        "--method",
+        "adain",
+        "--random-weights",
+        "--content",
+        str(corpus[entry.name]),
+        "--style",
+        str(style),
+        "--size",
+        "64",
+        "--output",
+        str(work_dir / "out.png"),
+    ]
     check_cli(entry, argv, capsys, work_dir)
     if entry.expect == "ok":
         assert (work_dir / "out.png").is_file()
@@ -128,9 +172,29 @@ def test_transfer_content(entry: Entry, corpus, capsys, work_dir):
 
 @pytest.mark.parametrize("entry", CORPUS, ids=IDS)
 def test_generate_content_image(entry: Entry, corpus, capsys, work_dir):
-    argv = ["generate", "--model", "tiny", "--prompt", "a painting of a lighthouse", "--image", str(corpus[entry.name]),
-            "--strength", "0.5", "--steps", "2", "--seed", "0", "--width", "64", "--height", "64", "--device", "cpu",
-            "--output", str(work_dir / "gen")]
+    argv = [
+        "generate",
+        "--model",
+        "tiny",
+        "--prompt",
+        "a painting of a lighthouse",
+        "--image",
+        str(corpus[entry.name]),
+        "--strength",
+        "0.5",
+        "--steps",
+        "2",
+        "--seed",
+        "0",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--device",
+        "cpu",
+        "--output",
+        str(work_dir / "gen"),
+    ]
     check_cli(entry, argv, capsys, work_dir)
     if entry.expect == "ok":
         assert len(list((work_dir / "gen").glob("*.png"))) == 1
@@ -138,8 +202,22 @@ def test_generate_content_image(entry: Entry, corpus, capsys, work_dir):
 
 @pytest.mark.parametrize("entry", CORPUS, ids=IDS)
 def test_compare_content_image(entry: Entry, corpus, capsys, work_dir, shared_data):
-    argv = ["compare", "--content", str(corpus[entry.name]), "--style-images", str(shared_data / "style" / "mondrian.jpg"),
-            "--methods", "ghiasi", "--no-metrics", "--size", "64", "--device", "cpu", "--output", str(work_dir / "cmp")]
+    argv = [
+        "compare",
+        "--content",
+        str(corpus[entry.name]),
+        "--style-images",
+        str(shared_data / "style" / "mondrian.jpg"),
+        "--methods",
+        "ghiasi",
+        "--no-metrics",
+        "--size",
+        "64",
+        "--device",
+        "cpu",
+        "--output",
+        str(work_dir / "cmp"),
+    ]
     check_cli(entry, argv, capsys, work_dir)
     if entry.expect == "ok":
         assert (work_dir / "cmp" / "grid.png").is_file()

@@ -30,8 +30,16 @@ def one_line(capsys, argv: list[str]) -> str:
 
 # -- generate --from-png ----------------------------------------------------------------------------
 
-GOOD = {"model": "tiny", "prompt_template": "a <t>", "steps": 1, "guidance": 7.5, "scheduler": "ddim", "seed": 1,
-        "width": 64, "height": 64}
+GOOD = {
+    "model": "tiny",
+    "prompt_template": "a <t>",
+    "steps": 1,
+    "guidance": 7.5,
+    "scheduler": "ddim",
+    "seed": 1,
+    "width": 64,
+    "height": 64,
+}
 CHUNKS = {
     "null": ("null", "NoneType, not an object"),
     "a list": ("[1, 2]", "list, not an object"),
@@ -63,6 +71,7 @@ def test_from_png_chunks(name, tmp_path, capsys, monkeypatch):
 
 # -- embedding files ------------------------------------------------------------------------------
 
+
 def test_odd_step_metadata_is_ignored(tmp_path, capsys):
     for value in ("²", "9" * 5000, "-3", " 12"):
         path = tmp_path / "odd.safetensors"
@@ -82,12 +91,27 @@ def test_vectors_of_other_dtypes_are_refused(dtype, tmp_path, capsys):
 def test_float8_in_generate(tmp_path, capsys):
     path = tmp_path / "f8.safetensors"
     save_file({"<t>": torch.randn(2, 32).to(torch.float8_e4m3fn)}, str(path))
-    line = one_line(capsys, ["generate", "--model", "tiny", "--embedding", str(path), "--prompt", "a <t>",
-                             "--output", str(tmp_path / "out"), "--device", "cpu"])
+    line = one_line(
+        capsys,
+        [
+            "generate",
+            "--model",
+            "tiny",
+            "--embedding",
+            str(path),
+            "--prompt",
+            "a <t>",
+            "--output",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert "float8_e4m3fn" in line
 
 
 # -- survey: compare.json may name only the run's own pictures ----------------------------------------
+
 
 def _secret(path: Path) -> Path:
     Image.new("RGB", (16, 16), (1, 2, 3)).save(path)
@@ -120,13 +144,16 @@ def test_survey_reads_only_its_own_folder(how, tmp_path, capsys):
     assert not (run / "survey.html").exists()
 
 
-@pytest.mark.parametrize("change, says", [
-    (lambda m: m.update(cells={"a": 1}), "'cells'"),
-    (lambda m: m["cells"][0].update(content_index=[1]), "content_index"),
-    (lambda m: m.update(styles=[1]), "'styles'"),
-    (lambda m: m.update(labels=[1]), "'labels'"),
-    (lambda m: m["cells"][0].update(image="images/none.png"), "not in"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda m: m.update(cells={"a": 1}), "'cells'"),
+        (lambda m: m["cells"][0].update(content_index=[1]), "content_index"),
+        (lambda m: m.update(styles=[1]), "'styles'"),
+        (lambda m: m.update(labels=[1]), "'labels'"),
+        (lambda m: m["cells"][0].update(image="images/none.png"), "not in"),
+    ],
+)
 def test_survey_manifest_shapes(change, says, tmp_path, capsys):
     run = fake_compare_run(tmp_path / "cmp")
     manifest = json.loads((run / "compare.json").read_text())
@@ -135,19 +162,31 @@ def test_survey_manifest_shapes(change, says, tmp_path, capsys):
     assert says in one_line(capsys, ["survey", str(run)])
 
 
-@pytest.mark.parametrize("answers, says", [
-    ("not a list", "damaged survey answers"),
-    ([1, 2], "damaged survey answers"),
-    ([{"pair": "p001", "style": ["A"]}], "expected A, B or tie"),
-])
+@pytest.mark.parametrize(
+    "answers, says",
+    [
+        ("not a list", "damaged survey answers"),
+        ([1, 2], "damaged survey answers"),
+        ([{"pair": "p001", "style": ["A"]}], "expected A, B or tie"),
+    ],
+)
 def test_rater_answer_files(answers, says, tmp_path, capsys):
     run = fake_compare_run(tmp_path / "cmp")
     assert main(["survey", str(run)]) == 0
     capsys.readouterr()
     key = json.loads((run / "survey-key.json").read_text())
     path = tmp_path / "answers.json"
-    path.write_text(json.dumps({"format": ANSWERS_FORMAT, "survey_id": key["survey_id"], "response_id": "r",
-                                "saved": "x", "answers": answers}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": ANSWERS_FORMAT,
+                "survey_id": key["survey_id"],
+                "response_id": "r",
+                "saved": "x",
+                "answers": answers,
+            }
+        )
+    )
     assert says in one_line(capsys, ["survey-results", str(run / "survey-key.json"), str(path)])
 
 
@@ -164,12 +203,16 @@ def test_damaged_survey_key(tmp_path, capsys):
 
 # -- pick's config.json -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content, says", [
-    (b"[1, 2]", "holds a list"),
-    (b'{"model": 5}', "'model' is int"),
-    (b'{"images": ["a"]}', "'images' is list"),
-    (b"\xff\xfe{}", "cannot read"),
-])
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"[1, 2]", "holds a list"),
+        (b'{"model": 5}', "'model' is int"),
+        (b'{"images": ["a"]}', "'images' is list"),
+        (b"\xff\xfe{}", "cannot read"),
+    ],
+)
 def test_pick_config(content, says, tmp_path, capsys):
     run = tmp_path / "run"
     (run / "embeddings").mkdir(parents=True)

@@ -14,8 +14,24 @@ from safetensors.torch import load_file, save_file
 from styleprompt.cli import main
 from tests.conftest import make_artworks
 
-FLAGS = ["--model", "tiny", "--token", "<r>", "--vectors", "2", "--grad-accum", "1", "--preview-every", "0",
-         "--save-every", "0", "--checkpoint-every", "1", "--device", "cpu"]
+FLAGS = [
+    "--model",
+    "tiny",
+    "--token",
+    "<r>",
+    "--vectors",
+    "2",
+    "--grad-accum",
+    "1",
+    "--preview-every",
+    "0",
+    "--save-every",
+    "0",
+    "--checkpoint-every",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +56,7 @@ def _edit_json(change: Callable[[dict], None]) -> Callable[[Path], None]:
         meta = json.loads(path.read_text())
         change(meta)
         path.write_text(json.dumps(meta))
+
     return edit
 
 
@@ -49,6 +66,7 @@ def _edit_tensors(change: Callable[[dict], None]) -> Callable[[Path], None]:
         tensors = load_file(str(path))
         change(tensors)
         save_file(tensors, str(path))
+
     return edit
 
 
@@ -61,6 +79,7 @@ def _reshape(name: str):
     def change(t: dict) -> None:
         key = next(k for k in t if k.endswith(name)) if name != "vectors" else "vectors"
         t[key] = t[key].reshape(-1)[:5].clone()
+
     return change
 
 
@@ -68,13 +87,16 @@ DAMAGE = {
     "truncated state.safetensors": (_truncate, "state.safetensors is damaged"),
     "state.json {}": (_json("{}"), "'step' is None"),
     "state.json [1,2]": (_json("[1, 2]"), "holds a list"),
-    "state.json not JSON": (_json("{\"step\": 2,"), "not readable JSON"),
+    "state.json not JSON": (_json('{"step": 2,'), "not readable JSON"),
     "step a string": (_edit_json(lambda m: m.update(step="2")), "'step' is '2'"),
     "optimizer a list": (_edit_json(lambda m: m.update(optimizer=[1])), "'optimizer' lacks"),
     "scheduler counters wrong type": (_edit_json(lambda m: m["lr_scheduler"].update(last_epoch="x")), "lr_scheduler"),
     "vectors missing": (_edit_tensors(lambda t: t.pop("vectors")), "'vectors' is missing"),
     "vectors misshapen": (_edit_tensors(_reshape("vectors")), "'vectors' is torch.float32 of shape [5]"),
-    "optimizer moment missing": (_edit_tensors(lambda t: t.pop(next(k for k in t if k.endswith("exp_avg")))), "is missing"),
+    "optimizer moment missing": (
+        _edit_tensors(lambda t: t.pop(next(k for k in t if k.endswith("exp_avg")))),
+        "is missing",
+    ),
     "optimizer moment misshapen": (_edit_tensors(_reshape("exp_avg_sq")), "exp_avg_sq has shape [5]"),
 }
 

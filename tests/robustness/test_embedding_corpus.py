@@ -29,11 +29,17 @@ def _malicious_pickle(path: Path) -> None:
 
 
 BAD_EMBEDDINGS = {
-    "wrong width (SD 1.x file for a 32-wide model)": ("wide.safetensors", lambda p: save_file({"<w>": torch.randn(2, 768)}, str(p))),
+    "wrong width (SD 1.x file for a 32-wide model)": (
+        "wide.safetensors",
+        lambda p: save_file({"<w>": torch.randn(2, 768)}, str(p)),
+    ),
     "NaN values": ("nan.safetensors", lambda p: save_file({"<n>": torch.full((2, 32), float("nan"))}, str(p))),
     "infinite values": ("inf.safetensors", lambda p: save_file({"<i>": torch.full((1, 32), float("inf"))}, str(p))),
     "empty dict": ("empty.safetensors", lambda p: save_file({}, str(p))),
-    "several unknown keys": ("keys.safetensors", lambda p: save_file({f"k{i}": torch.randn(3, 7) for i in range(3)}, str(p))),
+    "several unknown keys": (
+        "keys.safetensors",
+        lambda p: save_file({f"k{i}": torch.randn(3, 7) for i in range(3)}, str(p)),
+    ),
     "text file named .safetensors": ("text.safetensors", lambda p: p.write_text("not tensors")),
     "pickle that runs code": ("evil.pt", _malicious_pickle),
     "text file named .bin": ("e.bin", lambda p: p.write_text("hello, this is not an embedding\n")),
@@ -69,8 +75,26 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize("name", list(BAD_EMBEDDINGS))
 def test_generate_refuses(name, bad_files, capsys, tmp_path):
     path = bad_files[name]
-    line = _one_line_error(capsys, ["generate", "--model", "tiny", "--embedding", str(path), "--prompt", "a <w> style",
-                                    "--steps", "1", "--seed", "0", "--device", "cpu", "--output", str(tmp_path / "out")])
+    line = _one_line_error(
+        capsys,
+        [
+            "generate",
+            "--model",
+            "tiny",
+            "--embedding",
+            str(path),
+            "--prompt",
+            "a <w> style",
+            "--steps",
+            "1",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
     assert path.name in line or "width" in line or "pickle" in line.lower()
     assert not (path.parent / SENTINEL_NAME).exists()
     assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
@@ -86,8 +110,19 @@ def test_convert_refuses(name, bad_files, capsys, tmp_path):
 
 def test_convert_accepts_a_width_that_only_the_model_rejects(bad_files, capsys, tmp_path):
     """A 768-wide file is a valid SD 1.x embedding: only generate, which has a model, refuses it."""
-    assert main(["convert", str(bad_files["wrong width (SD 1.x file for a 32-wide model)"]), "--to", "a1111",
-                 "--output", str(tmp_path / "out.pt")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(bad_files["wrong width (SD 1.x file for a 32-wide model)"]),
+                "--to",
+                "a1111",
+                "--output",
+                str(tmp_path / "out.pt"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "out.pt").is_file()
 
 

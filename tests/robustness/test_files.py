@@ -42,8 +42,18 @@ def test_read_only_folder_is_one_line(tmp_path):
     )
     # Root ignores folder permissions: drop the capabilities that let it, as a normal user has none.
     proc = subprocess.run(
-        ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
-         sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            "setpriv",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "permission denied" in proc.stdout and proc.stdout.count("\n") == 1
@@ -52,8 +62,12 @@ def test_read_only_folder_is_one_line(tmp_path):
 
 def test_stale_cleanup_touches_only_our_dead_temporaries(tmp_path):
     """A user's own dotfiles and files in sub-folders survive; a live writer's temporary too."""
-    user_files = [tmp_path / ".notes.tmp", tmp_path / "sub" / "deeper" / ".draft.txt.tmp",
-                  tmp_path / ".x.99999999.abcdefgh.tmp", tmp_path / "sub" / ".a.1.abcdefgh.styleprompt-tmp"]
+    user_files = [
+        tmp_path / ".notes.tmp",
+        tmp_path / "sub" / "deeper" / ".draft.txt.tmp",
+        tmp_path / ".x.99999999.abcdefgh.tmp",
+        tmp_path / "sub" / ".a.1.abcdefgh.styleprompt-tmp",
+    ]
     for path in user_files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine")
@@ -77,8 +91,20 @@ def test_training_keeps_the_users_files_in_its_output(tmp_path, artworks_dir):
     for path in mine:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("mine")
-    train(TrainConfig(images=str(artworks_dir), model="tiny", token="<s1>", output=str(out), steps=1, grad_accum=1,
-                      preview_every=0, save_every=0, checkpoint_every=0, device="cpu"))
+    train(
+        TrainConfig(
+            images=str(artworks_dir),
+            model="tiny",
+            token="<s1>",
+            output=str(out),
+            steps=1,
+            grad_accum=1,
+            preview_every=0,
+            save_every=0,
+            checkpoint_every=0,
+            device="cpu",
+        )
+    )
     assert all(p.read_text() == "mine" for p in mine)
 
 
@@ -93,6 +119,8 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
         "b = save_image(Image.new('RGB', (4, 4)), sys.argv[1] + '/b.png')\n"
         "print(oct(os.stat(a).st_mode & 0o777), oct(os.stat(b).st_mode & 0o777))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [oct(mode), oct(mode)]

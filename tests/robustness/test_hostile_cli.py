@@ -59,13 +59,34 @@ def test_read_only_output_folder_refused_before_loading(tmp_path):
         readonly = work / "ro"
         readonly.mkdir()
         os.chmod(readonly, 0o555)
-        argv = ["generate", "--model", "tiny", "--embedding", str(work / "token.safetensors"), "--prompt", "a <t>",
-                "--steps", "1", "--output", str(readonly / "gen"), "--device", "cpu"]
+        argv = [
+            "generate",
+            "--model",
+            "tiny",
+            "--embedding",
+            str(work / "token.safetensors"),
+            "--prompt",
+            "a <t>",
+            "--steps",
+            "1",
+            "--output",
+            str(readonly / "gen"),
+            "--device",
+            "cpu",
+        ]
         drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-        code = "import sys; from styleprompt.cli import main; import styleprompt.models as m\n" \
-               "m.load_pipeline = lambda *a, **k: sys.exit('loaded a model first')\nsys.exit(main(sys.argv[1:]))"
-        proc = subprocess.run([*(drop if os.geteuid() == 0 else []), sys.executable, "-c", code, *argv], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        code = (
+            "import sys; from styleprompt.cli import main; import styleprompt.models as m\n"
+            "m.load_pipeline = lambda *a, **k: sys.exit('loaded a model first')\nsys.exit(main(sys.argv[1:]))"
+        )
+        proc = subprocess.run(
+            [*(drop if os.geteuid() == 0 else []), sys.executable, "-c", code, *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
         assert "permission denied" in errors[0] and str(readonly) in errors[0]
@@ -84,9 +105,20 @@ def test_generate_keeps_painted_images_when_the_folder_fails(tmp_path):
     from styleprompt.generate import Generated, save_generated
 
     (tmp_path / "file.txt").write_text("the user's notes\n")
-    params = {"prompt": "p", "negative_prompt": "", "steps": 1, "scheduler": "ddim", "guidance": 7.5, "width": 8,
-              "height": 8, "model": "tiny", "mode": "txt2img"}
-    items = [Generated(image=Image.new("RGB", (8, 8), (i, 0, 0)), params=dict(params, seed=i), seed=i) for i in range(2)]
+    params = {
+        "prompt": "p",
+        "negative_prompt": "",
+        "steps": 1,
+        "scheduler": "ddim",
+        "guidance": 7.5,
+        "width": 8,
+        "height": 8,
+        "model": "tiny",
+        "mode": "txt2img",
+    }
+    items = [
+        Generated(image=Image.new("RGB", (8, 8), (i, 0, 0)), params=dict(params, seed=i), seed=i) for i in range(2)
+    ]
     with pytest.raises(UserError) as info:
         save_generated(items, tmp_path / "file.txt" / "sub")
     message = str(info.value)

@@ -25,10 +25,35 @@ KILL_SEED = int(os.environ.get("STYLEPROMPT_KILL_SEED", "0"))
 
 def train_cmd(images: Path, out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, str(ROOT / "train_style_token.py"), "--model", "tiny", "--images", str(images),
-        "--token", "<k>", "--vectors", "2", "--steps", str(STEPS), "--grad-accum", "2", "--lr", "2e-2",
-        "--checkpoint-every", str(EVERY), "--save-every", "1", "--preview-every", "0", "--device", "cpu",
-        "--seed", "3", "--output", str(out), *extra,
+        sys.executable,
+        str(ROOT / "train_style_token.py"),
+        "--model",
+        "tiny",
+        "--images",
+        str(images),
+        "--token",
+        "<k>",
+        "--vectors",
+        "2",
+        "--steps",
+        str(STEPS),
+        "--grad-accum",
+        "2",
+        "--lr",
+        "2e-2",
+        "--checkpoint-every",
+        str(EVERY),
+        "--save-every",
+        "1",
+        "--preview-every",
+        "0",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--output",
+        str(out),
+        *extra,
     ]
 
 
@@ -63,7 +88,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     lost = reached - max((int(p.name.split("-")[1]) for p in checkpoints), default=0)
     assert lost <= EVERY, f"killed at step {reached}, newest checkpoint loses {lost} steps ({where})"
 
-    resumed = subprocess.run(train_cmd(images, killed, "--resume", "latest"), capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        train_cmd(images, killed, "--resume", "latest"), capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     final = load_file(killed / "learned_embeds.safetensors")["<k>"]
     expected = load_file(straight / "learned_embeds.safetensors")["<k>"]
