@@ -26,7 +26,7 @@ def claim_run_folder(
     """
     root = Path(folder).expanduser()
     if root.exists() and not root.is_dir():
-        raise UserError(f"--output {root} is a file; give a folder for the run")
+        raise UserError(f"--output {root} is a file, not a folder; give a folder for the run")
     entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
     if not entries or resume:
         return root
