@@ -90,11 +90,9 @@ def _horizon(c: _Canvas, img: Image.Image, kind: str) -> int:
 
 
 def _paste_rotated(img: Image.Image, layer: Image.Image, angle: float) -> None:
-    img.paste(
-        layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2)),
-        (0, 0),
-        layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2)),
-    )
+    """Paste an RGBA layer turned by `angle` degrees; its own alpha is the mask (rotated once)."""
+    turned = layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(img.width / 2, img.height / 2))
+    img.paste(turned, (0, 0), turned)
 
 
 def _layer(c: _Canvas) -> tuple[Image.Image, ImageDraw.ImageDraw]:
