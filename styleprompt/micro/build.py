@@ -285,13 +285,27 @@ def ema_decay(step: int, max_decay: float = 0.999) -> float:
     return min(max_decay, 1 - (1 + step) ** (-2 / 3))
 
 
+def unet_lr(step: int, steps: int, lr: float) -> float:
+    """Warm up, hold, then a cosine down to a tenth over the second half.
+
+    Holding for the first half means a build asked for more steps later (resumed from a checkpoint of a
+    shorter build) has seen the same rates so far as one run straight to the new total.
+    """
+    warm = min(1.0, step / 200)
+    half = steps / 2
+    if step <= half:
+        return lr * warm
+    return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - half) / half)))
+
+
 def stage_unet(
     out: Path, steps: int, batch: int, lr: float, seed: int, checkpoint_every: int, max_minutes: float | None = None
 ) -> bool:
     """Train text encoder + UNet; returns True when `steps` are done (False: stopped by the time limit)."""
     from diffusers import DDPMScheduler
 
-    if (out / "unet_done.json").is_file():
+    done_file = out / "unet_done.json"
+    if done_file.is_file() and json.loads(done_file.read_text()).get("steps", 0) >= steps:
         return True
     latents = load_file(str(out / "latents.safetensors"))
     from diffusers import AutoencoderKL
@@ -344,7 +358,7 @@ def stage_unet(
             noisy = noise_scheduler.add_noise(z, noise, t)
             pred = unet(noisy, t, text_encoder(ids)[0]).sample
             loss = F.mse_loss(pred, noise)
-            current_lr = lr * min(1.0, step / 200)
+            current_lr = unet_lr(step, steps, lr)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
             loss.backward()
