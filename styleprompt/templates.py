@@ -107,8 +107,13 @@ class PromptSampler:
         With a caption, `{class}` names what the picture shows (the caption) rather than a random
         class: a prompt that contradicts the picture ("a <S> style of a boat" on a house) makes
         the token absorb the picture's content to explain it, which is what a style must not do.
+        For the same reason a captioned picture never gets a template that leaves its content
+        unnamed ("a painting in the style of <S>"), as in A1111's style_filewords templates.
         """
-        pool = self.templates + (FILEWORDS_TEMPLATES if filewords else [])
+        if filewords:  # every prompt names the content, as A1111's style_filewords templates do
+            pool = [t for t in self.templates if "{class}" in t] + FILEWORDS_TEMPLATES
+        else:
+            pool = self.templates
         template = pool[int(torch.randint(len(pool), (1,), generator=generator))]
         cls = self.classes[int(torch.randint(len(self.classes), (1,), generator=generator))]
         return fill(template, token, filewords or cls, filewords)

@@ -53,9 +53,12 @@ def test_prompt_templates():
     assert fill("a {token} style of a {class}", "<s>", "lighthouse") == "a <s> style of a lighthouse"
     sampler = PromptSampler("style")
     g = torch.Generator().manual_seed(0)
-    prompts = {sampler.sample(g, "<s>", "a barn") for _ in range(200)}
-    assert all("<s>" in p for p in prompts)
-    assert any("a barn" in p for p in prompts) and any("painting in the style of <s>" in p for p in prompts)
+    captioned = {sampler.sample(g, "<s>", "a barn") for _ in range(200)}
+    assert all("<s>" in p for p in captioned)
+    assert all("barn" in p for p in captioned)  # a caption is always named: the token must not explain content
+    assert len(captioned) >= 5  # drawn from the family, not one fixed prompt
+    plain = {sampler.sample(g, "<s>") for _ in range(200)}
+    assert all("<s>" in p for p in plain) and any("painting in the style of <s>" in p for p in plain)
 
 
 def test_family_and_dtype():
