@@ -4,7 +4,8 @@ Where the defaults come from (README "Training defaults" repeats this):
 - lr 5e-3, constant: AUTOMATIC1111's textual-inversion default (0.005), which works for styles
   with a few vectors; diffusers' example uses 5e-4 x grad_accum x batch (= 2e-3 here) with --scale-lr.
 - vectors 4: styles carry more than one word's worth of information; A1111 and the textual
-  inversion paper's follow-ups use 4-8 vectors for styles and 1-2 for objects.
+  inversion paper's follow-ups use 4-8 vectors for styles and 1-2 for objects. On the micro
+  model 1 (`models.default_vectors`: its small text encoder lets 4 drown the class word).
 - steps 2000 with grad_accum 4, batch 1: diffusers' example style recipe runs 3000 steps of
   grad_accum 4; styles converge earlier (use `styleprompt pick` on the saved steps).
 - init word "painting": the style-templates start every token near "painting".
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from styleprompt.models import DEFAULT_MODEL
+from styleprompt.models import DEFAULT_MODEL, default_vectors
 from styleprompt.templates import DEFAULT_PREVIEW_PROMPT
 
 
@@ -26,7 +27,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     output: str = "outputs/style-token"
     init_word: str = "painting"
-    vectors: int = 4
+    vectors: int = None  # type: ignore[assignment]  # None: the model's own (4; 1 for micro), set below
     steps: int = 2000
     resolution: int | None = None  # None: the model's native size (512 on SD 1.5)
     batch_size: int = 1
@@ -56,6 +57,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Intervals left unset scale down with a short run, so a 30-step smoke test still leaves
         embeddings/ and checkpoints/ for `pick` and `--resume` (250/500 would leave neither)."""
+        if self.vectors is None:
+            self.vectors = default_vectors(self.model)
         if self.save_every is None:
             self.save_every = min(250, max(1, self.steps // 8))
         if self.checkpoint_every is None:

@@ -181,3 +181,17 @@ def test_bf16_mixed_precision_keeps_the_embedding_fp32(artworks_dir, tmp_path):
     # Saving casts to fp32 anyway; what shows the rows were *trained* in fp32 is that they start as
     # bf16 values (copied from the bf16 table) and end off bf16's grid: bf16 rows would stay on it.
     assert not torch.equal(saved, saved.to(torch.bfloat16).float())
+
+
+def test_vectors_default_to_the_models_own_count():
+    import argparse
+
+    from styleprompt.commands.train import add_arguments, config_from_args
+
+    assert TrainConfig(images="x").vectors == 4  # SD's style recipe
+    assert TrainConfig(images="x", model="micro").vectors == 1  # micro's 2-layer text encoder (docs/micro.md)
+    assert TrainConfig(images="x", model="micro", vectors=3).vectors == 3  # a given count is kept
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(["--images", "x", "--model", "micro"])).vectors == 1
+    assert config_from_args(parser.parse_args(["--images", "x"])).vectors == 4

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=d.output, help="run folder (default: %(default)s)")
     parser.add_argument("--init-word", default=d.init_word, help="word the token starts from (default: %(default)s)")
     parser.add_argument(
-        "--vectors", type=int, default=d.vectors, help="embedding vectors per token (default: %(default)s)"
+        "--vectors", type=int, default=None, help="embedding vectors per token (default: 4; 1 on --model micro)"
     )
     parser.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
     parser.add_argument(
