@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--checkpoint-every", type=int, default=100)
     b.add_argument("--classifier-steps", type=int, default=600)
+    b.add_argument("--decoder-steps", type=int, default=800, help="decoder sharpening steps (encoder frozen)")
     b.add_argument("--max-minutes", type=float, default=None, help="stop the UNet stage after this long (resume later)")
     b.add_argument(
         "--install", action="store_true", help="also write the model into the package (styleprompt/micro/model)"
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 classifier_steps=args.classifier_steps,
                 install=args.install,
                 max_minutes=args.max_minutes,
+                decoder_steps=args.decoder_steps,
             )
         else:
             build.export_pipeline(Path(args.output), MODEL_DIR if args.install else Path(args.output) / "model")

@@ -210,6 +210,57 @@ def stage_latents(out: Path) -> None:
     tmp.replace(path)
 
 
+def stage_decoder(out: Path, steps: int, batch: int, seed: int) -> None:
+    """Sharpen the decoder with the encoder frozen: the latent space the UNet learns stays the same.
+
+    Why: after the VAE stage the reconstructions still blur the painted textures (the style
+    judge's retrieval@1 on them was 0.69 against 1.0 on the originals); more decoder training,
+    with the image-gradient term weighted up, recovers texture without moving any latent:
+    measured on 90 fresh world pictures in 15 styles, retrieval@1 on round trips rose from 0.68
+    to 0.88 with 800 steps (docs/micro.md).
+    """
+    folder = out / "vae-decoder"
+    if (folder / "config.json").is_file():
+        return
+    from diffusers import AutoencoderKL
+
+    images, _, _ = load_data(out)
+    latents = load_file(str(out / "latents.safetensors"))
+    half = len(images)  # latents hold the plain pictures, then the mirrored ones
+    vae = AutoencoderKL.from_pretrained(str(out / "vae"))
+    vae.requires_grad_(False)
+    trainable = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in trainable:
+        p.requires_grad_(True)
+    vae.decoder.train()
+    optimizer = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed + 1)
+    bar = _tqdm(total=steps, desc="decoder")
+    for step in range(1, steps + 1):
+        if step % 50 == 1:
+            arch.set_threads()
+        idx = torch.randint(len(latents["means"]), (batch,), generator=generator)
+        z = latents["means"][idx] + latents["stds"][idx] * torch.randn(latents["means"][idx].shape, generator=generator)
+        x = to_model_input(images[idx % half])
+        mirrored = idx >= half
+        x[mirrored] = x[mirrored].flip(-1)
+        recon = vae.decode(z).sample
+        edges = F.l1_loss(recon.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(recon.diff(dim=-2), x.diff(dim=-2))
+        loss = F.l1_loss(recon, x) + 2.0 * edges
+        for group in optimizer.param_groups:
+            group["lr"] = 5e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    bar.close()
+    tmp = folder.with_name("vae-decoder.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.eval().save_pretrained(str(tmp))
+    tmp.replace(folder)
+
+
 # -- stage 5: text encoder + UNet ------------------------------------------------------------------------------
 
 
@@ -398,7 +449,7 @@ def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None
     unet = arch.build_unet()
     text_encoder.load_state_dict(load_file(str(ckpt / "text_encoder.ema.safetensors")))
     unet.load_state_dict(load_file(str(ckpt / "unet.ema.safetensors")))
-    vae = AutoencoderKL.from_pretrained(str(out / "vae"))
+    vae = AutoencoderKL.from_pretrained(str(out / ("vae-decoder" if (out / "vae-decoder").is_dir() else "vae")))
     pipe = arch.assemble(vae.eval(), text_encoder.eval(), tokenizer, unet.eval())
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -486,6 +537,7 @@ def build(
     classifier_steps: int = 600,
     install: bool = False,
     max_minutes: float | None = None,
+    decoder_steps: int = 800,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     folder = style_folder(styles)
@@ -499,6 +551,7 @@ def build(
                 "lr": lr,
                 "seed": seed,
                 "classifier_steps": classifier_steps,
+                "decoder_steps": decoder_steps,
             },
             indent=1,
         )
@@ -509,6 +562,7 @@ def build(
         ("gallery", lambda: stage_gallery(folder)),
         ("vae", lambda: stage_vae(out, vae_steps, 32, seed)),
         ("latents", lambda: stage_latents(out)),
+        ("decoder", lambda: stage_decoder(out, decoder_steps, 32, seed)),
     ]:
         t0 = time.time()
         stage()
