@@ -4,7 +4,8 @@
     python bench/micro_ti.py --quick          # fewer seeds and steps, for a look (not for docs)
 
 0. Ceilings: the style judge (Ghiasi style predictor, nearest of the 19 paintings) and the class
-   judge on the world renderer's own fresh pictures at the model's resolution.
+   judge on the world renderer's own fresh pictures at the model's resolution; and the style
+   judge on the same pictures after a round trip through the model's VAE.
 a. The base model knows its world: every trained style word x 8 classes x 4 seeds.
 b. A token learns a known style: the project's trainer with its defaults (init word "painting")
    on 8 renderer pictures over 4 classes, then "a <tok> style of a {class}" for 6 other classes
@@ -66,7 +67,20 @@ def retrieval(judge: StyleJudge, vectors: torch.Tensor, painting: str) -> tuple[
     return float((ranks <= 1).float().mean()), float((ranks <= 3).float().mean())
 
 
-def ceilings(judge: StyleJudge, own: StyleJudge, class_judge, per_class: int) -> dict:
+def round_trip(vae, images: list) -> list:
+    """Each picture encoded to its latent mean and decoded: what the model's VAE can carry at best."""
+    from classic.images import pil_to_tensor, tensor_to_pil
+
+    out = []
+    for i in range(0, len(images), 64):
+        x = torch.cat([pil_to_tensor(img) for img in images[i : i + 64]]) * 2 - 1
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(x).latent_dist.mean).sample
+        out += [tensor_to_pil(((d + 1) / 2).clamp(0, 1)[None]) for d in decoded]
+    return out
+
+
+def ceilings(judge: StyleJudge, own: StyleJudge, class_judge, per_class: int, vae) -> dict:
     names = judge.names
     images, labels, classes = [], [], []
     for k, name in enumerate(names):
@@ -81,9 +95,12 @@ def ceilings(judge: StyleJudge, own: StyleJudge, class_judge, per_class: int) ->
     proto_hits = [judge.ranks(vectors[i : i + 1], labels[i]).item() == 1 for i in range(len(images))]
     own_hits = [own.ranks(vectors[i : i + 1], labels[i]).item() == 1 for i in range(len(images))]
     predicted = classify(images, class_judge)
+    trips = judge.vectors_of(round_trip(vae, images))
+    vae_hits = [judge.ranks(trips[i : i + 1], labels[i]).item() == 1 for i in range(len(images))]
     return {
         "pictures": len(images),
         "style_r1_world_prototypes": sum(proto_hits) / len(images),
+        "style_r1_vae_round_trip": sum(vae_hits) / len(images),
         "style_r1_painting_vectors": sum(own_hits) / len(images),
         "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(images),
     }
@@ -242,6 +259,9 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="folder for runs and pictures (default: a temporary folder)")
     parser.add_argument("--pictures", default="docs/pictures", help="where the picture grids go")
     parser.add_argument("--json", default=None, help="write every figure here as JSON")
+    parser.add_argument(
+        "--vae", default=None, help="AutoencoderKL folder for the round-trip ceiling (default: the micro model's)"
+    )
     args = parser.parse_args()
     from styleprompt.micro.arch import set_threads
 
@@ -258,11 +278,15 @@ def main() -> int:
     figures: dict = {"machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     t0 = time.perf_counter()
     if "0" in args.only:
-        figures["ceiling"] = ceilings(judge, own, class_judge, per_class=1 if args.quick else 2)
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(args.vae) if args.vae else load_pipeline("micro", device="cpu").pipe.vae
+        figures["ceiling"] = ceilings(judge, own, class_judge, per_class=1 if args.quick else 2, vae=vae)
         c = figures["ceiling"]
         print(
             f"0 ceiling   style r@1 {c['style_r1_world_prototypes']:.2f} (vs the paintings' own vectors "
-            f"{c['style_r1_painting_vectors']:.2f}), class accuracy {c['class_accuracy']:.2f}, {c['pictures']} renderer pictures",
+            f"{c['style_r1_painting_vectors']:.2f}; through the VAE {c['style_r1_vae_round_trip']:.2f}), "
+            f"class accuracy {c['class_accuracy']:.2f}, {c['pictures']} renderer pictures",
             flush=True,
         )
     if "a" in args.only:
