@@ -5,7 +5,9 @@ Where the defaults come from (README "Training defaults" repeats this):
   with a few vectors; diffusers' example uses 5e-4 x grad_accum x batch (= 2e-3 here) with --scale-lr.
 - vectors 4: styles carry more than one word's worth of information; A1111 and the textual
   inversion paper's follow-ups use 4-8 vectors for styles and 1-2 for objects. On the micro
-  model 1 (`models.default_vectors`: its small text encoder lets 4 drown the class word).
+  model 1 (`models.MODEL_TRAINING_DEFAULTS`: its small text encoder lets 4 drown the class word).
+- norm cap: none (A1111 and diffusers have none); on the micro model each vector is kept within
+  the longest word embedding's length (`models.MODEL_TRAINING_DEFAULTS` says why).
 - steps 2000 with grad_accum 4, batch 1: diffusers' example style recipe runs 3000 steps of
   grad_accum 4; styles converge earlier (use `styleprompt pick` on the saved steps).
 - init word "painting": the style-templates start every token near "painting".
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from styleprompt.models import DEFAULT_MODEL, default_vectors
+from styleprompt.models import DEFAULT_MODEL, training_default
 from styleprompt.templates import DEFAULT_PREVIEW_PROMPT
 
 
@@ -28,6 +30,9 @@ class TrainConfig:
     output: str = "outputs/style-token"
     init_word: str = "painting"
     vectors: int = None  # type: ignore[assignment]  # None: the model's own (4; 1 for micro), set below
+    # learned vectors stay within this x the longest word embedding's length (0: no cap; None: the
+    # model's own: 0, or 1.0 on micro)
+    norm_cap: float = None  # type: ignore[assignment]
     steps: int = 2000
     resolution: int | None = None  # None: the model's native size (512 on SD 1.5)
     batch_size: int = 1
@@ -58,7 +63,9 @@ class TrainConfig:
         """Intervals left unset scale down with a short run, so a 30-step smoke test still leaves
         embeddings/ and checkpoints/ for `pick` and `--resume` (250/500 would leave neither)."""
         if self.vectors is None:
-            self.vectors = default_vectors(self.model)
+            self.vectors = int(training_default(self.model, "vectors"))
+        if self.norm_cap is None:
+            self.norm_cap = training_default(self.model, "norm_cap")
         if self.save_every is None:
             self.save_every = min(250, max(1, self.steps // 8))
         if self.checkpoint_every is None:

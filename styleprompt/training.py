@@ -76,11 +76,27 @@ class LearnedTokens(nn.Module):
     table: nn.Embedding
     ids: torch.Tensor
 
-    def __init__(self, table: nn.Embedding, ids: list[int]):
+    def __init__(self, table: nn.Embedding, ids: list[int], norm_cap: float = 0.0):
         super().__init__()
         object.__setattr__(self, "table", table)
         self.register_buffer("ids", torch.tensor(ids, dtype=torch.long, device=table.weight.device), persistent=False)
         self.vectors = nn.Parameter(table.weight[ids].detach().float().clone())
+        # The longest of the model's own word embeddings, times the cap (0: no cap).
+        self.max_norm = float(table.weight.detach().float().norm(dim=-1).max()) * norm_cap
+
+    @torch.no_grad()
+    def cap_norms(self) -> None:
+        """Keep each learned vector no longer than the model's longest word embedding (x the cap).
+
+        Why: at A1111's lr 5e-3 a vector keeps growing long after its direction has settled. On
+        the micro model a starry token found the direction of the word "starry" (cosine 0.70)
+        at twice that word's length, and its pictures overshot the style (docs/micro.md). The cap
+        keeps a token within the range of lengths the text encoder was trained on.
+        """
+        if self.max_norm <= 0:
+            return
+        norms = self.vectors.norm(dim=-1, keepdim=True)
+        self.vectors.mul_(torch.clamp(self.max_norm / norms.clamp_min(1e-12), max=1.0))
 
     @property
     def weight(self) -> torch.Tensor:  # code that inspects the input embeddings sees the table
@@ -243,6 +259,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
         raise UserError(f"--lr must be a positive number (got {cfg.lr})")
     limits.check_range("--vectors", cfg.vectors, 1, limits.MAX_VECTORS, "a CLIP prompt holds 75 tokens")
+    if cfg.norm_cap < 0 or not math.isfinite(cfg.norm_cap):
+        raise UserError(f"--norm-cap must be 0 (no cap) or a positive number (got {cfg.norm_cap})")
     if cfg.resolution is not None and cfg.resolution != 0:
         limits.check_range(
             "--resolution",
@@ -305,7 +323,7 @@ class StyleTokenTrainer:
         for tokenizer, text_encoder in self.encoders:
             ids = add_placeholder_tokens(tokenizer, text_encoder, cfg.token, cfg.vectors, cfg.init_word)
             text_encoder.requires_grad_(False)
-            part = LearnedTokens(text_encoder.get_input_embeddings(), ids)
+            part = LearnedTokens(text_encoder.get_input_embeddings(), ids, cfg.norm_cap)
             text_encoder.set_input_embeddings(part)
             self.parts.append(part)
         for module in (pipe.unet, pipe.vae):
@@ -454,6 +472,8 @@ class StyleTokenTrainer:
             self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        for part in self.parts:
+            part.cap_norms()
         return total / self.cfg.grad_accum
 
     # -- outputs --------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_bf16_mixed_precision_keeps_the_embedding_fp32(artworks_dir, tmp_path):
     assert not torch.equal(saved, saved.to(torch.bfloat16).float())
 
 
-def test_vectors_default_to_the_models_own_count():
+def test_vectors_and_norm_cap_default_to_the_models_own():
     import argparse
 
     from styleprompt.commands.train import add_arguments, config_from_args
@@ -191,7 +191,24 @@ def test_vectors_default_to_the_models_own_count():
     assert TrainConfig(images="x").vectors == 4  # SD's style recipe
     assert TrainConfig(images="x", model="micro").vectors == 1  # micro's 2-layer text encoder (docs/micro.md)
     assert TrainConfig(images="x", model="micro", vectors=3).vectors == 3  # a given count is kept
+    assert TrainConfig(images="x").norm_cap == 0.0 and TrainConfig(images="x", model="micro").norm_cap == 1.0
+    assert TrainConfig(images="x", model="micro", norm_cap=0.0).norm_cap == 0.0
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert config_from_args(parser.parse_args(["--images", "x", "--model", "micro"])).vectors == 1
     assert config_from_args(parser.parse_args(["--images", "x"])).vectors == 4
+
+
+def test_norm_cap_keeps_learned_vectors_within_the_longest_word(artworks_dir, tmp_path):
+    """With a cap, no step leaves a vector longer than the model's longest word embedding (x the cap);
+    without one, the same run at a high lr grows past it, so the assertion can fail."""
+    loaded = load_pipeline("tiny", device="cpu")
+    longest = float(loaded.pipe.text_encoder.get_input_embeddings().weight.detach().norm(dim=-1).max())
+    norms = {}
+    for cap in (0.0, 0.5):
+        cfg = tiny_config(artworks_dir, tmp_path / f"run-{cap}", steps=6, lr=0.5, norm_cap=cap)
+        result = train(cfg, loaded=load_pipeline("tiny", device="cpu"))
+        vectors = load_file(str(result.embedding_path))[cfg.token]
+        norms[cap] = float(vectors.norm(dim=-1).max())
+    assert norms[0.5] <= 0.5 * longest * (1 + 1e-5)
+    assert norms[0.0] > 0.5 * longest  # uncapped, lr 0.5 carries it past the cap

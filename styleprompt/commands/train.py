@@ -20,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vectors", type=int, default=None, help="embedding vectors per token (default: 4; 1 on --model micro)"
     )
+    parser.add_argument(
+        "--norm-cap",
+        type=float,
+        default=None,
+        help="keep each learned vector within this multiple of the longest word embedding's length "
+        "(0: no cap; default: 0, and 1.0 on --model micro)",
+    )
     parser.add_argument("--steps", type=int, default=d.steps, help="optimizer steps (default: %(default)s)")
     parser.add_argument(
         "--resolution", type=int, default=None, help="training size in pixels (default: the model's own)"

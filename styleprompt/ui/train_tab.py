@@ -18,7 +18,7 @@ import gradio as gr
 from classic import limits
 from styleprompt.config import TrainConfig
 from styleprompt.errors import UserError
-from styleprompt.models import default_vectors
+from styleprompt.models import training_default
 from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
 from styleprompt.ui.common import (
     AppContext,
@@ -138,7 +138,7 @@ def build(ctx: AppContext) -> TrainTab:
                 init_word = gr.Textbox(value=_DEFAULTS.init_word, label="Initializer word", elem_id="train-init-word")
             with gr.Row():
                 vectors = gr.Number(
-                    value=default_vectors(s.model),
+                    value=int(training_default(s.model, "vectors")),
                     label="Vectors",
                     precision=0,
                     minimum=1,
