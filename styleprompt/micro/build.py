@@ -435,8 +435,19 @@ def stage_unet(
                     log.warning("unet: stopped at step %d by --max-minutes; run again to continue", step)
                     return False
     bar.close()
+    write_loss_plot(out)
     (out / "unet_done.json").write_text(json.dumps({"steps": steps}))
     return True
+
+
+def write_loss_plot(out: Path) -> Path:
+    """loss.png beside loss.csv (the model card's curve), with the trainer's own plot."""
+    from styleprompt.training import plot_loss
+
+    with (out / "loss.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    plot_loss(rows, out / "loss.png", "micro model: text encoder + UNet")
+    return out / "loss.png"
 
 
 def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None) -> Path:
