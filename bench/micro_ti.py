@@ -36,8 +36,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from classic.images import load_image
 from styleprompt import world
+from styleprompt.images import load_image
 from styleprompt.micro import HELD_OUT, STYLE_WORDS
 from styleprompt.micro.judges import StyleJudge, classify
 

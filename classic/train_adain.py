@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from classic.adain import ENCODER_LAYER, STYLE_LAYERS, blend_features, build_decoder, calc_mean_std, save_decoder
-from classic.errors import UserError
-from classic.files import atomic_path, write_text_atomic
-from classic.images import list_images, load_image, pil_to_tensor
 from classic.vgg import load_vgg19, read_state_dict
+from styleprompt.errors import UserError
+from styleprompt.files import atomic_path, write_text_atomic
+from styleprompt.images import list_images, load_image, pil_to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from classic.files import atomic_path
 from styleprompt.errors import UserError
+from styleprompt.files import atomic_path
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 

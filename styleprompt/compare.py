@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from PIL import Image
 
 from classic import limits
-from classic.files import check_output_folder, write_text_atomic
-from classic.images import load_image, resize_long_side, save_image
 from styleprompt import methods as style_methods
 from styleprompt.errors import UserError
+from styleprompt.files import check_output_folder, write_text_atomic
+from styleprompt.images import load_image, resize_long_side, save_image
 from styleprompt.measure import measure
 from styleprompt.methods import LocalNetworks, Request, Sources, StyleMethod, StyleResult, Stylizer, own_options
 from styleprompt.report import (

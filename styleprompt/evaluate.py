@@ -400,7 +400,7 @@ def _vgg_metrics(
     output: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image], vgg, device: str
 ) -> dict[str, float]:
     from classic.gatys import content_loss, gram_matrix, style_loss
-    from classic.images import pil_to_tensor
+    from styleprompt.images import pil_to_tensor
 
     out_img = _long_side(output.convert("RGB"), VGG_EVAL_SIZE)
     layers = list(STYLE_LAYERS) + ([CONTENT_LAYER] if content is not None else [])

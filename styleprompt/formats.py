@@ -33,8 +33,8 @@ from typing import cast
 
 import torch
 
-from classic.files import atomic_path
 from styleprompt.errors import UserError
+from styleprompt.files import atomic_path
 from styleprompt.models import family_of_width
 from styleprompt.tokens import save_diffusers_embedding, validate_token_name
 
@@ -461,7 +461,7 @@ def write_png_embedding(emb: Embedding, path: str | os.PathLike, image=None) -> 
     """Write `emb` into a PNG's `sd-ti-embedding` text chunk, as A1111 does on its previews."""
     from PIL import Image
 
-    from classic.images import save_image
+    from styleprompt.images import save_image
 
     if image is None:  # a quiet swatch whose colours come from the first vector
         v = emb.vectors[0]

@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from classic import limits
-from classic.images import load_image, resize_long_side, save_image
 from styleprompt.errors import UserError
 from styleprompt.formats import describe_family, read_embedding
+from styleprompt.images import load_image, resize_long_side, save_image
 from styleprompt.models import is_sdxl, native_resolution, text_encoders
 from styleprompt.tokens import check_not_a_word, embedding_width, file_sha256, token_names
 

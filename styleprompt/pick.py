@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from classic.files import atomic_path, write_text_atomic
 from styleprompt.errors import UserError
+from styleprompt.files import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,8 @@ def pick_checkpoint(
     """Score every saved embedding of a training run and name the one to use."""
     from tqdm.auto import tqdm
 
-    from classic.images import list_images, load_image
     from styleprompt.generate import load_embeddings
+    from styleprompt.images import list_images, load_image
     from styleprompt.models import LoadedModel, load_pipeline, text_copy
 
     say = progress or (lambda message, fraction: None)
@@ -343,7 +343,7 @@ def _slug(text: str) -> str:
 
 
 def _save(img: Image.Image, path: Path, text: dict[str, str]) -> Path:
-    from classic.images import save_image
+    from styleprompt.images import save_image
 
     return save_image(img, path, text=text)
 

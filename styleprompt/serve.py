@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from classic.images import IMAGE_SUFFIXES as CLASSIC_IMAGE_SUFFIXES
-from classic.images import list_images
 from styleprompt.errors import UserError
+from styleprompt.images import IMAGE_SUFFIXES as READABLE_SUFFIXES
+from styleprompt.images import list_images
 from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype, text_copy
 
-IMAGE_SUFFIXES = CLASSIC_IMAGE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
+IMAGE_SUFFIXES = READABLE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 

@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from classic.files import write_text_atomic
-from classic.images import load_image
 from styleprompt.compare import read_manifest
 from styleprompt.errors import UserError
+from styleprompt.files import write_text_atomic
+from styleprompt.images import load_image
 from styleprompt.report import fit_into, image_data_uri
 
 PAGE_NAME = "survey.html"

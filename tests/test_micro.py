@@ -48,7 +48,7 @@ def test_every_class_draws_something_distinct():
 
 
 def test_painted_world_is_deterministic(shared_data):
-    from classic.images import load_image
+    from styleprompt.images import load_image
 
     style = load_image(shared_data / "style" / "starry_night.jpg")
     a = world.make_pictures(style, ["fish"], 2, seed=0)
@@ -121,9 +121,9 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
     over the init word is the part of the claim the model already shows, and it fails if the
     token stops mattering (a gain of zero) or learns the wrong way.
     """
-    from classic.images import load_image
     from styleprompt.config import TrainConfig
     from styleprompt.generate import load_embeddings
+    from styleprompt.images import load_image
     from styleprompt.models import load_pipeline
     from styleprompt.training import train
 

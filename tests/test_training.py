@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from classic.files import is_temporary
 from styleprompt.checkpoints import list_checkpoints, load_checkpoint
 from styleprompt.config import TrainConfig
+from styleprompt.files import is_temporary
 from styleprompt.models import load_pipeline
 from styleprompt.tiny import build_tiny_pipeline
 from styleprompt.training import StyleTokenTrainer, TrainCallbacks, TrainingDiverged, train

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from classic.errors import UserError
 from classic.vgg import (
     ADAIN_INDEX,
     CONV_INDICES,
@@ -17,6 +16,7 @@ from classic.vgg import (
     load_vgg19,
     receptive_radius,
 )
+from styleprompt.errors import UserError
 
 # VGG-19's convolution widths, written out independently of classic.vgg.
 WIDTHS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]

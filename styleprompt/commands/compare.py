@@ -10,8 +10,8 @@ from styleprompt.models import DEFAULT_MODEL
 
 def image_paths(values: list[str], what: str) -> list[Path]:
     """Files as given; folders expanded to the images inside them (sorted)."""
-    from classic.images import list_images
     from styleprompt.errors import UserError
+    from styleprompt.images import list_images
 
     paths: list[Path] = []
     for value in values:

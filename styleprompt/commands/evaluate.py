@@ -59,8 +59,8 @@ def _table(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from classic.images import list_images, load_image
     from styleprompt.evaluate import evaluate_image
+    from styleprompt.images import list_images, load_image
 
     if args.vgg_weights and args.random_weights:
         raise UserError("give either --vgg-weights or --random-weights, not both")

@@ -85,7 +85,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from classic.files import check_output_folder
+    from styleprompt.files import check_output_folder
     from styleprompt.generate import GenerateConfig, check_config, generate, load_embeddings, reproduce, save_generated
     from styleprompt.models import load_pipeline, pick_device
 

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from classic.files import write_text_atomic
+    from styleprompt.files import write_text_atomic
     from styleprompt.survey import answer_files, read_key, tally
 
     result = tally(read_key(args.key), answer_files(args.answers))

@@ -130,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from classic import limits
-    from classic.files import check_output_file
-    from classic.images import load_image, save_image
     from classic.inputs import parse_weights
+    from styleprompt.files import check_output_file
+    from styleprompt.images import load_image, save_image
     from styleprompt.models import pick_device
 
     start = time.perf_counter()

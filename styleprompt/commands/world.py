@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print("styles:   " + ", ".join(f"{w} ({p or 'plain renderings'})" for w, p in info["styles"].items()))
             print("held out: " + ", ".join(info["held_out"]))
         return 0
-    from classic.images import load_image
     from styleprompt import world
+    from styleprompt.images import load_image
 
     if not args.output:
         raise UserError("world needs --output DIR (a new folder for the pictures), or --list")

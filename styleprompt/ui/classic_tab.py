@@ -112,7 +112,7 @@ def build(ctx: AppContext) -> None:
         decoder,
         request: gr.Request,
     ):
-        from classic.images import load_image, save_image
+        from styleprompt.images import load_image, save_image
 
         style_method = methods.get(method)
         if not content:

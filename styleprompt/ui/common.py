@@ -103,7 +103,7 @@ def image_input(**kwargs: Any) -> gr.Image:
     gradio_preprocess = component.preprocess
 
     def preprocess(payload: Any) -> Any:
-        from classic.images import load_image
+        from styleprompt.images import load_image
 
         path = getattr(payload, "path", None)
         if path:

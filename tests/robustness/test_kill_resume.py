@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from classic.files import is_temporary
+from styleprompt.files import is_temporary
 from tests.conftest import make_artworks
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,6 +3,8 @@
 Why: a user may kill a run at any moment (Ctrl-C, SIGKILL, a full disk). Writing to a temporary
 file in the same folder and renaming it over the target means a reader only ever sees the old
 file or the complete new one, never half of one.
+
+A leaf module: it imports only `styleprompt.errors`, so `classic` writes files the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from classic.errors import UserError
+from styleprompt.errors import UserError
 
 # Every temporary `atomic_path` makes is `.<target name>.<pid>.<random>.styleprompt-tmp`: a name no
 # other program writes, holding the writer's process id, so a cleanup can tell ours (and whether
