@@ -142,7 +142,20 @@ def build_tiny_tokenizer():
     return CLIPTokenizer(vocab=dict(vocab), merges=pairs, model_max_length=77)
 
 
-def build_tiny_text_encoder(vocab_size: int, hidden_size: int = TINY_TEXT_WIDTH, projection_dim: int | None = None):
+def build_tiny_text_encoder(
+    vocab_size: int,
+    hidden_size: int = TINY_TEXT_WIDTH,
+    projection_dim: int | None = None,
+    *,
+    max_positions: int = 77,
+    seed: int | None = TINY_SEED,
+):
+    """A two-layer CLIP text encoder (CLIP's layout, 4 heads) with random weights.
+
+    The tiny models and the micro model (`micro/arch.py`, 32 positions) share it. `seed=None`
+    draws the weights from torch's current random state instead of reseeding: the micro build
+    seeds once for its whole model, so its text encoder and UNet come from one stream.
+    """
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
@@ -154,12 +167,13 @@ def build_tiny_text_encoder(vocab_size: int, hidden_size: int = TINY_TEXT_WIDTH,
         num_attention_heads=4,
         num_hidden_layers=2,
         layer_norm_eps=1e-5,
-        max_position_embeddings=77,
+        max_position_embeddings=max_positions,
         vocab_size=vocab_size,
         projection_dim=projection_dim or hidden_size,
         hidden_act="gelu",
     )
-    torch.manual_seed(TINY_SEED)
+    if seed is not None:
+        torch.manual_seed(seed)
     if projection_dim is not None:
         return CLIPTextModelWithProjection(config).eval()
     return CLIPTextModel(config).eval()

@@ -102,6 +102,30 @@ def test_micro_loads_offline(monkeypatch):
         assert len(pipe.tokenizer.tokenize(word)) == 1, word
 
 
+@needs_model
+def test_text_encoder_builder_matches_the_shipped_model():
+    """micro/arch.py builds its text encoder with the tiny model's builder: the shipped weights
+    must still fit it exactly (same config), and give the shipped encoder's outputs."""
+    from safetensors.torch import load_file
+
+    from styleprompt.micro import MODEL_DIR, arch, load_micro_pipeline
+
+    pipe = load_micro_pipeline()
+    tokenizer = arch.build_tokenizer()
+    assert tokenizer.get_vocab() == pipe.tokenizer.get_vocab()
+    built = arch.build_text_encoder(len(tokenizer))
+    shipped = json.loads((MODEL_DIR / "text_encoder" / "config.json").read_text())
+    ignored = {"dtype", "transformers_version", "architectures"}
+    assert {k: v for k, v in built.config.to_dict().items() if k in shipped and k not in ignored} == {
+        k: v for k, v in shipped.items() if k not in ignored
+    }
+    weights = load_file(str(MODEL_DIR / "text_encoder" / "model.safetensors"))
+    built.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    ids = pipe.tokenizer(["a painting of a boat", "a boat"], padding="max_length", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(built.eval()(ids)[0], pipe.text_encoder(ids)[0])
+
+
 def _target_similarity(images, painting: str) -> torch.Tensor:
     """Cosine of each picture's Ghiasi style vector to the painting as the world paints it."""
     from styleprompt.micro.judges import StyleJudge

@@ -50,22 +50,11 @@ def build_tokenizer():
 
 
 def build_text_encoder(vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """The tiny model's two-layer CLIP text encoder at the micro model's width and prompt length;
+    its weights come from the caller's random state (the build seeds once, before it)."""
+    from styleprompt.tiny import build_tiny_text_encoder
 
-    config = CLIPTextConfig(
-        bos_token_id=vocab_size - 2,
-        eos_token_id=vocab_size - 1,
-        pad_token_id=vocab_size - 1,
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=TEXT_WIDTH * 2,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=MAX_TOKENS,
-        vocab_size=vocab_size,
-        projection_dim=TEXT_WIDTH,
-        hidden_act="gelu",
-    )
-    return CLIPTextModel(config)
+    return build_tiny_text_encoder(vocab_size, TEXT_WIDTH, max_positions=MAX_TOKENS, seed=None)
 
 
 def build_vae():
