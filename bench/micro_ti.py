@@ -69,7 +69,7 @@ def retrieval(judge: StyleJudge, vectors: torch.Tensor, painting: str) -> tuple[
 
 def round_trip(vae, images: list) -> list:
     """Each picture encoded to its latent mean and decoded: what the model's VAE can carry at best."""
-    from classic.images import pil_to_tensor, tensor_to_pil
+    from styleprompt.images import pil_to_tensor, tensor_to_pil
 
     out = []
     for i in range(0, len(images), 64):
