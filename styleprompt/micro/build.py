@@ -216,8 +216,8 @@ def stage_decoder(out: Path, steps: int, batch: int, seed: int) -> None:
     Why: after the VAE stage the reconstructions still blur the painted textures (the style
     judge's retrieval@1 on them was 0.69 against 1.0 on the originals); more decoder training,
     with the image-gradient term weighted up, recovers texture without moving any latent:
-    measured on 90 fresh world pictures in 15 styles, retrieval@1 on round trips rose from 0.68
-    to 0.88 with 800 steps (docs/micro.md).
+    measured on 532 fresh world pictures in the 19 styles, retrieval@1 on round trips rose from
+    0.68 to 0.80 with 800 steps (bench/micro_ti.py's ceiling 0, docs/micro.md).
     """
     folder = out / "vae-decoder"
     if (folder / "config.json").is_file():
