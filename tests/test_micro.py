@@ -135,9 +135,9 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
     of the same class and seed. Measured on the shipped model: 6 of 8 first (ranks 1,1,2,5,1,1,1,1,
     the same with 1 and 2 threads), init word 0 of 8 (ranks 16-17).
     """
-    from classic.images import load_image
     from styleprompt.config import TrainConfig
     from styleprompt.generate import load_embeddings
+    from styleprompt.images import load_image
     from styleprompt.micro.judges import StyleJudge
     from styleprompt.models import load_pipeline
     from styleprompt.training import train

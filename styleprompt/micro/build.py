@@ -53,7 +53,7 @@ def style_folder(path: str | Path | None = None) -> Path:
 
 
 def load_painting(folder: Path, name: str):
-    from classic.images import load_image
+    from styleprompt.images import load_image
 
     return load_image(folder / name)
 
