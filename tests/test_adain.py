@@ -140,6 +140,7 @@ def test_bad_style_weights_and_masks_are_refused():
         stylize(picture(1), [picture(2), picture(3)], mask=Image.new("L", (100, 20)), **kwargs)
 
 
+@pytest.mark.slow
 def test_decoder_training_checkpoints_resumes_and_loads(tmp_path):
     for folder, offset in (("content", 0), ("style", 10)):
         (tmp_path / folder).mkdir()

@@ -49,6 +49,7 @@ def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder=""):
     return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 4, 1, "no", 0]
 
 
+@pytest.mark.slow
 def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypatch):
     import dataclasses
 
@@ -358,6 +359,7 @@ def classic_args(content, styles, *, method="adain", random_weights=True, size=6
     ]
 
 
+@pytest.mark.slow
 def test_classic_adain_labels_random_weights_and_loads_its_networks_once(app, art):
     from PIL import Image
 

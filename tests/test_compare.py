@@ -61,6 +61,7 @@ def full_run(inputs, tmp_path_factory):
     return result, messages
 
 
+@pytest.mark.slow
 def test_every_file_and_every_method_row(full_run):
     result, _ = full_run
     for path in (result.grid, result.csv, result.md, result.html, result.manifest):
@@ -79,6 +80,7 @@ def test_every_file_and_every_method_row(full_run):
     assert 96 < grid.height < 2 * 96 + 80 and grid.width >= 7 * 96  # 1 row; content + 5 methods + style columns
 
 
+@pytest.mark.slow
 def test_outputs_are_images_with_their_parameters(full_run):
     result, _ = full_run
     manifest = read_manifest(result.output)
@@ -91,6 +93,7 @@ def test_outputs_are_images_with_their_parameters(full_run):
     assert adain.shape == content.shape and np.abs(adain - content).mean() > 5  # it did change the picture
 
 
+@pytest.mark.slow
 def test_metrics_carry_direction_and_weights(full_run):
     result, _ = full_run
     evaluated = [c for c in result.cells if c.ok and c.metrics]
@@ -109,6 +112,7 @@ def test_metrics_carry_direction_and_weights(full_run):
         assert list(result.rows[0])[8] == "style_similarity"  # the learned style metric leads the table
 
 
+@pytest.mark.slow
 def test_report_files_say_what_is_random_and_are_self_contained(full_run):
     result, _ = full_run
     md = result.md.read_text()
@@ -121,12 +125,14 @@ def test_report_files_say_what_is_random_and_are_self_contained(full_run):
     assert not re.search(r'src="(?!data:)', html)  # no file or network references
 
 
+@pytest.mark.slow
 def test_progress_reaches_the_end(full_run):
     _, messages = full_run
     fractions = [f for _, f in messages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(messages) > 10
 
 
+@pytest.mark.slow
 def test_a_class_per_content_image(inputs, tmp_path):
     result = run_compare(
         [inputs["content"], inputs["content"]],
@@ -261,6 +267,7 @@ def test_measure_sees_time_and_memory():
     assert torch_alloc.peak_mib > 200
 
 
+@pytest.mark.slow
 def test_cli_compare_writes_the_report(inputs, tmp_path, capsys):
     out = tmp_path / "cli"
     code = cli.main(

@@ -80,6 +80,7 @@ def test_tiny_pipeline_is_deterministic():
     assert a.tokenizer.tokenize("painting") == ["painting</w>"]
 
 
+@pytest.mark.slow
 def test_tiny_model_is_identical_across_processes():
     """Tokenizer merges, hence token ids, must not depend on the process (hash seeds, threads)."""
     import subprocess

@@ -236,6 +236,7 @@ def test_clip_scores_with_a_tiny_random_clip(tiny_clip):
 # -- the command --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_command_prints_one_json_object(tmp_path):
     out, content = tmp_path / "out.png", tmp_path / "content.png"
     noisy(photo(), 10).save(out)

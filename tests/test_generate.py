@@ -97,6 +97,7 @@ def test_a_width_that_does_not_fit_names_both_families(token_files):
     assert "<x>" not in model.pipe.tokenizer.get_vocab()  # nothing half-loaded
 
 
+@pytest.mark.slow
 def test_classes_counts_seeds_and_recorded_parameters(loaded, token_files):
     cfg = GenerateConfig(
         prompt="a {token} style of a {class}", classes=["lighthouse", "city"], count=2, seed=5, **SMALL
@@ -178,6 +179,7 @@ def _vae_reconstruction(pipe, img: Image.Image) -> np.ndarray:
     return ((decoded[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int16)
 
 
+@pytest.mark.slow
 def test_image_to_image_strength_bounds(loaded):
     a, b = _content(), _content(inverted=True)
     size = dict(steps=4, width=64, height=48)

@@ -182,6 +182,7 @@ def test_masked_two_styles_tile_exactly_and_follow_the_mask(nets, images):
 # -- the paper's controls ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_alpha_zero_keeps_the_contents_own_style(images):
     content = resize_long_side(images["content"], 256)
     out = stylize(content, [images["starry"]], alpha=0.0, show_progress=False)
@@ -251,6 +252,7 @@ def all_pairs(nets, shared_data):
     return torch.stack(out_vecs), torch.cat(content_vecs), style_vecs
 
 
+@pytest.mark.slow
 def test_every_output_is_closer_to_its_painting_than_the_content_was(all_pairs):
     outs, contents, styles = all_pairs
     assert outs.shape[:2] == (10, 19)  # 10 photos x 19 paintings = 190 pairs
@@ -261,6 +263,7 @@ def test_every_output_is_closer_to_its_painting_than_the_content_was(all_pairs):
     assert int(closer.sum()) >= 180, int(closer.sum())
 
 
+@pytest.mark.slow
 def test_intended_painting_is_the_nearest_in_95_percent_of_pairs(all_pairs):
     outs, _, styles = all_pairs
     sims = F.cosine_similarity(outs[:, :, None], styles[None, None], dim=-1)  # [content, output style, gallery]
@@ -295,6 +298,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "styleprompt.cli", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_missing_models_and_non_image_style_are_one_line_errors(tmp_path, shared_data):
     content = str(shared_data / "content" / "tubingen.jpg")
     result = _cli(
@@ -332,6 +336,7 @@ def test_cli_missing_models_and_non_image_style_are_one_line_errors(tmp_path, sh
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_writes_every_pair_and_the_metric_finds_the_style(tmp_path, shared_data):
     art = make_artwork(tmp_path / "stripes.png", seed=3, size=(96, 80))
     photo_a, photo_b = shared_data / "content" / "tubingen.jpg", shared_data / "content" / "chicago.jpg"

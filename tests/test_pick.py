@@ -71,12 +71,14 @@ def test_leak_proxy_is_low_when_every_subject_gives_the_same_picture():
     assert varied > 0.5 > leaked
 
 
+@pytest.mark.slow
 def test_lists_the_intermediate_embeddings(tiny_run):
     found = run_embeddings(tiny_run)
     assert [step for step, _ in found] == [2, 4, 6]  # the final file is step 6, already listed
     assert all(path.parent.name == "embeddings" for _, path in found)
 
 
+@pytest.mark.slow
 def test_pick_scores_every_checkpoint_and_writes_the_plot(tiny_run, tmp_path):
     result = pick_checkpoint(
         tiny_run,
@@ -115,6 +117,7 @@ def copy_run(run: Path, dest: Path, steps: list[int], **config_changes) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_cli_pick_names_the_recommended_file(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path / "run", [6])  # one checkpoint keeps the CLI check quick
     code = cli.main(["pick", "--run", str(run), "--class", "tree", "cat", "--steps", "2", "--device", "cpu"])
@@ -125,6 +128,7 @@ def test_cli_pick_names_the_recommended_file(tiny_run, tmp_path, capsys):
     assert (run / "pick" / "pick.png").is_file() and (run / "pick" / "pick.json").is_file()
 
 
+@pytest.mark.slow
 def test_errors_are_one_line(tiny_run, tmp_path, capsys):
     empty = tmp_path / "empty-run"
     empty.mkdir()

@@ -60,6 +60,7 @@ def test_tiny_sdxl_is_deterministic_with_two_widths():
     assert load_pipeline("tiny-sdxl", device="cpu").family == "sdxl"
 
 
+@pytest.mark.slow
 def test_both_encoders_learn_only_their_placeholder_rows(trained):
     result, _ = trained
     pipe, fresh = result.loaded.pipe, build_tiny_sdxl_pipeline()
@@ -75,6 +76,7 @@ def test_both_encoders_learn_only_their_placeholder_rows(trained):
         assert (learned - init).abs().max() > 1e-3  # this encoder's rows did learn
 
 
+@pytest.mark.slow
 def test_run_folder_holds_the_a1111_file_and_diffusers_pair(trained):
     result, _ = trained
     out = result.output_dir
@@ -92,6 +94,7 @@ def test_run_folder_holds_the_a1111_file_and_diffusers_pair(trained):
     assert torch.equal(rows.detach(), single["clip_g"])
 
 
+@pytest.mark.slow
 def test_diffusers_two_call_load_encodes_prompts_like_the_trained_model(trained):
     result, _ = trained
     state = load_file(result.output_dir / "learned_embeds.safetensors")
@@ -110,6 +113,7 @@ def test_diffusers_two_call_load_encodes_prompts_like_the_trained_model(trained)
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_micro_conditioning_reaches_the_unet(trained, tmp_path):
     _, art = trained
     trainer = StyleTokenTrainer(xl_config(art, tmp_path / "run", batch_size=2))
@@ -132,6 +136,7 @@ def test_micro_conditioning_reaches_the_unet(trained, tmp_path):
     assert trainer.original_sizes[0] == (160, 128)  # the artworks' own size, not the training crop's
 
 
+@pytest.mark.slow
 def test_sdxl_resume_matches_an_uninterrupted_run(trained, tmp_path):
     _, art = trained
     cfg = dict(steps=2, checkpoint_every=1, checkpoints_total_limit=5)
@@ -150,6 +155,7 @@ def test_sdxl_resume_matches_an_uninterrupted_run(trained, tmp_path):
         torch.testing.assert_close(a[key], b[key])
 
 
+@pytest.mark.slow
 def test_sdxl_tokens_paint_text_and_image_to_image(trained):
     result, _ = trained
     model = load_pipeline("tiny-sdxl", device="cpu")
@@ -179,6 +185,7 @@ def test_sdxl_tokens_paint_text_and_image_to_image(trained):
     assert np.abs(np.asarray(text.image, dtype=np.int16) - np.asarray(plain.image, dtype=np.int16)).max() > 0
 
 
+@pytest.mark.slow
 def test_bf16_training_with_previews(trained, tmp_path):
     """Previews sample through the plain tables: the fp32 learned rows must not set the pipeline's dtype."""
     _, art = trained

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from classic.adain import load_decoder, transfer
@@ -44,6 +45,7 @@ def adain_pair(layout: str):
     return vgg, load_decoder(random_weights=True)
 
 
+@pytest.mark.slow
 def test_tiled_adain_agrees_with_untiled_for_both_layouts():
     content = torch.rand(1, 3, 141, 187)  # not multiples of 8: padding and cropping are exercised
     styles = [torch.rand(1, 3, 48, 40), torch.rand(1, 3, 32, 32)]
@@ -61,6 +63,7 @@ def test_tiled_adain_agrees_with_untiled_for_both_layouts():
             assert (masked_tiled - masked_whole).abs().max() < ADAIN_TOLERANCE
 
 
+@pytest.mark.slow
 def test_tiled_gatys_gradient_equals_the_whole_image_gradient():
     # float64: in float32 the two summation orders differ by rounding (1e-3 relative at pixels
     # where large terms cancel); in float64 any real difference would show above 1e-10.

@@ -100,6 +100,7 @@ def test_unknown_model_name_and_missing_path(capsys, artworks_dir, tmp_path):
         assert_one_line_error(code, err, needle)
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume(capsys, artworks_dir, tmp_path):
     args = ["train", "--images", str(artworks_dir), "--output", str(tmp_path / "o"), "--checkpoint-every", "1", *FAST]
     assert run_cli(capsys, *args)[0] == 0
@@ -109,6 +110,7 @@ def test_existing_run_needs_resume(capsys, artworks_dir, tmp_path):
     assert code == 0 and "step 3" in out
 
 
+@pytest.mark.slow
 def test_a_non_empty_output_needs_resume_or_overwrite(capsys, artworks_dir, tmp_path):
     out = tmp_path / "o"
     args = ["train", "--images", str(artworks_dir), "--output", str(out), *FAST, "--save-every", "1"]

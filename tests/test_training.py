@@ -35,6 +35,7 @@ def tiny_config(images: Path, output: Path, **overrides) -> TrainConfig:
     return replace(base, **overrides)
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_fixed_batch(artworks_dir, tmp_path):
     trainer = StyleTokenTrainer(tiny_config(artworks_dir, tmp_path / "run", lr=5e-2, batch_size=2))
     torch.manual_seed(0)
@@ -51,6 +52,7 @@ def test_loss_falls_on_a_fixed_batch(artworks_dir, tmp_path):
     assert after < before - 1e-3, (before, after)  # deterministic batch: any fall is learning
 
 
+@pytest.mark.slow
 def test_only_placeholder_rows_change(artworks_dir, tmp_path):
     result = train(tiny_config(artworks_dir, tmp_path / "run", steps=5, lr=5e-2))
     pipe = result.loaded.pipe
@@ -67,6 +69,7 @@ def test_only_placeholder_rows_change(artworks_dir, tmp_path):
         assert torch.equal(param, fresh.unet.state_dict()[name]), name
 
 
+@pytest.mark.slow
 def test_saved_file_loads_in_plain_diffusers_and_changes_the_image(artworks_dir, tmp_path):
     result = train(tiny_config(artworks_dir, tmp_path / "run", steps=6, lr=5e-2))
     saved = load_file(result.embedding_path)
@@ -100,6 +103,7 @@ def test_saved_file_loads_in_plain_diffusers_and_changes_the_image(artworks_dir,
     assert pipe.maybe_convert_prompt("a <s1> style", pipe.tokenizer) == "a <s1> <s1>_1 style"
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint(artworks_dir, tmp_path):
     cfg = dict(steps=6, checkpoint_every=3, checkpoints_total_limit=5, lr=2e-2, lr_scheduler="linear", grad_accum=2)
     straight = train(tiny_config(artworks_dir, tmp_path / "straight", **cfg))
@@ -128,6 +132,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(artworks_dir, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
+@pytest.mark.slow
 def test_outputs_of_a_run(artworks_dir, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(artworks_dir, out, steps=4, save_every=2, preview_every=2, checkpoint_every=2))

@@ -41,6 +41,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)  # a served app and a real browser: never in the quick loop
 
 
 def _answers(url: str) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -184,3 +185,13 @@ def build(folder: Path) -> dict[str, Path]:
         entry.make(path)
         paths[entry.name] = path
     return paths
+
+
+# The entries every entry point meets in the quick loop (`pytest -m "not slow"`): one file that is
+# read after a conversion and one that is refused. The whole corpus runs with the slow tests (CI).
+QUICK = ("CMYK JPEG", "truncated JPEG")
+
+
+def as_params(entries: list[Entry]) -> list:
+    """`entries` as pytest parameters named by entry: the QUICK ones as they are, the others marked slow."""
+    return [pytest.param(e, id=e.name, marks=() if e.name in QUICK else pytest.mark.slow) for e in entries]

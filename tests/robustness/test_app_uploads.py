@@ -20,7 +20,7 @@ from gradio_client.exceptions import AppError
 
 from tests.app_server import serve_app
 from tests.conftest import make_artwork
-from tests.robustness.corpus import CORPUS, Entry, build
+from tests.robustness.corpus import CORPUS, Entry, as_params, build
 
 UPLOADED = [e for e in CORPUS if e.filename != "noperm.png"]
 
@@ -65,7 +65,7 @@ def classic(client: Client, content, style):
     )
 
 
-@pytest.mark.parametrize("entry", UPLOADED, ids=[e.name for e in UPLOADED])
+@pytest.mark.parametrize("entry", as_params(UPLOADED))
 def test_classic_upload(entry: Entry, corpus, client, style):
     if entry.expect == "ok":
         status, output = classic(client, corpus[entry.name], style)
@@ -77,6 +77,7 @@ def test_classic_upload(entry: Entry, corpus, client, style):
         assert "\n" not in message and "Traceback" not in message and entry.filename in message, message
 
 
+@pytest.mark.slow
 def test_train_upload_of_the_whole_corpus_uses_the_readable_ones(corpus, app, client, tmp_path):
     folder = tmp_path / "everything"
     folder.mkdir()

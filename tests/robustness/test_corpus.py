@@ -19,7 +19,7 @@ import pytest
 from styleprompt.cli import COMMANDS, main
 from styleprompt.errors import UserError
 from styleprompt.images import load_image
-from tests.robustness.corpus import CORPUS, Entry, build
+from tests.robustness.corpus import CORPUS, Entry, as_params, build
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS = [e.name for e in CORPUS]
@@ -89,7 +89,7 @@ def test_load_image(entry: Entry, corpus):
         assert img.mode == "RGB" and img.size == entry.size
 
 
-@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+@pytest.mark.parametrize("entry", as_params(CORPUS))
 def test_train(entry: Entry, corpus, capsys, work_dir):
     folder = work_dir / "art"
     folder.mkdir(mode=0o777)
@@ -116,6 +116,7 @@ def test_train(entry: Entry, corpus, capsys, work_dir):
         assert "could be read" in err and entry.filename in err
 
 
+@pytest.mark.slow
 def test_train_on_a_folder_of_only_these(corpus, capsys, tmp_path):
     folder = tmp_path / "everything"
     folder.mkdir()
@@ -145,7 +146,7 @@ def test_train_on_a_folder_of_only_these(corpus, capsys, tmp_path):
 
 
 @pytest.mark.skipif("transfer" not in COMMANDS, reason="the transfer command is not registered")
-@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+@pytest.mark.parametrize("entry", as_params(CORPUS))
 def test_transfer_content(entry: Entry, corpus, capsys, work_dir):
     from tests.conftest import make_artwork
 
@@ -170,7 +171,7 @@ def test_transfer_content(entry: Entry, corpus, capsys, work_dir):
         assert (work_dir / "out.png").is_file()
 
 
-@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+@pytest.mark.parametrize("entry", as_params(CORPUS))
 def test_generate_content_image(entry: Entry, corpus, capsys, work_dir):
     argv = [
         "generate",
@@ -200,7 +201,7 @@ def test_generate_content_image(entry: Entry, corpus, capsys, work_dir):
         assert len(list((work_dir / "gen").glob("*.png"))) == 1
 
 
-@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+@pytest.mark.parametrize("entry", as_params(CORPUS))
 def test_compare_content_image(entry: Entry, corpus, capsys, work_dir, shared_data):
     argv = [
         "compare",
@@ -223,6 +224,6 @@ def test_compare_content_image(entry: Entry, corpus, capsys, work_dir, shared_da
         assert (work_dir / "cmp" / "grid.png").is_file()
 
 
-@pytest.mark.parametrize("entry", CORPUS, ids=IDS)
+@pytest.mark.parametrize("entry", as_params(CORPUS))
 def test_evaluate_output_image(entry: Entry, corpus, capsys, work_dir):
     check_cli(entry, ["evaluate", str(corpus[entry.name]), "--json"], capsys, work_dir)

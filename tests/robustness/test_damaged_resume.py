@@ -137,6 +137,7 @@ def test_damaged_checkpoint(name, finished_run, tmp_path, capsys, caplog):
     assert steps == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_every_checkpoint_damaged(finished_run, tmp_path, capsys):
     images, original = finished_run
     run = tmp_path / "run"

@@ -43,6 +43,7 @@ def test_refused_in_one_line(case, outcomes):
     assert user_files(folder) == before
 
 
+@pytest.mark.slow
 def test_no_case_left_model_outputs(outcomes):
     """Refused before work: no run folder holds a result (train and generate folders stay empty or absent)."""
     folder, _, _ = outcomes

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -62,6 +63,7 @@ def logged_steps(out: Path) -> int:
     return max(0, len(csv.read_text().splitlines()) - 1) if csv.is_file() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     images = make_artworks(tmp_path / "art", first_seed=10)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
