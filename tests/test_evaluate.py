@@ -88,6 +88,27 @@ def test_gram_loss_of_an_image_with_itself_is_zero_and_grows_with_a_perturbation
     assert 0 < losses[0] < losses[1]
 
 
+def test_style_targets_are_computed_once_per_style_list_and_give_the_same_loss():
+    """compare scores every output against the same paintings: their VGG passes run once, keyed by
+    the pictures' content (each call gets fresh copies), and a different list is computed anew."""
+    from styleprompt.evaluate import _vgg, _vgg_metrics
+
+    vgg = _vgg(None, True, "cpu")
+    calls = []
+
+    def counting(x, layers):
+        calls.append(tuple(x.shape))
+        return vgg(x, layers)
+
+    output, styles = make_artwork_image(3), [make_artwork_image(4), make_artwork_image(5)]
+    first = _vgg_metrics(output, None, [s.copy() for s in styles], counting, "cpu")
+    assert len(calls) == 3  # the output and two styles
+    again = _vgg_metrics(output, None, [s.copy() for s in styles], counting, "cpu")
+    assert len(calls) == 4 and again == first  # only the output ran again, to the same loss
+    other = _vgg_metrics(output, None, [styles[0], make_artwork_image(6)], counting, "cpu")
+    assert len(calls) == 7 and other["gram_style_loss"] != first["gram_style_loss"]
+
+
 def make_artwork_image(seed: int, size=(96, 80)) -> Image.Image:
     """The shared test 'painting' generator, as an image in memory."""
     import tempfile
