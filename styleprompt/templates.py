@@ -110,7 +110,7 @@ class PromptSampler:
         For the same reason a captioned picture never gets a template that leaves its content
         unnamed ("a painting in the style of <S>"), as in A1111's style_filewords templates.
         """
-        if filewords:  # every prompt names the content, as A1111's style_filewords templates do
+        if filewords:
             pool = [t for t in self.templates if "{class}" in t] + FILEWORDS_TEMPLATES
         else:
             pool = self.templates

@@ -132,6 +132,17 @@ def stage_gallery(styles: Path, per_class: int = 2, seed: int = 777) -> None:
 # -- stage 3: the VAE ---------------------------------------------------------------------------------
 
 
+def cosine_to_tenth(progress: float) -> float:
+    """The rate factor of every stage's schedule: a cosine from 1 at progress 0 to 0.1 at 1."""
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def edge_l1(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the images' horizontal and vertical gradients: pixel L1 alone averages textures
+    away, matching the gradients keeps the brushwork the style judge reads."""
+    return F.l1_loss(recon.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(recon.diff(dim=-2), x.diff(dim=-2))
+
+
 def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
     folder = out / "vae"
     if (folder / "config.json").is_file():
@@ -151,11 +162,10 @@ def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
         x[flip] = x[flip].flip(-1)
         dist = vae.encode(x).latent_dist
         recon = vae.decode(dist.sample(generator=None)).sample
-        # Pixel L1 alone averages textures away; matching the image gradients keeps the brushwork.
-        edges = F.l1_loss(recon.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(recon.diff(dim=-2), x.diff(dim=-2))
+        edges = edge_l1(recon, x)
         loss = F.l1_loss(recon, x) + 0.5 * F.mse_loss(recon, x) + edges + 1e-6 * dist.kl().mean()
         for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * min(1.0, step / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            group["lr"] = 1e-3 * min(1.0, step / 50) * cosine_to_tenth(step / steps)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -245,10 +255,10 @@ def stage_decoder(out: Path, steps: int, batch: int, seed: int) -> None:
         mirrored = idx >= half
         x[mirrored] = x[mirrored].flip(-1)
         recon = vae.decode(z).sample
-        edges = F.l1_loss(recon.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(recon.diff(dim=-2), x.diff(dim=-2))
+        edges = edge_l1(recon, x)
         loss = F.l1_loss(recon, x) + 2.0 * edges
         for group in optimizer.param_groups:
-            group["lr"] = 5e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            group["lr"] = 5e-4 * cosine_to_tenth(step / steps)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -346,7 +356,7 @@ def unet_lr(step: int, steps: int, lr: float) -> float:
     half = steps / 2
     if step <= half:
         return lr * warm
-    return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - half) / half)))
+    return lr * warm * cosine_to_tenth((step - half) / half)
 
 
 def stage_unet(
