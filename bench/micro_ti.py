@@ -97,11 +97,15 @@ def ceilings(judge: StyleJudge, own: StyleJudge, class_judge, per_class: int, va
     predicted = classify(images, class_judge)
     trips = judge.vectors_of(round_trip(vae, images))
     vae_hits = [judge.ranks(trips[i : i + 1], labels[i]).item() == 1 for i in range(len(images))]
+    per_painting = {
+        name: sum(h for h, label in zip(vae_hits, labels) if label == name) / labels.count(name) for name in names
+    }
     return {
         "pictures": len(images),
         "style_r1_world_prototypes": sum(proto_hits) / len(images),
         "style_r1_vae_round_trip": sum(vae_hits) / len(images),
         "style_r1_painting_vectors": sum(own_hits) / len(images),
+        "style_r1_vae_round_trip_per_painting": per_painting,
         "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(images),
     }
 
@@ -260,7 +264,7 @@ def main() -> int:
     parser.add_argument("--pictures", default="docs/pictures", help="where the picture grids go")
     parser.add_argument("--json", default=None, help="write every figure here as JSON")
     parser.add_argument(
-        "--vae", default=None, help="AutoencoderKL folder for the round-trip ceiling (default: the micro model's)"
+        "--vae", default=None, help="a build's VAE folder for the round-trip ceiling (default: the micro model's)"
     )
     args = parser.parse_args()
     from styleprompt.micro.arch import set_threads
@@ -278,9 +282,9 @@ def main() -> int:
     figures: dict = {"machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     t0 = time.perf_counter()
     if "0" in args.only:
-        from diffusers import AutoencoderKL
+        from styleprompt.micro.build import load_vae
 
-        vae = AutoencoderKL.from_pretrained(args.vae) if args.vae else load_pipeline("micro", device="cpu").pipe.vae
+        vae = load_vae(Path(args.vae)) if args.vae else load_pipeline("micro", device="cpu").pipe.vae
         figures["ceiling"] = ceilings(judge, own, class_judge, per_class=1 if args.quick else 2, vae=vae)
         c = figures["ceiling"]
         print(
@@ -289,6 +293,8 @@ def main() -> int:
             f"class accuracy {c['class_accuracy']:.2f}, {c['pictures']} renderer pictures",
             flush=True,
         )
+        weak = {Path(k).stem: v for k, v in c["style_r1_vae_round_trip_per_painting"].items() if v < 0.8}
+        print("  through the VAE, under 0.80: " + ", ".join(f"{k} {v:.2f}" for k, v in weak.items()), flush=True)
     if "a" in args.only:
         loaded = load_pipeline("micro", device="cpu")
         figures["a"] = base_figures(loaded.pipe, judge, class_judge, seeds, args.guidance, pictures)

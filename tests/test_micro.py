@@ -101,6 +101,25 @@ def test_micro_loads_offline(monkeypatch):
         assert len(pipe.tokenizer.tokenize(word)) == 1, word
 
 
+def test_wide_decoder_keeps_the_trained_encoders_latents():
+    """The wide decoder must not move a single latent: the UNet was trained on the old encoder's."""
+    from styleprompt.micro import arch
+
+    torch.manual_seed(0)
+    trained = arch.build_vae().eval()
+    for p in trained.parameters():  # a trained-looking encoder, not a fresh init's zero biases
+        p.data += 0.05 * torch.randn_like(p)
+    wide = arch.build_wide_decoder_vae(trained).eval()
+    assert tuple(wide.config.block_out_channels) == arch.DECODER_CHANNELS  # the pipeline's vae_scale_factor
+    assert wide.config.scaling_factor == trained.config.scaling_factor
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        before = trained.encode(x).latent_dist
+        after = wide.encode(x).latent_dist
+        assert torch.allclose(after.mean, before.mean, atol=1e-6) and torch.allclose(after.std, before.std, atol=1e-6)
+        assert wide.decode(after.mean).sample.shape == x.shape
+
+
 @needs_model
 def test_text_encoder_builder_matches_the_shipped_model():
     """micro/arch.py builds its text encoder with the tiny model's builder: the shipped weights
@@ -179,3 +198,64 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
     target = judge.names.index(painting)
     gain = judge.similarities(with_token)[:, target] - judge.similarities(init_word)[:, target]
     assert int((gain > 0).sum()) >= 7, gain
+
+
+def test_set_threads_does_not_count_its_own_load(monkeypatch):
+    """A lone job must not see its own load and drop to one thread; another job's load must count."""
+    from styleprompt.micro import arch
+
+    monkeypatch.setattr(arch, "_THREADS_IN_USE", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.0, 0.0))
+        assert arch.set_threads() == 2  # idle machine: all cores
+        monkeypatch.setattr("os.getloadavg", lambda: (2.0, 0.0, 0.0))
+        assert arch.set_threads() == 2  # that load is this job's own two threads
+        monkeypatch.setattr("os.getloadavg", lambda: (3.1, 0.0, 0.0))
+        assert arch.set_threads() == 1  # another job is running beside it
+        monkeypatch.setattr("os.getloadavg", lambda: (1.1, 0.0, 0.0))
+        assert arch.set_threads() == 2  # the other job ended
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_extending_a_finished_build_matches_a_straight_run(tmp_path):
+    """A finished 4-step UNet stage asked for 6 resumes from its half point (step 2), keeps the old
+    plan's later checkpoints aside, and ends with the weights of a straight 6-step run."""
+    from safetensors.torch import load_file, save_file
+
+    from styleprompt.micro import arch, build, style_words
+
+    def folder(name):
+        out = tmp_path / name
+        (out / "vae").mkdir(parents=True)
+        arch.build_vae().save_config(str(out / "vae"))
+        g = torch.Generator().manual_seed(0)
+        save_file(
+            {
+                "means": torch.randn(6, arch.LATENT_CHANNELS, 16, 16, generator=g),
+                "stds": torch.full((6, arch.LATENT_CHANNELS, 16, 16), 0.1),
+                "classes": torch.arange(6) % len(world.CLASSES),
+                "words": torch.arange(6) % len(style_words()),
+            },
+            str(out / "latents.safetensors"),
+        )
+        return out
+
+    extended, straight = folder("extended"), folder("straight")
+    assert build.stage_unet(extended, 4, 2, 1e-3, 0, checkpoint_every=1)
+    assert [c.name for c in build._checkpoints(extended)] == ["step-000002", "step-000003", "step-000004"]
+    assert build.stage_unet(extended, 6, 2, 1e-3, 0, checkpoint_every=1)
+    assert sorted(p.name for p in (extended / "checkpoints" / "superseded-4").iterdir()) == [
+        "step-000003",
+        "step-000004",
+    ]
+    assert build.stage_unet(straight, 6, 2, 1e-3, 0, checkpoint_every=1)
+    for name in ("unet.ema", "text_encoder.ema"):
+        a = load_file(str(build._checkpoints(extended)[-1] / f"{name}.safetensors"))
+        b = load_file(str(build._checkpoints(straight)[-1] / f"{name}.safetensors"))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    losses = (extended / "loss.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in losses[1:]] == ["1", "2", "3", "4", "5", "6"]
