@@ -65,10 +65,20 @@ def load_micro_pipeline():
             f"the micro model is not built ({MODEL_DIR} has no model_index.json); "
             "run `python -m styleprompt.micro build --output build/micro --install`"
         )
-    return StableDiffusionPipeline.from_pretrained(
-        str(MODEL_DIR),
-        torch_dtype=torch.float32,
-        local_files_only=True,
-        safety_checker=None,
-        requires_safety_checker=False,
-    )
+    from diffusers.utils import logging as diffusers_logging
+
+    # StableDiffusionPipeline's type hint names AutoencoderKL; the micro model's wide-decoder
+    # AsymmetricAutoencoderKL has the same encode/decode interface, and diffusers would otherwise warn
+    # "Expected types for vae" on every load.
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            str(MODEL_DIR),
+            torch_dtype=torch.float32,
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+    finally:
+        diffusers_logging.set_verbosity(verbosity)

@@ -271,7 +271,18 @@ def stage_decoder(out: Path, steps: int, batch: int, seed: int) -> None:
     tmp = folder.with_name("vae-decoder.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     vae.eval().save_pretrained(str(tmp))
+    _drop_derived_vae_keys(tmp / "config.json")
     tmp.replace(folder)
+
+
+def _drop_derived_vae_keys(config: Path) -> None:
+    """AsymmetricAutoencoderKL writes two keys its __init__ derives itself (block_out_channels,
+    force_upcast), then warns on every load that they "will be ignored": drop them from the file."""
+    values = json.loads(config.read_text())
+    if values.get("_class_name") == "AsymmetricAutoencoderKL":
+        for key in ("block_out_channels", "force_upcast"):
+            values.pop(key, None)
+        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 # -- stage 5: text encoder + UNet ------------------------------------------------------------------------------
@@ -534,6 +545,7 @@ def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None
     shutil.rmtree(tmp, ignore_errors=True)
     # fp16 on disk (the package must stay under 25 MB); load_micro_pipeline reads it back as fp32.
     pipe.to(dtype=torch.float16).save_pretrained(str(tmp), safe_serialization=True)
+    _drop_derived_vae_keys(tmp / "vae" / "config.json")
     (tmp / "build.json").write_text(
         json.dumps(
             {
