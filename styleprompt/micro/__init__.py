@@ -2,7 +2,8 @@
 
 Why it exists: no Stable Diffusion weights can reach this project's machines, and a random model
 (`tiny`) paints noise, so nothing would show that a style token learns. `micro` is a small but
-*trained* StableDiffusionPipeline (AutoencoderKL, UNet2DConditionModel, CLIPTextModel, a CLIP BPE
+*trained* StableDiffusionPipeline (AsymmetricAutoencoderKL: an AutoencoderKL encoder with a wider
+decoder; UNet2DConditionModel, CLIPTextModel, a CLIP BPE
 tokenizer, SD 1.x's noise schedule) that knows the procedural world of `styleprompt.world`:
 14 classes painted in 15 style words (one per training painting) and "photo". Four paintings
 are held out of its training entirely, for the textual inversion test of a style it never saw.
