@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from styleprompt.cpu_threads import set_threads  # noqa: F401  (the build stages call arch.set_threads)
 from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES
 
 RESOLUTION = 64
@@ -164,29 +165,3 @@ def assemble(vae, text_encoder, tokenizer, unet):
 
 def parameter_counts(pipe) -> dict[str, int]:
     return {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("vae", "text_encoder", "unet")}
-
-
-_THREADS_IN_USE = 0
-
-
-def set_threads() -> int:
-    """One thread while the machine is busy (OpenMP spin-waits collapse under oversubscription:
-    measured 13 s vs 2.2 s per step), all cores when it is idle.
-
-    The load average counts this process too: once it runs, the threads it set last time are
-    subtracted, or a lone job would see its own load and drop to one thread (measured: the
-    decoder stage ran at 2.1 s a step alone on the 2 cores, against 1.25 s with both).
-    """
-    import os
-
-    global _THREADS_IN_USE
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    others = max(0.0, load - _THREADS_IN_USE)
-    threads = max(1, min(cores, round(cores - others)))
-    torch.set_num_threads(threads)
-    _THREADS_IN_USE = threads
-    return threads
