@@ -267,7 +267,7 @@ def main() -> int:
         "--vae", default=None, help="a build's VAE folder for the round-trip ceiling (default: the micro model's)"
     )
     args = parser.parse_args()
-    from styleprompt.micro.arch import set_threads
+    from styleprompt.cpu_threads import set_threads
 
     set_threads()  # one thread on a busy machine: OpenMP spin-waits made a token step 6x slower there
     seeds = [0, 1] if args.quick else [0, 1, 2, 3]

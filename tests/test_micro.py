@@ -203,24 +203,24 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
 
 def test_set_threads_does_not_count_its_own_load(monkeypatch):
     """A lone job must not see its own load and drop to one thread; another job's load must count."""
-    from styleprompt import cpu_threads as arch
+    from styleprompt import cpu_threads
 
-    monkeypatch.setattr(arch, "_THREADS_IN_USE", 0)
+    monkeypatch.setattr(cpu_threads, "_THREADS_IN_USE", 0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(arch, "runnable_now", lambda: 1)
+    monkeypatch.setattr(cpu_threads, "runnable_now", lambda: 1)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     before = torch.get_num_threads()
     try:
         monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.0, 0.0))
-        assert arch.set_threads() == 2  # idle machine: all cores
+        assert cpu_threads.set_threads() == 2  # idle machine: all cores
         monkeypatch.setattr("os.getloadavg", lambda: (2.0, 0.0, 0.0))
-        assert arch.set_threads() == 2  # that load is this job's own two threads
+        assert cpu_threads.set_threads() == 2  # that load is this job's own two threads
         monkeypatch.setattr("os.getloadavg", lambda: (3.1, 0.0, 0.0))
-        assert arch.set_threads() == 1  # another job is running beside it
+        assert cpu_threads.set_threads() == 1  # another job is running beside it
         monkeypatch.setattr("os.getloadavg", lambda: (1.1, 0.0, 0.0))
-        assert arch.set_threads() == 2  # the other job ended
-        monkeypatch.setattr(arch, "runnable_now", lambda: 4)
-        assert arch.set_threads() == 1  # two jobs just started: the one-minute average has not seen them yet
+        assert cpu_threads.set_threads() == 2  # the other job ended
+        monkeypatch.setattr(cpu_threads, "runnable_now", lambda: 4)
+        assert cpu_threads.set_threads() == 1  # two jobs just started: the one-minute average has not seen them yet
     finally:
         torch.set_num_threads(before)
 

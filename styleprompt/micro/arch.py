@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from styleprompt.cpu_threads import set_threads  # noqa: F401  (the build stages call arch.set_threads)
 from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES
 
 RESOLUTION = 64

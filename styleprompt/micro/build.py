@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from styleprompt import world
+from styleprompt.cpu_threads import set_threads
 from styleprompt.micro import HELD_OUT, JUDGE_DIR, MODEL_DIR, STYLE_WORDS, arch, style_words
 from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES, fill
 
@@ -155,7 +156,7 @@ def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
     bar = _tqdm(total=steps, desc="vae")
     for step in range(1, steps + 1):
         if step % 50 == 1:
-            arch.set_threads()
+            set_threads()
         idx = torch.randint(len(images), (batch,), generator=generator)
         x = to_model_input(images[idx])
         flip = torch.rand(batch, generator=generator) < 0.5
@@ -251,7 +252,7 @@ def stage_decoder(out: Path, steps: int, batch: int, seed: int) -> None:
     bar = _tqdm(total=steps, desc="decoder")
     for step in range(1, steps + 1):
         if step % 50 == 1:
-            arch.set_threads()
+            set_threads()
         idx = torch.randint(len(latents["means"]), (batch,), generator=generator)
         z = latents["means"][idx] + latents["stds"][idx] * torch.randn(latents["means"][idx].shape, generator=generator)
         x = to_model_input(images[idx % half])
@@ -451,12 +452,13 @@ def stage_unet(
     else:  # drop rows past the checkpoint (they will be redone)
         rows = loss_path.read_text().splitlines()
         loss_path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]) + "\n")
+    keep_step = half_point(steps, checkpoint_every)
     t0 = time.time()
     bar = _tqdm(total=steps, initial=start, desc="text encoder + unet")
     with loss_path.open("a") as log_file:
         for step in range(start + 1, steps + 1):
             if step % 50 == 1:
-                arch.set_threads()
+                set_threads()
             generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
             rng = np.random.default_rng(seed * 1_000_003 + step)
             idx = torch.randint(len(latents["means"]), (batch,), generator=generator)
@@ -499,7 +501,7 @@ def stage_unet(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if step % checkpoint_every == 0 or step == steps:
-                _save_checkpoint(out, step, modules, ema, optimizer, also_keep=half_point(steps, checkpoint_every))
+                _save_checkpoint(out, step, modules, ema, optimizer, also_keep=keep_step)
                 if max_minutes is not None and (time.time() - t0) / 60 > max_minutes and step < steps:
                     bar.close()
                     log.warning("unet: stopped at step %d by --max-minutes; run again to continue", step)
