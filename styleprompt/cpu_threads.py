@@ -3,7 +3,9 @@
 Why: on a loaded machine torch's OpenMP threads spin-wait against other processes. Measured on the
 2-core CPU: one micro UNet step took 13 s with two threads against 2.2 s with one, and two token
 trainings started side by side with two threads each ran at 16.6 s a step instead of about 0.2 s.
-Long loops call `set_threads` every few dozen steps, so they follow the load as it changes.
+The micro build's stages call `set_threads` every 50 steps, so they follow the load as it changes.
+The token trainer does not: changing the thread count mid-run changes float rounding, and a
+resumed run must end bit-identical to a straight one (tests/test_training.py).
 A user who sets OMP_NUM_THREADS keeps that choice.
 """
 

@@ -33,7 +33,6 @@ from torch import nn
 from classic import limits
 from styleprompt import checkpoints as ckpt
 from styleprompt.config import TrainConfig
-from styleprompt.cpu_threads import set_threads
 from styleprompt.data import CropWindow, LatentCache, load_artworks
 from styleprompt.errors import UserError
 from styleprompt.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
@@ -706,8 +705,6 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
         if start == 0 and cfg.preview_every > 0 and acc.is_main_process:
             _preview(trainer, 0, cb)
         for step in range(start + 1, cfg.steps + 1):
-            if trainer.accelerator.device.type == "cpu" and step % 10 == 1:
-                set_threads()
             last_good = trainer.vectors().clone()
             try:
                 loss = trainer.step(step)
