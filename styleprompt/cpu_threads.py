@@ -4,14 +4,17 @@ Why: on a loaded machine torch's OpenMP threads spin-wait against other processe
 2-core CPU: one micro UNet step took 13 s with two threads against 2.2 s with one, and two token
 trainings started side by side with two threads each ran at 16.6 s a step instead of about 0.2 s.
 The micro build's stages call `set_threads` every 50 steps, so they follow the load as it changes.
-The token trainer does not: changing the thread count mid-run changes float rounding, and a
-resumed run must end bit-identical to a straight one (tests/test_training.py).
+The token trainer chooses once per run (`fixed_for_run`): changing the thread count mid-run
+changes float rounding, and a resumed run must end bit-identical to a straight one
+(tests/test_training.py), so the run folder records the count and a resume reuses it.
 A user who sets OMP_NUM_THREADS keeps that choice.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -53,3 +56,25 @@ def set_threads() -> int:
     torch.set_num_threads(threads)
     _THREADS_IN_USE = threads
     return threads
+
+
+@contextmanager
+def fixed_for_run(recorded: int | None = None) -> Iterator[int]:
+    """One thread count for a whole run: `recorded` (a resumed run's own), else chosen by the load now.
+
+    The process's previous count comes back afterwards, so an app that trained a token on a busy
+    machine does not generate on one thread ever after.
+    """
+    global _THREADS_IN_USE
+    previous = torch.get_num_threads()
+    if recorded:
+        torch.set_num_threads(recorded)
+        _THREADS_IN_USE = recorded
+        threads = recorded
+    else:
+        threads = set_threads()
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(previous)
+        _THREADS_IN_USE = 0

@@ -32,6 +32,7 @@ from torch import nn
 
 from classic import limits
 from styleprompt import checkpoints as ckpt
+from styleprompt import cpu_threads
 from styleprompt.config import TrainConfig
 from styleprompt.data import CropWindow, LatentCache, load_artworks
 from styleprompt.errors import UserError
@@ -666,12 +667,38 @@ def _resume(trainer: StyleTokenTrainer, ckpt_dir: Path, resume: str) -> int:
     return 0
 
 
+def _recorded_threads(out: Path) -> int | None:
+    """The CPU thread count an interrupted run recorded in its config.json (None: none readable)."""
+    try:
+        value = json.loads((out / "config.json").read_text(encoding="utf-8")).get("cpu_threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 4096 else None
+
+
 def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train a style token; returns where its embedding is. Resumable with cfg.resume='latest'."""
+    """Train a style token; returns where its embedding is. Resumable with cfg.resume='latest'.
+
+    On CPU the torch thread count is chosen once, by the machine's load (one thread beside another
+    job: two trainings side by side ran at 16.6 s a step with two threads each, 0.2-0.4 s with
+    one), and recorded in config.json; a resume reuses it, because another count changes float
+    rounding and the resumed run would no longer end where the straight one does.
+    """
+    check_config(cfg)
+    on_cpu = (cfg.device == "cpu") or not torch.cuda.is_available()
+    if not on_cpu:
+        return _train(cfg, loaded, callbacks, None)
+    recorded = _recorded_threads(Path(cfg.output)) if cfg.resume else None
+    with cpu_threads.fixed_for_run(recorded) as threads:
+        return _train(cfg, loaded, callbacks, threads)
+
+
+def _train(
+    cfg: TrainConfig, loaded: LoadedModel | None, callbacks: TrainCallbacks | None, threads: int | None
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     cb = callbacks or TrainCallbacks()
-    check_config(cfg)
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
     if cfg.resume is None and ckpt.list_checkpoints(ckpt_dir):
@@ -689,6 +716,8 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
         for folder in RUN_FOLDERS:  # only where a run writes: the user's other files stay
             remove_stale_temporaries(out / folder)
         settings = dict(cfg.to_dict(), resolution=trainer.resolution, images_used=trainer.num_images)
+        if threads is not None:
+            settings["cpu_threads"] = threads
         write_text_atomic(out / "config.json", json.dumps(settings, indent=2))
     loss_log = LossLog(out / "loss.csv", start) if acc.is_main_process else None
     final_path = out / DIFFUSERS_WEIGHT_NAME

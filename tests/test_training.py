@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -130,6 +131,36 @@ def test_interrupted_run_resumes_from_its_checkpoint(artworks_dir, tmp_path):
     torch.testing.assert_close(load_file(resumed.embedding_path)["<s1>"], load_file(straight.embedding_path)["<s1>"])
     rows = (tmp_path / "resumed" / "loss.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_a_resumed_run_keeps_the_cpu_threads_it_started_with(artworks_dir, tmp_path, monkeypatch):
+    """The load may differ at resume; the recorded count wins, or the resumed run would not be
+    bit-identical to a straight one (float rounding depends on the thread count)."""
+    from styleprompt import cpu_threads
+
+    before = torch.get_num_threads()
+    first, later = (2, 1) if before == 1 else (1, 2)  # both differ from the process's own count
+    chosen = {"n": first}
+
+    def fake_set_threads() -> int:
+        torch.set_num_threads(chosen["n"])
+        return chosen["n"]
+
+    monkeypatch.setattr(cpu_threads, "set_threads", fake_set_threads)
+    seen: list[int] = []
+    cfg = dict(steps=4, checkpoint_every=1, checkpoints_total_limit=5)
+    train(
+        tiny_config(artworks_dir, tmp_path / "run", **cfg),
+        callbacks=TrainCallbacks(on_step=lambda *_: seen.append(torch.get_num_threads()), should_stop=lambda: True),
+    )
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["cpu_threads"] == first
+    chosen["n"] = later  # the load changed: a fresh run would now choose another count
+    train(
+        tiny_config(artworks_dir, tmp_path / "run", resume="latest", **cfg),
+        callbacks=TrainCallbacks(on_step=lambda *_: seen.append(torch.get_num_threads())),
+    )
+    assert seen == [first] * 4
+    assert torch.get_num_threads() == before  # the process gets its own count back
 
 
 @pytest.mark.slow
