@@ -9,6 +9,7 @@ token stops mattering.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -264,3 +265,91 @@ def test_extending_a_finished_build_matches_a_straight_run(tmp_path):
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
     losses = (extended / "loss.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in losses[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_embedding_blend_mixes_two_words_and_trains_both_rows():
+    """The blend stage's prompt "a <w1> style of a boat" reads lam*E[w1] + (1-lam)*E[w2] at w1's place."""
+    from styleprompt.micro import arch, build
+
+    tokenizer = arch.build_tokenizer()
+    torch.manual_seed(0)
+    encoder = arch.build_text_encoder(len(tokenizer))
+    ids = tokenizer(["a starry style of a boat", "a starry style of a boat"], return_tensors="pt").input_ids
+    starry, muse = (tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("starry", "muse"))
+    table = encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        plain = encoder(ids)[0]
+        expected = table.detach().clone()
+        expected[starry] = 0.3 * table[starry] + 0.7 * table[muse]
+        encoder.get_input_embeddings().weight.data, saved = expected, table.data.clone()
+        by_hand = encoder(ids)[0]
+        encoder.get_input_embeddings().weight.data = saved
+    blend = build.EmbeddingBlend(encoder)
+    blend.mixes = [(1, starry, muse, 0.3)]  # only the second prompt
+    mixed = encoder(ids)[0]
+    torch.testing.assert_close(mixed[0], plain[0])
+    torch.testing.assert_close(mixed[1], by_hand[1], atol=1e-5, rtol=1e-5)
+    mixed[1].sum().backward()
+    grad = encoder.get_input_embeddings().weight.grad
+    assert grad[starry].abs().sum() > 0 and grad[muse].abs().sum() > 0
+    blend.handle.remove()
+
+
+def test_blend_stage_resumes_exactly_and_is_what_gets_exported(tmp_path):
+    """A blend stage killed after its first checkpoint ends where a straight run does; the UNet
+    stage's checkpoints stay untouched; export reads the blend stage's last checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    from styleprompt.micro import STYLE_WORDS, arch, build, style_words
+
+    def folder(name):
+        out = tmp_path / name
+        (out / "vae").mkdir(parents=True)
+        arch.build_vae().save_config(str(out / "vae"))
+        g = torch.Generator().manual_seed(0)
+        latent = (arch.LATENT_CHANNELS, 16, 16)
+        save_file(
+            {
+                "means": torch.randn(6, *latent, generator=g),
+                "stds": torch.full((6, *latent), 0.1),
+                "classes": torch.arange(6) % len(world.CLASSES),
+                "words": torch.arange(6) % len(style_words()),
+            },
+            str(out / "latents.safetensors"),
+        )
+        save_file(
+            {
+                "means": torch.randn(4, *latent, generator=g),
+                "stds": torch.full((4, *latent), 0.1),
+                "classes": torch.arange(4),
+                "first": torch.tensor([0, 1, 2, 3]),
+                "second": torch.tensor([4, 5, 6, 7]) % len(STYLE_WORDS),
+                "mix": torch.tensor([0.2, 0.4, 0.6, 0.8]),
+            },
+            str(out / "blend_latents.safetensors"),
+        )
+        assert build.stage_unet(out, 2, 2, 1e-3, 0, checkpoint_every=1)
+        return out
+
+    killed, straight = folder("killed"), folder("straight")
+    unet_checkpoints = [c.name for c in build._checkpoints(killed)]
+    build.stage_blend(killed, 2, 2, 4, 1e-3, 0.5, 0, checkpoint_every=1)
+    (killed / "blend_done.json").unlink()  # as if killed after step 2 of 4
+    shutil.rmtree(killed / "blend-checkpoints" / "step-000001")
+    unet_final = killed / "checkpoints" / "step-000002"
+    unet_final.rename(unet_final.with_name("aside"))  # a resume needs only the blend stage's own checkpoint
+    build.stage_blend(killed, 2, 4, 4, 1e-3, 0.5, 0, checkpoint_every=1)
+    unet_final.with_name("aside").rename(unet_final)
+    build.stage_blend(straight, 2, 4, 4, 1e-3, 0.5, 0, checkpoint_every=1)
+    assert [c.name for c in build._checkpoints(killed)] == unet_checkpoints
+    final = build.final_checkpoint(killed)
+    assert final == killed / "blend-checkpoints" / "step-000004"
+    unet_ema = load_file(str(build._checkpoints(killed)[-1] / "unet.ema.safetensors"))
+    for name in ("unet.ema", "text_encoder.ema"):
+        a = load_file(str(final / f"{name}.safetensors"))
+        b = load_file(str(build.final_checkpoint(straight) / f"{name}.safetensors"))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    blended = load_file(str(final / "unet.ema.safetensors"))
+    assert any(not torch.equal(unet_ema[k], blended[k]) for k in unet_ema)  # the blend steps did train
+    rows = (killed / "blend_loss.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]

@@ -25,6 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint-every", type=int, default=100)
     b.add_argument("--classifier-steps", type=int, default=400)
     b.add_argument("--decoder-steps", type=int, default=1500, help="wide-decoder steps (encoder frozen)")
+    b.add_argument(
+        "--blend-steps",
+        type=int,
+        default=0,
+        help="style-blend steps after the UNet stage (default 0: none; an experiment, see docs/micro.md)",
+    )
+    b.add_argument("--blend-lr", type=float, default=2e-4)
+    b.add_argument("--blend-fraction", type=float, default=0.5, help="share of each blend-stage batch from blends")
+    b.add_argument("--blend-ema", type=float, default=0.998, help="EMA decay of the blend stage")
+    b.add_argument("--blend-combos", type=int, default=70, help="blends of two paintings, each over every class")
     b.add_argument("--max-minutes", type=float, default=None, help="stop the UNet stage after this long (resume later)")
     b.add_argument(
         "--install", action="store_true", help="also write the model into the package (styleprompt/micro/model)"
@@ -52,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                 install=args.install,
                 max_minutes=args.max_minutes,
                 decoder_steps=args.decoder_steps,
+                blend_steps=args.blend_steps,
+                blend_lr=args.blend_lr,
+                blend_fraction=args.blend_fraction,
+                blend_combos=args.blend_combos,
+                blend_ema=args.blend_ema,
             )
         else:
             build.export_pipeline(Path(args.output), MODEL_DIR if args.install else Path(args.output) / "model")

@@ -315,8 +315,9 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     keep: int = 2,
     also_keep: int | None = None,
+    checkpoints_folder: str = "checkpoints",
 ) -> None:
-    folder = out / "checkpoints" / f"step-{step:06d}"
+    folder = out / checkpoints_folder / f"step-{step:06d}"
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -332,7 +333,8 @@ def _save_checkpoint(
     save_file(moments, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     tmp.replace(folder)
-    for old in _checkpoints(out)[:-keep]:
+    existing = sorted(folder.parent.glob("step-*"), key=_step_of)
+    for old in existing[:-keep]:
         if _step_of(old) != also_keep:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -487,14 +489,7 @@ def stage_unet(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            decay = ema_decay(step)
-            with torch.no_grad():
-                for name, module in modules.items():
-                    for k, v in module.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            ema[name][k].mul_(decay).add_(v, alpha=1 - decay)
-                        else:
-                            ema[name][k].copy_(v)
+            _ema_update(modules, ema, ema_decay(step))
             loss_value = float(loss.detach())
             log_file.write(f"{step},{loss_value:.6f},{current_lr:.3e},{time.time() - t0:.1f}\n")
             log_file.flush()
@@ -510,6 +505,218 @@ def stage_unet(
     write_loss_plot(out)
     (out / "unet_done.json").write_text(json.dumps({"steps": steps}))
     return True
+
+
+# -- stage 5b (optional, off by default): style blends ---------------------------------------------------------
+#
+# Why it exists: textual inversion moves a token's input embedding by gradient descent, so a token
+# finds a style only if that style's word lies downhill from the init word. On the shipped model it
+# often does not: for sketch, the descent at "painting" points toward "close-up" and "small" (the
+# templates' filler words), cosine -0.18 to the direction of the word "sketch"
+# (bench/micro_token_gradient.py), and a sketch token learns nothing in any token recipe tried.
+# Blends teach that a mix of two style words' embeddings paints the mix of their styles (Ghiasi
+# style vectors interpolate): 800 blend steps at 2e-4 turn that cosine to +0.12 and the sketch
+# token learns (r@1 0.71 and 0.75 over two seeds). But they cost the base model some of its words
+# (figure a 0.87 -> 0.84; matisse's token 0.67 -> 0.38), and a milder continuation (1000 steps at
+# 1e-4) keeps neither gain. So the shipped model has none; the numbers are in docs/micro.md.
+# Blends mixed into the UNet stage from its start is the experiment to run next.
+
+
+def stage_blend_data(out: Path, styles: Path, combos: int, seed: int) -> None:
+    """`combos` random (painting, painting, mix) blends, each painted over every class once."""
+    path = out / "data" / "blends.safetensors"
+    if path.is_file():
+        return
+    t0 = time.time()
+    words = list(STYLE_WORDS)
+    vectors = [world.style_vector_of(load_painting(styles, STYLE_WORDS[w])) for w in words]
+    rng = np.random.default_rng(seed + 7)
+    images, classes, first, second, mix = [], [], [], [], []
+    for k in range(combos):
+        a, b = (int(i) for i in rng.choice(len(words), 2, replace=False))
+        lam = float(rng.uniform(0.15, 0.85))
+        style = lam * vectors[a] + (1 - lam) * vectors[b]
+        for picture in world.make_pictures(style, world.CLASSES, len(world.CLASSES), seed=seed * 1000 + 900_000 + k):
+            images.append(np.asarray(picture.image))
+            classes.append(world.CLASSES.index(picture.cls))
+            first.append(a)
+            second.append(b)
+            mix.append(lam)
+    tensors = {
+        "images": torch.from_numpy(np.stack(images)),
+        "classes": torch.tensor(classes),
+        "first": torch.tensor(first),
+        "second": torch.tensor(second),
+        "mix": torch.tensor(mix, dtype=torch.float32),
+    }
+    save_file(tensors, str(path.with_suffix(".tmp")))
+    path.with_suffix(".tmp").replace(path)
+    log.warning("blends: %d pictures in %.0f s", len(images), time.time() - t0)
+
+
+def stage_blend_latents(out: Path) -> None:
+    """The blends' latent distributions, plain and mirrored, like `stage_latents`."""
+    path = out / "blend_latents.safetensors"
+    if path.is_file():
+        return
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval()
+    data = load_file(str(out / "data" / "blends.safetensors"))
+    means, stds = [], []
+    with torch.no_grad():
+        for flip in (False, True):
+            for i in range(0, len(data["images"]), 256):
+                x = to_model_input(data["images"][i : i + 256])
+                dist = vae.encode(x.flip(-1) if flip else x).latent_dist
+                means.append(dist.mean)
+                stds.append(dist.std)
+    tensors = {"means": torch.cat(means).contiguous(), "stds": torch.cat(stds).contiguous()}
+    tensors.update({k: data[k].repeat(2).contiguous() for k in ("classes", "first", "second", "mix")})
+    save_file(tensors, str(path.with_suffix(".tmp")))
+    path.with_suffix(".tmp").replace(path)
+
+
+class EmbeddingBlend:
+    """Replaces a prompt's style word by a mix of two words' input embeddings (gradients reach both rows).
+
+    A forward hook on the text encoder's input embeddings, so the encoder itself runs unchanged.
+    """
+
+    def __init__(self, text_encoder):
+        self.mixes: list[tuple[int, int, int, float]] = []  # (prompt row, word id, other word id, mix)
+        self.handle = text_encoder.get_input_embeddings().register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Embedding, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not self.mixes:
+            return output
+        ids, output, table = inputs[0], output.clone(), module.weight
+        for row, word, other, lam in self.mixes:
+            output[row, ids[row] == word] = lam * table[word] + (1 - lam) * table[other]
+        return output
+
+
+def _ema_update(modules: dict[str, torch.nn.Module], ema: dict[str, dict[str, torch.Tensor]], decay: float) -> None:
+    with torch.no_grad():
+        for name, module in modules.items():
+            for k, v in module.state_dict().items():
+                if v.dtype.is_floating_point:
+                    ema[name][k].mul_(decay).add_(v, alpha=1 - decay)
+                else:
+                    ema[name][k].copy_(v)
+
+
+def _blend_checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "blend-checkpoints").glob("step-*"), key=_step_of)
+
+
+def stage_blend(
+    out: Path,
+    unet_steps: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    fraction: float,
+    seed: int,
+    checkpoint_every: int,
+    ema_decay_rate: float = 0.998,
+) -> None:
+    """Continue the UNet stage's final checkpoint with `fraction` of every batch from the blends.
+
+    A constant rate and a shorter EMA (decay `ema_decay_rate`) than the UNet stage's: the continuation is
+    short, and the blends must reach the averaged weights. Checkpoints go to blend-checkpoints/, so
+    the UNet stage's own checkpoints (and extending its plan later) are left as they were.
+    """
+    from diffusers import DDPMScheduler
+
+    done_file = out / "blend_done.json"
+    if steps <= 0 or (done_file.is_file() and json.loads(done_file.read_text()) == {"steps": steps}):
+        return
+    plain = load_file(str(out / "latents.safetensors"))
+    blends = load_file(str(out / "blend_latents.safetensors"))
+    from diffusers import AutoencoderKL
+
+    scaling = float(AutoencoderKL.load_config(str(out / "vae"))["scaling_factor"])
+    tokenizer = arch.build_tokenizer()
+    text_encoder = arch.build_text_encoder(len(tokenizer)).train()
+    unet = arch.build_unet().train()
+    modules = {"text_encoder": text_encoder, "unet": unet}
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=1e-2)
+    ema = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    own = [c for c in _blend_checkpoints(out) if _step_of(c) <= steps]
+    if not own and _blend_checkpoints(out):  # a shorter plan than the one they came from: start over
+        (out / "blend-checkpoints").rename(out / f"blend-checkpoints-superseded-{int(time.time())}")
+    start = _restore(own[-1] if own else out / "checkpoints" / f"step-{unet_steps:06d}", modules, ema, optimizer)
+    start = start if own else 0
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    noise_scheduler = DDPMScheduler.from_config(arch.build_scheduler().config)
+    words, classes = style_words(), world.CLASSES
+    word_ids = [tokenizer(w, add_special_tokens=False).input_ids[0] for w in words]
+    blend = EmbeddingBlend(text_encoder)
+    n_blend = int(round(batch * fraction))
+    loss_path = out / "blend_loss.csv"
+    if start == 0 or not loss_path.is_file():
+        loss_path.write_text("step,loss,lr,elapsed\n")
+    else:  # drop rows past the checkpoint (they will be redone)
+        rows = loss_path.read_text().splitlines()
+        loss_path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]) + "\n")
+    t0 = time.time()
+    bar = _tqdm(total=steps, initial=start, desc="style blends")
+    with loss_path.open("a") as log_file:
+        for step in range(start + 1, steps + 1):
+            if step % 50 == 1:
+                set_threads()
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + 500_000 + step)
+            rng = np.random.default_rng(seed * 1_000_003 + 500_000 + step)
+            ip = torch.randint(len(plain["means"]), (batch - n_blend,), generator=generator)
+            ib = torch.randint(len(blends["means"]), (n_blend,), generator=generator)
+            mean = torch.cat([plain["means"][ip], blends["means"][ib]])
+            std = torch.cat([plain["stds"][ip], blends["stds"][ib]])
+            z = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
+            prompts = [
+                base_prompt(rng, words[int(w)], classes[int(c)])
+                for w, c in zip(plain["words"][ip], plain["classes"][ip])
+            ]
+            blend.mixes = []
+            for k in ib.tolist():
+                a, b = int(blends["first"][k]), int(blends["second"][k])
+                prompts.append(base_prompt(rng, words[a], classes[int(blends["classes"][k])]))
+                if prompts[-1]:  # an empty prompt (classifier-free guidance) has no word to blend
+                    blend.mixes.append((len(prompts) - 1, word_ids[a], word_ids[b], float(blends["mix"][k])))
+            ids = tokenizer(
+                prompts,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            noise = torch.randn(z.shape, generator=generator)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+            pred = unet(noise_scheduler.add_noise(z, noise, t), t, text_encoder(ids)[0]).sample
+            loss = F.mse_loss(pred, noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _ema_update(modules, ema, ema_decay_rate)
+            loss_value = float(loss.detach())
+            log_file.write(f"{step},{loss_value:.6f},{lr:.3e},{time.time() - t0:.1f}\n")
+            log_file.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if step % checkpoint_every == 0 or step == steps:
+                folder = out / "blend-checkpoints"
+                _save_checkpoint(folder.parent, step, modules, ema, optimizer, checkpoints_folder=folder.name)
+    bar.close()
+    done_file.write_text(json.dumps({"steps": steps}))
+
+
+def final_checkpoint(out: Path) -> Path:
+    """What the model is exported from: the blend stage's last checkpoint when it ran, else the UNet stage's."""
+    blends = _blend_checkpoints(out) if (out / "blend_done.json").is_file() else []
+    return blends[-1] if blends else _checkpoints(out)[-1]
 
 
 def write_loss_plot(out: Path) -> Path:
@@ -535,7 +742,7 @@ def load_vae(folder: Path):
 def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None) -> Path:
     """The EMA weights of the newest (or given) checkpoint as a diffusers folder (safetensors)."""
 
-    ckpt = from_checkpoint or _checkpoints(out)[-1]
+    ckpt = from_checkpoint or final_checkpoint(out)
     tokenizer = arch.build_tokenizer()
     text_encoder = arch.build_text_encoder(len(tokenizer))
     unet = arch.build_unet()
@@ -551,7 +758,7 @@ def export_pipeline(out: Path, folder: Path, from_checkpoint: Path | None = None
     (tmp / "build.json").write_text(
         json.dumps(
             {
-                "checkpoint": ckpt.name,
+                "checkpoint": f"{ckpt.parent.name}/{ckpt.name}",
                 "style_words": STYLE_WORDS,
                 "held_out": HELD_OUT,
                 "classes": world.CLASSES,
@@ -631,6 +838,11 @@ def build(
     install: bool = False,
     max_minutes: float | None = None,
     decoder_steps: int = 1500,
+    blend_steps: int = 0,
+    blend_lr: float = 2e-4,
+    blend_fraction: float = 0.5,
+    blend_combos: int = 70,
+    blend_ema: float = 0.998,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     folder = style_folder(styles)
@@ -645,6 +857,11 @@ def build(
                 "seed": seed,
                 "classifier_steps": classifier_steps,
                 "decoder_steps": decoder_steps,
+                "blend_steps": blend_steps,
+                "blend_lr": blend_lr,
+                "blend_fraction": blend_fraction,
+                "blend_combos": blend_combos,
+                "blend_ema": blend_ema,
             },
             indent=1,
         )
@@ -652,9 +869,11 @@ def build(
     timings = {}
     for name, stage in [
         ("data", lambda: stage_data(out, folder, per_class, seed)),
+        ("blend data", lambda: stage_blend_data(out, folder, blend_combos, seed)),
         ("gallery", lambda: stage_gallery(folder)),
         ("vae", lambda: stage_vae(out, vae_steps, 32, seed)),
         ("latents", lambda: stage_latents(out)),
+        ("blend latents", lambda: stage_blend_latents(out)),
         ("decoder", lambda: stage_decoder(out, decoder_steps, 32, seed)),
     ]:
         t0 = time.time()
@@ -666,11 +885,16 @@ def build(
     timings["unet"] = round(time.time() - t0, 1)
     if done:
         t0 = time.time()
+        stage_blend(out, unet_steps, blend_steps, batch, blend_lr, blend_fraction, seed, checkpoint_every, blend_ema)
+        timings["blend"] = round(time.time() - t0, 1)
+        t0 = time.time()
         stage_classifier(out, folder, classifier_steps, seed)
         timings["classifier"] = round(time.time() - t0, 1)
     with (out / "timings.csv").open("a", newline="") as f:
         csv.writer(f).writerow([time.strftime("%Y-%m-%dT%H:%M:%S"), json.dumps(timings)])
+    # Blend checkpoints from an earlier run with --blend-steps are not exported when it is now 0.
+    source = (final_checkpoint(out) if blend_steps > 0 else _checkpoints(out)[-1]) if done else None
     if install or done:
-        export_pipeline(out, out / "model")
+        export_pipeline(out, out / "model", source)
     if install:
-        export_pipeline(out, MODEL_DIR)
+        export_pipeline(out, MODEL_DIR, source)
