@@ -420,6 +420,54 @@ def unet_lr(step: int, steps: int, lr: float) -> float:
     return lr * warm * cosine_to_tenth((step - half) / half)
 
 
+def _trainable_pair(lr: float):
+    """A fresh tokenizer, text encoder + UNet (train mode), their AdamW and an EMA copy of their weights."""
+    tokenizer = arch.build_tokenizer()
+    modules = {
+        "text_encoder": arch.build_text_encoder(len(tokenizer)).train(),
+        "unet": arch.build_unet().train(),
+    }
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=1e-2)
+    ema = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    return tokenizer, modules, params, optimizer, ema
+
+
+def _open_loss_log(path: Path, start: int) -> None:
+    """A fresh loss log, or the old one without the rows past the checkpoint resumed from (redone)."""
+    if start == 0 or not path.is_file():
+        path.write_text("step,loss,lr,elapsed\n")
+        return
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]) + "\n")
+
+
+def _diffusion_step(
+    modules: dict[str, torch.nn.Module],
+    params: list,
+    optimizer: torch.optim.Optimizer,
+    tokenizer,
+    noise_scheduler,
+    z: torch.Tensor,
+    prompts: list[str],
+    generator: torch.Generator,
+) -> float:
+    """One noise-prediction step on latents `z` with their prompts; returns the loss."""
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    noise = torch.randn(z.shape, generator=generator)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (z.shape[0],), generator=generator)
+    noisy = noise_scheduler.add_noise(z, noise, t)
+    pred = modules["unet"](noisy, t, modules["text_encoder"](ids)[0]).sample
+    loss = F.mse_loss(pred, noise)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def stage_unet(
     out: Path, steps: int, batch: int, lr: float, seed: int, checkpoint_every: int, max_minutes: float | None = None
 ) -> bool:
@@ -433,14 +481,8 @@ def stage_unet(
     from diffusers import AutoencoderKL
 
     scaling = float(AutoencoderKL.load_config(str(out / "vae"))["scaling_factor"])
-    tokenizer = arch.build_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = arch.build_text_encoder(len(tokenizer)).train()
-    unet = arch.build_unet().train()
-    modules = {"text_encoder": text_encoder, "unet": unet}
-    params = [p for m in modules.values() for p in m.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=1e-2)
-    ema = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    tokenizer, modules, params, optimizer, ema = _trainable_pair(lr)
     start = 0
     resume = _resume_point(out, steps, checkpoint_every)
     if resume is not None:
@@ -449,11 +491,7 @@ def stage_unet(
     noise_scheduler = DDPMScheduler.from_config(arch.build_scheduler().config)
     words, classes = style_words(), world.CLASSES
     loss_path = out / "loss.csv"
-    if start == 0 or not loss_path.is_file():
-        loss_path.write_text("step,loss,lr,elapsed\n")
-    else:  # drop rows past the checkpoint (they will be redone)
-        rows = loss_path.read_text().splitlines()
-        loss_path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]) + "\n")
+    _open_loss_log(loss_path, start)
     keep_step = half_point(steps, checkpoint_every)
     t0 = time.time()
     bar = _tqdm(total=steps, initial=start, desc="text encoder + unet")
@@ -470,27 +508,11 @@ def stage_unet(
                 base_prompt(rng, words[int(w)], classes[int(c)])
                 for w, c in zip(latents["words"][idx], latents["classes"][idx])
             ]
-            ids = tokenizer(
-                prompts,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            noise = torch.randn(z.shape, generator=generator)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
-            noisy = noise_scheduler.add_noise(z, noise, t)
-            pred = unet(noisy, t, text_encoder(ids)[0]).sample
-            loss = F.mse_loss(pred, noise)
             current_lr = unet_lr(step, steps, lr)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_value = _diffusion_step(modules, params, optimizer, tokenizer, noise_scheduler, z, prompts, generator)
             _ema_update(modules, ema, ema_decay(step))
-            loss_value = float(loss.detach())
             log_file.write(f"{step},{loss_value:.6f},{current_lr:.3e},{time.time() - t0:.1f}\n")
             log_file.flush()
             bar.update(1)
@@ -637,13 +659,7 @@ def stage_blend(
     from diffusers import AutoencoderKL
 
     scaling = float(AutoencoderKL.load_config(str(out / "vae"))["scaling_factor"])
-    tokenizer = arch.build_tokenizer()
-    text_encoder = arch.build_text_encoder(len(tokenizer)).train()
-    unet = arch.build_unet().train()
-    modules = {"text_encoder": text_encoder, "unet": unet}
-    params = [p for m in modules.values() for p in m.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=1e-2)
-    ema = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    tokenizer, modules, params, optimizer, ema = _trainable_pair(lr)
     own = [c for c in _blend_checkpoints(out) if _step_of(c) <= steps]
     if not own and _blend_checkpoints(out):  # a shorter plan than the one they came from: start over
         (out / "blend-checkpoints").rename(out / f"blend-checkpoints-superseded-{int(time.time())}")
@@ -654,14 +670,10 @@ def stage_blend(
     noise_scheduler = DDPMScheduler.from_config(arch.build_scheduler().config)
     words, classes = style_words(), world.CLASSES
     word_ids = [tokenizer(w, add_special_tokens=False).input_ids[0] for w in words]
-    blend = EmbeddingBlend(text_encoder)
+    blend = EmbeddingBlend(modules["text_encoder"])
     n_blend = int(round(batch * fraction))
     loss_path = out / "blend_loss.csv"
-    if start == 0 or not loss_path.is_file():
-        loss_path.write_text("step,loss,lr,elapsed\n")
-    else:  # drop rows past the checkpoint (they will be redone)
-        rows = loss_path.read_text().splitlines()
-        loss_path.write_text("\n".join([rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]) + "\n")
+    _open_loss_log(loss_path, start)
     t0 = time.time()
     bar = _tqdm(total=steps, initial=start, desc="style blends")
     with loss_path.open("a") as log_file:
@@ -685,23 +697,8 @@ def stage_blend(
                 prompts.append(base_prompt(rng, words[a], classes[int(blends["classes"][k])]))
                 if prompts[-1]:  # an empty prompt (classifier-free guidance) has no word to blend
                     blend.mixes.append((len(prompts) - 1, word_ids[a], word_ids[b], float(blends["mix"][k])))
-            ids = tokenizer(
-                prompts,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
-            noise = torch.randn(z.shape, generator=generator)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
-            pred = unet(noise_scheduler.add_noise(z, noise, t), t, text_encoder(ids)[0]).sample
-            loss = F.mse_loss(pred, noise)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_value = _diffusion_step(modules, params, optimizer, tokenizer, noise_scheduler, z, prompts, generator)
             _ema_update(modules, ema, ema_decay_rate)
-            loss_value = float(loss.detach())
             log_file.write(f"{step},{loss_value:.6f},{lr:.3e},{time.time() - t0:.1f}\n")
             log_file.flush()
             bar.update(1)
