@@ -241,6 +241,21 @@ def _strip(token_images, init_images, path: Path) -> None:
     canvas.save(path)
 
 
+def tokens_grid(results: list[dict], path: Path) -> None:
+    """One row per token of figure b: its painting, then its pictures of the six unseen classes (seed 0)."""
+    from PIL import Image
+
+    side = 64
+    canvas = Image.new("RGB", (side * (1 + len(TI_EVAL_CLASSES)), side * len(results)), "white")
+    for row, r in enumerate(results):
+        painting = load_image(STYLES_DIR / r["painting"]).convert("RGB").resize((side, side))
+        canvas.paste(painting, (0, row * side))
+        with Image.open(r["strip"]) as strip:
+            canvas.paste(strip.crop((0, 0, strip.width, side)), (side, row * side))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
 def pick_figure(run: str, seeds: list[int]) -> dict:
     from styleprompt.pick import pick_checkpoint
 
@@ -333,6 +348,7 @@ def main() -> int:
                 f"init word r@1 {r['init_word_r1']:.2f} (<= 0.25), trained {r['train_seconds']:.0f} s",
                 flush=True,
             )
+        tokens_grid(figures["b"], pictures / "micro_tokens_all.png")
     if "c" in args.only:
         figures["c"] = []
         for name in HELD_OUT:
