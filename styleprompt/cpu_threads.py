@@ -4,7 +4,7 @@ Why: on a loaded machine torch's OpenMP threads spin-wait against other processe
 2-core CPU: one micro UNet step took 13 s with two threads against 2.2 s with one, and two token
 trainings started side by side with two threads each ran at 16.6 s a step instead of about 0.2 s.
 The micro build's stages call `set_threads` every 50 steps, so they follow the load as it changes.
-The token trainer chooses once per run (`fixed_for_run`): changing the thread count mid-run
+The token trainer chooses once per run, by the threads runnable at its start (`fixed_for_run`): changing the thread count mid-run
 changes float rounding, and a resumed run must end bit-identical to a straight one
 (tests/test_training.py), so the run folder records the count and a resume reuses it.
 A user who sets OMP_NUM_THREADS keeps that choice.
@@ -13,6 +13,7 @@ A user who sets OMP_NUM_THREADS keeps that choice.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -58,6 +59,26 @@ def set_threads() -> int:
     return threads
 
 
+def threads_for_new_run(samples: int = 9, interval_s: float = 0.02) -> int:
+    """All cores unless other threads are runnable now (the median of a few instant readings).
+
+    Why not `set_threads`: its one-minute load average counts this process's own recent work,
+    which it cannot tell from another job's when the process ran torch before without calling it
+    (a test session, the app between requests). Measured: CI's test run took 947 s instead of
+    about 750 s while every token training there chose one thread that way.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    readings = []
+    for k in range(samples):
+        if k:
+            time.sleep(interval_s)
+        readings.append(runnable_now())
+    others = max(0, sorted(readings)[len(readings) // 2] - 1)  # this thread is one of them
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, cores - others))
+
+
 @contextmanager
 def fixed_for_run(recorded: int | None = None) -> Iterator[int]:
     """One thread count for a whole run: `recorded` (a resumed run's own), else chosen by the load now.
@@ -67,12 +88,9 @@ def fixed_for_run(recorded: int | None = None) -> Iterator[int]:
     """
     global _THREADS_IN_USE
     previous = torch.get_num_threads()
-    if recorded:
-        torch.set_num_threads(recorded)
-        _THREADS_IN_USE = recorded
-        threads = recorded
-    else:
-        threads = set_threads()
+    threads = recorded or threads_for_new_run()
+    torch.set_num_threads(threads)
+    _THREADS_IN_USE = threads
     try:
         yield threads
     finally:

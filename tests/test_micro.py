@@ -227,6 +227,23 @@ def test_set_threads_does_not_count_its_own_load(monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_new_run_takes_all_cores_unless_another_job_is_running_now(monkeypatch):
+    """A training run chooses by the threads runnable now, not by the load average, which counts
+    this process's own earlier work (a test session, the app) as another job's."""
+    from styleprompt import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (2.0, 2.0, 2.0))  # this process has been busy
+    readings = iter([1, 1, 3, 1, 1])  # one instant catches a short-lived thread: the median ignores it
+    monkeypatch.setattr(cpu_threads, "runnable_now", lambda: next(readings))
+    assert cpu_threads.threads_for_new_run(samples=5, interval_s=0) == 2
+    monkeypatch.setattr(cpu_threads, "runnable_now", lambda: 3)  # another job's two threads run beside it
+    assert cpu_threads.threads_for_new_run(samples=5, interval_s=0) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads.threads_for_new_run(samples=5, interval_s=0) == torch.get_num_threads()
+
+
 def test_extending_a_finished_build_matches_a_straight_run(tmp_path):
     """A finished 4-step UNet stage asked for 6 resumes from its half point (step 2), keeps the old
     plan's later checkpoints aside, and ends with the weights of a straight 6-step run."""

@@ -142,11 +142,7 @@ def test_a_resumed_run_keeps_the_cpu_threads_it_started_with(artworks_dir, tmp_p
     first, later = (2, 1) if before == 1 else (1, 2)  # both differ from the process's own count
     chosen = {"n": first}
 
-    def fake_set_threads() -> int:
-        torch.set_num_threads(chosen["n"])
-        return chosen["n"]
-
-    monkeypatch.setattr(cpu_threads, "set_threads", fake_set_threads)
+    monkeypatch.setattr(cpu_threads, "threads_for_new_run", lambda: chosen["n"])
     seen: list[int] = []
     cfg = dict(steps=4, checkpoint_every=1, checkpoints_total_limit=5)
     train(
