@@ -250,6 +250,11 @@ def _accelerator(cpu: bool):
     return Accelerator(mixed_precision="no", cpu=cpu)
 
 
+def runs_on_cpu(cfg: TrainConfig) -> bool:
+    """Asked for the CPU, or no CUDA GPU to train on."""
+    return cfg.device == "cpu" or not torch.cuda.is_available()
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Every setting in range, before any artwork or model is read (also what the app's fields get)."""
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
@@ -295,7 +300,7 @@ class StyleTokenTrainer:
         self.cfg = cfg
         self.out = Path(cfg.output)
         artworks = load_artworks(cfg.images)
-        cpu = (cfg.device == "cpu") or not torch.cuda.is_available()
+        cpu = runs_on_cpu(cfg)
         if cfg.mixed_precision == "fp16" and cpu:
             raise UserError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
         self.accelerator = _accelerator(cpu)
@@ -679,14 +684,13 @@ def _recorded_threads(out: Path) -> int | None:
 def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Train a style token; returns where its embedding is. Resumable with cfg.resume='latest'.
 
-    On CPU the torch thread count is chosen once, by the machine's load (one thread beside another
-    job: two trainings side by side ran at 16.6 s a step with two threads each, 0.2-0.4 s with
-    one), and recorded in config.json; a resume reuses it, because another count changes float
+    On CPU the torch thread count is chosen once, by the threads runnable at the start (one thread
+    beside another job: two trainings side by side ran at 16.6 s a step with two threads each,
+    0.2-0.4 s with one), and recorded in config.json; a resume reuses it, because another count changes float
     rounding and the resumed run would no longer end where the straight one does.
     """
     check_config(cfg)
-    on_cpu = (cfg.device == "cpu") or not torch.cuda.is_available()
-    if not on_cpu:
+    if not runs_on_cpu(cfg):
         return _train(cfg, loaded, callbacks, None)
     recorded = _recorded_threads(Path(cfg.output)) if cfg.resume else None
     with cpu_threads.fixed_for_run(recorded) as threads:

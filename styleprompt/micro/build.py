@@ -191,6 +191,19 @@ def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
 # -- stage 4: latents ------------------------------------------------------------------------------------
 
 
+def encode_latents(vae, images: torch.Tensor, desc: str) -> dict[str, torch.Tensor]:
+    """Latent means and stds of uint8 pictures, all plain and then all mirrored (twice as many rows)."""
+    means, stds = [], []
+    with torch.no_grad():
+        for flip in (False, True):
+            for i in _tqdm(iterable=range(0, len(images), 256), desc=f"{desc}{' (mirrored)' if flip else ''}"):
+                x = to_model_input(images[i : i + 256])
+                dist = vae.encode(x.flip(-1) if flip else x).latent_dist
+                means.append(dist.mean)
+                stds.append(dist.std)
+    return {"means": torch.cat(means).contiguous(), "stds": torch.cat(stds).contiguous()}
+
+
 def stage_latents(out: Path) -> None:
     """Each picture's latent distribution, plain and mirrored (the VAE is frozen from here on)."""
     path = out / "latents.safetensors"
@@ -200,19 +213,10 @@ def stage_latents(out: Path) -> None:
 
     vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval()
     images, classes, words = load_data(out)
-    means, stds = [], []
-    with torch.no_grad():
-        for flip in (False, True):
-            for i in _tqdm(iterable=range(0, len(images), 256), desc=f"latents{' (mirrored)' if flip else ''}"):
-                x = to_model_input(images[i : i + 256])
-                dist = vae.encode(x.flip(-1) if flip else x).latent_dist
-                means.append(dist.mean)
-                stds.append(dist.std)
     tmp = path.with_suffix(".tmp")
     save_file(
         {
-            "means": torch.cat(means).contiguous(),
-            "stds": torch.cat(stds).contiguous(),
+            **encode_latents(vae, images, "latents"),
             "classes": classes.repeat(2).contiguous(),
             "words": words.repeat(2).contiguous(),
         },
@@ -303,8 +307,9 @@ def base_prompt(rng: np.random.Generator, word: str, cls: str) -> str:
     return fill(template, word, cls, filewords=f"a {cls}")
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+def _checkpoints(out: Path, folder: str = "checkpoints") -> list[Path]:
+    """A stage's checkpoints, oldest first (the UNet stage's in checkpoints/, the blend stage's beside)."""
+    return sorted((out / folder).glob("step-*"), key=_step_of)
 
 
 def _save_checkpoint(
@@ -333,8 +338,7 @@ def _save_checkpoint(
     save_file(moments, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     tmp.replace(folder)
-    existing = sorted(folder.parent.glob("step-*"), key=_step_of)
-    for old in existing[:-keep]:
+    for old in _checkpoints(out, checkpoints_folder)[:-keep]:
         if _step_of(old) != also_keep:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -585,15 +589,7 @@ def stage_blend_latents(out: Path) -> None:
 
     vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval()
     data = load_file(str(out / "data" / "blends.safetensors"))
-    means, stds = [], []
-    with torch.no_grad():
-        for flip in (False, True):
-            for i in range(0, len(data["images"]), 256):
-                x = to_model_input(data["images"][i : i + 256])
-                dist = vae.encode(x.flip(-1) if flip else x).latent_dist
-                means.append(dist.mean)
-                stds.append(dist.std)
-    tensors = {"means": torch.cat(means).contiguous(), "stds": torch.cat(stds).contiguous()}
+    tensors = encode_latents(vae, data["images"], "blend latents")
     tensors.update({k: data[k].repeat(2).contiguous() for k in ("classes", "first", "second", "mix")})
     save_file(tensors, str(path.with_suffix(".tmp")))
     path.with_suffix(".tmp").replace(path)
@@ -628,8 +624,7 @@ def _ema_update(modules: dict[str, torch.nn.Module], ema: dict[str, dict[str, to
                     ema[name][k].copy_(v)
 
 
-def _blend_checkpoints(out: Path) -> list[Path]:
-    return sorted((out / "blend-checkpoints").glob("step-*"), key=_step_of)
+BLEND_CHECKPOINTS = "blend-checkpoints"
 
 
 def stage_blend(
@@ -660,9 +655,10 @@ def stage_blend(
 
     scaling = float(AutoencoderKL.load_config(str(out / "vae"))["scaling_factor"])
     tokenizer, modules, params, optimizer, ema = _trainable_pair(lr)
-    own = [c for c in _blend_checkpoints(out) if _step_of(c) <= steps]
-    if not own and _blend_checkpoints(out):  # a shorter plan than the one they came from: start over
-        (out / "blend-checkpoints").rename(out / f"blend-checkpoints-superseded-{int(time.time())}")
+    earlier = _checkpoints(out, BLEND_CHECKPOINTS)
+    own = [c for c in earlier if _step_of(c) <= steps]
+    if earlier and not own:  # a shorter plan than the one they came from: start over
+        (out / BLEND_CHECKPOINTS).rename(out / f"{BLEND_CHECKPOINTS}-superseded-{int(time.time())}")
     start = _restore(own[-1] if own else out / "checkpoints" / f"step-{unet_steps:06d}", modules, ema, optimizer)
     start = start if own else 0
     for group in optimizer.param_groups:
@@ -704,15 +700,14 @@ def stage_blend(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if step % checkpoint_every == 0 or step == steps:
-                folder = out / "blend-checkpoints"
-                _save_checkpoint(folder.parent, step, modules, ema, optimizer, checkpoints_folder=folder.name)
+                _save_checkpoint(out, step, modules, ema, optimizer, checkpoints_folder=BLEND_CHECKPOINTS)
     bar.close()
     done_file.write_text(json.dumps({"steps": steps}))
 
 
 def final_checkpoint(out: Path) -> Path:
     """What the model is exported from: the blend stage's last checkpoint when it ran, else the UNet stage's."""
-    blends = _blend_checkpoints(out) if (out / "blend_done.json").is_file() else []
+    blends = _checkpoints(out, BLEND_CHECKPOINTS) if (out / "blend_done.json").is_file() else []
     return blends[-1] if blends else _checkpoints(out)[-1]
 
 
