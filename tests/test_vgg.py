@@ -16,7 +16,7 @@ from classic.vgg import (
     load_vgg19,
     receptive_radius,
 )
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # VGG-19's convolution widths, written out independently of classic.vgg.
 WIDTHS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
