@@ -21,7 +21,7 @@ from styleprompt.evaluation.methods import AdainStylizer
 from styleprompt.plumbing.errors import UserError
 from tests.conftest import make_artworks
 
-FAST = dict(size=64, gatys_iterations=2, token_steps=2, cell_size=96, show_progress=False)
+FAST = dict(size=64, options={"iterations": 2, "steps": 2}, cell_size=96, show_progress=False)
 QUICK = dict(FAST, metrics=False)  # where a test is not about the metrics, skip their cost
 HAS_GHIASI = importlib.util.find_spec("classic.ghiasi") is not None
 
