@@ -224,9 +224,11 @@ def front(cells: Sequence[Cell]) -> set[tuple[int, str]]:
     by_content: dict[int, list[tuple[float, float, Cell]]] = {}
     for cell in cells:
         gain, fidelity = cell.metrics.get(STYLE_GAIN), cell.metrics.get(FIDELITY)
-        real = cell.method_weights == "real" and gain is not None and gain.weights != "random"
-        if cell.ok and real and fidelity is not None and _finite(gain.value) and _finite(fidelity.value):
-            by_content.setdefault(cell.content_index, []).append((float(gain.value), float(fidelity.value), cell))  # type: ignore[arg-type]
+        if gain is None or fidelity is None or not cell.ok or cell.method_weights != "real" or gain.weights == "random":
+            continue
+        if isinstance(gain.value, (int, float)) and isinstance(fidelity.value, (int, float)):
+            if _finite(gain.value) and _finite(fidelity.value):
+                by_content.setdefault(cell.content_index, []).append((float(gain.value), float(fidelity.value), cell))
     for index, scored in by_content.items():
         top = max(g for g, _, _ in scored)
         stylised = [(g, f, c) for g, f, c in scored if g > 0 and g >= MIN_GAIN_SHARE * top]
