@@ -266,3 +266,33 @@ def test_ghiasi_tile_size_zero_is_one_pass(pictures, tmp_path, capsys, monkeypat
     code, _, err = run_cli(capsys, *base, "--output", str(tmp_path / "auto.png"))
     assert code == 0, err
     assert tiled == [64]  # the automatic choice does tile here, so the first run really chose one pass
+
+
+def test_the_token_model_default_is_the_diffusion_default():
+    from styleprompt.diffusion.models import DEFAULT_MODEL
+
+    assert methods.DIFFUSION_MODEL.default == DEFAULT_MODEL  # spelled in methods.py so it imports no diffusers
+
+
+def test_notes_are_typed_and_become_text_only_at_the_edge():
+    image = Image.new("RGB", (4, 4))
+    image.info.update({"loss_first": "2.5", "loss_last": "0.5", "evaluations": "3", "tiles": "1", "x": "y"})
+    notes = methods._take_notes(image)
+    assert notes.loss == (2.5, 0.5) and notes.evaluations == 3 and notes.tiles == 1 and notes.extra == {"x": "y"}
+    assert image.info == {}  # taken off the picture: they travel no further as image metadata
+    assert notes.as_text() == {"x": "y", "loss_first": "2.5", "loss_last": "0.5", "evaluations": "3", "tiles": "1"}
+
+
+def test_survey_reads_the_compare_folder_through_compare_run():
+    """CompareRun owns the folder; survey.py stands beside compare.py, not above it."""
+    import ast
+
+    from styleprompt.evaluation import survey
+    from styleprompt.evaluation.compare_run import CompareRun
+
+    tree = ast.parse(Path(survey.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "styleprompt.evaluation.compare" not in imported and "styleprompt.evaluation.compare_run" in imported
+    run = CompareRun("/r")
+    assert run.output_image(0, "photo", "adain") == Path("/r/images/01-photo/adain.png")
+    assert {survey.PAGE_NAME, survey.KEY_NAME, "compare.json", "survey-results.json"} <= set(CompareRun.OWN)
