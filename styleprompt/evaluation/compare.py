@@ -355,13 +355,22 @@ def run_compare(
     by_name = {c.name: c for c in columns}
     to_score = [c for c in cells if c.ok and metrics]
     bar = tqdm(total=len(to_score), desc="metrics", unit="output", disable=not show_progress or not to_score)
-    baselines: dict[int, Metric | None] = {}
+    baselines: dict[tuple[int, str], Metric | None] = {}  # (content, method) -> its own content picture's similarity
     try:
         if metrics and to_score:
             for k, (content, name) in enumerate(sized):
                 say(f"style similarity of the content {name}", units / total)
-                baselines[k] = _content_style(content, styles, sources)
+                photo = _content_style(content, styles, sources)
+                for column in columns:
+                    baselines[(k, column.name)] = photo if column.method.uses_content else None
                 units += 1
+            for column in columns:  # a method without a content input: the picture it starts from
+                reference = getattr(column.stylizer, "reference", None)
+                if column.method.uses_content or reference is None or not column.status.ok:
+                    continue
+                for k, (content, name) in enumerate(sized):
+                    picture = _reference(reference, column, content, cls_list[k], seed, size, styles, run, k, name)
+                    baselines[(k, column.name)] = _content_style(picture, styles, sources) if picture else None
         for cell in cells:
             say(f"metrics for {method_label(cell.method)} on {cell.content_name}", units / total)
             if cell.ok and not metrics:
@@ -369,7 +378,7 @@ def run_compare(
             elif cell.ok:
                 method = by_name[cell.method].method
                 _evaluate(cell, method, sized[cell.content_index][0], styles, gallery_images, sources, clip_model)
-                _style_gain(cell, method, baselines.get(cell.content_index))
+                _style_gain(cell, method, baselines.get((cell.content_index, cell.method)))
                 bar.update(1)
             units += 1
     finally:
@@ -463,15 +472,42 @@ def _content_style(content: Image.Image, styles: list[Image.Image], sources: Sou
         return None
 
 
+def _reference(
+    reference: Callable[[Image.Image, Request], Image.Image | None],
+    column: Column,
+    content: Image.Image,
+    subject: str,
+    seed: int,
+    size: int | None,
+    styles: list[Image.Image],
+    run: CompareRun,
+    index: int,
+    name: str,
+) -> Image.Image | None:
+    """The picture a method without a content input starts from, kept beside its output."""
+    request = Request(styles=styles, size=size, seed=seed, show_progress=False, subject=subject, options=column.options)
+    try:
+        picture = reference(content, request)
+    except Exception as exc:  # noqa: BLE001 - without a baseline there is no gain, but the rest stands
+        log.warning("the reference picture of %s failed: %s", column.name, exc)
+        return None
+    if picture is not None:
+        save_image(picture.convert("RGB"), run.reference_image(index, name, column.name), text={"method": column.name})
+    return picture
+
+
 def _style_gain(cell: Cell, method: StyleMethod, baseline: Metric | None) -> None:
-    """style_gain = the output's style similarity minus its own content picture's."""
+    """style_gain = the output's style similarity minus its own content picture's (the photo; for
+    text->image, the model's picture of the subject without the token)."""
     own = cell.metrics.get("style_similarity")
     if own is None or own.value is None:
         return
-    if not method.uses_content:
-        cell.unavailable[STYLE_GAIN] = f"{method.kind} has no content picture to gain over"
-    elif baseline is None or baseline.value is None:
-        cell.unavailable[STYLE_GAIN] = "the content's own style similarity could not be computed"
+    if baseline is None or baseline.value is None:
+        cell.unavailable[STYLE_GAIN] = (
+            f"{method.kind} has no content picture to gain over"
+            if not method.uses_content
+            else "the content's own style similarity could not be computed"
+        )
     else:
         gain = float(own.value) - float(baseline.value)
         cell.metrics[STYLE_GAIN] = Metric(value=gain, better="higher", weights=own.weights)
@@ -530,7 +566,7 @@ def _settings(
     seed: int,
     style_count: int,
     clip_model: str | None,
-    baselines: dict[int, Metric | None],
+    baselines: dict[tuple[int, str], Metric | None],
     contents: list[tuple[Image.Image, str]],
 ) -> dict[str, str]:
     settings = {
@@ -542,10 +578,14 @@ def _settings(
         "random weights requested": str(sources.random_weights),
         "CLIP model": clip_model or "none",
     }
-    for k, (_, name) in enumerate(contents):
-        base = baselines.get(k)
+    for (k, method), base in baselines.items():
         if base is not None and base.value is not None:
-            settings[f"style_similarity of the content {name} itself"] = f"{float(base.value):.4f}"
+            what = (
+                "the content"
+                if registry.get(method).uses_content
+                else f"{method_label(method)}'s picture without the token"
+            )
+            settings[f"style_similarity of {what} {contents[k][1]}"] = f"{float(base.value):.4f}"
     for column in columns:
         label = method_label(column.name)
         if column.options:

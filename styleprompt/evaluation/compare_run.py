@@ -12,6 +12,7 @@ removes) mixed an old run's pictures into a new one. Here a new file is one edit
       inputs/content-NN.png      the contents as the methods saw them
       inputs/style-NN.png        copies of the style images (384 px)
       images/NN-name/METHOD.png  each output, with its parameters in PNG text
+      images/NN-name/METHOD.reference.png   what a text->image method's style gain is measured over
       survey.html  survey-key.json  survey-results.json   (styleprompt survey / survey-results)
 """
 
@@ -91,6 +92,10 @@ class CompareRun:
 
     def output_image(self, content_index: int, content_name: str, method: str) -> Path:
         return self.root / self.IMAGES / f"{content_index + 1:02d}-{content_name}" / f"{method}.png"
+
+    def reference_image(self, content_index: int, content_name: str, method: str) -> Path:
+        """The picture a method without a content input started from (its style gain's baseline)."""
+        return self.output_image(content_index, content_name, method).with_suffix(".reference.png")
 
     def relative(self, path: Path | None) -> str | None:
         return None if path is None else str(Path(path).relative_to(self.root))

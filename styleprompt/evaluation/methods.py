@@ -219,6 +219,10 @@ class Stylizer(Protocol):
 
     def stylize(self, content: Image.Image, request: Request) -> StyleResult: ...
 
+    # Optional: `reference(content, request) -> Image | None`, the picture the method starts from
+    # (its style gain is measured over it). Without it, a method that uses the content starts
+    # from the content photo, and one that does not has no gain.
+
 
 @dataclass
 class Plan:
@@ -755,6 +759,9 @@ class Ghiasi(Method):
 # -- the style token: the diffusion model with a learned word, as two compare columns -------------------
 
 TOKEN_PROMPT = "a {token} style of a {class}"
+# The token's own "content picture" for text->image: the model's painting of the subject without
+# the token, same seed and steps (the prompt `pick` draws its reference line from).
+BASELINE_PROMPT = "a painting of a {class}"
 EMBEDDING = WeightSource("embedding", "--embedding", "the learned token (learned_embeds.safetensors)")
 DIFFUSION_MODEL = WeightSource(
     "model",
@@ -767,7 +774,7 @@ TOKEN_STEPS = Field(
     "Token sampling steps",
     25,
     1,
-    1000,
+    limits.MAX_SAMPLING_STEPS,
     "token-steps",
     app_limit="max_gen_steps",
     compare_flag="--steps",
@@ -843,6 +850,18 @@ class TokenStylizer:
             self.model.loaded, GenerateConfig(**config), [self.model.token], show_progress=request.show_progress
         )
         return StyleResult(items[0].image, self.random_weights, notes=Notes(prompt=prompt))
+
+    def reference(self, content: Image.Image, request: Request) -> Image.Image | None:
+        """The picture this method starts from, for its style gain: the content photo for image->image;
+        for text->image, the model's painting of the subject without the token (same seed, steps)."""
+        if self.img2img:
+            return content
+        from styleprompt.diffusion.generate import GenerateConfig, generate
+
+        config: dict[str, Any] = dict(prompt=BASELINE_PROMPT.replace("{class}", request.subject), seed=request.seed)
+        if request.options.get("steps"):
+            config["steps"] = request.options["steps"]
+        return generate(self.model.loaded, GenerateConfig(count=1, **config), show_progress=False)[0].image
 
 
 class TokenTxt2img(Method):

@@ -217,7 +217,7 @@ def front(cells: Sequence[Cell]) -> set[tuple[int, str]]:
     machinery, never "best"). A method stylised a picture when its style gain over its own
     content picture is positive and at least MIN_GAIN_SHARE of the largest such gain there. It
     is on the front when no other such method is at least as good on both (gain, fidelity) and
-    better on one. A method without a gain or a fidelity (text->image has no content picture)
+    better on one. A method without a gain or a fidelity (text->image has no content to keep)
     is never marked; a tie marks both.
     """
     marked: set[tuple[int, str]] = set()
@@ -303,12 +303,13 @@ def _legend(cells: Sequence[Cell], directions: dict[str, str]) -> list[str]:
     lines = [
         f"{ARROWS['higher']} higher is better, {ARROWS['lower']} lower is better.",
         f"{STYLE_GAIN}: the output's style_similarity minus that of its own content picture (the photo it "
-        "started from): how much style the method added, not how much the photo already had.",
+        "started from; for text->image, the model's picture of the subject without the token, same seed): how much "
+        "style the method added, not how much the photo already had.",
         f"Best ({FRONT_MARK}, in bold): per content image, the methods on the front of {STYLE_GAIN} and content "
         f"fidelity ({FIDELITY}): no other method has at least as much of both and more of one. Only methods on "
         f"real weights that stylised the picture compete: a positive {STYLE_GAIN} of at least {MIN_GAIN_SHARE:.0%} "
         "of the largest one there (an almost unchanged photo keeps the content best of all, but adds no style). A "
-        f"method on random weights ({RANDOM_MARK}) or without a content picture (text->image) is never marked.",
+        f"method on random weights ({RANDOM_MARK}) or without content fidelity (text->image) is never marked.",
         f"{RANDOM_MARK} after a number: that metric ran on random network weights; after a method: the method itself ran "
         "on random weights. Such numbers show that the pipeline runs, not how good a picture is.",
         "Time: wall-clock seconds to produce one output with the networks already loaded (loading is listed under "
