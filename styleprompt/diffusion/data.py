@@ -33,9 +33,10 @@ MAX_ASPECT = 2.0
 # latent cache is built (12 MB for a 4-Mpx picture: 500 of them are 6 GB; the 89-Mpx image limit
 # allows 268 MB each), its two cached latent distributions stay for the whole run (measured
 # 30 KiB on the tiny model, 120 KiB on micro; 1.4 MiB at SDXL's 1024 px by the latents' shape),
-# and it is encoded once: measured 46-65 ms per artwork on the tiny model, 29-55 ms on micro, and
-# 2 x 103 s for an SD 1.5-shaped VAE, on one thread of the shared 2-core CPU (docs/robustness.md).
-# 500 is half a minute of encoding on the test models; on SD 1.5 the bar's ETA says how long.
+# and it is encoded once: measured 46-65 ms per artwork on the tiny model, 29-55 ms on micro (3-4x
+# that on a busier machine), and 2 x 103 s for an SD 1.5-shaped VAE, on one thread of the shared
+# 2-core CPU (bench/artwork_encoding.py, docs/robustness.md). 500 is half a minute to two minutes
+# of encoding on the test models; on SD 1.5 the bar's ETA says how long.
 MAX_TRAIN_IMAGES = 500
 
 
