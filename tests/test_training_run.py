@@ -179,3 +179,55 @@ def test_the_run_folder_lock_is_reentrant_in_a_thread_but_not_across_threads(tmp
     assert len(refused) == 1 and "in use by process" in refused[0]
     with run_folder_lock(tmp_path / "run"):  # released for good
         pass
+
+
+def test_only_rank_0_of_a_distributed_launch_holds_the_lock(tmp_path, monkeypatch):
+    """`accelerate launch` starts one process per GPU on the same --output: they are one run."""
+    with TrainingRun(tmp_path / "run").locked():
+        monkeypatch.setenv("RANK", "1")
+        with TrainingRun(tmp_path / "run").locked():  # not refused, and takes nothing
+            pass
+        monkeypatch.setenv("RANK", "0")
+        refused = []
+        thread = threading.Thread(target=lambda: _try_lock(tmp_path / "run", refused))
+        thread.start()
+        thread.join()
+        assert len(refused) == 1  # rank 0 of another run is refused
+
+
+def _try_lock(folder: Path, refused: list) -> None:
+    try:
+        with TrainingRun(folder).locked():
+            pass
+    except UserError as exc:
+        refused.append(str(exc))
+
+
+# The modules that read or write training run folders; each goes through TrainingRun for every name.
+RUN_FOLDER_USERS = (
+    "styleprompt/diffusion/training.py",
+    "styleprompt/commands/train.py",
+    "styleprompt/evaluation/pick.py",
+    "styleprompt/ui/train_tab.py",
+    "styleprompt/ui/serve.py",
+)
+
+
+def test_no_other_module_spells_a_run_files_name():
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    names = {name for name in TrainingRun.OWN if "." in name}  # file names; folder names are common words
+    spelled = {}
+    for module in RUN_FOLDER_USERS:
+        tree = ast.parse((root / module).read_text())
+        found = [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and (node.value in names or node.value.startswith("step-"))
+        ]
+        if found:
+            spelled[module] = found
+    assert not spelled, f"spell these through styleprompt.diffusion.training_run.TrainingRun: {spelled}"

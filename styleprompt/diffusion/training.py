@@ -686,7 +686,7 @@ def _recorded_threads(run: TrainingRun, recorded: dict) -> int | None:
     return int(value)
 
 
-def _check_resume(cfg: TrainConfig, run: TrainingRun, recorded: dict, artworks: list[Artwork]) -> None:
+def _check_resume(cfg: TrainConfig, run: TrainingRun, recorded: dict, images_digest: str) -> None:
     """A resume continues the recipe config.json records, or is refused (before the model loads)."""
     if not recorded and ckpt.list_checkpoints(run.checkpoints):
         raise UserError(
@@ -694,7 +694,7 @@ def _check_resume(cfg: TrainConfig, run: TrainingRun, recorded: dict, artworks: 
             "put the run's config.json back, start a new run (another --output), or add --overwrite to replace it"
         )
     if recorded:
-        run.check_resume(cfg, recorded, images_digest=artworks_digest([art.path for art in artworks]))
+        run.check_resume(cfg, recorded, images_digest=images_digest)
 
 
 def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainCallbacks | None = None) -> TrainResult:
@@ -714,12 +714,13 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
     with run.locked():
         recorded = run.read_config() if cfg.resume else {}
         artworks = load_artworks(cfg.images)
+        digest = artworks_digest([art.path for art in artworks])
         if cfg.resume:
-            _check_resume(cfg, run, recorded, artworks)
+            _check_resume(cfg, run, recorded, digest)
         if not runs_on_cpu(cfg):
-            return _train(cfg, loaded, callbacks, None, run, artworks, recorded)
+            return _train(cfg, loaded, callbacks, None, run, (artworks, digest), recorded)
         with cpu_threads.fixed_for_run(_recorded_threads(run, recorded)) as threads:
-            return _train(cfg, loaded, callbacks, threads, run, artworks, recorded)
+            return _train(cfg, loaded, callbacks, threads, run, (artworks, digest), recorded)
 
 
 def _train(
@@ -728,7 +729,7 @@ def _train(
     callbacks: TrainCallbacks | None,
     threads: int | None,
     run: TrainingRun,
-    artworks: list[Artwork],
+    images: tuple[list[Artwork], str],
     recorded: dict,
 ) -> TrainResult:
     from tqdm.auto import tqdm
@@ -740,6 +741,7 @@ def _train(
         raise UserError(
             f"{out} already holds a training run; add --resume latest to continue it, or choose a new --output"
         )
+    artworks, images_digest = images
     torch.manual_seed(cfg.seed)
     trainer = StyleTokenTrainer(cfg, loaded, artworks)
     acc = trainer.accelerator
@@ -755,7 +757,7 @@ def _train(
         measured: dict = dict(
             resolution=trainer.resolution,
             images_used=trainer.num_images,
-            images_digest=artworks_digest([art.path for art in artworks]),
+            images_digest=images_digest,
         )
         if threads is not None:
             measured["cpu_threads"] = threads

@@ -190,16 +190,27 @@ class TrainingRun:
 
     @contextmanager
     def locked(self) -> Iterator[TrainingRun]:
-        """This process's exclusive hold on the folder for a whole run (issue 26 item 2)."""
+        """This process's exclusive hold on the folder for a whole run (issue 26 item 2).
+
+        Under `accelerate launch` the processes of one run share the folder: only the first
+        (rank 0, the one that writes the results) holds the lock, or the others would be refused.
+        """
         from styleprompt.plumbing.run_folder import run_folder_lock
 
+        if _launched_rank() != 0:
+            yield self
+            return
         with run_folder_lock(self.folder, "training"):
             yield self
 
     def claim(self, *, overwrite: bool, resume: bool, images: str | os.PathLike | None = None) -> None:
         """Refuse a non-empty folder unless resuming; with `overwrite`, remove the old run's files
-        first. The artworks folder `images` is never removed, even when it is one of them."""
+        first. The artworks folder `images` is never removed, even when it is one of them. Under
+        `accelerate launch` only rank 0 claims (the others would find its first files)."""
         from styleprompt.plumbing.run_folder import claim_run_folder
+
+        if _launched_rank() != 0:
+            return
 
         claim_run_folder(
             self.folder,
@@ -300,6 +311,14 @@ def recipe_differences(
         if Path(recorded["images"]).expanduser().resolve() != Path(cfg.images).expanduser().resolve():
             found.append(f"images {_shown(recorded['images'])} -> {_shown(cfg.images)}")
     return found
+
+
+def _launched_rank() -> int:
+    """This process's rank in a distributed launch (torchrun/accelerate set RANK); 0 when alone."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def artworks_digest(paths: Sequence[Path]) -> str:
