@@ -97,10 +97,8 @@ def _dest(flag: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from classic import limits
-    from styleprompt.evaluation import methods as registry
-    from styleprompt.evaluation.compare import method_names, run_compare
     from styleprompt.evaluation.compare_run import CompareRun
-    from styleprompt.evaluation.report import FIDELITY, STYLE_GAIN, front
+    from styleprompt.plumbing.files import check_output_folder
 
     limits.check_range(
         "--cell-size",
@@ -113,7 +111,19 @@ def run(args: argparse.Namespace) -> int:
     styles = image_paths(args.style_images, "--style-images")
     gallery = image_paths(args.gallery, "--gallery") if args.gallery else None
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
-    CompareRun(args.output).claim(overwrite=args.overwrite)
+    run = CompareRun(args.output)
+    check_output_folder(run.root)  # before the lock, which creates the folder
+    with run.locked():  # held from the --overwrite below to the run's end (run_compare re-enters it)
+        run.claim(overwrite=args.overwrite)
+        result = _compare(args, contents, styles, gallery, methods)
+    _print(result)
+    return 0
+
+
+def _compare(args: argparse.Namespace, contents, styles, gallery, methods):
+    from styleprompt.evaluation import methods as registry
+    from styleprompt.evaluation.compare import method_names, run_compare
+
     sources = registry.sources_of(method_names())
     weights = {s.key: getattr(args, _dest(s.flag)) for s in sources}
     options = {
@@ -141,6 +151,12 @@ def run(args: argparse.Namespace) -> int:
         metrics=not args.no_metrics,
         notes=lambda text: print(f"note: {text}", file=sys.stderr),
     )
+    return result
+
+
+def _print(result) -> None:
+    from styleprompt.evaluation.report import FIDELITY, STYLE_GAIN, front
+
     width = max(len(m) for m in [*result.status, *result.not_run])
     for method, state in result.status.items():
         print(f"{method:<{width}}  {state}")
@@ -157,4 +173,3 @@ def run(args: argparse.Namespace) -> int:
             )
     for path in (result.grid, result.csv, result.md, result.html):
         print(f"wrote {path}")
-    return 0

@@ -253,11 +253,10 @@ def run_compare(
     Styles: all style images drive every style-transfer method with equal weights (the
     counterpart of a token learned from the same set); the token methods use the token alone.
     """
-    from tqdm.auto import tqdm
 
     from styleprompt.diffusion.models import pick_device
 
-    say = progress or (lambda message, fraction: None)
+    say: Progress = progress or (lambda message, fraction: None)
     run = CompareRun(output)
     out = run.root
     dev = str(pick_device(device))
@@ -306,6 +305,50 @@ def run_compare(
     gallery_images = [
         g.convert("RGB") if isinstance(g, Image.Image) else load_image(g) for g in (gallery or [])
     ] or None
+    with run.locked():  # the CLI holds it already (re-entered); the app's runs take it here
+        return _run(
+            run,
+            columns,
+            sources,
+            sized_from=content_items,
+            styles=styles,
+            cls_list=cls_list,
+            gallery_images=gallery_images,
+            size=size,
+            seed=seed,
+            metrics=metrics,
+            clip_model=clip_model,
+            cell_size=cell_size,
+            not_run=not_run,
+            embedding=embedding,
+            say=say,
+            show_progress=show_progress,
+        )
+
+
+def _run(
+    run: CompareRun,
+    columns: list[Column],
+    sources: Sources,
+    *,
+    sized_from: list[tuple[Image.Image, str]],
+    styles: list[Image.Image],
+    cls_list: list[str],
+    gallery_images: list[Image.Image] | None,
+    size: int | None,
+    seed: int,
+    metrics: bool,
+    clip_model: str | None,
+    cell_size: int,
+    not_run: dict[str, str],
+    embedding: str | None,
+    say: Progress,
+    show_progress: bool,
+) -> CompareResult:
+    """The comparison itself, with the folder locked and every input checked."""
+    from tqdm.auto import tqdm
+
+    out, dev, content_items = run.root, sources.device, sized_from
     networks = LocalNetworks()  # loaded once, shared (one VGG-19, one pipeline with the token)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -579,13 +622,12 @@ def _settings(
         "CLIP model": clip_model or "none",
     }
     for (k, method), base in baselines.items():
-        if base is not None and base.value is not None:
-            what = (
-                "the content"
-                if registry.get(method).uses_content
-                else f"{method_label(method)}'s picture without the token"
+        if base is not None and base.value is not None and registry.get(method).uses_content:
+            settings[f"style_similarity of the content {contents[k][1]} itself"] = f"{float(base.value):.4f}"
+        elif base is not None and base.value is not None:
+            settings[f"style_similarity of what {method_label(method)} starts from ({contents[k][1]})"] = (
+                f"{float(base.value):.4f}"
             )
-            settings[f"style_similarity of {what} {contents[k][1]}"] = f"{float(base.value):.4f}"
     for column in columns:
         label = method_label(column.name)
         if column.options:

@@ -102,6 +102,13 @@ class CompareRun:
 
     # -- the folder ---------------------------------------------------------------------------------
 
+    def locked(self) -> Any:
+        """This folder's run lock (`run_folder_lock`, re-entrant in one thread): one comparison at a time
+        writes it, and `--overwrite` never clears a running one's files. Creates the folder."""
+        from styleprompt.plumbing.run_folder import run_folder_lock
+
+        return run_folder_lock(self.root, "comparison")
+
     def claim(self, *, overwrite: bool) -> Path:
         """Check the folder before a run writes it (new or empty; with `overwrite`, this run's files removed)."""
         from styleprompt.plumbing.run_folder import claim_run_folder
