@@ -16,8 +16,7 @@ from typing import Any
 import gradio as gr
 
 from classic import limits
-from styleprompt.diffusion.config import TrainConfig
-from styleprompt.diffusion.models import training_default
+from styleprompt.diffusion.config import TrainConfig, training_default
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
     AppContext,
