@@ -35,7 +35,7 @@ import torch
 
 from styleprompt.diffusion.families import describe_family, family_of_widths
 from styleprompt.diffusion.tokens import save_diffusers_embedding, validate_token_name
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path
 
 FORMATS = ("diffusers", "a1111", "emb_params", "sdxl", "sdxl-pair", "a1111-png")
@@ -411,7 +411,9 @@ def _save_pickle(path: Path, obj: object) -> Path:
 
 def _need_suffix(path: Path, fmt: str, allowed: tuple[str, ...]) -> None:
     if path.suffix.lower() not in allowed:
-        raise UserError(f"--to {fmt} writes {' or '.join(allowed)} files; {path.name} has another extension")
+        raise SettingError(
+            "fmt", f"{{setting}} {fmt} writes {' or '.join(allowed)} files; {path.name} has another extension"
+        )
 
 
 def write_png_embedding(emb: Embedding, path: str | os.PathLike, image=None) -> Path:
@@ -437,14 +439,16 @@ def write_embedding(emb: Embedding, path: str | os.PathLike, fmt: str) -> list[P
         if not torch.isfinite(part).all():
             raise UserError(f"refusing to write {target}: the embedding has NaN or infinite values")
     if fmt in ("sdxl", "sdxl-pair") and not emb.is_sdxl:
-        raise UserError(
-            f"--to {fmt} needs vectors for both SDXL text encoders, but {emb.token} is for {describe_family(emb.widths)}; "
-            "use diffusers, a1111 or emb_params"
+        raise SettingError(
+            "fmt",
+            f"{{setting}} {fmt} needs vectors for both SDXL text encoders, but {emb.token} is for "
+            f"{describe_family(emb.widths)}; use diffusers, a1111 or emb_params",
         )
     if fmt not in ("sdxl", "sdxl-pair") and emb.is_sdxl:
-        raise UserError(
-            f"{emb.token} is an SDXL embedding (two text encoders); --to {fmt} holds one. Use --to sdxl (A1111, ComfyUI) "
-            "or --to sdxl-pair (diffusers)"
+        raise SettingError(
+            "fmt",
+            f"{emb.token} is an SDXL embedding (two text encoders); {{setting}} {fmt} holds one. Use {{setting}} sdxl "
+            "(A1111, ComfyUI) or {setting} sdxl-pair (diffusers)",
         )
     if fmt == "diffusers":
         _need_suffix(target, fmt, (".safetensors", ".bin"))

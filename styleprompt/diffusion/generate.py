@@ -28,7 +28,7 @@ from styleprompt.diffusion.families import describe_family, text_encoders
 from styleprompt.diffusion.formats import read_embedding
 from styleprompt.diffusion.models import native_resolution, runner_for
 from styleprompt.diffusion.tokens import embedding_width, file_sha256, install_token
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.images import load_image, resize_long_side, save_image
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,7 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
     Loading the same file (same vectors, same scale) again is a no-op. A file whose widths do
     not match the model's text encoders is refused with one line naming both families.
     """
-    if not (0.0 <= float(style_scale) <= 10.0):
-        raise UserError(f"--style-scale must be between 0 and 10 (got {style_scale})")
+    limits.check_between("style_scale", style_scale)
     pipe = loaded.pipe
     pairs = text_encoders(pipe)
     widths = tuple(embedding_width(te) for _, te in pairs)
@@ -147,7 +146,7 @@ def expand_prompts(template: str, tokens: Sequence[str], classes: Sequence[str])
             raise UserError("the prompt has {class}; give one or more --class values (a lighthouse, a city, ...)")
         return [(c, text.replace("{class}", c)) for c in wanted]
     if wanted:
-        raise UserError('--class needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"')
+        raise SettingError("classes", '{setting} needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"')
     return [("", text)]
 
 
@@ -194,26 +193,16 @@ def check_config(cfg: GenerateConfig) -> None:
     """Every setting in range, before a model loads (the command calls it first; generate again)."""
     if not (cfg.prompt or "").strip():
         raise UserError('the prompt is empty; write one, such as "a {token} style of a {class}"')
-    if cfg.steps < 1 or cfg.steps > 1000:
-        raise UserError(f"--steps must be between 1 and 1000 (got {cfg.steps})")
-    limits.check_range(
-        "--count",
-        cfg.count,
-        1,
-        limits.MAX_COUNT,
-        "images per class; all are held in memory until written, and each is a full sampling run",
-    )
-    if not (0.0 <= cfg.guidance <= 50.0):
-        raise UserError(f"--guidance must be between 0 and 50 (got {cfg.guidance})")
-    if not (0.0 <= cfg.strength <= 1.0):
-        raise UserError(f"--strength must be between 0 and 1 (got {cfg.strength})")
+    limits.check_between("steps", cfg.steps)
+    limits.check_bound("count", cfg.count)
+    limits.check_between("guidance", cfg.guidance)
+    limits.check_between("strength", cfg.strength)
     limits.check_generate_size(cfg.width, cfg.height)
-    if not (0.0 <= float(cfg.style_scale) <= 10.0):
-        raise UserError(f"--style-scale must be between 0 and 10 (got {cfg.style_scale})")
+    limits.check_between("style_scale", cfg.style_scale)
     if cfg.scheduler not in _SCHEDULERS:
         raise UserError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
     if cfg.seed is not None:  # image i uses seed + i
-        limits.check_range("--seed", cfg.seed, 0, limits.MAX_SEED - cfg.count + 1, "image i uses seed + i, 64 bits")
+        limits.check_range("seed", cfg.seed, 0, limits.MAX_SEED - cfg.count + 1, "image i uses seed + i, 64 bits")
 
 
 @torch.no_grad()

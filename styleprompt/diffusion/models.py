@@ -26,7 +26,7 @@ from styleprompt.diffusion.families import (
     model_family,
     text_encoders,
 )
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 
 # Re-exported: callers ask the loader for these, and families.py is where they are decided.
 __all__ = [
@@ -60,15 +60,20 @@ def pick_device(requested: str | None = None) -> torch.device:
         except (RuntimeError, ValueError):
             device = None
         if device is None or device.type not in ("cpu", "cuda", "mps"):
-            raise UserError(f"unknown --device {requested!r}: use cpu, cuda, cuda:N or mps")
+            raise SettingError("device", f"unknown {{setting}} {requested!r}: use cpu, cuda, cuda:N or mps")
         if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {requested} was asked for but no CUDA GPU is available; use --device cpu")
+            raise SettingError(
+                "device", f"{{setting}} {requested} was asked for but no CUDA GPU is available; use {{setting}} cpu"
+            )
         if requested == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise UserError("--device mps was asked for but Apple's MPS is not available; use --device cpu")
+            raise SettingError(
+                "device", "{setting} mps was asked for but Apple's MPS is not available; use {setting} cpu"
+            )
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                f"numbered from 0; use cuda:0"
+            raise SettingError(
+                "device",
+                f"{{setting}} {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from 0; use cuda:0",
             )
         return device
     if torch.cuda.is_available():

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path
     if images is not None:
         folder = Path(images)
         if not folder.is_dir():
-            raise UserError(f"--images {folder} is not a folder")
+            raise SettingError("images", f"{{setting}} {folder} is not a folder")
         return folder
     recorded = config.get("images")
     if recorded:

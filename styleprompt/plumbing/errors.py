@@ -35,3 +35,11 @@ def cli_flag(setting: str) -> str:
     """The flag a setting has on the command line: `lr` -> `--lr`, `init_word` -> `--init-word`
     (a setting already spelled as a flag stays as it is)."""
     return setting if setting.startswith("-") else "--" + setting.replace("_", "-")
+
+
+def cli_message(exc: UserError, flags: dict[str, str] | None = None) -> str:
+    """The one line a command line prints: a setting named as its flag (`flags` for the settings
+    whose flag is not their name, such as `fmt` -> `--to`)."""
+    if isinstance(exc, SettingError):
+        return exc.named((flags or {}).get(exc.setting) or cli_flag(exc.setting))
+    return str(exc)
