@@ -146,7 +146,9 @@ def expand_prompts(template: str, tokens: Sequence[str], classes: Sequence[str])
             raise UserError("the prompt has {class}; give one or more --class values (a lighthouse, a city, ...)")
         return [(c, text.replace("{class}", c)) for c in wanted]
     if wanted:
-        raise SettingError("classes", '{setting} needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"')
+        raise SettingError(
+            "classes", '{setting} needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"'
+        )
     return [("", text)]
 
 
