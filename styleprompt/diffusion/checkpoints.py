@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -125,7 +125,10 @@ def resolve_resume(folder: Path, resume: str) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / "state.json").is_file():
-        raise UserError(f"--resume {resume}: not a checkpoint folder (expected state.json inside); use --resume latest")
+        raise SettingError(
+            "resume",
+            f"{{setting}} {resume}: not a checkpoint folder (expected state.json inside); use {{setting}} latest",
+        )
     return path
 
 
