@@ -64,8 +64,8 @@ def check_build(cfg: BuildConfig) -> tuple[Path, Path]:
 
     cfg.check()
     out = check_output_folder(cfg.output)
-    styles = check_style_folder(cfg.styles)
     check_memory(cfg)
+    styles = check_style_folder(cfg.styles)
     return out, styles
 
 

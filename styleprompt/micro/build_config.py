@@ -34,6 +34,10 @@ MAX_BUILD_SEED = 2**32 - 1
 MAX_STEPS = 1_000_000
 
 
+def _shown(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
 def _setting(default: Any, help: str, low: float | None = None, high: float | None = None, why: str = "") -> Any:
     return field(default=default, metadata={"help": help, "low": low, "high": high, "why": why})
 
@@ -103,7 +107,9 @@ class BuildConfig:
                 raise UserError(f"{self.flag(f.name)} {value!r} is not a number")
             if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
                 reason = f" ({f.metadata['why']})" if f.metadata["why"] else ""
-                raise UserError(f"{self.flag(f.name)} {value} is out of range: use {low:g} to {high:g}{reason}")
+                raise UserError(
+                    f"{self.flag(f.name)} {value} is out of range: use {_shown(low)} to {_shown(high)}{reason}"
+                )
         return self
 
     def recipe(self) -> dict[str, Any]:
