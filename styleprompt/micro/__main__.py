@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"model in {model}" if model.name == "model" else f"stopped early; run again to continue the build in {model}"
-    )
+    if model is None:
+        print(f"stopped by --max-minutes; run the same command again to continue the build in {args.output}")
+    else:
+        print(f"model in {model}" + (" (and installed into the package)" if args.install else ""))
     return 0
 
 

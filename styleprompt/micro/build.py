@@ -69,7 +69,7 @@ def check_build(cfg: BuildConfig) -> tuple[Path, Path]:
     return out, styles
 
 
-def build(cfg: BuildConfig) -> Path:
+def build(cfg: BuildConfig) -> Path | None:
     """Run (or resume) every stage into `cfg.output`; returns the exported model's folder (None until done)."""
     from styleprompt.plumbing.folder_lock import locked_folder
 
@@ -78,7 +78,7 @@ def build(cfg: BuildConfig) -> Path:
         return _build(cfg, out, styles)
 
 
-def _build(cfg: BuildConfig, out: Path, styles: Path) -> Path:
+def _build(cfg: BuildConfig, out: Path, styles: Path) -> Path | None:
     from styleprompt.micro import autoencoder, export, judge_training, unet, world_data
     from styleprompt.plumbing.files import atomic_path, remove_stale_temporaries
 
@@ -135,7 +135,7 @@ def _build(cfg: BuildConfig, out: Path, styles: Path) -> Path:
     with atomic_path(timings_path) as tmp:
         tmp.write_text(previous + row.getvalue())
     if not done:
-        return out
+        return None
     # Blend checkpoints from an earlier run with --blend-steps are not exported when it is now 0.
     source = unet.final_checkpoint(out) if cfg.blend_steps > 0 else unet.checkpoints(out)[-1]
     model = export.export_pipeline(out, out / "model", source)

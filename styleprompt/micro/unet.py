@@ -153,7 +153,10 @@ def ema_weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
     if _legacy(checkpoint):
-        return {name: load_file(str(checkpoint / f"{name}.ema.safetensors")) for name in MODULES}
+        try:
+            return {name: load_file(str(checkpoint / f"{name}.ema.safetensors")) for name in MODULES}
+        except Exception as exc:  # noqa: BLE001 - a torn file fails in safetensors
+            raise CheckpointDamaged(f"checkpoint {checkpoint} is damaged ({str(exc).splitlines()[0][:120]})") from None
     _, tensors, _ = load_tensor_checkpoint(checkpoint)
     return {
         name: {k[len(name) + 5 :]: v for k, v in tensors.items() if k.startswith(f"ema.{name}.")} for name in MODULES

@@ -180,3 +180,15 @@ def test_unreadable_paintings_and_read_only_outputs_are_refused(tmp_path):
         line = _one_child_line(_as_user(argv))
         assert "permission denied" in line and str(readonly) in line
     assert list(readonly.iterdir()) == [] and not (tmp_path / "b").exists()
+
+
+def test_export_from_a_damaged_checkpoint_is_one_line(corpus, capsys):
+    """Export never falls back silently to an older model: a torn newest checkpoint is named."""
+    checkpoint = corpus / "b" / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text('{"step": 4}')
+    (checkpoint / "state.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    (corpus / "b" / "vae").mkdir()
+    line = _one_line(capsys, micro_main(["export", "--output", str(corpus / "b")]))
+    assert "checkpoint-4" in line and "is damaged" in line
+    assert not (corpus / "b" / "model").exists()
