@@ -158,6 +158,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, one_thread,
     )
 
 
+@pytest.mark.slow
 def test_a_torn_stage_result_is_rebuilt(tmp_path):
     """A truncated latents file is not taken as done: moved aside, the latents stage encodes again."""
     from styleprompt.micro import autoencoder
