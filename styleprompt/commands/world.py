@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from styleprompt.micro import world
     from styleprompt.plumbing.files import check_output_folder
-    from styleprompt.plumbing.folder_lock import is_lock_file, locked_folder
+    from styleprompt.plumbing.folder_lock import locked_folder
     from styleprompt.plumbing.images import load_image
 
     if not args.output:
@@ -75,17 +75,24 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"unknown world class {unknown[0]!r}; choose from {', '.join(world.CLASSES)}")
     out = check_output_folder(args.output)
-    if out.exists() and any(p for p in out.iterdir() if not is_lock_file(p)):
-        raise UserError(f"{out} already exists and is not an empty folder; give a new folder for --output")
+    _check_empty(out)
     painted = bool(args.style) and args.style != world.PLAIN_STYLE
     check_memory(args.count, args.size, painted)
     style = load_image(args.style) if painted else None
     with locked_folder(out, "world"):
+        _check_empty(out)  # again: another world may have filled it before this one held the lock
         pictures = world.make_pictures(style, classes, args.count, seed=args.seed, size=args.size)
         paths = world.write_pictures(pictures, out)
     label = "plain renderings" if style is None else f"painted in the style of {Path(args.style).name}"
     print(f"wrote {len(paths)} pictures ({label}) with caption files to {out}")
     return 0
+
+
+def _check_empty(out: Path) -> None:
+    from styleprompt.plumbing.folder_lock import is_lock_file
+
+    if out.exists() and any(p for p in out.iterdir() if not is_lock_file(p)):
+        raise UserError(f"{out} already exists and is not an empty folder; give a new folder for --output")
 
 
 def check_memory(count: int, size: int, painted: bool) -> None:
