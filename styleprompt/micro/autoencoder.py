@@ -65,7 +65,7 @@ def stage_vae(out: Path, steps: int, batch: int, seed: int) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     bar.close()
     vae.eval()
     with torch.no_grad():
