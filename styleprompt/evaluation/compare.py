@@ -275,10 +275,8 @@ def run_compare(
             )
     else:
         chosen = list(methods)
-    limits.check_side_flag("--size", size)
-    limits.check_range(
-        "--cell-size", cell_size, 64, limits.MAX_CELL_SIZE, "the grid holds (methods + 1) x contents cells in one image"
-    )
+    limits.check_side_flag("size", size)
+    limits.check_bound("cell_size", cell_size)
     limits.check_seed(seed)
     check_output_folder(out)
     columns = _columns(chosen, options or {}, size, dev)
@@ -292,7 +290,7 @@ def run_compare(
             contents=[(f"the content image {name}", img.size) for img, name in content_items],
             styles=styles,
             size=size,
-            how=f"--size {size}" if size else "its own size",
+            how=f"{{setting}} {size}" if size else "its own size",
             options=column.options,
             device=dev,
             methods=[c.name for c in columns],

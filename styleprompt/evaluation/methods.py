@@ -84,9 +84,14 @@ class Field:
     help: str = ""
     slider_step: float | None = None  # a slider in the app instead of a number box
 
+    @property
+    def setting(self) -> str:
+        """The library's name for it in messages (`gatys_iterations`; each front end names it its way)."""
+        return self.compare_flag.lstrip("-").replace("-", "_") if self.compare_flag else self.option
+
     def check(self, value: Any, name: str | None = None) -> Any:
-        """`value` within the bounds (one line naming `name`, else the compare flag, otherwise)."""
-        limits.check_range(name or self.compare_flag or self.label, value, self.minimum, self.maximum)
+        """`value` within the bounds (a SettingError naming `name`, else `setting`, otherwise)."""
+        limits.check_range(name or self.setting, value, self.minimum, self.maximum)
         return value
 
 
@@ -231,7 +236,7 @@ class Plan:
     contents: list[tuple[str, tuple[int, int]]]  # (what, (width, height) as read)
     styles: list[Image.Image]
     size: int | None  # the long side every content is scaled to (None: as it is)
-    how: str  # what scales them, for messages ("--size 512")
+    how: str  # what scales them, for messages ("{setting} 512": the setting `size`, named by each front end)
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options
     device: str = "cpu"
     methods: list[str] = field(default_factory=list)  # every method of the run (for advice naming the others)
@@ -329,7 +334,7 @@ class Method:
         if self.footprint is not None:
             for what, original in plan.contents:
                 scaled = limits.scaled_long_side(original, plan.size)
-                limits.check_working_image(self.footprint, what, original, scaled, plan.how)
+                limits.check_working_image(self.footprint, what, original, scaled, plan.how, setting="size")
         return []
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
@@ -672,7 +677,7 @@ class Adain(Method):
         )
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
-        limits.check_side_flag("--style-size", args.style_size, allow_none=False)
+        limits.check_side_flag("--style-size", args.style_size, allow_none=False)  # a flag: transfer's own
         return {"style_size": args.style_size}
 
     def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
@@ -773,8 +778,7 @@ TOKEN_STEPS = Field(
     "steps",
     "Token sampling steps",
     25,
-    1,
-    limits.MAX_SAMPLING_STEPS,
+    *limits.span("steps"),
     "token-steps",
     app_limit="max_gen_steps",
     compare_flag="--steps",
@@ -784,8 +788,7 @@ TOKEN_STRENGTH = Field(
     "strength",
     "Image-to-image strength",
     0.6,
-    0.0,
-    1.0,
+    *limits.span("strength"),
     "strength",
     integer=False,
     compare_flag="--strength",

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from classic import limits
 from styleprompt.evaluation import methods as registry
 from styleprompt.evaluation.compare import default_methods, method_names
 from styleprompt.ui.classic_tab import field_options, method_fields
@@ -87,11 +88,13 @@ def build(ctx: AppContext) -> Any:
                         value=512,
                         precision=0,
                         label="Size (long side, px)",
-                        minimum=64,
-                        maximum=2048,
+                        minimum=limits.span("size")[0],
+                        maximum=limits.span("size")[1],
                         elem_id="cmp-size",
                     )
-                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+                    seed = gr.Number(
+                        value=0, precision=0, label="Seed", minimum=limits.span("seed")[0], elem_id="cmp-seed"
+                    )
                 with gr.Row():
                     fields = method_fields(registry.fields_of(method_names()), "cmp", s, compare_defaults(s))
             with gr.Row():
@@ -154,8 +157,8 @@ def build(ctx: AppContext) -> Any:
             random_weights=bool(random_weights),
             weights={src.key: s.weights_file_for(files.get(src.key), src.what or src.key) for src in offered},
             options=own,
-            size=int_in(size, "Size", 64, 4096),
-            seed=int_in(seed, "Seed", 0, 2**32 - 1),
+            size=int_in(size, "Size", *limits.span("size")),
+            seed=int_in(seed, "Seed", *limits.span("seed")),
             device=s.device,
         )
         model_name = s.model_for(model)
