@@ -663,7 +663,11 @@ def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):
 
 def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
     """Before any job: every Stop looks inactive (a job's start enables it, its end disables it) and the
-    Compare table shows metrics.csv's column names, not Gradio's 1 2 3."""
+    Compare table shows metrics.csv's column names, not Gradio's 1 2 3.
+
+    The enabling step must be the Start click's only listener with the job chained after it: the
+    page runs one click's listeners in turn, each to its end, so an enabler beside the job ran
+    only once the job had ended (the browser tests press Stop mid-run)."""
     from styleprompt.ui import build_app
     from styleprompt.ui.serve import AppSettings
 
@@ -674,4 +678,11 @@ def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
     stop_ids = {by_elem[s]["id"] for s in stops}
     targets = [set(d["outputs"]) & stop_ids for d in demo.config["dependencies"]]
     assert sum(bool(t) for t in targets) == 2 * len(stops)  # an enable and a disable for each
+    deps = {d["id"]: d for d in demo.config["dependencies"]}
+    for job in ("train", "generate", "compare", "classic"):
+        (run,) = [d for d in deps.values() if d.get("api_name") == job]
+        armer = deps[run["trigger_after"]]  # the job follows the step that enables its Stop
+        assert set(armer["outputs"]) & stop_ids and armer["targets"][0][1] == "click", job
+        clicks = [d for d in deps.values() if d["targets"] == armer["targets"]]
+        assert clicks == [armer], job  # nothing else listens on Start, so nothing runs before Stop is on
     assert by_elem["cmp-table"]["props"]["value"]["headers"][:4] == ["content", "class", "method", "status"]

@@ -21,6 +21,7 @@ from styleprompt.ui.common import (
     idle_html,
     image_input,
     int_in,
+    job_event,
     progress_html,
     show_errors,
     stream_job,
@@ -171,7 +172,9 @@ def build(ctx: AppContext) -> None:
         labelled = " · random weights" if random else ""
         yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(path)
 
-    event = run.click(
+    job_event(
+        run,
+        stop,
         stylize,
         [method, content, styles, weights, mask, alpha, preserve, size, iterations, random_weights, vgg, decoder],
         [status, output],
@@ -181,7 +184,7 @@ def build(ctx: AppContext) -> None:
         show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "classic", "stop_classic", run, event)
+    wire_stop(ctx, stop, "classic", "stop_classic")
 
 
 def _device(requested: str | None) -> str:

@@ -25,6 +25,7 @@ from styleprompt.ui.common import (
     idle_html,
     image_input,
     int_in,
+    job_event,
     progress_html,
     show_errors,
     stream_job,
@@ -244,7 +245,9 @@ def build(ctx: AppContext) -> GenerateTab:
             history,
         )
 
-    event = run.click(
+    job_event(
+        run,
+        stop,
         run_generate,
         [
             model,
@@ -269,7 +272,7 @@ def build(ctx: AppContext) -> GenerateTab:
         show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "generate", "stop_generate", run, event)
+    wire_stop(ctx, stop, "generate", "stop_generate")
 
     def show_params(history, evt: gr.SelectData):
         if history and 0 <= evt.index < len(history):

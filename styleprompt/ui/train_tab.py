@@ -27,6 +27,7 @@ from styleprompt.ui.common import (
     idle_html,
     image_input,
     int_in,
+    job_event,
     progress_html,
     session_of,
     show_errors,
@@ -323,7 +324,9 @@ def build(ctx: AppContext) -> TrainTab:
         precision,
         seed,
     ]
-    event = start.click(
+    event = job_event(
+        start,
+        stop,
         run_training,
         inputs,
         [status, loss_plot, previews, downloads, formats_note, embedding],
@@ -354,5 +357,5 @@ def build(ctx: AppContext) -> TrainTab:
         show_progress="full",
     )
 
-    wire_stop(ctx, stop, "train", "stop_training", start, event)
+    wire_stop(ctx, stop, "train", "stop_training")
     return TrainTab(start_event=event, embedding=embedding)
