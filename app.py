@@ -14,13 +14,13 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from styleprompt.diffusion.models import DEFAULT_MODEL
+    from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
     parser = argparse.ArgumentParser(
         description="styleprompt web app: train, generate, compare, classic style transfer"
     )
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="default model: hub id, local path, or tiny (default: %(default)s)"
+        "--model", default=DEFAULT_MODEL, help=f"default model: {MODEL_CHOICES_HELP} (default: %(default)s)"
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for the network)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from styleprompt.diffusion.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
 
 def image_paths(values: list[str], what: str) -> list[Path]:
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> None:
         help='subject for the token prompt "a <S> style of a [class]": one, or one per content image',
     )
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="diffusion model for the token methods (hub id, folder, file, tiny)"
+        "--model", default=DEFAULT_MODEL, help=f"diffusion model for the token methods: {MODEL_CHOICES_HELP}"
     )
     parser.add_argument("--output", required=True, help="folder for the report (new or empty)")
     parser.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from styleprompt.diffusion.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
 DEFAULT_PROMPT = "a {token} style of a {class}"
 
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help=f"hub id, diffusers folder, .safetensors file, tiny or tiny-sdxl (default: {DEFAULT_MODEL})",
+        help=f"{MODEL_CHOICES_HELP}, or tiny-sdxl (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--embedding",
@@ -125,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
             style_scale=args.style_scale,
         )
         check_config(cfg)
+        from styleprompt.diffusion.formats import read_embedding
+
+        for path in args.embedding or []:  # a missing or unreadable token file is told before a model loads
+            read_embedding(path)
         loaded = load_pipeline(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision)
         tokens = load_embeddings(loaded, args.embedding, args.style_scale)
         items = generate(loaded, cfg, tokens)

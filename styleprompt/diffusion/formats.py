@@ -127,6 +127,8 @@ def fits_description(widths: tuple[int, ...]) -> str:
         if widths == (32, 64)
         else "the tiny test model `tiny`"
         if widths == (32,)
+        else "the micro model `micro` (trained, offline)"
+        if widths == (128,)
         else f"models whose text encoders are {describe_family(widths)}",
     )
 
@@ -574,7 +576,7 @@ def blend_embeddings(parts: list[tuple[Embedding, float]], token: str) -> Embedd
             )
         if emb.num_vectors != first.num_vectors:
             raise UserError(
-                f"cannot blend {emb.token} ({emb.num_vectors} vectors) with {first.token} ({first.num_vectors} vectors); "
+                f"cannot blend {emb.token} ({emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''}) with {first.token} ({first.num_vectors} vector{'s' if first.num_vectors != 1 else ''}); "
                 "blend tokens trained with the same --vectors"
             )
         if not (weight == weight and abs(weight) < 1e6):

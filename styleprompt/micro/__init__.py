@@ -68,6 +68,8 @@ def load_micro_pipeline():
         )
     from diffusers.utils import logging as diffusers_logging
 
+    from styleprompt.diffusion.models import pipeline_dtype
+
     # StableDiffusionPipeline's type hint names AutoencoderKL; the micro model's wide-decoder
     # AsymmetricAutoencoderKL has the same encode/decode interface, and diffusers would otherwise warn
     # "Expected types for vae" on every load.
@@ -76,7 +78,7 @@ def load_micro_pipeline():
     try:
         return StableDiffusionPipeline.from_pretrained(
             str(MODEL_DIR),
-            torch_dtype=torch.float32,
+            **pipeline_dtype(torch.float32),
             local_files_only=True,
             safety_checker=None,
             requires_safety_checker=False,

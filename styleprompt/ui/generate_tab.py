@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from styleprompt.diffusion.models import MODEL_CHOICES_HELP
 from styleprompt.diffusion.templates import CLASS_NAMES
 from styleprompt.diffusion.tokens import file_sha256
 from styleprompt.plumbing.errors import UserError
@@ -100,7 +101,7 @@ def build(ctx: AppContext) -> GenerateTab:
     s = ctx.settings
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="gen-model")
+            model = gr.Textbox(value=s.model, label=f"Model ({MODEL_CHOICES_HELP})", elem_id="gen-model")
             with gr.Row():
                 recent = gr.Dropdown(
                     choices=recent_choices(ctx),

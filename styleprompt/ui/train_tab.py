@@ -17,7 +17,7 @@ import gradio as gr
 
 from classic import limits
 from styleprompt.diffusion.config import TrainConfig
-from styleprompt.diffusion.models import training_default
+from styleprompt.diffusion.models import MODEL_CHOICES_HELP, training_default
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
     AppContext,
@@ -165,7 +165,7 @@ def build(ctx: AppContext) -> TrainTab:
                 )
                 lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
-                model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="train-model")
+                model = gr.Textbox(value=s.model, label=f"Model ({MODEL_CHOICES_HELP})", elem_id="train-model")
                 with gr.Row():
                     preview_every = gr.Number(
                         value=_DEFAULTS.preview_every,
