@@ -686,3 +686,27 @@ def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
         clicks = [d for d in deps.values() if d["targets"] == armer["targets"]]
         assert clicks == [armer], job  # nothing else listens on Start, so nothing runs before Stop is on
     assert by_elem["cmp-table"]["props"]["value"]["headers"][:4] == ["content", "class", "method", "status"]
+
+
+def test_the_page_says_when_its_model_is_missing(tmp_path, monkeypatch):
+    """Offline with no SD 1.5 in the cache, the page itself warns, says how to get the model and
+    names --model micro; on a model that is here, no warning shows."""
+    from styleprompt.diffusion.models import DEFAULT_MODEL
+    from styleprompt.ui import build_app
+    from styleprompt.ui.serve import AppSettings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+
+    def notice(model: str) -> dict:
+        demo = build_app(AppSettings(model=model, output_dir=tmp_path / model.replace("/", "-"), device="cpu"))
+        (component,) = [c for c in demo.config["components"] if c["props"].get("elem_id") == "model-notice"]
+        return component["props"]
+
+    missing = notice(DEFAULT_MODEL)
+    assert missing["visible"] is True
+    text = missing["value"]
+    assert f"`{DEFAULT_MODEL}` is not ready" in text and "HF_HUB_OFFLINE" in text
+    assert f"hf download {DEFAULT_MODEL}" in text and "--model micro" in text
+    assert notice("tiny")["visible"] is False

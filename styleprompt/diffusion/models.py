@@ -184,6 +184,30 @@ def pipeline_dtype(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
+def missing_model_reason(model: str) -> str | None:
+    """Why `model` cannot be loaded from this machine as it stands, or None when it is here
+    (a test model, a local file or folder, a hub id in the Hugging Face cache). Reads no weights:
+    for the app's page, which must say a model is missing rather than look healthy without one."""
+    if model in TINY_MODELS:
+        return None
+    if model == "micro":
+        from styleprompt.micro import is_available
+
+        return None if is_available() else "the micro model is not built in this install"
+    path = Path(model).expanduser()
+    if path.exists():
+        return None
+    if not _HUB_ID.match(model):
+        return f"{model} is neither a local file or folder nor a hub id"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return "it is not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+    return "it is not in the Hugging Face cache; it downloads (several GB) on first use if this machine is online"
+
+
 def _single_file_is_sdxl(path: Path) -> bool:
     """SDXL checkpoints carry a second text encoder under conditioner.embedders.1."""
     if path.suffix != ".safetensors":

@@ -39,6 +39,7 @@ class AppContext:
     output: OutputFolder
     models: ModelCache
     jobs: JobBoard = field(default_factory=JobBoard)
+    load_error: str | None = None  # why the default model failed to load at start, for the page to say
 
     @classmethod
     def create(cls, settings: AppSettings, models: ModelCache | None = None) -> "AppContext":
@@ -47,6 +48,24 @@ class AppContext:
             output=OutputFolder(settings.output_dir),
             models=models or ModelCache(settings.device, settings.max_models),
         )
+
+
+def model_notice(ctx: AppContext) -> str:
+    """A warning for the top of the page when the default model is missing (or failed to load),
+    with how to get it and the offline alternative; empty when all is well. The terminal alone
+    used to say so, while the page named SD 1.5 as if it were ready."""
+    from styleprompt.diffusion.models import missing_model_reason
+
+    model = ctx.settings.model
+    reason = (missing_model_reason(model) or ctx.load_error or "").rstrip(". ")
+    if not reason:
+        return ""
+    hub = model not in ("micro", "tiny", "tiny-sdxl") and not Path(model).expanduser().exists()
+    get = f"Get it with `hf download {model}` and restart, or s" if hub else "S"
+    return (
+        f"**The model `{model}` is not ready:** {reason}. {get}tart the app on a model that is here: "
+        "`python app.py --model micro` (the project's own 64-px model, offline) or `--model tiny` (random, for tests)."
+    )
 
 
 def progress_html(
