@@ -636,9 +636,14 @@ def test_world_pictures_of_an_uploaded_painting_become_the_artworks(app, art):
     files = client.predict(handle_file(str(art[0])), 3, api_name="/paint_world")
     names = [Path(f["path"] if isinstance(f, dict) else f).name for f in files]
     assert len(names) == 3 and all(n.endswith(".png") for n in names)
-    assert [n.split("-")[-1] for n in names] == ["lighthouse.png", "house.png", "city.png"]
+    assert [n.split("-")[-1] for n in names] == ["lighthouse.png", "house.png", "city.png"]  # the default four
+    chosen = client.predict(handle_file(str(art[0])), 3, ["boat", "fish"], api_name="/paint_world")
+    names = [Path(f["path"] if isinstance(f, dict) else f).name for f in chosen]
+    assert [n.split("-")[-1] for n in names] == ["boat.png", "fish.png", "boat.png"]  # the classes asked for only
     with pytest.raises(Exception, match="upload a style painting first"):
         client.predict(None, 3, api_name="/paint_world")
+    with pytest.raises(Exception, match="at least one class"):
+        client.predict(handle_file(str(art[0])), 3, [], api_name="/paint_world")
 
 
 def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):

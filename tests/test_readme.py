@@ -92,6 +92,20 @@ def test_only_the_listed_commands_are_left_out():
     assert all("--model tiny" not in c and "--model micro" not in c for c in left_out)
 
 
+def test_the_micro_example_trains_on_the_apps_world_classes_and_paints_others():
+    """The README's world pictures are the app's helper's default classes, and the classes its
+    generate command paints are not among them (the sentence says "classes the token never saw")."""
+    from styleprompt.ui.train_tab import WORLD_TRAINING_CLASSES
+
+    commands = readme_commands()
+    world = next(c for c in commands if c.startswith("styleprompt world ") and "--style" in c)
+    trained = re.findall(r"--class (\S+)", world)
+    assert trained == WORLD_TRAINING_CLASSES, world
+    micro = next(c for c in commands if c.startswith("styleprompt generate --model micro"))
+    painted = re.findall(r"--class (\S+)", micro)
+    assert painted and not set(painted) & set(trained), micro
+
+
 def _checkout(tmp_path: Path, shared_data: Path) -> Path:
     """A folder where `python app.py`, `train_style_token.py` and ../shared/data are what the README says."""
     repo = tmp_path / "repo"
@@ -190,6 +204,7 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_data):
 
     # Micro section: 8 world pictures -> a token run -> 4 pictures of each of two classes.
     assert len(_pngs(tmp / "w")) == 8
+    assert not any("boat" in n or "fish" in n for n in _pngs(tmp / "w"))  # the classes generate paints are unseen
     assert (tmp / "rw" / "learned_embeds.safetensors").is_file()
     micro = _pngs(tmp / "gw")
     assert len(micro) == 8 and sum("boat" in n for n in micro) == 4 and sum("fish" in n for n in micro) == 4, micro
