@@ -39,11 +39,29 @@ def pytest_configure(config) -> None:
     """
     if os.environ.get("STYLEPROMPT_TEST_TMP") or hasattr(config, "workerinput"):
         return  # a nested pytest (or a worker) shares its parent's folder
+    _remove_killed_sessions_folders()
     folder = Path(tempfile.mkdtemp(prefix="styleprompt-tests-"))
     folder.chmod(0o755)
+    (folder / ".session-pid").write_text(str(os.getpid()))
     config.stash[_TMP_KEY] = (folder, os.environ.get("TMPDIR"), tempfile.tempdir)
     os.environ["TMPDIR"] = os.environ["STYLEPROMPT_TEST_TMP"] = str(folder)
     tempfile.tempdir = str(folder)
+
+
+def _remove_killed_sessions_folders() -> None:
+    """A session that was killed never reached its clean-up: its folder goes now, unless it was
+    kept on purpose (a failed session's) or its process still runs."""
+    for old in Path(tempfile.gettempdir()).glob("styleprompt-tests-*"):
+        try:
+            pid = int((old / ".session-pid").read_text())
+        except (OSError, ValueError):
+            continue  # kept after a failure (the pid file is gone), or not ours
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's session, alive
 
 
 def _size_mb(path: Path) -> float:
@@ -68,6 +86,7 @@ def pytest_unconfigure(config) -> None:
     os.environ.pop("STYLEPROMPT_TEST_TMP", None)
     tempfile.tempdir = old_tempdir
     if getattr(config, "_styleprompt_failed", False):
+        (folder / ".session-pid").unlink(missing_ok=True)  # kept on purpose: a later session leaves it
         print(f"\nthe tests' temp folder is kept for inspection: {folder}")
     else:
         shutil.rmtree(folder, ignore_errors=True)
@@ -80,7 +99,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     session.config._styleprompt_failed = exitstatus not in (0, 5)  # 5: no tests collected
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     folder = saved[0]
-    left = sorted(p for p in folder.iterdir() if p.name != f"pytest-of-{_user()}") if folder.is_dir() else []
+    ours = (f"pytest-of-{_user()}", ".session-pid")
+    left = sorted(p for p in folder.iterdir() if p.name not in ours) if folder.is_dir() else []
     if reporter is not None and left:  # what tests wrote outside their tmp_path: name it, so it can be fixed
         listed = ", ".join(f"{p.name} ({_size_mb(p):.1f} MB)" for p in left[:8])
         more = f" and {len(left) - 8} more" if len(left) > 8 else ""

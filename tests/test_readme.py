@@ -52,9 +52,13 @@ NOT_RUN = {
 
 # pattern -> (flags appended to the command, why the smaller run checks enough)
 CHEAPER = {
+    r"^styleprompt train --model micro ": (
+        "--steps 60",
+        "60 steps instead of 400 (the token learning a style on unseen classes is tests/test_micro.py's, at 150)",
+    ),
     r"^styleprompt pick ": (
         "--class lighthouse city --steps 2",
-        "two subjects (the fewest it compares) at 2 sampling steps instead of 4 at 25 (the grid at full size is tests/test_pick.py's)",
+        "two subjects (the fewest it compares) at 2 sampling steps instead of 4 at 25 (scoring is tests/test_pick.py's)",
     ),
 }
 
