@@ -35,6 +35,11 @@ class TrainingState:
     fingerprint: dict
 
 
+def checkpoint_path(folder: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives in a run's checkpoints folder."""
+    return folder / f"checkpoint-{step}"
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (state.json present) sorted by step."""
     if not folder.is_dir():
@@ -88,7 +93,7 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".tmp-checkpoint-*"):  # left by a process killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
-    final = folder / f"checkpoint-{state.step}"
+    final = checkpoint_path(folder, state.step)
     tmp = folder / f".tmp-checkpoint-{state.step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

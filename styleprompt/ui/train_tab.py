@@ -18,6 +18,7 @@ import gradio as gr
 from classic import limits
 from styleprompt.diffusion.config import TrainConfig
 from styleprompt.diffusion.models import MODEL_CHOICES_HELP, training_default
+from styleprompt.diffusion.training_run import TrainingRun
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
     AppContext,
@@ -99,7 +100,7 @@ def embedding_downloads(embedding: Path) -> tuple[list[str], str]:
     table saying which file is which format, since several share a name."""
     from styleprompt.diffusion.formats import export_all, read_embedding
 
-    written = export_all(read_embedding(embedding), embedding.parent / "formats")
+    written = export_all(read_embedding(embedding), TrainingRun(embedding.parent).formats)
     files = [(embedding, "diffusers")]  # the run's own file; the diffusers copy would be the same bytes
     files += [(path, fmt) for fmt, paths in written.items() if fmt != "diffusers" for path in paths]
     table = "| file | format | loads in |\n|---|---|---|\n" + "\n".join(
@@ -264,7 +265,7 @@ def build(ctx: AppContext) -> TrainTab:
         )
         run_dir = ctx.output.new_run("train", cfg_values["token"])
         try:
-            images = stage_images(uploads, folder, run_dir / "artworks", max_count=s.max_uploads, settings=s)
+            images = stage_images(uploads, folder, TrainingRun(run_dir).artworks, max_count=s.max_uploads, settings=s)
         except UserError:
             shutil.rmtree(run_dir, ignore_errors=True)  # a refused request leaves no empty run behind
             raise
