@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     emb = blend_files(parse_weighted(args.inputs), args.token)
     fmt = args.to or ("sdxl" if emb.is_sdxl else "diffusers")
     for path in write_embedding(emb, output_path(args.output, emb, fmt), fmt):
-        print(f"{path}  ({fmt}, token {emb.token}, {emb.num_vectors} vectors)")
+        print(f"{path}  ({fmt}, token {emb.token}, {emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''})")
     return 0

@@ -46,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     if target.resolve() in sources:
         raise UserError(f"--output {target} is the input file; choose another name so the original is kept")
     for path in write_embedding(emb, target, args.to):
-        print(f"{path}  ({args.to}, token {emb.token}, {emb.num_vectors} vectors)")
+        print(f"{path}  ({args.to}, token {emb.token}, {emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''})")
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    from styleprompt.diffusion.models import MODEL_CHOICES_HELP
     from styleprompt.evaluation.pick import MICRO_PICK_CLASSES, PICK_CLASSES
 
     parser = subparsers.add_parser(
@@ -16,7 +17,9 @@ def add_parser(subparsers) -> None:
         "names the recommended file.",
     )
     parser.add_argument("--run", required=True, help="the --output folder of `styleprompt train`")
-    parser.add_argument("--model", default=None, help="diffusion model (default: the one config.json names)")
+    parser.add_argument(
+        "--model", default=None, help=f"diffusion model: {MODEL_CHOICES_HELP} (default: the one config.json names)"
+    )
     parser.add_argument("--images", default=None, help="the training artworks (default: the folder config.json names)")
     parser.add_argument(
         "--class",

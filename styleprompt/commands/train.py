@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from styleprompt.diffusion.config import TrainConfig
-from styleprompt.diffusion.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
 _DEFAULTS = TrainConfig(images="")
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = _DEFAULTS
     parser.add_argument("--images", required=True, help="folder of 3-20 artworks in one style (jpg, png, webp)")
     parser.add_argument("--token", default=d.token, help="the new style word, e.g. <my-style> (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, diffusers folder, .safetensors file, or tiny")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{MODEL_CHOICES_HELP} (default: {DEFAULT_MODEL})")
     parser.add_argument("--output", default=d.output, help="run folder (default: %(default)s)")
     parser.add_argument("--init-word", default=d.init_word, help="word the token starts from (default: %(default)s)")
     parser.add_argument(

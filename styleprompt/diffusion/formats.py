@@ -535,7 +535,7 @@ def blend_embeddings(parts: list[tuple[Embedding, float]], token: str) -> Embedd
             )
         if emb.num_vectors != first.num_vectors:
             raise UserError(
-                f"cannot blend {emb.token} ({emb.num_vectors} vectors) with {first.token} ({first.num_vectors} vectors); "
+                f"cannot blend {emb.token} ({emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''}) with {first.token} ({first.num_vectors} vector{'s' if first.num_vectors != 1 else ''}); "
                 "blend tokens trained with the same --vectors"
             )
         if not (weight == weight and abs(weight) < 1e6):

@@ -113,7 +113,7 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
         room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
         if emb.num_vectors > room:
             raise UserError(
-                f"{path} holds {emb.num_vectors} vectors for {emb.token}, more than the {room} tokens a prompt "
+                f"{path} holds {emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''} for {emb.token}, more than the {room} tokens a prompt "
                 f"of this model holds; it cannot be used in a prompt whole"
             )
         scaled = emb.scaled(float(style_scale))

@@ -208,8 +208,8 @@ def test_damaged_survey_key(tmp_path, capsys):
     "content, says",
     [
         (b"[1, 2]", "holds a list"),
-        (b'{"model": 5}', "'model' is int"),
-        (b'{"images": ["a"]}', "'images' is list"),
+        (b'{"model": 5}', "'model' is 5, not text"),
+        (b'{"images": ["a"]}', "'images' is ['a'], not text"),
         (b"\xff\xfe{}", "cannot read"),
     ],
 )
