@@ -78,7 +78,7 @@ def _quick(args: argparse.Namespace) -> int:
     result = quick_pick(args.run, model=args.model, images=args.images, device=args.device, output=args.output)
     print(f"{'step':>8}  {'val_loss':>8}  {'held_out':>8}  file")
     for row in result.rows:
-        mark = "  <- lowest" if row is result.recommended else ""
+        mark = "  <- recommended (the loss stops falling here)" if row is result.recommended else ""
         held = "-" if row.held_out is None else f"{row.held_out:.6f}"
         print(f"{row.step:>8}  {row.seen:>8.6f}  {held:>8}  {row.path}{mark}")
     print(f"ranked by {result.ranked_by}; wrote {result.csv}, {result.json}, {result.plot}")

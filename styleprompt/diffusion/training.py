@@ -240,7 +240,7 @@ def validation_points(rows: list[dict], column: str = "val_loss") -> tuple[list[
 
 def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     """loss.png: raw per-step loss and its moving average, and beside them (own axis, right) the
-    validation loss on the fixed set with its own moving average; written atomically.
+    validation loss on the fixed set; written atomically.
 
     The validation loss has its own axis because its level is set by the fixed timesteps, not by
     the training draws: what tells when to stop is its shape (falling, flat, rising)."""
@@ -261,8 +261,9 @@ def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     val_steps, val = validation_points(rows)
     if val:
         twin = ax.twinx()
-        lines += twin.plot(val_steps, val, "o", ms=3, color="tab:green", alpha=0.6, label="validation")
-        lines += twin.plot(val_steps, moving_average(val, 0.8), lw=1.6, color="tab:green", label="validation avg")
+        # Not smoothed: it is the same set every time, so its steps are real changes, and a moving
+        # average over a few points would only lag.
+        lines += twin.plot(val_steps, val, "o-", ms=3, lw=1.4, color="tab:green", label="validation (fixed set)")
         held_steps, held = validation_points(rows, "val_heldout")
         if held:
             lines += twin.plot(held_steps, held, "--", lw=1.2, color="tab:red", label="held-out artwork")

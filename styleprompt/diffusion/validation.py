@@ -190,7 +190,8 @@ def quick_pick(
     seed, templates), so each number is the one training logged at that step (up to float
     rounding when the device or thread count differs). Ranked by the held-out artwork's loss
     when the run held one out (it tells style learned from pictures copied), else by the loss
-    on the training artworks' fixed crops; ties go to the earlier step.
+    on the training artworks' fixed crops; the recommendation is where that loss stops falling
+    (`plateau_start`).
     """
     from dataclasses import fields
 
@@ -258,11 +259,27 @@ def quick_pick(
         rows.append(QuickRow(step, str(path), seen, held))
     by_held = all(r.held_out is not None for r in rows)
     ranked_by = "the held-out artwork's validation loss" if by_held else "the validation loss on fixed crops"
-    best = min(rows, key=lambda r: (r.held_out if by_held else r.seen, r.step))
+    best = plateau_start(rows, [r.held_out if by_held else r.seen for r in rows])  # type: ignore[misc]
     out = Path(output) if output else run_dir / "pick"
     result = QuickPick(best, rows, ranked_by, out / "pick-quick.csv", out / "pick-quick.json", out / "pick-quick.png")
     _write_quick(result)
     return result
+
+
+# A checkpoint within this share of the run's whole fall of the minimum counts as the minimum.
+PLATEAU = 0.05
+
+
+def plateau_start(rows: list[QuickRow], losses: list[float]) -> QuickRow:
+    """The earliest checkpoint whose loss is within PLATEAU of the run's fall from its minimum.
+
+    Why not the minimum itself: a validation loss falls and then flattens while the token goes on
+    growing (and starts to carry the artworks' content), so the strict minimum often lands at an
+    arbitrary late step of the plateau; the start of the plateau is the token that is done learning.
+    """
+    low, high = min(losses), max(losses)
+    limit = low + PLATEAU * (high - low)
+    return next(row for row, loss in zip(rows, losses) if loss <= limit)
 
 
 def _write_quick(result: QuickPick) -> None:
@@ -284,7 +301,8 @@ def _write_quick(result: QuickPick) -> None:
         "recommended": result.recommended.path,
         "recommended_step": result.recommended.step,
         "ranked_by": result.ranked_by,
-        "rule": "the lowest validation loss (held-out artwork when there is one); ties: the earlier step",
+        "rule": f"the earliest step within {PLATEAU:.0%} of the run's fall of the lowest validation loss "
+        "(the held-out artwork's when there is one)",
         "checkpoints": [vars(r) for r in result.rows],
     }
     write_text_atomic(result.json, json.dumps(doc, indent=2) + "\n")
@@ -296,7 +314,7 @@ def _write_quick(result: QuickPick) -> None:
     ax.plot(steps, [r.seen for r in result.rows], "o-", ms=4, color="tab:green", label="fixed crops of the artworks")
     if all(r.held_out is not None for r in result.rows):
         ax.plot(steps, [r.held_out for r in result.rows], "s--", ms=4, color="tab:red", label="held-out artwork")
-    ax.axvline(result.recommended.step, color="red", lw=1, ls=":", label=f"lowest: step {result.recommended.step}")
+    ax.axvline(result.recommended.step, color="red", lw=1, ls=":", label=f"plateau from step {result.recommended.step}")
     ax.set_xlabel("training step")
     ax.set_ylabel("validation MSE")
     ax.set_title("validation loss of each saved embedding")
