@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'step':>8}  {'style':>8}  {'fidelity':>8}  pareto  {'val_loss':>8}  file")
     for s in result.scores:
         mark = "  <- recommended" if s is result.recommended else ""
-        val = "-" if s.validation is None else f"{s.validation:.4f}"
+        val = "-" if s.validation is None else f"{s.validation:.6f}"
         pareto = "yes" if s.pareto else "no"
         print(f"{s.step:>8}  {s.style:>8.4f}  {s.fidelity:>8.4f}  {pareto:>6}  {val:>8}  {s.path}{mark}")
     print(
