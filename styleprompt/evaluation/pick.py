@@ -161,6 +161,17 @@ def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path
     raise UserError(f"cannot find the training artworks of {run} (config.json says {recorded!r}); pass --images FOLDER")
 
 
+def _free_threads(device):
+    """On a CPU, the threads free now for the painting and the judges (one beside other jobs:
+    OpenMP threads that spin against another process's made a micro UNet step 6x slower,
+    `plumbing.cpu_threads`); the process's own count comes back afterwards."""
+    from contextlib import nullcontext
+
+    from styleprompt.plumbing import cpu_threads
+
+    return cpu_threads.fixed_for_run() if device.type == "cpu" else nullcontext()
+
+
 def validation_by_step(run: Path, column: str = "val_loss") -> dict[int, float]:
     """step -> the validation loss loss.csv logged (none: an older run, validation off, or no file)."""
     from styleprompt.diffusion.training import LossLog, validation_points
@@ -426,13 +437,35 @@ def pick_checkpoint(
         bar.update(share)
         say(f"painting: {painted['n']:.0f} of {len(jobs)} pictures", painted["n"] / len(jobs))
 
-    try:
-        images = painter.paint(jobs, tick)
-    finally:
-        bar.close()
-    say("scoring", 1.0)
+    with _free_threads(base.device):
+        try:
+            images = painter.paint(jobs, tick)
+        finally:
+            bar.close()
+        scores, baseline_fidelity = _score(run_dir, out, checkpoints, jobs, images, artworks, fidelity, say)
+    best = mark_recommendation(scores)
+    say("writing the plot", 1.0)
+    result = PickResult(
+        best,
+        scores,
+        fidelity_kind,
+        baseline_fidelity,
+        out / "pick.png",
+        out / "pick.csv",
+        out / "pick.json",
+        out / "pick-grid.png",
+    )
+    plot_tradeoff(result, config.get("token", ""))
+    _write_tables(result, classes, seeds)
+    _write_sheet(result, classes, seeds)
+    return result
+
+
+def _score(run_dir: Path, out: Path, checkpoints, jobs: Sequence[_Job], images, artworks, fidelity, say):
+    """Each candidate's CheckpointScore (its pictures saved under out/images), and the reference fidelity."""
     from styleprompt.evaluation.evaluate import style_vectors
 
+    say("scoring", 1.0)
     baseline = [(job.cls, job.seed, img) for job, img in zip(jobs, images) if job.owner < 0]
     baseline_fidelity = fidelity(baseline)
     artwork_vectors = style_vectors(artworks)
@@ -453,22 +486,7 @@ def pick_checkpoint(
         ]
         style = _style_score_of(style_vectors([img for _, _, img in pictures]), artwork_vectors)
         scores.append(CheckpointScore(step, str(path), style, fidelity(pictures), files, validation=logged.get(step)))
-    best = mark_recommendation(scores)
-    say("writing the plot", 1.0)
-    result = PickResult(
-        best,
-        scores,
-        fidelity_kind,
-        baseline_fidelity,
-        out / "pick.png",
-        out / "pick.csv",
-        out / "pick.json",
-        out / "pick-grid.png",
-    )
-    plot_tradeoff(result, config.get("token", ""))
-    _write_tables(result, classes, seeds)
-    _write_sheet(result, classes, seeds)
-    return result
+    return scores, baseline_fidelity
 
 
 def _slug(text: str) -> str:
