@@ -38,8 +38,10 @@ def main() -> int:
     args = parser.parse_args()
     import styleprompt.micro as micro
 
-    if args.model_dir:
-        micro.MODEL_DIR = Path(args.model_dir)
+    if args.model_dir:  # `--model micro` loads from families.MICRO_MODEL_DIR
+        from styleprompt.diffusion import families
+
+        micro.MODEL_DIR = families.MICRO_MODEL_DIR = Path(args.model_dir)
     if args.style not in micro.STYLE_WORDS:
         parser.error(f"--style must be one of the trained style words: {', '.join(micro.STYLE_WORDS)}")
     from styleprompt.diffusion.config import TrainConfig

@@ -157,7 +157,7 @@ def _logged_validation(run: Path) -> dict[int, float]:
 def test_quick_pick_ranks_by_the_validation_loss_training_logged(tiny_run, tmp_path, capsys):
     """--quick paints nothing: it rebuilds the run's validation set and scores each saved
     embedding on it, and the numbers are the ones training wrote into loss.csv at those steps."""
-    from styleprompt.diffusion.validation import quick_pick
+    from styleprompt.evaluation.pick import quick_pick
 
     logged = _logged_validation(tiny_run)
     assert sorted(logged) == [2, 4, 6]  # validation follows --save-every by default
@@ -175,7 +175,7 @@ def test_quick_pick_ranks_by_the_validation_loss_training_logged(tiny_run, tmp_p
 
 
 def test_plateau_start_is_the_earliest_step_near_the_minimum():
-    from styleprompt.diffusion.validation import QuickRow, plateau_start
+    from styleprompt.evaluation.pick import QuickRow, plateau_start
 
     rows = [QuickRow(step, f"{step}", 0.0, None) for step in (10, 20, 30, 40)]
     assert plateau_start(rows, [1.0, 0.6, 0.49, 0.4901]).step == 30  # within 5% of the fall of 0.51

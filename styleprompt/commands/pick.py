@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quick(args: argparse.Namespace) -> int:
-    from styleprompt.diffusion.validation import quick_pick
+    from styleprompt.evaluation.pick import quick_pick
 
     result = quick_pick(args.run, model=args.model, images=args.images, device=args.device, output=args.output)
     print(f"{'step':>8}  {'val_loss':>8}  {'held_out':>8}  file")

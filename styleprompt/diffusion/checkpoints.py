@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -33,6 +33,11 @@ class TrainingState:
     lr_scheduler: dict
     scaler: dict | None
     fingerprint: dict
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives in a run's checkpoints folder."""
+    return folder / f"checkpoint-{step}"
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -88,7 +93,7 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".tmp-checkpoint-*"):  # left by a process killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
-    final = folder / f"checkpoint-{state.step}"
+    final = checkpoint_path(folder, state.step)
     tmp = folder / f".tmp-checkpoint-{state.step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -120,7 +125,10 @@ def resolve_resume(folder: Path, resume: str) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / "state.json").is_file():
-        raise UserError(f"--resume {resume}: not a checkpoint folder (expected state.json inside); use --resume latest")
+        raise SettingError(
+            "resume",
+            f"{{setting}} {resume}: not a checkpoint folder (expected state.json inside); use {{setting}} latest",
+        )
     return path
 
 

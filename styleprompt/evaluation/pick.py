@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
+from styleprompt.diffusion.training_run import TrainingRun
 from styleprompt.plumbing.errors import UserError
 from styleprompt.plumbing.files import atomic_path, write_text_atomic
 
@@ -49,7 +50,6 @@ PICK_PROMPT = "a {token} style of a {class}"
 FIDELITY_TEXT = "a {class}"  # what the picture should still show, without the token
 BASELINE_PROMPT = "a painting of a {class}"  # the model without the token, for the reference line
 LEAK_SIDE = 128  # px: SSIM of structure, not of fine noise
-_STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 
 Progress = Callable[[str, float], None]
 # The bar counts pictures in fractions (each denoising step of a batch); show them whole, with the ETA.
@@ -85,16 +85,8 @@ class PickResult:
 
 def run_embeddings(run: Path) -> list[tuple[int, Path]]:
     """(step, file) for every intermediate embedding, plus the final one if its step is new."""
-    from styleprompt.diffusion.tokens import DIFFUSERS_WEIGHT_NAME
-
-    found: dict[int, Path] = {}
-    folder = run / "embeddings"
-    if folder.is_dir():
-        for path in folder.iterdir():
-            match = _STEP_FILE.match(path.name)
-            if match:
-                found[int(match.group(1))] = path
-    final = run / DIFFUSERS_WEIGHT_NAME
+    found: dict[int, Path] = dict(TrainingRun(run).step_embeddings())
+    final = TrainingRun(run).embedding
     if final.is_file():
         step = _file_step(final)
         if step is not None and step not in found:
@@ -115,50 +107,13 @@ def _file_step(path: Path) -> int | None:
 
 def default_classes(run: Path, model: str | None) -> tuple[str, ...]:
     """The subjects to paint when none are given: the world's for the micro model."""
-    name = model or (run_config(run).get("model") if (run / "config.json").is_file() else None)
+    name = model or run_config(run).get("model")
     return MICRO_PICK_CLASSES if name == "micro" else PICK_CLASSES
 
 
-# The fields of a run's config.json that pick reads, and their types (the file is data: validated here).
-_CONFIG_FIELDS = {"images": str, "model": str, "token": str}
-
-
 def run_config(run: Path) -> dict:
-    """The run's config.json, checked where pick reads it; a missing file is an empty config.
-
-    A damaged or hand-made file is refused in one line naming it (a list, a number, a `model`
-    that is not text would otherwise surface as a TypeError deep in the model loader).
-    """
-    path = run / "config.json"
-    if not path.is_file():
-        return {}
-    fix = "fix or remove it, or pass --images and --model"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise UserError(f"cannot read {path} ({type(exc).__name__}); {fix}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds a {type(config).__name__}, not a run's settings; {fix}")
-    for key, kind in _CONFIG_FIELDS.items():
-        if config.get(key) is not None and not isinstance(config[key], kind):
-            raise UserError(f"{path}: '{key}' is {type(config[key]).__name__}, not {kind.__name__}; {fix}")
-    return config
-
-
-def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path:
-    """The training artworks: --images, else config.json's folder (relative to the working
-    directory at training time, so tried from here and from the run's parent)."""
-    if images is not None:
-        folder = Path(images)
-        if not folder.is_dir():
-            raise UserError(f"--images {folder} is not a folder")
-        return folder
-    recorded = config.get("images")
-    if recorded:
-        for candidate in (Path(recorded), run.parent / recorded, run / recorded):
-            if candidate.is_dir():
-                return candidate
-    raise UserError(f"cannot find the training artworks of {run} (config.json says {recorded!r}); pass --images FOLDER")
+    """The run's config.json, schema-checked by `TrainingRun.read_config`; a missing file is {}."""
+    return TrainingRun(run).read_config()
 
 
 def _free_threads(device):
@@ -177,7 +132,7 @@ def validation_by_step(run: Path, column: str = "val_loss") -> dict[int, float]:
     from styleprompt.diffusion.training import LossLog, validation_points
 
     try:
-        rows = LossLog.read(run / "loss.csv")
+        rows = LossLog.read(TrainingRun(run).loss_log)
     except UserError as exc:
         log.warning("%s; pick goes on without the logged validation loss", exc)
         return {}
@@ -371,11 +326,11 @@ def pick_checkpoint(
         )
     seeds = list(dict.fromkeys(int(s) for s in seeds)) or [0]
     config = run_config(run_dir)
-    art_paths = list_images(_artworks_folder(run_dir, config, images))
+    art_paths = list_images(TrainingRun(run_dir).artworks_folder(config, images))
     if not art_paths:
         raise UserError("the training artworks folder holds no images")
     artworks = [load_image(p) for p in art_paths]
-    out = Path(output) if output else run_dir / "pick"
+    out = Path(output) if output else TrainingRun(run_dir).pick_folder
     if isinstance(model, LoadedModel):
         base = model
     else:
@@ -445,15 +400,9 @@ def pick_checkpoint(
         scores, baseline_fidelity = _score(run_dir, out, checkpoints, jobs, images, artworks, fidelity, say)
     best = mark_recommendation(scores)
     say("writing the plot", 1.0)
+    named = TrainingRun.pick_files(out)
     result = PickResult(
-        best,
-        scores,
-        fidelity_kind,
-        baseline_fidelity,
-        out / "pick.png",
-        out / "pick.csv",
-        out / "pick.json",
-        out / "pick-grid.png",
+        best, scores, fidelity_kind, baseline_fidelity, named.plot, named.table, named.summary, named.sheet
     )
     plot_tradeoff(result, config.get("token", ""))
     _write_tables(result, classes, seeds)
@@ -478,7 +427,7 @@ def _score(run_dir: Path, out: Path, checkpoints, jobs: Sequence[_Job], images, 
             str(
                 _save(
                     img,
-                    out / "images" / f"step-{step:06d}" / f"{_slug(cls)}-seed{seed}.png",
+                    TrainingRun.pick_image(out, step, f"{_slug(cls)}-seed{seed}.png"),
                     {"prompt": text, "seed": str(seed), "embedding": str(path), "step": str(step)},
                 )
             )
@@ -609,3 +558,195 @@ def _write_sheet(result: PickResult, classes: Sequence[str], seeds: Sequence[int
             sheet.paste(fit_into(Image.open(path), side), (label_w + k * (side + pad), y))
     with atomic_path(result.sheet) as tmp:
         sheet.save(tmp, format="PNG")
+
+
+# -- pick --quick: the same loss for each saved embedding of a finished run ----------------------------
+
+
+@dataclass
+class QuickRow:
+    step: int
+    path: str
+    seen: float
+    held_out: float | None
+
+
+@dataclass
+class QuickPick:
+    recommended: QuickRow
+    rows: list[QuickRow]
+    ranked_by: str
+    csv: Path
+    json: Path
+    plot: Path
+
+
+_PRECISION_OF = {"fp16": "fp16", "bf16": "bf16"}
+
+
+def quick_pick(
+    run: str | Path,
+    *,
+    model: Any = None,
+    images: str | Path | None = None,
+    device: str | None = None,
+    output: str | Path | None = None,
+    show_progress: bool = True,
+) -> QuickPick:
+    """Rank a run's saved embeddings by the validation loss, painting nothing (`pick --quick`).
+
+    The trainer is rebuilt from the run's config.json (same artworks, held-out one, resolution,
+    seed, templates), so each number is the one training logged at that step (up to float
+    rounding when the device or thread count differs). Ranked by the held-out artwork's loss
+    when the run held one out (it tells style learned from pictures copied), else by the loss
+    on the training artworks' fixed crops; the recommendation is where that loss stops falling
+    (`plateau_start`).
+    """
+    from dataclasses import fields
+
+    from styleprompt.diffusion.config import TrainConfig
+    from styleprompt.diffusion.models import LoadedModel, load_pipeline, text_copy
+    from styleprompt.diffusion.training import StyleTokenTrainer, runs_on_cpu
+
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a training run folder (the --output of `styleprompt train`)")
+    checkpoints = run_embeddings(run_dir)
+    if not checkpoints:
+        raise UserError(f"{run_dir} holds no embeddings (embeddings/step-*.safetensors); train with --save-every N")
+    config = run_config(run_dir)
+    if not config.get("token"):
+        raise UserError(f"{run_dir}/config.json names no token; --quick rebuilds the run's validation set from it")
+    known = {f.name for f in fields(TrainConfig)}
+    settings = {k: v for k, v in config.items() if k in known}
+    settings.update(
+        images=str(TrainingRun(run_dir).artworks_folder(config, images)),
+        output=str(run_dir),
+        resume=None,
+        device=device,
+        preview_every=0,
+        gradient_checkpointing=False,
+        validate_every=int(config.get("validate_every") or 0),  # 0 in older runs: nothing was held out
+    )
+    if model is not None and not isinstance(model, LoadedModel):
+        settings["model"] = str(model)
+    try:
+        cfg = TrainConfig(**settings)
+    except TypeError as exc:
+        raise UserError(f"{run_dir}/config.json does not describe a training run ({exc}); fix or remove it") from None
+    if isinstance(model, LoadedModel):
+        loaded = text_copy(model)  # the caller's model keeps its own text encoder
+    else:
+        precision = _PRECISION_OF.get(cfg.mixed_precision, "fp32")
+        if precision == "fp16" and runs_on_cpu(cfg):
+            precision = "fp32"
+        loaded = load_pipeline(cfg.model, device=device, precision=precision)
+    import torch
+
+    mixed_of = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+    cfg.mixed_precision = mixed_of.get(loaded.dtype, "no")  # never cast the loaded model
+    from contextlib import nullcontext
+
+    from styleprompt.plumbing import cpu_threads
+
+    # On a CPU, the threads free now (one beside other jobs: spinning OpenMP threads cost 6x, cpu_threads).
+    with cpu_threads.fixed_for_run() if loaded.device.type == "cpu" else nullcontext():
+        rows = _score_embeddings(StyleTokenTrainer(cfg, loaded), checkpoints, config, show_progress)
+    by_held = all(r.held_out is not None for r in rows)
+    ranked_by = "the held-out artwork's validation loss" if by_held else "the validation loss on fixed crops"
+    best = plateau_start(rows, [r.held_out if by_held else r.seen for r in rows])  # type: ignore[misc]
+    out = Path(output) if output else TrainingRun(run_dir).pick_folder
+    result = QuickPick(best, rows, ranked_by, out / "pick-quick.csv", out / "pick-quick.json", out / "pick-quick.png")
+    _write_quick(result)
+    return result
+
+
+def _score_embeddings(trainer, checkpoints, config: dict, show_progress: bool) -> list[QuickRow]:
+    """The validation losses of each saved embedding, put into the rebuilt trainer's rows in turn."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from styleprompt.diffusion.formats import read_embedding
+    from styleprompt.diffusion.validation import validation_losses
+
+    recorded = config.get("validation_held_out")
+    if recorded != trainer.held_out_name:
+        log.warning(
+            "the run held out %s, this validation set holds out %s (the artworks folder changed?)",
+            recorded,
+            trainer.held_out_name,
+        )
+    rows = []
+    for step, path in tqdm(checkpoints, desc="validation loss", unit="embedding", disable=not show_progress):
+        vectors = read_embedding(str(path)).parts()
+        if len(vectors) != len(trainer.parts) or any(
+            v.shape != part.vectors.shape for v, part in zip(vectors, trainer.parts)
+        ):
+            raise UserError(
+                f"{path} does not fit the run's token ({config.get('token')}, {trainer.cfg.vectors} vectors)"
+            )
+        with torch.no_grad():
+            for part, v in zip(trainer.parts, vectors):
+                part.vectors.copy_(v.to(part.vectors))
+        seen, held = validation_losses(trainer)
+        rows.append(QuickRow(step, str(path), seen, held))
+    return rows
+
+
+# A checkpoint within this share of the run's whole fall of the minimum counts as the minimum.
+PLATEAU = 0.05
+
+
+def plateau_start(rows: list[QuickRow], losses: list[float]) -> QuickRow:
+    """The earliest checkpoint whose loss is within PLATEAU of the run's fall from its minimum.
+
+    Why not the minimum itself: a validation loss falls and then flattens while the token goes on
+    growing (and starts to carry the artworks' content), so the strict minimum often lands at an
+    arbitrary late step of the plateau; the start of the plateau is the token that is done learning.
+    """
+    low, high = min(losses), max(losses)
+    limit = low + PLATEAU * (high - low)
+    return next(row for row, loss in zip(rows, losses) if loss <= limit)
+
+
+def _write_quick(result: QuickPick) -> None:
+    import csv
+    import json
+
+    import matplotlib
+
+    from styleprompt.plumbing.files import atomic_path, write_text_atomic
+
+    result.csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(result.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "file", "val_loss", "val_heldout", "recommended"])
+        for r in result.rows:
+            held = "" if r.held_out is None else f"{r.held_out:.6f}"
+            writer.writerow([r.step, r.path, f"{r.seen:.6f}", held, r is result.recommended])
+    doc = {
+        "recommended": result.recommended.path,
+        "recommended_step": result.recommended.step,
+        "ranked_by": result.ranked_by,
+        "rule": f"the earliest step within {PLATEAU:.0%} of the run's fall of the lowest validation loss "
+        "(the held-out artwork's when there is one)",
+        "checkpoints": [vars(r) for r in result.rows],
+    }
+    write_text_atomic(result.json, json.dumps(doc, indent=2) + "\n")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [r.step for r in result.rows]
+    ax.plot(steps, [r.seen for r in result.rows], "o-", ms=4, color="tab:green", label="fixed crops of the artworks")
+    if all(r.held_out is not None for r in result.rows):
+        ax.plot(steps, [r.held_out for r in result.rows], "s--", ms=4, color="tab:red", label="held-out artwork")
+    ax.axvline(result.recommended.step, color="red", lw=1, ls=":", label=f"plateau from step {result.recommended.step}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation MSE")
+    ax.set_title("validation loss of each saved embedding")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(result.plot) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

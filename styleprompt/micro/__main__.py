@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import UserError, cli_message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             build.export_pipeline(Path(args.output), MODEL_DIR if args.install else Path(args.output) / "model")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
     return 0
 
