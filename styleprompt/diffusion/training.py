@@ -159,24 +159,26 @@ def _fingerprint(cfg: TrainConfig, family: str) -> dict:
 class LossLog:
     """loss.csv, appended a row per step and flushed; truncated to the resume step on resume.
 
-    `val_loss` and `val_heldout` (the validation losses, `validation.py`) are filled every
-    --validate-every steps and empty elsewhere; they come last, so readers of the first four
-    columns keep working.
+    A token run's log (`validation=True`) adds `val_loss` and `val_heldout` (the validation
+    losses, `validation.py`), filled every --validate-every steps and empty elsewhere; they come
+    last, so readers of the first four columns keep working (the micro build's log has only those).
     """
 
-    FIELDS = ["step", "loss", "lr", "elapsed_s", "val_loss", "val_heldout"]
+    FIELDS = ["step", "loss", "lr", "elapsed_s"]
+    VALIDATION_FIELDS = ["val_loss", "val_heldout"]
 
-    def __init__(self, path: Path, resume_step: int):
+    def __init__(self, path: Path, resume_step: int, validation: bool = False):
         self.path = path
+        self.fields = self.FIELDS + (self.VALIDATION_FIELDS if validation else [])
         rows = self.read(path) if resume_step > 0 else []
         rows = [r for r in rows if int(r["step"]) <= resume_step]
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         self.rows = rows
         self.handle = open(path, "a", newline="")
-        self.writer = csv.DictWriter(self.handle, self.FIELDS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.handle, self.fields, extrasaction="ignore")
 
     @staticmethod
     def read(path: Path) -> list[dict]:
@@ -832,7 +834,7 @@ def _train(
         if trainer.held_out_name:
             measured["validation_held_out"] = trainer.held_out_name
         run.write_config(cfg, **measured)
-    loss_log = LossLog(run.loss_log, start) if acc.is_main_process else None
+    loss_log = LossLog(run.loss_log, start, validation=True) if acc.is_main_process else None
     final_path = run.embedding
     elapsed0 = float(loss_log.rows[-1]["elapsed_s"]) if loss_log and loss_log.rows else 0.0
     t0 = time.perf_counter()
