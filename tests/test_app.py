@@ -74,8 +74,9 @@ def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypat
 
     assert 'data-state="done"' in status and "finished &lt;app-a&gt;: step 4/4" in status
     assert any("ETA" in s and "<progress value=" in s for s in statuses[:-1]), statuses  # a live bar came first
-    rows = loss_plot["data"]
-    assert [r[0] for r in rows] == [1, 2, 3, 4] and all(r[1] > 0 for r in rows)
+    rows = loss_plot["data"]  # (step, loss, series): the loss, its moving average, the validation loss
+    assert [r[0] for r in rows if r[2] == "loss"] == [1, 2, 3, 4] and all(r[1] > 0 for r in rows)
+    assert {r[2] for r in rows} == {"loss", "moving average", "validation"}
     assert [p["caption"] for p in previews] == ["step 0", "step 2", "step 4"]
     out = Path(app.styleprompt.settings.output_dir)
     assert all(Path(p["image"]["path"]).is_relative_to(out) for p in previews)  # served from the output folder

@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write a resumable checkpoint every N steps (default: 500, or steps/4 in a shorter run)",
     )
     parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        help="the validation loss on a fixed set every N steps, into loss.csv (0: never; default: --save-every's)",
+    )
+    parser.add_argument(
         "--preview-every", type=int, default=d.preview_every, help="render a preview image every N steps (0: never)"
     )
     parser.add_argument(

@@ -62,7 +62,30 @@ def world_classes_all() -> list[str]:
 def empty_loss_frame():
     import pandas as pd
 
-    return pd.DataFrame({"step": pd.Series([], dtype="int64"), "loss": pd.Series([], dtype="float64")})
+    return pd.DataFrame(
+        {
+            "step": pd.Series([], dtype="int64"),
+            "loss": pd.Series([], dtype="float64"),
+            "series": pd.Series([], dtype="object"),
+        }
+    )
+
+
+def loss_frame_of(losses: list[tuple[int, float]], validation: list[tuple[int, float]]):
+    """The live plot's rows: the training loss, its moving average and the validation loss (the
+    curve that tells when to stop, `styleprompt.diffusion.validation`), one `series` each, as loss.png draws them."""
+    import pandas as pd
+
+    from styleprompt.diffusion.training import moving_average
+
+    if not losses and not validation:
+        return empty_loss_frame()
+    rows = [(step, value, "loss") for step, value in losses]
+    rows += [
+        (step, value, "moving average") for (step, _), value in zip(losses, moving_average([v for _, v in losses]))
+    ]
+    rows += [(step, value, "validation") for step, value in validation]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
 class _RunFeed:
@@ -71,15 +94,14 @@ class _RunFeed:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.losses: list[tuple[int, float]] = []
+        self.validation: list[tuple[int, float]] = []
         self.previews: list[tuple[str, str]] = []
         self.phase = "loading the model"
 
     def loss_frame(self):
-        import pandas as pd
-
         with self.lock:
-            rows = list(self.losses)
-        return pd.DataFrame(rows, columns=["step", "loss"]) if rows else empty_loss_frame()
+            losses, validation = list(self.losses), list(self.validation)
+        return loss_frame_of(losses, validation)
 
     def gallery(self) -> list[tuple[str, str]]:
         with self.lock:
@@ -213,7 +235,13 @@ def build(ctx: AppContext) -> TrainTab:
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no training yet"), elem_id="train-status")
             loss_plot = gr.LinePlot(
-                empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260
+                empty_loss_frame(),
+                x="step",
+                y="loss",
+                color="series",
+                title="Training loss and validation loss (fixed set)",
+                elem_id="train-loss",
+                height=260,
             )
             previews = gr.Gallery(label="Previews", columns=4, height=280, elem_id="train-previews")
             downloads = gr.File(
@@ -283,6 +311,10 @@ def build(ctx: AppContext) -> TrainTab:
                 feed.phase = "training"
             job.tick(step, steps_total, "training")
 
+        def on_validation(step: int, loss: float, held_out: float | None) -> None:
+            with feed.lock:
+                feed.validation.append((step, float(loss)))
+
         def on_preview(step: int, path: Path) -> None:
             with feed.lock:
                 feed.previews.append((str(path), f"step {step}"))
@@ -292,7 +324,12 @@ def build(ctx: AppContext) -> TrainTab:
             loaded = ctx.models.private_text_copy(base)
             with feed.lock:
                 feed.phase = "preparing (latents, first preview)"
-            callbacks = TrainCallbacks(on_step=on_step, on_preview=on_preview, should_stop=lambda: job.stop_requested)
+            callbacks = TrainCallbacks(
+                on_step=on_step,
+                on_preview=on_preview,
+                should_stop=lambda: job.stop_requested,
+                on_validation=on_validation,
+            )
             return train(cfg, loaded=loaded, callbacks=callbacks)
 
         def status() -> str:
