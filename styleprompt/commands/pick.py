@@ -37,8 +37,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from classic import limits
     from styleprompt.evaluation.pick import default_classes, pick_checkpoint
 
+    if args.steps is not None:  # 0 read as "unset" and ran with generate's default
+        limits.check_range("--steps", args.steps, 1, 1000, "sampling steps per image")
     result = pick_checkpoint(
         args.run,
         model=args.model,

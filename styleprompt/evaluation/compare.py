@@ -51,7 +51,7 @@ from styleprompt.evaluation.report import (
     write_markdown,
 )
 from styleprompt.plumbing.errors import UserError
-from styleprompt.plumbing.files import check_output_folder, write_text_atomic
+from styleprompt.plumbing.files import check_output_folder, read_json, write_text_atomic
 from styleprompt.plumbing.images import load_image, resize_long_side, save_image
 from styleprompt.plumbing.measure import measure
 
@@ -732,10 +732,7 @@ def read_manifest(folder: str | Path) -> dict:
     path = root / MANIFEST_NAME if root.is_dir() else root
     if not path.is_file():
         raise UserError(f"{root} is not a comparison folder (no {MANIFEST_NAME}); run `styleprompt compare` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not readable JSON ({_reason(exc)})") from None
+    data = read_json(path, "comparison manifest")  # a plain file, nesting bounded: one line otherwise
     if not isinstance(data, dict) or data.get("format") != "styleprompt-compare":
         raise UserError(f"{path} is not a styleprompt comparison manifest")
     _check_manifest(data, path)
