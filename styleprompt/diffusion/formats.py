@@ -418,8 +418,8 @@ def read_png_embedding(path: str | os.PathLike) -> Embedding:
             f"{shown_path(p)} carries no embedding (no {PNG_KEY} text chunk); A1111 writes it on previews saved with the embedding"
         )
     try:
-        text = base64.b64decode(raw, validate=False).decode("utf-8")
-        data = _decode_tensors(parse_json(text, f"the {PNG_KEY} text chunk of {shown_path(p)}"))
+        document = base64.b64decode(raw, validate=False).decode("utf-8")
+        data = _decode_tensors(parse_json(document, f"the {PNG_KEY} text chunk of {shown_path(p)}"))
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise UserError(
             f"{shown_path(p)}: the {PNG_KEY} text chunk is damaged ({str(exc).splitlines()[0][:120]})"

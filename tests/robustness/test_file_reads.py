@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -452,3 +453,16 @@ def test_app_messages_hide_the_server_paths(tmp_path, monkeypatch):
     message = user_message(UserError(f"--output {out / 'train' / 'r1'} is not empty; {out}: full"))
     assert message == "--output train/r1 is not empty; the output folder: full"
     assert user_message(UserError(f"{out}put/x is elsewhere")) == f"{out}put/x is elsewhere"  # another folder
+
+
+@pytest.mark.parametrize(
+    "token, says",
+    [("{class}", "{class} is a slot"), ("<a[filewords]>", "[filewords] is a slot"), ("<a\x1bb>", "one word")],
+)
+def test_token_names_no_prompt_rewrites(token, says):
+    from styleprompt.diffusion.tokens import validate_token_name
+
+    with pytest.raises(UserError, match=re.escape(says)):
+        validate_token_name(token)
+    validate_token_name("<my-style>")
+    validate_token_name("{token}")  # filled in with the token itself: it stays in the prompt
