@@ -15,7 +15,9 @@ from styleprompt.diffusion.config import TrainConfig
 from styleprompt.diffusion.models import load_pipeline
 from styleprompt.diffusion.tiny import build_tiny_pipeline
 from styleprompt.diffusion.training import StyleTokenTrainer, TrainCallbacks, TrainingDiverged, train
+from styleprompt.diffusion.training_run import TrainingRun
 from styleprompt.plumbing.files import is_temporary
+from styleprompt.plumbing.folder_lock import is_lock_file
 
 
 def tiny_config(images: Path, output: Path, **overrides) -> TrainConfig:
@@ -175,6 +177,8 @@ def test_outputs_of_a_run(artworks_dir, tmp_path):
     ]
     assert len((out / "loss.csv").read_text().splitlines()) == 5
     assert not [p for p in out.rglob("*") if is_temporary(p)] and not list(out.rglob(".tmp-*"))
+    # --overwrite removes TrainingRun.OWN: every name a run writes must be there.
+    assert {p.name for p in out.iterdir() if not is_lock_file(p)} <= set(TrainingRun.OWN)
 
 
 def test_multi_vector_token_and_v_prediction(artworks_dir, tmp_path):

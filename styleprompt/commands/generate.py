@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from styleprompt.diffusion.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from styleprompt.diffusion.generate import GenerateConfig
 
 DEFAULT_PROMPT = "a {token} style of a {class}"
 
@@ -85,29 +89,21 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.diffusion.generate import (
-        GenerateConfig,
-        check_config,
-        generate,
-        load_embeddings,
-        reproduce,
-        save_generated,
-    )
-    from styleprompt.diffusion.models import load_pipeline, pick_device
+    from styleprompt.diffusion.generate import GenerateConfig, check_config
+    from styleprompt.diffusion.models import pick_device
+    from styleprompt.plumbing.errors import UserError
     from styleprompt.plumbing.files import check_output_folder
+    from styleprompt.plumbing.run_folder import run_folder_lock
 
     check_output_folder(args.output)  # before any model loads: a bad folder would lose the painted images
     if args.device:
         pick_device(args.device)
+    cfg: GenerateConfig | None = None
     if args.from_png:
         if args.embedding or args.image:
-            from styleprompt.plumbing.errors import UserError
-
             raise UserError(
                 "--from-png takes the tokens and the content image from the PNG; drop --embedding and --image"
             )
-        loaded = load_pipeline(args.model, device=args.device, precision=args.precision) if args.model else None
-        items = [reproduce(args.from_png, loaded, device=args.device)]
     else:
         cfg = GenerateConfig(
             prompt=args.prompt,
@@ -125,6 +121,18 @@ def run(args: argparse.Namespace) -> int:
             style_scale=args.style_scale,
         )
         check_config(cfg)
+    with run_folder_lock(args.output, "generate"):  # one process at a time writes the folder's numbered PNGs
+        return _paint(args, cfg)
+
+
+def _paint(args: argparse.Namespace, cfg: GenerateConfig | None) -> int:
+    from styleprompt.diffusion.generate import generate, load_embeddings, reproduce, save_generated
+    from styleprompt.diffusion.models import load_pipeline
+
+    if cfg is None:
+        loaded = load_pipeline(args.model, device=args.device, precision=args.precision) if args.model else None
+        items = [reproduce(args.from_png, loaded, device=args.device)]
+    else:
         loaded = load_pipeline(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision)
         tokens = load_embeddings(loaded, args.embedding, args.style_scale)
         items = generate(loaded, cfg, tokens)

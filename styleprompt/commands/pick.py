@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from styleprompt.evaluation.pick import default_classes, pick_checkpoint
 
     if args.steps is not None:  # 0 read as "unset" and ran with generate's default
-        limits.check_range("--steps", args.steps, 1, 1000, "sampling steps per image")
+        limits.check_bound("steps", args.steps)
     result = pick_checkpoint(
         args.run,
         model=args.model,

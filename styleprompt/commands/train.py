@@ -86,32 +86,16 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-# What a training run (and `pick` on it) writes directly in its folder: what --overwrite removes.
-RUN_FILES = (
-    "learned_embeds.safetensors",
-    "embeddings",
-    "previews",
-    "checkpoints",
-    "diffusers",
-    "loss.csv",
-    "loss.png",
-    "config.json",
-    "images",
-    "pick.png",
-    "pick.csv",
-    "pick.json",
-    "pick-grid.png",
-)
-
-
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.diffusion.training import train
-    from styleprompt.plumbing.run_folder import claim_run_folder
+    from styleprompt.diffusion.training import check_config, train
+    from styleprompt.diffusion.training_run import TrainingRun
 
-    claim_run_folder(
-        args.output, RUN_FILES, overwrite=args.overwrite, resume=args.resume is not None, resume_hint="--resume latest"
-    )
-    result = train(config_from_args(args))
+    cfg = config_from_args(args)
+    check_config(cfg)  # before the folder is locked (which creates it) or cleared
+    run = TrainingRun(cfg.output)
+    with run.locked():  # held from the --overwrite below to the run's end (train() re-enters it)
+        run.claim(overwrite=args.overwrite, resume=args.resume is not None, images=cfg.images)
+        result = train(cfg)
     state = "stopped early at" if result.stopped_early else "finished"
     loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
     print(f"{state} step {result.steps_done}{loss}; embedding: {result.embedding_path}")

@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 CROP_MARGIN = 1.15
 # Very wide or tall artworks are centre-cropped to this aspect first so latents stay small.
 MAX_ASPECT = 2.0
+# The most artworks one run trains on. Why 500: textual inversion learns a style from 3-20, and
+# every artwork costs memory and time before the first step. Each is held decoded until the
+# latent cache is built (12 MB for a 4-Mpx picture: 500 of them are 6 GB; the 89-Mpx image limit
+# allows 268 MB each), its two cached latent distributions stay for the whole run (measured
+# 30 KiB on the tiny model, 120 KiB on micro; 1.4 MiB at SDXL's 1024 px by the latents' shape),
+# and it is encoded once: measured 46-65 ms per artwork on the tiny model, 29-55 ms on micro (3-4x
+# that on a busier machine), and 2 x 103 s for an SD 1.5-shaped VAE, on one thread of the shared
+# 2-core CPU (bench/artwork_encoding.py, docs/robustness.md). 500 is half a minute to two minutes
+# of encoding on the test models; on SD 1.5 the bar's ETA says how long.
+MAX_TRAIN_IMAGES = 500
 
 
 @dataclass
@@ -54,11 +64,20 @@ def load_artworks(folder: str | os.PathLike) -> list[Artwork]:
 
     Raises UserError when the folder is missing, empty, or holds no readable image.
     """
+    from tqdm.auto import tqdm
+
     paths = list_images(folder)
     if not paths:
         raise UserError(f"no images (jpg, png, webp) in {folder}; put 3-20 artworks of one style there")
+    if len(paths) > MAX_TRAIN_IMAGES:
+        raise UserError(
+            f"{folder} holds {len(paths)} images; a run trains on at most {MAX_TRAIN_IMAGES}: each is held decoded "
+            "in memory (12 MB for a 4-Mpx picture) and encoded once before the first step (about 50 ms each on "
+            "the tiny model, minutes on SD 1.5 on a CPU), and a style is learned from 3-20; "
+            "put a selection in a folder of its own"
+        )
     artworks, skipped, first_problem = [], [], ""
-    for path in paths:
+    for path in tqdm(paths, desc="reading artworks", unit="image", leave=False):
         try:
             artworks.append(Artwork(path, load_image(path), read_caption(path)))
         except UserError as exc:
@@ -116,8 +135,10 @@ class LatentCache:
     @classmethod
     @torch.no_grad()
     def build(cls, artworks: list[Artwork], vae, resolution: int, scale_factor: int, device, dtype) -> "LatentCache":
+        from tqdm.auto import tqdm
+
         means, stds, captions = [], [], []
-        for art in artworks:
+        for art in tqdm(artworks, desc="encoding artworks", unit="image", leave=False):
             view = training_view(art.image, resolution, scale_factor)
             for flipped in (False, True):
                 pixels = image_to_model_input(ImageOps.mirror(view) if flipped else view)

@@ -18,9 +18,9 @@ placeholder's embedding rows only. What differs, and why:
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from torch import nn
 from classic import limits
 from styleprompt.diffusion import checkpoints as ckpt
 from styleprompt.diffusion.config import TrainConfig
-from styleprompt.diffusion.data import CropWindow, LatentCache, load_artworks
+from styleprompt.diffusion.data import Artwork, CropWindow, LatentCache, load_artworks
 from styleprompt.diffusion.formats import Embedding, write_embedding
 from styleprompt.diffusion.models import (
     LoadedModel,
@@ -45,22 +45,14 @@ from styleprompt.diffusion.models import (
     text_encoders,
 )
 from styleprompt.diffusion.templates import PromptSampler
-from styleprompt.diffusion.tokens import (
-    DIFFUSERS_WEIGHT_NAME,
-    add_placeholder_tokens,
-    expand_token,
-    save_diffusers_embedding,
-)
+from styleprompt.diffusion.tokens import add_placeholder_tokens, expand_token, save_diffusers_embedding
+from styleprompt.diffusion.training_run import TrainingRun, artworks_digest
 from styleprompt.plumbing import cpu_threads
-from styleprompt.plumbing.errors import UserError
-from styleprompt.plumbing.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
+from styleprompt.plumbing.errors import SettingError, UserError
+from styleprompt.plumbing.files import atomic_path, check_output_folder, remove_stale_temporaries
 from styleprompt.plumbing.images import save_image
 
 log = logging.getLogger(__name__)
-
-
-# The folders of a run folder that training writes files into ("" is the run folder itself).
-RUN_FOLDERS = ("", "embeddings", "previews", "diffusers")
 
 
 class TrainingDiverged(UserError):
@@ -256,37 +248,28 @@ def runs_on_cpu(cfg: TrainConfig) -> bool:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Every setting in range, before any artwork or model is read (also what the app's fields get)."""
+    """Every setting in range, before any artwork or model is read (also what the app's fields get).
+
+    Errors name the setting (`SettingError`); the CLI shows it as its flag, the app as its label.
+    """
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise UserError(f"--mixed-precision must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
+        raise SettingError("mixed_precision", f"{{setting}} must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
     for name in ("steps", "batch_size", "grad_accum", "vectors"):
         if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+            raise SettingError(name, f"{{setting}} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
-        raise UserError(f"--lr must be a positive number (got {cfg.lr})")
-    limits.check_range("--vectors", cfg.vectors, 1, limits.MAX_VECTORS, "a CLIP prompt holds 75 tokens")
+        raise SettingError("lr", f"{{setting}} must be a positive number (got {cfg.lr})")
+    limits.check_bound("vectors", cfg.vectors)
     if cfg.norm_cap < 0 or not math.isfinite(cfg.norm_cap):
-        raise UserError(f"--norm-cap must be 0 (no cap) or a positive number (got {cfg.norm_cap})")
+        raise SettingError("norm_cap", f"{{setting}} must be 0 (no cap) or a positive number (got {cfg.norm_cap})")
     if cfg.resolution is not None and cfg.resolution != 0:
-        limits.check_range(
-            "--resolution",
-            cfg.resolution,
-            64,
-            limits.MAX_TRAIN_RESOLUTION,
-            "every artwork's latents are cached and the UNet trains at this size; 1024 is SDXL's own",
-        )
+        limits.check_bound("resolution", cfg.resolution)
     limits.check_seed(cfg.seed)
     for name in ("save_every", "checkpoint_every", "preview_every", "lr_warmup_steps"):
         if getattr(cfg, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(cfg, name)})")
+            raise SettingError(name, f"{{setting}} must be 0 or more (got {getattr(cfg, name)})")
     if cfg.preview_every > 0:
-        limits.check_range(
-            "--preview-steps",
-            cfg.preview_steps,
-            1,
-            limits.MAX_SAMPLING_STEPS,
-            "sampling steps of each preview; --preview-every 0 turns previews off",
-        )
+        limits.check_bound("preview_steps", cfg.preview_steps)
     if cfg.device:
         pick_device(cfg.device)
     check_output_folder(cfg.output)
@@ -295,14 +278,15 @@ def check_config(cfg: TrainConfig) -> None:
 class StyleTokenTrainer:
     """Holds the frozen model, the learned rows, the optimizer and the data for one run."""
 
-    def __init__(self, cfg: TrainConfig, loaded: LoadedModel | None = None):
+    def __init__(self, cfg: TrainConfig, loaded: LoadedModel | None = None, artworks: list[Artwork] | None = None):
         check_config(cfg)
         self.cfg = cfg
-        self.out = Path(cfg.output)
-        artworks = load_artworks(cfg.images)
+        self.run = TrainingRun(cfg.output)
+        self.out = self.run.folder
+        artworks = artworks if artworks is not None else load_artworks(cfg.images)
         cpu = runs_on_cpu(cfg)
         if cfg.mixed_precision == "fp16" and cpu:
-            raise UserError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
+            raise SettingError("mixed_precision", "{setting} fp16 needs a GPU; on CPU use bf16 or no")
         self.accelerator = _accelerator(cpu)
         device = self.accelerator.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
@@ -316,11 +300,11 @@ class StyleTokenTrainer:
         self.resolution = cfg.resolution or native_resolution(pipe)
         room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
         if cfg.vectors > room:
-            raise UserError(
-                f"--vectors {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer"
+            raise SettingError(
+                "vectors",
+                f"{{setting}} {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer",
             )
-        if self.resolution % pipe.vae_scale_factor:
-            raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
+        limits.check_multiple("resolution", self.resolution, int(pipe.vae_scale_factor))
 
         # One (tokenizer, text encoder) pair for SD 1.x/2.x, two for SDXL; each learns its own rows
         # for the same token names, spliced in by its own LearnedTokens.
@@ -512,7 +496,7 @@ class StyleTokenTrainer:
 
     def save_diffusers_pair(self, folder: Path, step: int) -> list[Path]:
         """SDXL only: diffusers' two files, one per text encoder (load each with its encoder)."""
-        return write_embedding(self.embedding(step), folder / DIFFUSERS_WEIGHT_NAME, "sdxl-pair")
+        return write_embedding(self.embedding(step), folder / TrainingRun.EMBEDDING, "sdxl-pair")
 
     @torch.no_grad()
     def preview(self, step: int) -> Path:
@@ -545,7 +529,7 @@ class StyleTokenTrainer:
             "seed": str(cfg.seed),
             "model": cfg.model,
         }
-        return save_image(image, self.out / "previews" / f"step-{step:06d}.png", text=text)
+        return save_image(image, self.run.preview(step), text=text)
 
     def training_state(self, step: int) -> ckpt.TrainingState:
         scaler = self.scaler.state_dict() if self.scaler is not None else None
@@ -581,13 +565,13 @@ class StyleTokenTrainer:
                 self.scaler.load_state_dict(state.scaler)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise ckpt.CheckpointDamaged(
-                f"the checkpoint in {self.out / 'checkpoints'} does not fit this run's optimizer "
+                f"the checkpoint in {self.run.checkpoints} does not fit this run's optimizer "
                 f"({type(exc).__name__}: {str(exc)[:100]}); resume from an earlier one or delete it"
             ) from None
 
     def _check_restorable(self, state: ckpt.TrainingState) -> None:
         """The optimizer's moments have the learned rows' shapes; the schedule's counters are numbers."""
-        where = self.out / "checkpoints" / f"checkpoint-{state.step}"
+        where = ckpt.checkpoint_path(self.run.checkpoints, state.step)
         slots = state.optimizer["state"]
         for pid, values in slots.items():
             if not 0 <= pid < len(self.parts):
@@ -672,17 +656,45 @@ def _resume(trainer: StyleTokenTrainer, ckpt_dir: Path, resume: str) -> int:
     return 0
 
 
-def _recorded_threads(out: Path) -> int | None:
-    """The CPU thread count an interrupted run recorded in its config.json (None: none readable)."""
-    try:
-        value = json.loads((out / "config.json").read_text(encoding="utf-8")).get("cpu_threads")
-    except (OSError, ValueError, AttributeError):
+def _recorded_threads(run: TrainingRun, recorded: dict) -> int | None:
+    """The CPU thread count an interrupted run recorded in its config.json (None: none recorded),
+    at most this machine's cores: a crafted or foreign count (`"cpu_threads": 4096`) would start
+    that many OpenMP threads, each with its own stack and buffers, and exhaust the memory."""
+    value = recorded.get("cpu_threads")  # read_config checked it is a whole number >= 1
+    if value is None:
         return None
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 4096 else None
+    cores = os.cpu_count() or 1
+    if value > cores:
+        log.warning(
+            "%s records cpu_threads %d, more than the %d cores here; using %d (the resumed run may then "
+            "differ from an uninterrupted one in the last digits)",
+            run.config_path,
+            value,
+            cores,
+            cores,
+        )
+        return cores
+    return int(value)
+
+
+def _check_resume(cfg: TrainConfig, run: TrainingRun, recorded: dict, images_digest: str) -> None:
+    """A resume continues the recipe config.json records, or is refused (before the model loads)."""
+    if not recorded and ckpt.list_checkpoints(run.checkpoints):
+        raise SettingError(
+            "resume",
+            f"{{setting}}: {run.folder} holds checkpoints but no {run.CONFIG}, so its recipe cannot be checked; "
+            "put the run's config.json back, start a new run (another --output), or add --overwrite to replace it",
+        )
+    if recorded:
+        run.check_resume(cfg, recorded, images_digest=images_digest)
 
 
 def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Train a style token; returns where its embedding is. Resumable with cfg.resume='latest'.
+
+    The run folder is this process's for the whole run (`TrainingRun.locked`: a second training
+    into it is refused, naming this one's pid). A resume must ask for the recipe recorded in
+    config.json (`TrainingRun.check_resume`).
 
     On CPU the torch thread count is chosen once, by the threads runnable at the start (one thread
     beside another job: two trainings side by side ran at 16.6 s a step with two threads each,
@@ -690,41 +702,60 @@ def train(cfg: TrainConfig, loaded: LoadedModel | None = None, callbacks: TrainC
     rounding and the resumed run would no longer end where the straight one does.
     """
     check_config(cfg)
-    if not runs_on_cpu(cfg):
-        return _train(cfg, loaded, callbacks, None)
-    recorded = _recorded_threads(Path(cfg.output)) if cfg.resume else None
-    with cpu_threads.fixed_for_run(recorded) as threads:
-        return _train(cfg, loaded, callbacks, threads)
+    run = TrainingRun(cfg.output)
+    with run.locked():
+        recorded = run.read_config() if cfg.resume else {}
+        artworks = load_artworks(cfg.images)
+        digest = artworks_digest([art.path for art in artworks])
+        if cfg.resume:
+            _check_resume(cfg, run, recorded, digest)
+        if not runs_on_cpu(cfg):
+            return _train(cfg, loaded, callbacks, None, run, (artworks, digest), recorded)
+        with cpu_threads.fixed_for_run(_recorded_threads(run, recorded)) as threads:
+            return _train(cfg, loaded, callbacks, threads, run, (artworks, digest), recorded)
 
 
 def _train(
-    cfg: TrainConfig, loaded: LoadedModel | None, callbacks: TrainCallbacks | None, threads: int | None
+    cfg: TrainConfig,
+    loaded: LoadedModel | None,
+    callbacks: TrainCallbacks | None,
+    threads: int | None,
+    run: TrainingRun,
+    images: tuple[list[Artwork], str],
+    recorded: dict,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
     cb = callbacks or TrainCallbacks()
-    out = Path(cfg.output)
-    ckpt_dir = out / "checkpoints"
+    out = run.folder
+    ckpt_dir = run.checkpoints
     if cfg.resume is None and ckpt.list_checkpoints(ckpt_dir):
         raise UserError(
             f"{out} already holds a training run; add --resume latest to continue it, or choose a new --output"
         )
+    artworks, images_digest = images
     torch.manual_seed(cfg.seed)
-    trainer = StyleTokenTrainer(cfg, loaded)
+    trainer = StyleTokenTrainer(cfg, loaded, artworks)
     acc = trainer.accelerator
+    if recorded:  # the model's own resolution is known now
+        run.check_resume(cfg, recorded, resolution=trainer.resolution)
     start = 0
     if cfg.resume:
         start = _resume(trainer, ckpt_dir, cfg.resume)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        for folder in RUN_FOLDERS:  # only where a run writes: the user's other files stay
-            remove_stale_temporaries(out / folder)
-        settings = dict(cfg.to_dict(), resolution=trainer.resolution, images_used=trainer.num_images)
+        for folder in run.written_folders():  # only where a run writes: the user's other files stay
+            remove_stale_temporaries(folder)
+        measured: dict = dict(
+            resolution=trainer.resolution,
+            images_used=trainer.num_images,
+            images_digest=images_digest,
+        )
         if threads is not None:
-            settings["cpu_threads"] = threads
-        write_text_atomic(out / "config.json", json.dumps(settings, indent=2))
-    loss_log = LossLog(out / "loss.csv", start) if acc.is_main_process else None
-    final_path = out / DIFFUSERS_WEIGHT_NAME
+            measured["cpu_threads"] = threads
+        run.write_config(cfg, **measured)
+    loss_log = LossLog(run.loss_log, start) if acc.is_main_process else None
+    final_path = run.embedding
     elapsed0 = float(loss_log.rows[-1]["elapsed_s"]) if loss_log and loss_log.rows else 0.0
     t0 = time.perf_counter()
     loss = None
@@ -758,12 +789,12 @@ def _train(
             if loss_log is not None:  # the main process's
                 loss_log.append(step, loss, trainer.lr_scheduler.get_last_lr()[0], elapsed0 + time.perf_counter() - t0)
                 if save_every > 0 and step % save_every == 0:
-                    trainer.save_embedding(out / "embeddings" / f"step-{step:06d}.safetensors", step)
+                    trainer.save_embedding(run.step_embedding(step), step)
                 if cfg.preview_every > 0 and step % cfg.preview_every == 0:
                     _preview(trainer, step, cb)
                 if checkpoint_every > 0 and step % checkpoint_every == 0:
                     ckpt.save_checkpoint(ckpt_dir, trainer.training_state(step), cfg.checkpoints_total_limit)
-                    plot_loss(loss_log.rows, out / "loss.png", f"{cfg.token} on {cfg.model}")
+                    plot_loss(loss_log.rows, run.loss_plot, f"{cfg.token} on {cfg.model}")
             if cb.on_step:
                 cb.on_step(step, cfg.steps, loss)
             if cb.should_stop and cb.should_stop():
@@ -774,10 +805,10 @@ def _train(
         if loss_log is not None:  # the main process writes the results
             trainer.save_embedding(final_path, done)
             if trainer.is_sdxl:
-                trainer.save_diffusers_pair(out / "diffusers", done)
+                trainer.save_diffusers_pair(run.diffusers, done)
             if not stopped and cfg.preview_every > 0 and done % cfg.preview_every != 0:
                 _preview(trainer, done, cb)
-            plot_loss(loss_log.rows, out / "loss.png", f"{cfg.token} on {cfg.model}")
+            plot_loss(loss_log.rows, run.loss_plot, f"{cfg.token} on {cfg.model}")
     finally:
         bar.close()
         if loss_log:

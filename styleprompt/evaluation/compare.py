@@ -50,7 +50,7 @@ from styleprompt.evaluation.report import (
     write_html,
     write_markdown,
 )
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import check_output_folder, read_json, write_text_atomic
 from styleprompt.plumbing.images import load_image, resize_long_side, save_image
 from styleprompt.plumbing.measure import measure
@@ -400,16 +400,13 @@ def run_compare(
     out = Path(output)
     methods = method_names() if methods is None else list(methods)
     dev = str(pick_device(device))
-    limits.check_side_flag("--size", size)
-    limits.check_range(
-        "--cell-size", cell_size, 64, limits.MAX_CELL_SIZE, "the grid holds (methods + 1) x contents cells in one image"
-    )
+    limits.check_side_flag("size", size)
+    limits.check_bound("cell_size", cell_size)
     limits.check_seed(seed)
     check_output_folder(out)
     if gatys_iterations < 1:
-        raise UserError("--gatys-iterations must be at least 1")
-    if not 0.0 <= strength <= 1.0:
-        raise UserError(f"--strength must be between 0 and 1 (got {strength})")
+        raise SettingError("gatys_iterations", "{setting} must be at least 1")
+    limits.check_between("strength", strength)
     content_items = _content_images(contents)
     for img, name in content_items:  # what each classic method would make of it, before any runs
         for method in (m for m in methods if m in limits.FOOTPRINTS):
@@ -418,7 +415,8 @@ def run_compare(
                 f"the content image {name}",
                 img.size,
                 limits.scaled_long_side(img.size, size),
-                f"--size {size}" if size else "its own size",
+                f"{{setting}} {size}" if size else "its own size",
+                setting="size",
             )
     wants_token = any(m.startswith("token") for m in methods)
     cls_list = _class_per_content(classes, len(content_items), needed=wants_token and bool(embedding))

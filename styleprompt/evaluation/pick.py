@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
+from styleprompt.diffusion.training_run import TrainingRun
 from styleprompt.plumbing.errors import UserError
 from styleprompt.plumbing.files import atomic_path, write_text_atomic
 
@@ -42,7 +43,6 @@ PICK_PROMPT = "a {token} style of a {class}"
 FIDELITY_TEXT = "a {class}"  # what the picture should still show, without the token
 BASELINE_PROMPT = "a painting of a {class}"  # the model without the token, for the reference line
 LEAK_SIDE = 128  # px: SSIM of structure, not of fine noise
-_STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 
 Progress = Callable[[str, float], None]
 
@@ -75,16 +75,8 @@ class PickResult:
 
 def run_embeddings(run: Path) -> list[tuple[int, Path]]:
     """(step, file) for every intermediate embedding, plus the final one if its step is new."""
-    from styleprompt.diffusion.tokens import DIFFUSERS_WEIGHT_NAME
-
-    found: dict[int, Path] = {}
-    folder = run / "embeddings"
-    if folder.is_dir():
-        for path in folder.iterdir():
-            match = _STEP_FILE.match(path.name)
-            if match:
-                found[int(match.group(1))] = path
-    final = run / DIFFUSERS_WEIGHT_NAME
+    found: dict[int, Path] = dict(TrainingRun(run).step_embeddings())
+    final = TrainingRun(run).embedding
     if final.is_file():
         step = _file_step(final)
         if step is not None and step not in found:
@@ -105,50 +97,13 @@ def _file_step(path: Path) -> int | None:
 
 def default_classes(run: Path, model: str | None) -> tuple[str, ...]:
     """The subjects to paint when none are given: the world's for the micro model."""
-    name = model or (run_config(run).get("model") if (run / "config.json").is_file() else None)
+    name = model or run_config(run).get("model")
     return MICRO_PICK_CLASSES if name == "micro" else PICK_CLASSES
 
 
-# The fields of a run's config.json that pick reads, and their types (the file is data: validated here).
-_CONFIG_FIELDS = {"images": str, "model": str, "token": str}
-
-
 def run_config(run: Path) -> dict:
-    """The run's config.json, checked where pick reads it; a missing file is an empty config.
-
-    A damaged or hand-made file is refused in one line naming it (a list, a number, a `model`
-    that is not text would otherwise surface as a TypeError deep in the model loader).
-    """
-    path = run / "config.json"
-    if not path.is_file():
-        return {}
-    fix = "fix or remove it, or pass --images and --model"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise UserError(f"cannot read {path} ({type(exc).__name__}); {fix}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds a {type(config).__name__}, not a run's settings; {fix}")
-    for key, kind in _CONFIG_FIELDS.items():
-        if config.get(key) is not None and not isinstance(config[key], kind):
-            raise UserError(f"{path}: '{key}' is {type(config[key]).__name__}, not {kind.__name__}; {fix}")
-    return config
-
-
-def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path:
-    """The training artworks: --images, else config.json's folder (relative to the working
-    directory at training time, so tried from here and from the run's parent)."""
-    if images is not None:
-        folder = Path(images)
-        if not folder.is_dir():
-            raise UserError(f"--images {folder} is not a folder")
-        return folder
-    recorded = config.get("images")
-    if recorded:
-        for candidate in (Path(recorded), run.parent / recorded, run / recorded):
-            if candidate.is_dir():
-                return candidate
-    raise UserError(f"cannot find the training artworks of {run} (config.json says {recorded!r}); pass --images FOLDER")
+    """The run's config.json, schema-checked by `TrainingRun.read_config`; a missing file is {}."""
+    return TrainingRun(run).read_config()
 
 
 # -- scoring ----------------------------------------------------------------------------------------
@@ -248,11 +203,11 @@ def pick_checkpoint(
         )
     seeds = list(dict.fromkeys(int(s) for s in seeds)) or [0]
     config = run_config(run_dir)
-    art_paths = list_images(_artworks_folder(run_dir, config, images))
+    art_paths = list_images(TrainingRun(run_dir).artworks_folder(config, images))
     if not art_paths:
         raise UserError("the training artworks folder holds no images")
     artworks = [load_image(p) for p in art_paths]
-    out = Path(output) if output else run_dir / "pick"
+    out = Path(output) if output else TrainingRun(run_dir).pick_folder
     if isinstance(model, LoadedModel):
         base = model
     else:
@@ -305,7 +260,7 @@ def pick_checkpoint(
                     str(
                         _save(
                             img,
-                            out / "images" / f"step-{step:06d}" / f"{_slug(cls)}-seed{seed}.png",
+                            TrainingRun.pick_image(out, step, f"{_slug(cls)}-seed{seed}.png"),
                             {"prompt": prompt, "seed": str(seed), "embedding": str(path), "step": str(step)},
                         )
                     )
@@ -322,15 +277,9 @@ def pick_checkpoint(
         bar.close()
     best = mark_recommendation(scores)
     say("writing the plot", 1.0)
+    named = TrainingRun.pick_files(out)
     result = PickResult(
-        best,
-        scores,
-        fidelity_kind,
-        baseline_fidelity,
-        out / "pick.png",
-        out / "pick.csv",
-        out / "pick.json",
-        out / "pick-grid.png",
+        best, scores, fidelity_kind, baseline_fidelity, named.plot, named.table, named.summary, named.sheet
     )
     plot_tradeoff(result, config.get("token", ""))
     _write_tables(result, classes, seeds)

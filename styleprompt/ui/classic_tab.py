@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from classic import limits
 from styleprompt.evaluation import methods
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
@@ -55,15 +56,17 @@ def build(ctx: AppContext) -> None:
                 height=160,
             )
             with gr.Row():
-                alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (alpha)", elem_id="classic-alpha")
+                alpha = gr.Slider(
+                    *limits.span("alpha"), value=1.0, step=0.05, label="Strength (alpha)", elem_id="classic-alpha"
+                )
                 preserve = gr.Checkbox(value=False, label="Preserve the content's colours", elem_id="classic-preserve")
             with gr.Row():
                 size = gr.Number(
                     value=512,
                     precision=0,
                     label="Size (long side, px)",
-                    minimum=64,
-                    maximum=4096,
+                    minimum=limits.span("size")[0],
+                    maximum=limits.span("size")[1],
                     elem_id="classic-size",
                 )
                 iterations = gr.Number(
@@ -138,7 +141,10 @@ def build(ctx: AppContext) -> None:
         if "iterations" in style_method.options:  # checked only where it is used
             offered["iterations"] = int_in(iterations, "Iterations", 1, s.max_classic_iterations)
         own = methods.own_options(style_method, offered)
-        alpha_value, size_value = float_in(alpha, "Strength", 0.0, 1.0), int_in(size, "Size", 64, 4096)
+        alpha_value, size_value = (
+            float_in(alpha, "Strength", *limits.span("alpha")),
+            int_in(size, "Size", *limits.span("size")),
+        )
         run_dir = ctx.output.new_run("classic", method)
 
         def work(job):

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from classic import limits
 from styleprompt.evaluation.compare import method_names
 from styleprompt.ui.common import (
     AppContext,
@@ -95,22 +96,28 @@ def build(ctx: AppContext) -> Any:
                         value=512,
                         precision=0,
                         label="Size (long side, px)",
-                        minimum=64,
-                        maximum=2048,
+                        minimum=limits.span("size")[0],
+                        maximum=limits.span("size")[1],
                         elem_id="cmp-size",
                     )
-                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+                    seed = gr.Number(
+                        value=0, precision=0, label="Seed", minimum=limits.span("seed")[0], elem_id="cmp-seed"
+                    )
                 with gr.Row():
                     token_steps = gr.Number(
                         value=25,
                         precision=0,
                         label="Token sampling steps",
-                        minimum=1,
-                        maximum=s.max_gen_steps,
+                        minimum=limits.span("steps", s.max_gen_steps)[0],
+                        maximum=limits.span("steps", s.max_gen_steps)[1],
                         elem_id="cmp-token-steps",
                     )
                     strength = gr.Slider(
-                        0.05, 1.0, value=0.6, step=0.05, label="Image-to-image strength", elem_id="cmp-strength"
+                        *limits.span("strength"),
+                        value=0.6,
+                        step=0.05,
+                        label="Image-to-image strength",
+                        elem_id="cmp-strength",
                     )
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
@@ -181,10 +188,10 @@ def build(ctx: AppContext) -> Any:
             vgg_weights=s.weights_file_for(vgg_weights, "VGG-19 weights file"),
             decoder_weights=s.weights_file_for(decoder_weights, "decoder weights file"),
             gatys_iterations=int_in(iterations, "Gatys iterations", 1, s.max_classic_iterations),
-            size=int_in(size, "Size", 64, 4096),
-            seed=int_in(seed, "Seed", 0, 2**32 - 1),
-            token_steps=int_in(token_steps, "Token sampling steps", 1, s.max_gen_steps),
-            strength=float_in(strength, "Image-to-image strength", 0.0, 1.0),
+            size=int_in(size, "Size", *limits.span("size")),
+            seed=int_in(seed, "Seed", *limits.span("seed")),
+            token_steps=int_in(token_steps, "Token sampling steps", *limits.span("steps", s.max_gen_steps)),
+            strength=float_in(strength, "Image-to-image strength", *limits.span("strength")),
             device=s.device,
         )
         model_name = s.model_for(model)

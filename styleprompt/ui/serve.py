@@ -198,11 +198,9 @@ class OutputFolder:
         output folder (`styleprompt train --output OUTPUT/s1`) is listed too: any run folder up
         to three levels down, except Gradio's cache, and never through a link that leads out.
         """
-        patterns = (
-            "*/learned_embeds.safetensors",
-            "*/*/learned_embeds.safetensors",
-            "*/*/*/learned_embeds.safetensors",
-        )
+        from styleprompt.diffusion.training_run import TrainingRun
+
+        patterns = tuple(f"{'*/' * depth}{TrainingRun.EMBEDDING}" for depth in (1, 2, 3))
         found = {
             p
             for pattern in patterns

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from styleprompt.plumbing.folder_lock import is_lock_file
 from tests.robustness.hostile import CASES, build, run_child, user_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +46,11 @@ def test_refused_in_one_line(case, outcomes):
 
 @pytest.mark.slow
 def test_no_case_left_model_outputs(outcomes):
-    """Refused before work: no run folder holds a result (train and generate folders stay empty or absent)."""
+    """Refused before work: no run folder holds a result (train and generate folders stay empty or absent;
+    a case refused after the folder was locked leaves only the lock's hidden file, which holds no result)."""
     folder, _, _ = outcomes
-    made = [p for p in (folder / "out").rglob("*") if p.is_file()] if (folder / "out").exists() else []
+    out = folder / "out"
+    made = [p for p in out.rglob("*") if p.is_file() and not is_lock_file(p)] if out.exists() else []
     assert made == []
 
 
