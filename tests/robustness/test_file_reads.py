@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from styleprompt.plumbing.errors import UserError
 from styleprompt.plumbing.files import json_depth, open_regular, read_json, shown_path
+from styleprompt.plumbing.folder_lock import is_lock_file
 from tests.robustness.hostile import CHILD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,9 +291,10 @@ def test_refused_in_one_line(case, outcomes):
 
 @pytest.mark.slow
 def test_no_refused_case_left_output(outcomes):
+    """A case refused after its run folder was locked leaves only the lock's hidden file (no result)."""
     folder, _, _ = outcomes
     out = folder / "out"
-    made = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    made = [p for p in out.rglob("*") if p.is_file() and not is_lock_file(p)] if out.exists() else []
     assert made == []
     assert not (folder / "Z.safetensors").exists()
 
