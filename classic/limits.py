@@ -45,8 +45,13 @@ MIN_TILE = 64
 
 @dataclass(frozen=True)
 class Footprint:
-    """A classic method's measured memory: a fixed part plus a part per megapixel of output."""
+    """A method's measured memory: a fixed part plus a part per megapixel of output.
 
+    Each method owns its footprint (`styleprompt.evaluation.methods`' `footprint`, measured by
+    its bench); the three classic ones are defined here because `classic` checks them itself.
+    """
+
+    method: str  # the name messages use
     baseline_mib: float  # torch, the networks and the inputs loaded
     tiled_mib_per_mpx: float  # the whole-image tensors that tiling keeps (image, features, output)
     whole_mib_per_mpx: float  # one untiled pass (--tile-size 0, or the untiled style pass)
@@ -57,15 +62,15 @@ class Footprint:
         return int((MEMORY_BUDGET_MIB - self.baseline_mib) / per_mpx * 1e6)
 
 
-FOOTPRINTS: dict[str, Footprint] = {
-    # bench/sizes.py: one iteration at 3840x2160 (8.3 Mpx, 32 tiles) peaks at 3010 MiB over a
-    # 588 MiB baseline; untiled, 1 Mpx already takes about 3 GiB (gatys.AUTO_TILE_PIXELS).
-    "gatys": Footprint(588, 292, 2500, "3010 MiB at 3840x2160 tiled; ~3 GiB at 1 Mpx untiled"),
-    # bench/sizes.py: 2143 MiB at 3840x2160 tiled over 391 MiB; 1.9 GiB untiled at 1920x1080.
-    "adain": Footprint(391, 211, 750, "2143 MiB at 3840x2160 tiled; 1.9 GiB at 1920x1080 untiled"),
-    # bench/ghiasi: 1314 MiB at 3840x2880 tiled over 339 MiB; 1.1 GiB one pass at 2048x1536.
-    "ghiasi": Footprint(339, 88, 250, "1314 MiB at 3840x2880 tiled; 1.1 GiB at 2048x1536 in one pass"),
-}
+# bench/sizes.py: one iteration at 3840x2160 (8.3 Mpx, 32 tiles) peaks at 3010 MiB over a
+# 588 MiB baseline; untiled, 1 Mpx already takes about 3 GiB (gatys.AUTO_TILE_PIXELS).
+GATYS_FOOTPRINT = Footprint("gatys", 588, 292, 2500, "3010 MiB at 3840x2160 tiled; ~3 GiB at 1 Mpx untiled")
+# bench/sizes.py: 2143 MiB at 3840x2160 tiled over 391 MiB; 1.9 GiB untiled at 1920x1080.
+ADAIN_FOOTPRINT = Footprint("adain", 391, 211, 750, "2143 MiB at 3840x2160 tiled; 1.9 GiB at 1920x1080 untiled")
+# bench/ghiasi: 1314 MiB at 3840x2880 tiled over 339 MiB; 1.1 GiB one pass at 2048x1536.
+GHIASI_FOOTPRINT = Footprint("ghiasi", 339, 88, 250, "1314 MiB at 3840x2880 tiled; 1.1 GiB at 2048x1536 in one pass")
+# By name, for the classic functions' own checks (`check_working_image("gatys", ...)`).
+FOOTPRINTS: dict[str, Footprint] = {f.method: f for f in (GATYS_FOOTPRINT, ADAIN_FOOTPRINT, GHIASI_FOOTPRINT)}
 
 # The diffusion side. A CLIP prompt holds 77 tokens, two of them start/end: a token of more
 # vectors cannot fit in any prompt (the rest would be cut off silently).
@@ -219,7 +224,7 @@ def _largest(limit: int, width: int, height: int, side: str) -> int:
 
 
 def check_working_image(
-    method: str,
+    method: str | Footprint,
     what: str,
     original: tuple[int, int],
     scaled: tuple[int, int],
@@ -230,7 +235,8 @@ def check_working_image(
     fix: str = "",
     setting: str | None = None,
 ) -> None:
-    """Refuse a working image that is too thin for the networks or too large for `method`'s memory.
+    """Refuse a working image that is too thin for the networks or too large for `method`'s memory
+    (its Footprint, or the name of a classic one).
 
     original/scaled: (width, height) as read and after the method's scaling; `how` says what
     scaled it ("{setting} 512"), `side` which side that setting sets (for the largest accepted value);
@@ -247,7 +253,7 @@ def check_working_image(
             f"{what} is {ow}x{oh}: {how} makes it {sw}x{sh}, thinner than the {MIN_SIDE} px the networks need; "
             "crop it nearer to square or give a larger size"
         )
-    footprint = FOOTPRINTS[method]
+    footprint = FOOTPRINTS[method] if isinstance(method, str) else method
     limit = footprint.max_pixels(tiled)
     if sw * sh > limit:
         largest = _largest(limit, ow, oh, side)
@@ -255,7 +261,7 @@ def check_working_image(
         untiled = "" if tiled else " untiled"
         raise refuse(
             f"{what} is {ow}x{oh}: {how} makes it {sw}x{sh} ({_mpx(sw * sh)}), more than the {_mpx(limit)} "
-            f"{method}{untiled} holds in {MEMORY_BUDGET_MIB // 1024} GiB ({footprint.measured}); {advice}"
+            f"{footprint.method}{untiled} holds in {MEMORY_BUDGET_MIB // 1024} GiB ({footprint.measured}); {advice}"
         )
 
 
