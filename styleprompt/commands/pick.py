@@ -45,8 +45,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from classic import limits
     from styleprompt.evaluation.pick import default_classes, pick_checkpoint
 
+    if args.steps is not None:  # 0 read as "unset" and ran with generate's default
+        limits.check_bound("steps", args.steps)
     if args.quick:
         return _quick(args)
     result = pick_checkpoint(

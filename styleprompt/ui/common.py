@@ -20,7 +20,7 @@ import gradio as gr
 
 from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.ui.jobs import Job, JobBoard, JobCancelled, format_duration
-from styleprompt.ui.serve import AppSettings, ModelCache, OutputFolder
+from styleprompt.ui.serve import AppSettings, ModelCache, OutputFolder, hide_server_paths
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,14 @@ FIELD_LABELS: dict[str, str] = {
 
 def user_message(exc: BaseException) -> str:
     """One line for the page: a UserError's own message (a setting named by its field's label),
-    else the exception's first line."""
+    else the exception's first line; the server's paths (Gradio's upload cache, the output
+    folder) taken out (`hide_server_paths`)."""
     if isinstance(exc, SettingError):
-        return exc.named(FIELD_LABELS.get(exc.setting, exc.setting))
+        return hide_server_paths(exc.named(FIELD_LABELS.get(exc.setting, exc.setting)))
     if isinstance(exc, UserError):
-        return str(exc)
+        return hide_server_paths(str(exc))
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return hide_server_paths(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
 
 
 def show_errors(fn: Callable | None = None, *, outputs: int = 0, status: int | None = None) -> Callable:
