@@ -272,10 +272,9 @@ def missing_model_reason(model: str) -> str | None:
     for the app's page, which must say a model is missing rather than look healthy without one."""
     if model in TINY_MODELS:
         return None
-    if model == "micro":
-        from styleprompt.micro import is_available
-
-        return None if is_available() else "the micro model is not built in this install"
+    if model == MICRO_MODEL:
+        built = (families.MICRO_MODEL_DIR / "model_index.json").is_file()
+        return None if built else "the micro model is not built in this install"
     path = Path(model).expanduser()
     if path.exists():
         return None
