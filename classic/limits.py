@@ -60,6 +60,9 @@ FOOTPRINTS: dict[str, Footprint] = {
     "adain": Footprint(391, 211, 750, "2143 MiB at 3840x2160 tiled; 1.9 GiB at 1920x1080 untiled"),
     # bench/ghiasi: 1314 MiB at 3840x2880 tiled over 339 MiB; 1.1 GiB one pass at 2048x1536.
     "ghiasi": Footprint(339, 88, 250, "1314 MiB at 3840x2880 tiled; 1.1 GiB at 2048x1536 in one pass"),
+    # bench/classic_real.py (provisional until measured below)
+    "wct": Footprint(400, 400, 1000, "provisional"),
+    "microast": Footprint(300, 200, 600, "provisional"),
 }
 
 # The diffusion side. A CLIP prompt holds 77 tokens, two of them start/end: a token of more
