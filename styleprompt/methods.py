@@ -45,6 +45,8 @@ class Sources:
     vgg_weights: str | None = None
     decoder_weights: str | None = None
     ghiasi_models: str | None = None
+    wct_weights: str | None = None  # cd-wct, wct or a folder (None: cd-wct, found by classic.weights)
+    microast_weights: str | None = None  # a folder (None: found by classic.weights)
     seed: int = 0
 
 
@@ -160,7 +162,7 @@ def stylize_measured(stylizer: Stylizer, content: Image.Image, request: Request,
     return result
 
 
-# -- the three classic methods ----------------------------------------------------------------------------
+# -- the classic methods ----------------------------------------------------------------------------
 
 
 def _numbers(text: str | None, kind: Callable[[str], Any] = float) -> list | None:
@@ -360,6 +362,90 @@ class Ghiasi:
         return GhiasiStylizer(sources.ghiasi_models, sources.device, str(getattr(predictor, "source", "")))
 
 
+class WctStylizer:
+    def __init__(self, nets: Any, device: str):
+        self.nets, self.device = nets, device
+        self.random_weights = bool(nets.random_weights)
+
+    def describe(self) -> dict[str, str]:
+        return {"wct_weights": f"{self.nets.name} ({self.nets.source})"}
+
+    def stylize(self, content: Image.Image, request: Request) -> StyleResult:
+        from classic.wct import stylize
+
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            nets=self.nets,
+            seed=request.seed,
+            **_common(request),
+            **request.options,
+        )
+        return StyleResult(image, self.random_weights, details=_take_notes(image))
+
+
+class Wct:
+    name, label = "wct", "WCT"
+    options = frozenset({"style_size", "levels"})
+
+    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
+        return {"style_size": args.style_size, "levels": getattr(args, "wct_levels", None)}
+
+    def load(self, sources: Sources, networks: Networks) -> Stylizer:
+        from classic.wct import load_wct
+
+        s = sources
+        nets = networks.network(
+            ("wct", s.wct_weights, s.random_weights, s.device, s.seed),
+            lambda: load_wct(s.wct_weights, random_weights=s.random_weights, seed=s.seed, device=s.device),
+        )
+        return WctStylizer(nets, s.device)
+
+
+class MicroAstStylizer:
+    def __init__(self, nets: Any, device: str):
+        self.nets, self.device = nets, device
+        self.random_weights = bool(nets.random_weights)
+
+    def describe(self) -> dict[str, str]:
+        return {"microast_weights": str(self.nets.source)}
+
+    def stylize(self, content: Image.Image, request: Request) -> StyleResult:
+        from classic.microast import stylize
+
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            nets=self.nets,
+            seed=request.seed,
+            **_common(request),
+            **request.options,
+        )
+        return StyleResult(image, self.random_weights, details=_take_notes(image))
+
+
+class MicroAst:
+    name, label = "microast", "MicroAST"
+    options = frozenset({"style_size"})
+
+    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
+        return {"style_size": args.style_size}
+
+    def load(self, sources: Sources, networks: Networks) -> Stylizer:
+        from classic.microast import load_microast
+
+        s = sources
+        nets = networks.network(
+            ("microast", s.microast_weights, s.random_weights, s.device, s.seed),
+            lambda: load_microast(s.microast_weights, random_weights=s.random_weights, seed=s.seed, device=s.device),
+        )
+        return MicroAstStylizer(nets, s.device)
+
+
 register(Gatys())
 register(Adain())
 register(Ghiasi())
+register(Wct())
+register(MicroAst())

@@ -1,4 +1,4 @@
-"""`styleprompt transfer`: classic style transfer (Gatys, AdaIN, Ghiasi) from the command line.
+"""`styleprompt transfer`: classic style transfer (Gatys, AdaIN, Ghiasi, WCT, MicroAST) from the command line.
 
 One content and several styles with --style-weights (or --mask) blend into one image; several
 contents and/or styles without them write every (content, style) pair into the --output folder.
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
         "--method",
         required=True,
         choices=methods.names(),
-        help="gatys (optimisation), adain or ghiasi (feed-forward), ...",
+        help="gatys (optimisation), adain, ghiasi, wct or microast (feed-forward)",
     )
     p("--content", action="append", required=True, help="content image (repeat for several)")
     p("--style", action="append", required=True, help="style image (repeat for several)")
@@ -76,6 +76,13 @@ def add_parser(subparsers) -> None:
     g.add_argument(
         "--ghiasi-models", default=None, help="folder with the Ghiasi ONNX models (default: the packaged ones)"
     )
+    g.add_argument(
+        "--wct-weights",
+        default=None,
+        help="WCT's autoencoders: cd-wct (the five-level compressed WCT, default), wct (levels 1-3) or a folder "
+        "with either set (found in $STYLEPROMPT_WEIGHTS)",
+    )
+    g.add_argument("--microast-weights", default=None, help="folder with MicroAST's four .pth.tar files")
     g = parser.add_argument_group("gatys")
     g.add_argument(
         "--iterations",
@@ -95,9 +102,12 @@ def add_parser(subparsers) -> None:
     g.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size (default: 1)")
     g.add_argument("--learning-rate", type=float, default=None, help="Adam's step size (default: 10/255)")
     g.add_argument("--save-every", type=int, default=0, help="write an intermediate image every N iterations")
-    g = parser.add_argument_group("adain")
+    g = parser.add_argument_group("adain, wct, microast")
     g.add_argument(
-        "--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)"
+        "--style-size", type=int, default=512, help="shorter side of the style images (default: %(default)s)"
+    )
+    g.add_argument(
+        "--wct-levels", default=None, help="WCT cascade levels, deepest first (default: all, e.g. 5,4,3,2,1)"
     )
     parser.set_defaults(func=run)
 
@@ -155,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         vgg_weights=args.vgg_weights,
         decoder_weights=args.decoder_weights,
         ghiasi_models=args.ghiasi_models,
+        wct_weights=args.wct_weights,
+        microast_weights=args.microast_weights,
         seed=args.seed,
     )
     stylizer = method.load(sources, methods.LocalNetworks())
