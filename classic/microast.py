@@ -15,8 +15,11 @@ Written from the paper's description and the published tensors' shapes (KEYS.txt
 and parameter names are the published ones, so MicroAST's four `*_iter_160000.pth.tar` files
 load unchanged.
 
-Controls as AdaIN has them: `alpha` blends each feature modulation with the unmodulated features
-(the paper's own style-strength control); several styles mix their statistics and modulation
+Controls as AdaIN has them. `alpha` interpolates the style code (statistics and modulation
+signals) between the content photo's own code and the style's, as Ghiasi et al. interpolate
+style vectors: the published code blends the features instead, but its filter modulation stays
+at full strength, and at alpha 0.3-0.9 that gives values up to 11 on a [0, 1] image (measured on
+chicago x la_muse); the content's own code reconstructs the photo (mean error 0.06). Several styles mix their statistics and modulation
 signals by weight (which equals mixing AdaIN outputs); a two-region mask gives each region its
 own statistics and its style's modulation; `--preserve-color` recolours the styles first.
 Large images run in tiles with the whole image's statistics, so tiled equals one pass.
@@ -259,10 +262,8 @@ def style_code(nets: MicroASTNetworks, style: torch.Tensor) -> StyleCode:
     return StyleCode(m1, s1, m2, s2, w1, b1, w2, b2)
 
 
-def _modulate(
-    feat: torch.Tensor, codes: Sequence[StyleCode], level: int, alpha: float, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Feature modulation (AdaIN to the style's level-`level` statistics), alpha-blended."""
+def _modulate(feat: torch.Tensor, codes: Sequence[StyleCode], level: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """Feature modulation: AdaIN to the style's level-`level` statistics (per region under a mask)."""
     if mask is None:
         mean, std = mean_std(feat)
         code = codes[0]
@@ -274,7 +275,7 @@ def _modulate(
                 continue
             mean, std = mean_std(feat, region)
             target += ((feat - mean) / std * getattr(code, f"std{level}") + getattr(code, f"mean{level}")) * region
-    return target if alpha == 1.0 else alpha * target + (1.0 - alpha) * feat
+    return target
 
 
 def _filters(codes: Sequence[StyleCode], level: int, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,6 +320,9 @@ def transfer(
     tile = resolve_tile_size(tile_size, lambda: AUTO_TILE_SIZE if ph * pw > AUTO_TILE_PIXELS else None)
     feat_tile = None if tile is None else max(8, tile // STRIDE)
     codes = [style_code(nets, s) for s in styles]
+    if alpha != 1.0:
+        own = style_code(nets, content)
+        codes = [StyleCode.mix([code, own], [alpha, 1.0 - alpha]) for code in codes]
     if mask is None:
         codes = [StyleCode.mix(codes, weights_)]
         feat_mask = None
@@ -338,7 +342,7 @@ def transfer(
     tick = bar.update if bar is not None else None
 
     feat = _tiled(lambda w: nets.content_encoder(w)[1], x, tile, ENCODER_HALO, 1 / STRIDE, CHANNELS, STRIDE, tick)
-    h = _modulate(feat, codes, 2, alpha, feat_mask)
+    h = _modulate(feat, codes, 2, feat_mask)
     del feat
     w2, b2 = _filters(codes, 2, feat_mask)
     w1, b1 = _filters(codes, 1, feat_mask)
@@ -354,7 +358,7 @@ def transfer(
             return nets.decoder.dec1(window, w2, b2)
 
     h = _tiled(block1, h, feat_tile, BLOCK_HALO, 1, CHANNELS, 1, tick)
-    h = _modulate(h, codes, 1, alpha, feat_mask)
+    h = _modulate(h, codes, 1, feat_mask)
     if feat_mask is not None:
         h = torch.cat([h, w1, b1], dim=1)
 
