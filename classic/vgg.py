@@ -57,6 +57,11 @@ TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# The Caffe network sees 0-255 inputs, so its features are ~255 x 0.226 larger than torchvision's
+# (inputs divided by ImageNet's std): Gram losses then outweigh content losses by that factor
+# squared and L-BFGS diverges with Gatys' weights (tuned for torchvision). Its taps are divided by
+# this one constant, a change of units that keeps every ratio between channels and layers.
+CAFFE_FEATURE_SCALE = 255.0 * 0.226
 LAYOUTS = ("torchvision", "adain", "caffe")
 CONV13_SET = "vgg19-conv1-3"  # the shallow ImageNet VGG-19 (classic.weights), conv1_1..conv3_4
 # Keras' names for conv1_1..conv3_4, one .npy per kernel ([3, 3, in, out]) and bias.
@@ -193,7 +198,7 @@ class VGG19Features(nn.Module):
             else:
                 h = module(h)
             if index in want_index:
-                out[LAYER_NAMES[index]] = h
+                out[LAYER_NAMES[index]] = h / CAFFE_FEATURE_SCALE if self.layout == "caffe" else h
         return {name: out[name] for name in wanted}
 
 

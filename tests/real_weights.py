@@ -32,3 +32,12 @@ def ghiasi_gain(stylized, content, style) -> float:
     with torch.no_grad():
         vecs = predictor(torch.cat([predictor_input(x) for x in (stylized, content, style)]))
     return float(F.cosine_similarity(vecs[0:1], vecs[2:3]) - F.cosine_similarity(vecs[1:2], vecs[2:3]))
+
+
+def hide_shared_weights(monkeypatch, tmp_path: Path) -> None:
+    """Make the weights lookup find nothing: $STYLEPROMPT_WEIGHTS names an empty folder (the
+    repository's ../shared/weights is only the fallback when it is unset), for tests of what a
+    user without any weights sees."""
+    empty = tmp_path / "no-weights"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("STYLEPROMPT_WEIGHTS", str(empty))

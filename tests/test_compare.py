@@ -20,6 +20,7 @@ from styleprompt.methods import AdainStylizer
 from styleprompt.tiny import build_tiny_pipeline
 from styleprompt.tokens import save_diffusers_embedding
 from tests.conftest import make_artworks
+from tests.real_weights import hide_shared_weights
 
 FAST = dict(size=64, gatys_iterations=2, token_steps=2, cell_size=96, show_progress=False)
 QUICK = dict(FAST, metrics=False)  # where a test is not about the metrics, skip their cost
@@ -154,6 +155,7 @@ def test_a_class_per_content_image(inputs, tmp_path):
 
 def test_missing_weights_and_models_are_reported_not_crashed_on(inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19
+    hide_shared_weights(monkeypatch, tmp_path)
     result = run_compare(
         [inputs["content"]],
         inputs["styles"],
