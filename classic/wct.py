@@ -311,18 +311,28 @@ def load_wct(
 # -- the transform ------------------------------------------------------------------------------
 
 
-def _stats(flat: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Mean [C, 1], covariance [C, C] (float64) of the columns of `flat` [C, N] where `mask` [N] is 1."""
-    x = flat.double()
-    if mask is not None:
-        x = x[:, mask.reshape(-1) > 0.5]
-    n = x.shape[1]
-    if n < 2:
+CHUNK = 1 << 20  # feature columns per step: the transform never holds a second full feature map
+
+
+def _stats(flat: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean [C, 1] and covariance [C, C] (float64, + EPS on the diagonal) of the columns of
+    `flat` [C, N] where `mask` [N] is 1, accumulated in chunks (a 4K relu1_1 map is 2 GiB)."""
+    c, n = flat.shape
+    total = torch.zeros(c, 1, dtype=torch.float64, device=flat.device)
+    outer = torch.zeros(c, c, dtype=torch.float64, device=flat.device)
+    count = 0.0
+    for start in range(0, n, CHUNK):
+        x = flat[:, start : start + CHUNK].double()
+        if mask is not None:
+            x = x[:, mask[start : start + CHUNK] > 0.5]
+        count += x.shape[1]
+        total += x.sum(dim=1, keepdim=True)
+        outer += x @ x.T
+    if count < 2:
         raise UserError("a mask region is too small for WCT at this level: make each region larger than a few pixels")
-    mean = x.mean(dim=1, keepdim=True)
-    centred = x - mean
-    cov = centred @ centred.T / (n - 1) + EPS * torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
-    return mean, cov, float(n)
+    mean = total / count
+    cov = (outer - count * (mean @ mean.T)) / (count - 1)
+    return mean, cov + EPS * torch.eye(c, dtype=torch.float64, device=flat.device)
 
 
 def _matrix_power(cov: torch.Tensor, power: float) -> torch.Tensor:
@@ -334,8 +344,28 @@ def _matrix_power(cov: torch.Tensor, power: float) -> torch.Tensor:
 
 def style_statistics(feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean [C, 1], colouring matrix Cs^1/2 [C, C]) of one style's features [1, C, H, W]."""
-    mean, cov, _ = _stats(feat[0].reshape(feat.shape[1], -1))
+    mean, cov = _stats(feat[0].reshape(feat.shape[1], -1))
     return mean, _matrix_power(cov, 0.5)
+
+
+def _affine(
+    content_mean: torch.Tensor,
+    whiten: torch.Tensor,
+    style_stats: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    weights_: Sequence[float],
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole transform as one affine map y = A x + b (float64): whitening, colouring, the
+    styles' weighted mix and the alpha blend are all linear in the content features."""
+    c = whiten.shape[0]
+    a = torch.zeros(c, c, dtype=torch.float64, device=whiten.device)
+    b = torch.zeros(c, 1, dtype=torch.float64, device=whiten.device)
+    for weight, (s_mean, s_colour) in zip(weights_, style_stats):
+        colour = s_colour @ whiten
+        a += weight * colour
+        b += weight * (s_mean - colour @ content_mean)
+    eye = torch.eye(c, dtype=torch.float64, device=whiten.device)
+    return alpha * a + (1.0 - alpha) * eye, alpha * b
 
 
 def wct_features(
@@ -349,28 +379,30 @@ def wct_features(
 
     With `mask` ([1, 1, H, W], 1 = first style) each region is whitened with its own statistics
     and coloured with its style's; without it the styles' outputs are mixed by `weights_`.
+    Works in place on `content` (chunk by chunk), which it returns.
     """
-    c, h, w = content.shape[1:]
+    content = content.contiguous()
+    c = content.shape[1]
     flat = content[0].reshape(c, -1)
-    out = torch.zeros_like(flat)
-    if mask is not None:
-        m = mask.reshape(-1)
-        for region, (s_mean, s_colour) in zip((m, 1.0 - m), style_stats):
+    if mask is None:
+        mean, cov = _stats(flat)
+        maps = [(_affine(mean, _matrix_power(cov, -0.5), style_stats, weights_, alpha), None)]
+    else:
+        m = mask.reshape(-1).to(flat)
+        maps = []
+        for region, stats in zip((m, 1.0 - m), style_stats):
             if region.sum() < 2:
                 continue
-            mean, cov, _ = _stats(flat, region)
-            transform = (s_colour @ _matrix_power(cov, -0.5)).to(flat)
-            coloured = transform @ (flat - mean.to(flat)) + s_mean.to(flat)
-            out += coloured * region.to(flat)
-    else:
-        mean, cov, _ = _stats(flat)
-        whiten = _matrix_power(cov, -0.5)
-        centred = flat - mean.to(flat)
-        for weight, (s_mean, s_colour) in zip(weights_, style_stats):
-            out += weight * ((s_colour @ whiten).to(flat) @ centred + s_mean.to(flat))
-    if alpha != 1.0:
-        out = alpha * out + (1.0 - alpha) * flat
-    return out.reshape(1, c, h, w)
+            mean, cov = _stats(flat, region)
+            maps.append((_affine(mean, _matrix_power(cov, -0.5), [stats], [1.0], alpha), region))
+    for start in range(0, flat.shape[1], CHUNK):
+        x = flat[:, start : start + CHUNK]
+        y = torch.zeros_like(x)
+        for (a, b), region in maps:
+            part = a.to(x) @ x + b.to(x)
+            y += part if region is None else part * region[start : start + CHUNK]
+        x.copy_(y)
+    return content
 
 
 # -- running the networks, whole or tiled ----------------------------------------------------------
