@@ -1,7 +1,7 @@
 """The classic methods with real weights, side by side with Ghiasi et al. in one run.
 
     nice -n 10 .venv/bin/python bench/classic_real.py [--parts recon,style,quality,speed,grid]
-        [--contents 5] [--no-4k] [--gatys-iterations 40]
+        [--contents 2] [--no-4k | --all-4k] [--gatys-iterations 20] [--grid-size 384]
 
 Parts (each prints a table; all by default):
 - recon: encode -> decode PSNR at every level of both WCT sets on the ten shared photos at
@@ -10,7 +10,7 @@ Parts (each prints a table; all by default):
 - style: over `--contents` photos x the 19 shared paintings at 256 px, retrieval@1 (the intended
   painting is the nearest of the 19 by the Ghiasi style predictor's cosine) and the mean gain
   (cosine to the painting after minus before), for every method including Ghiasi itself;
-- quality: NIQE, BRISQUE and SSIM to the content on the 3 x 3 grid's outputs at 512 px;
+- quality: NIQE, BRISQUE and SSIM to the content on the 3 x 3 grid's outputs (384 px);
 - speed: seconds and peak RSS at 512 px, 1024 px and 3840x2160 (tiled), each size and method in
   a fresh child process, with the ratio to Ghiasi's in the same run;
 - grid: docs/pictures/classic_real_grid.png, every real method on 3 contents x 3 styles.
@@ -206,7 +206,7 @@ def part_quality(grid: dict) -> None:
             + [f"{statistics.mean(v):.3f}" if v else "-" for v in (values["niqe"], values["brisque"], values["ssim"])]
         )
     rows.append(["(the 3 content photos)"] + [f"{statistics.mean(v):.3f}" for v in _photo_quality(grid)])
-    print("quality of the 3 x 3 grid's outputs (512 px; Gatys 192 px): lower NIQE/BRISQUE is more natural")
+    print("quality of the 3 x 3 grid's outputs (Gatys at 192 px): lower NIQE/BRISQUE is more natural")
     table(["method", "NIQE", "BRISQUE", "SSIM to content"], rows)
 
 
@@ -214,7 +214,7 @@ def _photo_quality(grid: dict) -> list[list[float]]:
     from styleprompt.images import resize_long_side
     from styleprompt.quality import brisque, niqe
 
-    photos = [resize_long_side(c, 512) for c in grid["contents"].values()]
+    photos = [resize_long_side(c, 384) for c in grid["contents"].values()]
     return [[niqe(p) for p in photos], [brisque(p) for p in photos], [1.0 for _ in photos]]
 
 
@@ -278,11 +278,13 @@ def child(label: str, width: int, height: int) -> None:
     print(json.dumps({"seconds": seconds, "base_mib": base, "peak_mib": _status_mib("VmHWM"), "size": list(out.size)}))
 
 
-def part_speed(with_4k: bool) -> None:
+def part_speed(with_4k: bool, all_4k: bool) -> None:
     sizes = [(512, 384), (1024, 768)] + ([(3840, 2160)] if with_4k else [])
     results: dict = {}
     for width, height in sizes:
         for label in METHODS:
+            if width > 2048 and label == "wct (wct)" and not all_4k:
+                continue  # full-width VGG layers on 8 Mpx: minutes on a shared 2-core CPU (--all-4k)
             out = subprocess.run(
                 [sys.executable, __file__, "--child", label, str(width), str(height)],
                 capture_output=True,
@@ -324,6 +326,23 @@ def part_speed(with_4k: bool) -> None:
     table(["size", "method", "seconds", "x Ghiasi", "peak MiB", "above baseline", "peak x Ghiasi"], rows)
 
 
+def _import_everything() -> None:
+    """Every module the parts use, imported up front: a long run must not depend on the files
+    staying where they are while it works."""
+    import importlib
+
+    for name in ("classic.ghiasi", "classic.wct", "classic.microast", "classic.gatys", "classic.vgg"):
+        importlib.import_module(name)
+    for old, new in (
+        ("styleprompt.evaluate", "styleprompt.evaluation.evaluate"),
+        ("styleprompt.quality", "styleprompt.evaluation.quality"),
+    ):
+        try:
+            importlib.import_module(new)
+        except ImportError:
+            importlib.import_module(old)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         import torch
@@ -333,12 +352,16 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="recon,style,quality,speed,grid")
-    parser.add_argument("--contents", type=int, default=5, help="photos for the style part (of 10)")
+    parser.add_argument("--contents", type=int, default=2, help="photos for the style part (of 10)")
     parser.add_argument("--no-4k", action="store_true", help="leave out the 3840x2160 speed runs")
-    parser.add_argument("--gatys-iterations", type=int, default=40, help="Gatys (conv1-3) in the grid; 0: leave out")
+    parser.add_argument("--all-4k", action="store_true", help="also WCT's uncompressed set at 3840x2160 (slow)")
+    parser.add_argument("--grid-size", type=int, default=384, help="long side of the grid's outputs")
+    parser.add_argument("--gatys-iterations", type=int, default=20, help="Gatys (conv1-3) in the grid; 0: leave out")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     import torch
+
+    _import_everything()
 
     print(
         f"# bench/classic_real.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
@@ -349,13 +372,13 @@ def main() -> int:
     if "style" in parts:
         part_style(args.contents)
     if parts & {"quality", "grid"}:
-        grid = _grid_outputs(512, args.gatys_iterations)
+        grid = _grid_outputs(args.grid_size, args.gatys_iterations)
         if "quality" in parts:
             part_quality(grid)
         if "grid" in parts:
             part_grid(grid)
     if "speed" in parts:
-        part_speed(not args.no_4k)
+        part_speed(not args.no_4k, args.all_4k)
     return 0
 
 
