@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from styleprompt.models import DEFAULT_MODEL
+    from styleprompt.diffusion.models import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(
         description="styleprompt web app: train, generate, compare, classic style transfer"
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
-    from styleprompt.errors import UserError
-    from styleprompt.serve import AppSettings, access_for_host
+    from styleprompt.plumbing.errors import UserError
     from styleprompt.ui import build_app, launch_options, queue_options
+    from styleprompt.ui.serve import AppSettings, access_for_host
 
     try:
         settings = AppSettings(

@@ -50,7 +50,7 @@ def write_token(path: Path) -> Path:
     """A 2-vector token for the tiny model (width 32): random but fixed, as a user's file would be."""
     import torch
 
-    from styleprompt.tokens import save_diffusers_embedding
+    from styleprompt.diffusion.tokens import save_diffusers_embedding
 
     return save_diffusers_embedding(path, TOKEN, torch.randn(2, 32, generator=torch.Generator().manual_seed(0)) * 0.02)
 
@@ -135,8 +135,8 @@ def run_app(url: str, token_file: Path, n: int, steps: int) -> tuple[list[float]
 
 
 def reference_model(token_file: Path):
-    from styleprompt.generate import load_embeddings
-    from styleprompt.models import load_pipeline
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.models import load_pipeline
 
     loaded = load_pipeline("tiny", device="cpu")
     return loaded, load_embeddings(loaded, [str(token_file)])
@@ -144,7 +144,7 @@ def reference_model(token_file: Path):
 
 def run_reference(loaded, tokens: list[str], n: int, steps: int) -> tuple[list[float], float]:
     """The same n generations, one after another, straight through the library (no server)."""
-    from styleprompt.generate import GenerateConfig, generate
+    from styleprompt.diffusion.generate import GenerateConfig, generate
 
     def one(seed: int) -> None:
         cfg = GenerateConfig(prompt=PROMPT, steps=steps, guidance=7.5, scheduler="ddim", seed=seed, count=1)

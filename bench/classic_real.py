@@ -89,7 +89,7 @@ def part_recon() -> None:
     import torch
 
     from classic import wct
-    from styleprompt.images import list_images, load_image, pil_to_tensor, resize_long_side
+    from styleprompt.plumbing.images import list_images, load_image, pil_to_tensor, resize_long_side
 
     def psnr(a, b) -> float:
         return float(10 * torch.log10(1 / ((a.clamp(0, 1) - b) ** 2).mean()))
@@ -120,7 +120,7 @@ def part_style(n_contents: int) -> None:
     import torch.nn.functional as F
 
     from classic.ghiasi import load_ghiasi, predictor_input
-    from styleprompt.images import list_images, load_image, resize_long_side
+    from styleprompt.plumbing.images import list_images, load_image, resize_long_side
 
     predictor, _ = load_ghiasi()
     contents = [resize_long_side(load_image(p), 256) for p in list_images(DATA / "content")[:n_contents]]
@@ -159,7 +159,7 @@ def part_style(n_contents: int) -> None:
 
 
 def _grid_outputs(size: int, gatys_iterations: int) -> dict:
-    from styleprompt.images import load_image
+    from styleprompt.plumbing.images import load_image
 
     contents = {c: load_image(DATA / "content" / c) for c in GRID_CONTENTS}
     styles = {s: load_image(DATA / "style" / s) for s in GRID_STYLES}
@@ -186,8 +186,8 @@ def _grid_outputs(size: int, gatys_iterations: int) -> dict:
 
 
 def part_quality(grid: dict) -> None:
-    from styleprompt.evaluate import ssim
-    from styleprompt.quality import brisque, niqe
+    from styleprompt.evaluation.evaluate import ssim
+    from styleprompt.evaluation.quality import brisque, niqe
 
     rows = []
     labels = sorted({key[0] for key in grid["outputs"]}, key=lambda k: list(METHODS).index(k) if k in METHODS else 99)
@@ -211,8 +211,8 @@ def part_quality(grid: dict) -> None:
 
 
 def _photo_quality(grid: dict) -> list[list[float]]:
-    from styleprompt.images import resize_long_side
-    from styleprompt.quality import brisque, niqe
+    from styleprompt.plumbing.images import resize_long_side
+    from styleprompt.evaluation.quality import brisque, niqe
 
     photos = [resize_long_side(c, 384) for c in grid["contents"].values()]
     return [[niqe(p) for p in photos], [brisque(p) for p in photos], [1.0 for _ in photos]]
@@ -266,7 +266,7 @@ def _status_mib(key: str) -> float:
 def child(label: str, width: int, height: int) -> None:
     from PIL import Image
 
-    from styleprompt.images import load_image
+    from styleprompt.plumbing.images import load_image
 
     content = load_image(SPEED_CONTENT).resize((width, height), Image.Resampling.LANCZOS)
     style = load_image(SPEED_STYLE)

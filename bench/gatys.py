@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from classic.gatys import GatysObjective, GatysOptions, optimize  # noqa: E402
 from classic.vgg import load_vgg19  # noqa: E402
-from styleprompt.images import load_image, pil_to_tensor  # noqa: E402
+from styleprompt.plumbing.images import load_image, pil_to_tensor  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CONTENT_LAYERS = ["conv_4"]

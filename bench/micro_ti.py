@@ -37,10 +37,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from styleprompt import world
-from styleprompt.images import load_image
-from styleprompt.micro import HELD_OUT, STYLE_WORDS
+from styleprompt.micro import HELD_OUT, STYLE_WORDS, world
 from styleprompt.micro.judges import StyleJudge, classify
+from styleprompt.plumbing.images import load_image
 
 STYLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "style"
 BASE_CLASSES = ["lighthouse", "house", "city", "tree", "boat", "mountain", "fish", "flower"]
@@ -79,7 +78,7 @@ def retrieval(judge: StyleJudge, vectors: torch.Tensor, painting: str) -> tuple[
 
 def round_trip(vae, images: list) -> list:
     """Each picture encoded to its latent mean and decoded: what the model's VAE can carry at best."""
-    from styleprompt.images import pil_to_tensor, tensor_to_pil
+    from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
     out = []
     for i in range(0, len(images), 64):
@@ -158,8 +157,8 @@ def grid(images, meta, path: Path, rows: list[str], cols: list[str], seed: int) 
 
 def train_token(painting: Path | None, word: str, out: Path, steps: int, save_every: int) -> tuple[Path, float, Path]:
     """Train a token on 8 renderer pictures of `painting` over TI_TRAIN_CLASSES; (embedding, seconds, run)."""
-    from styleprompt.config import TrainConfig
-    from styleprompt.training import train
+    from styleprompt.diffusion.config import TrainConfig
+    from styleprompt.diffusion.training import train
 
     style = load_image(painting)
     pictures = world.make_pictures(style, TI_TRAIN_CLASSES, 8, seed=31_337)
@@ -192,8 +191,8 @@ def token_figures(
     judge: StyleJudge,
     class_judge,
 ) -> dict:
-    from styleprompt.generate import load_embeddings
-    from styleprompt.models import load_pipeline
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.models import load_pipeline
 
     embedding, seconds, run = train_token(STYLES_DIR / painting_name, word, out, steps, max(steps // 5, 1))
     loaded = load_pipeline("micro", device="cpu")
@@ -257,7 +256,7 @@ def tokens_grid(results: list[dict], path: Path) -> None:
 
 
 def pick_figure(run: str, seeds: list[int]) -> dict:
-    from styleprompt.pick import pick_checkpoint
+    from styleprompt.evaluation.pick import pick_checkpoint
 
     result = pick_checkpoint(run, model="micro", classes=TI_EVAL_CLASSES[:4], seeds=seeds[:2], show_progress=False)
     best_style = max(s.style for s in result.scores)
@@ -299,7 +298,7 @@ def main() -> int:
         "--vae", default=None, help="a build's VAE folder for the round-trip ceiling (default: the micro model's)"
     )
     args = parser.parse_args()
-    from styleprompt.cpu_threads import set_threads
+    from styleprompt.plumbing.cpu_threads import set_threads
 
     set_threads()  # one thread on a busy machine: OpenMP spin-waits made a token step 6x slower there
     seeds = [0, 1] if args.quick else [0, 1, 2, 3]
@@ -308,7 +307,7 @@ def main() -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="micro_ti-"))
     out.mkdir(parents=True, exist_ok=True)
     pictures = Path(args.pictures)
-    from styleprompt.models import load_pipeline
+    from styleprompt.diffusion.models import load_pipeline
 
     judge, own = StyleJudge("prototypes"), StyleJudge("paintings")
     class_judge = None  # classify() loads it when first needed

@@ -42,11 +42,11 @@ def main() -> int:
         micro.MODEL_DIR = Path(args.model_dir)
     if args.style not in micro.STYLE_WORDS:
         parser.error(f"--style must be one of the trained style words: {', '.join(micro.STYLE_WORDS)}")
-    from styleprompt import world
-    from styleprompt.config import TrainConfig
-    from styleprompt.images import load_image
+    from styleprompt.diffusion.config import TrainConfig
+    from styleprompt.diffusion.training import StyleTokenTrainer
+    from styleprompt.micro import world
     from styleprompt.micro.build import style_folder
-    from styleprompt.training import StyleTokenTrainer
+    from styleprompt.plumbing.images import load_image
 
     work = Path(tempfile.mkdtemp(prefix="token_gradient-"))
     painting = load_image(style_folder() / micro.STYLE_WORDS[args.style])

@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from styleprompt.quality import brisque, niqe
+from styleprompt.evaluation.quality import brisque, niqe
 
 
 def distorted(rgb: np.ndarray) -> dict[str, list[Image.Image]]:

@@ -46,7 +46,7 @@ def measure(method: str, width: int, height: int, device: str) -> dict:
     from classic import adain, gatys
     from classic.inputs import fit_content
     from classic.vgg import load_vgg19
-    from styleprompt.images import load_image, pil_to_tensor
+    from styleprompt.plumbing.images import load_image, pil_to_tensor
 
     shared = ROOT.parent / "shared" / "data"
     if (shared / "content" / "chicago.jpg").is_file():

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from styleprompt import tiny
-from styleprompt.config import TrainConfig
-from styleprompt.models import LoadedModel, model_family
-from styleprompt.tokens import add_placeholder_tokens, expand_token
-from styleprompt.training import StyleTokenTrainer
+from styleprompt.diffusion import tiny
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.models import LoadedModel, model_family
+from styleprompt.diffusion.tokens import add_placeholder_tokens, expand_token
+from styleprompt.diffusion.training import StyleTokenTrainer
 
 TOKEN, VECTORS, INIT = "<bench>", 4, "painting"
 PROMPT = "a painting in the style of {}"

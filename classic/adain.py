@@ -36,8 +36,8 @@ from classic.inputs import (
 )
 from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
 from classic.vgg import VGG19Features, load_vgg19, read_state_dict, receptive_radius
-from styleprompt.errors import UserError
-from styleprompt.images import pil_to_tensor, tensor_to_pil
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def save_decoder(
     """Our decoder format: the pytorch-AdaIN keys in a .safetensors file, plus which VGG it needs."""
     from safetensors.torch import save_file
 
-    from styleprompt.files import atomic_path
+    from styleprompt.plumbing.files import atomic_path
 
     metadata = {"format": DECODER_FORMAT, "encoder_layout": encoder_layout, **(extra or {})}
     state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}

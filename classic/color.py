@@ -22,7 +22,7 @@ from typing import Sequence, TypeVar
 import torch
 from PIL import Image
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 MODES = ("luminance", "histogram")
 
@@ -35,7 +35,7 @@ ImageLike = TypeVar("ImageLike", torch.Tensor, Image.Image)
 
 def _as_tensor(img: torch.Tensor | Image.Image) -> torch.Tensor:
     if isinstance(img, Image.Image):
-        from styleprompt.images import pil_to_tensor
+        from styleprompt.plumbing.images import pil_to_tensor
 
         return pil_to_tensor(img)
     return img
@@ -43,7 +43,7 @@ def _as_tensor(img: torch.Tensor | Image.Image) -> torch.Tensor:
 
 def _like(result: torch.Tensor, original: torch.Tensor | Image.Image):
     if isinstance(original, Image.Image):
-        from styleprompt.images import tensor_to_pil
+        from styleprompt.plumbing.images import tensor_to_pil
 
         return tensor_to_pil(result)
     return result

@@ -39,8 +39,8 @@ from classic.color import check_mode, preserve_color_inputs, preserve_color_outp
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights, style_label
 from classic.tiling import Tile, TileSize, plan_tiles, resolve_tile_size
 from classic.vgg import LAYER_INDEX, VGG19Features, check_layer_names, layer_stride, load_vgg19, receptive_radius
-from styleprompt.errors import UserError
-from styleprompt.images import pil_to_tensor, save_image, tensor_to_pil
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import pil_to_tensor, save_image, tensor_to_pil
 
 DEFAULT_CONTENT_LAYER = "relu4_2"
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")

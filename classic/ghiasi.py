@@ -38,8 +38,8 @@ from classic.color import check_mode, preserve_color_inputs, preserve_color_outp
 from classic.ghiasi_net import PREDICTOR_SIZE, STYLE_DIM, NormStats, StylePredictor, StyleTransformer
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights
 from classic.tiling import TileSize, pad_to_multiple, plan_tiles, resolve_tile_size, run_tiled
-from styleprompt.errors import UserError
-from styleprompt.images import pil_to_tensor, tensor_to_pil
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
 log = logging.getLogger(__name__)
 

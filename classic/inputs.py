@@ -15,8 +15,8 @@ from PIL import Image
 
 from classic import limits
 from classic.tiling import TileSize
-from styleprompt.errors import UserError
-from styleprompt.images import pil_to_tensor, resize_long_side
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import pil_to_tensor, resize_long_side
 
 # A mask may differ from the content's proportions by this much (rounding of resized files).
 MASK_ASPECT_TOLERANCE = 0.02

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # What one request may use: the memory of a modest laptop, and under the 8 GiB the project's
 # acceptance runs are held to (docs/benchmarks.md). The robustness tests run the size cases

@@ -21,7 +21,7 @@ from typing import Callable, Literal, Optional, Union
 
 import torch
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 TileSize = Union[int, None, Literal["auto"]]
 """One meaning for every method: "auto" picks by image size, None or 0 one pass, N N-pixel tiles."""

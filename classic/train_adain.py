@@ -28,9 +28,9 @@ from PIL import Image
 
 from classic.adain import ENCODER_LAYER, STYLE_LAYERS, blend_features, build_decoder, calc_mean_std, save_decoder
 from classic.vgg import load_vgg19, read_state_dict
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path, write_text_atomic
-from styleprompt.images import list_images, load_image, pil_to_tensor
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path, write_text_atomic
+from styleprompt.plumbing.images import list_images, load_image, pil_to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # torchvision's VGG-19 `features`: output channels of each conv, "M" for a 2x2 max-pool.
 _CONFIG: tuple[int | str, ...] = (

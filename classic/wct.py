@@ -47,8 +47,8 @@ from classic.inputs import (
     style_label,
 )
 from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
-from styleprompt.errors import UserError
-from styleprompt.images import pil_to_tensor, tensor_to_pil
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
 EPS = 1e-5  # added to both covariances' diagonals (PytorchWCT's choice)
 EIGEN_FLOOR = 1e-5  # eigenvalues below this are dropped, as in the reference implementations

@@ -22,7 +22,7 @@ from typing import Mapping
 
 import torch
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 ENV_VAR = "STYLEPROMPT_WEIGHTS"
 REPO_WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "weights"

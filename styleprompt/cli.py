@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # Subcommands, in the order `--help` lists them. Each name is a module in styleprompt.commands.
 COMMANDS: list[str] = [

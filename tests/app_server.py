@@ -18,8 +18,8 @@ def free_port() -> int:
 @contextmanager
 def serve_app(out: Path, **settings) -> Iterator:
     """`build_app` on the tiny model with `settings`, Gradio's cache inside `out` as app.py sets it."""
-    from styleprompt.serve import AppSettings
     from styleprompt.ui import build_app, launch_options, queue_options
+    from styleprompt.ui.serve import AppSettings
 
     old_cache = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(out / "cache")

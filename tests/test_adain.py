@@ -12,7 +12,7 @@ from PIL import Image
 from classic.adain import adain, blend_features, build_decoder, calc_mean_std, load_decoder, save_decoder, stylize
 from classic.train_adain import main as train_main
 from classic.vgg import VGG19Features, adain_layout_state_dict, load_vgg19
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # pytorch-AdaIN's decoder (net.py): where its convolutions sit in the Sequential, and their shapes.
 PUBLISHED_DECODER_CONVS = {

@@ -54,7 +54,7 @@ def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder=""):
 def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypatch):
     import dataclasses
 
-    import styleprompt.training as training
+    import styleprompt.diffusion.training as training
 
     real_train = training.train
 
@@ -84,7 +84,7 @@ def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypat
     saved = load_file(paths[0])
     assert paths[0].name == "learned_embeds.safetensors"
     assert list(saved) == ["<app-a>"] and tuple(saved["<app-a>"].shape) == (2, 32)
-    from styleprompt.formats import formats_for, read_embedding
+    from styleprompt.diffusion.formats import formats_for, read_embedding
 
     offered = [read_embedding(p).format for p in paths]  # every format once, each readable, same vectors
     assert sorted(offered) == sorted(formats_for(read_embedding(paths[0])))
@@ -244,7 +244,7 @@ def test_eta_comes_from_the_measured_rate():
 def test_model_cache_loads_once_under_concurrent_requests_and_keeps_token_views_apart():
     import threading
 
-    from styleprompt.serve import ModelCache
+    from styleprompt.ui.serve import ModelCache
 
     cache = ModelCache(device="cpu")
     got = []
@@ -274,7 +274,7 @@ def test_private_text_copies_leave_the_shared_model_in_its_precision():
     parts (diffusers' `from_pipe` would cast every shared part to fp32 unless told otherwise)."""
     import torch
 
-    from styleprompt.serve import ModelCache
+    from styleprompt.ui.serve import ModelCache
 
     cache = ModelCache(device="cpu")
     shared = cache.get("tiny", "bf16")
@@ -287,8 +287,8 @@ def test_private_text_copies_leave_the_shared_model_in_its_precision():
 
 
 def test_upload_checks_name_the_problem(tmp_path):
-    from styleprompt.errors import UserError
-    from styleprompt.serve import IMAGE_SUFFIXES, OutputFolder, check_uploads
+    from styleprompt.plumbing.errors import UserError
+    from styleprompt.ui.serve import IMAGE_SUFFIXES, OutputFolder, check_uploads
 
     note = tmp_path / "notes.txt"
     note.write_text("x")
@@ -301,8 +301,8 @@ def test_upload_checks_name_the_problem(tmp_path):
 
 
 def test_server_folders_of_artworks_stay_inside_the_allowed_ones(tmp_path):
-    from styleprompt.errors import UserError
-    from styleprompt.serve import AppSettings, stage_images
+    from styleprompt.plumbing.errors import UserError
+    from styleprompt.ui.serve import AppSettings, stage_images
 
     allowed, private = make_artworks(tmp_path / "shared-art"), tmp_path / "private"
     private.mkdir()
@@ -391,7 +391,7 @@ def test_classic_mistakes_are_one_line(app, art, tmp_path, monkeypatch):
 
 
 def token_file(folder: Path, token: str, seed: int = 0) -> Path:
-    from styleprompt.tokens import save_diffusers_embedding
+    from styleprompt.diffusion.tokens import save_diffusers_embedding
 
     vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(seed)) * 0.5
     return save_diffusers_embedding(folder / f"{token.strip('<>')}.safetensors", token, vectors)
@@ -421,7 +421,7 @@ def generate_args(
 def test_generate_paints_with_an_uploaded_token_and_keeps_the_parameters(app, tmp_path):
     from PIL import Image
 
-    from styleprompt.generate import read_png_params
+    from styleprompt.diffusion.generate import read_png_params
 
     client = client_for(app)
     token = token_file(tmp_path, "<g1>")
@@ -469,7 +469,7 @@ def test_generate_image_to_image_and_recent_tokens(app, art):
 
 
 def read_token(path: Path) -> str:
-    from styleprompt.formats import read_embedding
+    from styleprompt.diffusion.formats import read_embedding
 
     return read_embedding(path).token
 
@@ -510,7 +510,7 @@ def test_one_failing_job_does_not_stop_other_users(app, tmp_path, monkeypatch):
     running beside it and the next requests are served."""
     import threading
 
-    import styleprompt.generate as generation
+    import styleprompt.diffusion.generate as generation
 
     real = generation.generate
 
@@ -611,9 +611,9 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
 
 def test_serving_defaults_are_private_and_bounded(tmp_path):
     import app as app_entry
-    from styleprompt.models import DEFAULT_MODEL
-    from styleprompt.serve import AppSettings
+    from styleprompt.diffusion.models import DEFAULT_MODEL
     from styleprompt.ui import launch_options, queue_options
+    from styleprompt.ui.serve import AppSettings
 
     args = app_entry.parse_args([])
     assert (args.model, args.host, args.port, args.share) == (DEFAULT_MODEL, "127.0.0.1", 7860, False)
@@ -622,7 +622,7 @@ def test_serving_defaults_are_private_and_bounded(tmp_path):
     assert options["share"] is False and options["allowed_paths"] == [str((tmp_path / "out").resolve())]
     assert options["max_file_size"] == 25 * 2**20
     assert queue_options(settings) == {"default_concurrency_limit": 1, "max_size": 64}
-    from styleprompt.serve import access_for_host
+    from styleprompt.ui.serve import access_for_host
 
     # Localhost: the visitor is this machine's user. The network: strangers, only what is named.
     assert access_for_host("127.0.0.1") == {"art_folders": (Path.home(),), "any_model": True}
@@ -647,7 +647,7 @@ def test_world_pictures_of_an_uploaded_painting_become_the_artworks(app, art):
 def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):
     """`styleprompt train --output OUTPUT/s1` beside the app's own train/*/ runs: both listed; Gradio's
     cache, a checkpoint's files and a link leading out of the folder are not."""
-    from styleprompt.serve import OutputFolder
+    from styleprompt.ui.serve import OutputFolder
 
     out = OutputFolder(tmp_path / "out")
     made = []
@@ -667,8 +667,8 @@ def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):
 def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
     """Before any job: every Stop looks inactive (a job's start enables it, its end disables it) and the
     Compare table shows metrics.csv's column names, not Gradio's 1 2 3."""
-    from styleprompt.serve import AppSettings
     from styleprompt.ui import build_app
+    from styleprompt.ui.serve import AppSettings
 
     demo = build_app(AppSettings(model="tiny", output_dir=tmp_path / "out", device="cpu"))
     by_elem = {c["props"].get("elem_id"): c for c in demo.config["components"]}

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from styleprompt import cli
-from styleprompt.compare import measure, method_names, read_manifest, run_compare
-from styleprompt.errors import UserError
-from styleprompt.methods import AdainStylizer
-from styleprompt.tiny import build_tiny_pipeline
-from styleprompt.tokens import save_diffusers_embedding
+from styleprompt.diffusion.tiny import build_tiny_pipeline
+from styleprompt.diffusion.tokens import save_diffusers_embedding
+from styleprompt.evaluation.compare import measure, method_names, read_manifest, run_compare
+from styleprompt.evaluation.methods import AdainStylizer
+from styleprompt.plumbing.errors import UserError
 from tests.conftest import make_artworks
 from tests.real_weights import hide_shared_weights
 
@@ -351,7 +351,7 @@ def test_cli_compare_writes_the_report(inputs, tmp_path, capsys):
 
 
 def test_method_status_is_decided_by_state_not_wording():
-    from styleprompt.report import Cell, State, Status, method_status
+    from styleprompt.evaluation.report import Cell, State, Status, method_status
 
     def cells(*outcomes: Status) -> list[Cell]:
         return [Cell(i, f"c{i}", "city", "adain", outcome=o) for i, o in enumerate(outcomes)]

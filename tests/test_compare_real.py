@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from styleprompt.compare import run_compare
+from styleprompt.evaluation.compare import run_compare
 from tests.real_weights import SHARED_WEIGHTS, require_weights
 
 REAL = ["ghiasi", "wct", "microast", "gatys"]

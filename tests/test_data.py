@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from styleprompt.data import LatentCache, load_artworks, read_caption, training_view
-from styleprompt.errors import UserError
-from styleprompt.models import load_pipeline, model_family, pick_dtype
-from styleprompt.templates import PromptSampler, fill
+from styleprompt.diffusion.data import LatentCache, load_artworks, read_caption, training_view
+from styleprompt.diffusion.models import load_pipeline, model_family, pick_dtype
+from styleprompt.diffusion.templates import PromptSampler, fill
+from styleprompt.plumbing.errors import UserError
 
 
 def test_modes_exif_and_captions(tmp_path):
@@ -87,7 +87,7 @@ def test_tiny_model_is_identical_across_processes():
     import sys
 
     code = (
-        "import hashlib, json, torch; from styleprompt.tiny import clip_vocab_and_merges, build_tiny_text_encoder;"
+        "import hashlib, json, torch; from styleprompt.diffusion.tiny import clip_vocab_and_merges, build_tiny_text_encoder;"
         "v, m = clip_vocab_and_merges(); w = build_tiny_text_encoder(len(v)).get_input_embeddings().weight;"
         "print(hashlib.md5(json.dumps([v, m]).encode() + w.detach().numpy().tobytes()).hexdigest())"
     )

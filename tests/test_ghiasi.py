@@ -31,8 +31,8 @@ from classic.ghiasi import (
     stylize,
     transform,
 )
-from styleprompt.errors import UserError
-from styleprompt.images import list_images, load_image, pil_to_tensor, resize_long_side
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import list_images, load_image, pil_to_tensor, resize_long_side
 from tests.conftest import make_artwork
 
 # The 190-pair style test runs at this long side: at 512 px (what the issue asks) the 190

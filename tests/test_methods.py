@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styleprompt import methods
-from styleprompt.compare import method_names, read_manifest
-from styleprompt.methods import Networks, Request, Sources, StyleResult
+from styleprompt.evaluation import methods
+from styleprompt.evaluation.compare import method_names, read_manifest
+from styleprompt.evaluation.methods import Networks, Request, Sources, StyleResult
 from tests.conftest import make_artwork
 from tests.test_train_cli import run_cli
 
@@ -30,7 +30,7 @@ class FlatStylizer:
         return {}
 
     def stylize(self, content: Image.Image, request: Request) -> StyleResult:
-        from styleprompt.images import resize_long_side
+        from styleprompt.plumbing.images import resize_long_side
 
         image = resize_long_side(content, request.size) if request.size else content
         mean = np.mean(

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from styleprompt import world
 from styleprompt.cli import main as cli
-from styleprompt.micro import HELD_OUT, STYLE_WORDS, is_available
+from styleprompt.micro import HELD_OUT, STYLE_WORDS, is_available, world
 
 needs_model = pytest.mark.skipif(not is_available(), reason="the micro model is not built into this checkout")
 
@@ -48,7 +47,7 @@ def test_every_class_draws_something_distinct():
 
 
 def test_painted_world_is_deterministic(shared_data):
-    from styleprompt.images import load_image
+    from styleprompt.plumbing.images import load_image
 
     style = load_image(shared_data / "style" / "starry_night.jpg")
     a = world.make_pictures(style, ["fish"], 2, seed=0)
@@ -91,7 +90,7 @@ def test_world_command_lists_and_writes(tmp_path, capsys, shared_data):
 
 @needs_model
 def test_micro_loads_offline(monkeypatch):
-    from styleprompt.models import load_pipeline
+    from styleprompt.diffusion.models import load_pipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded = load_pipeline("micro", device="cpu")
@@ -156,12 +155,12 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
     of the same class and seed. Measured on the shipped model (wide decoder): 7 of 8 first (ranks
     1,1,1,3,1,1,1,1; 6 of 8 with the previous narrow decoder), init word 0 of 8 (ranks 15-17).
     """
-    from styleprompt.config import TrainConfig
-    from styleprompt.generate import load_embeddings
-    from styleprompt.images import load_image
+    from styleprompt.diffusion.config import TrainConfig
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.models import load_pipeline
+    from styleprompt.diffusion.training import train
     from styleprompt.micro.judges import StyleJudge
-    from styleprompt.models import load_pipeline
-    from styleprompt.training import train
+    from styleprompt.plumbing.images import load_image
 
     painting = "starry_night.jpg"
     pictures = world.make_pictures(
@@ -204,7 +203,7 @@ def test_token_learns_a_known_style_on_unseen_classes(tmp_path, shared_data):
 
 def test_set_threads_does_not_count_its_own_load(monkeypatch):
     """A lone job must not see its own load and drop to one thread; another job's load must count."""
-    from styleprompt import cpu_threads
+    from styleprompt.plumbing import cpu_threads
 
     monkeypatch.setattr(cpu_threads, "_THREADS_IN_USE", 0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -230,7 +229,7 @@ def test_set_threads_does_not_count_its_own_load(monkeypatch):
 def test_a_new_run_takes_all_cores_unless_another_job_is_running_now(monkeypatch):
     """A training run chooses by the threads runnable now, not by the load average, which counts
     this process's own earlier work (a test session, the app) as another job's."""
-    from styleprompt import cpu_threads
+    from styleprompt.plumbing import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from classic import microast
 from styleprompt.cli import main
-from styleprompt.errors import UserError
-from styleprompt.images import load_image, pil_to_tensor, resize_long_side
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import load_image, pil_to_tensor, resize_long_side
 from tests.real_weights import ghiasi_gain, require_weights
 from tests.test_train_cli import assert_one_line_error
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from styleprompt.errors import UserError
-from styleprompt.models import load_pipeline
-from styleprompt.tiny import build_tiny_pipeline
+from styleprompt.diffusion.models import load_pipeline
+from styleprompt.diffusion.tiny import build_tiny_pipeline
+from styleprompt.plumbing.errors import UserError
 
 
 def test_local_diffusers_folder_loads_the_same_model(tmp_path):

@@ -12,10 +12,16 @@ import pytest
 from PIL import Image
 
 from styleprompt import cli
-from styleprompt.config import TrainConfig
-from styleprompt.errors import UserError
-from styleprompt.pick import CheckpointScore, leak_fidelity, mark_recommendation, pick_checkpoint, run_embeddings
-from styleprompt.training import train
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.training import train
+from styleprompt.evaluation.pick import (
+    CheckpointScore,
+    leak_fidelity,
+    mark_recommendation,
+    pick_checkpoint,
+    run_embeddings,
+)
+from styleprompt.plumbing.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
-from styleprompt import quality
-from styleprompt.errors import UserError
-from styleprompt.evaluate import METRICS, evaluate_image
+from styleprompt.evaluation import quality
+from styleprompt.evaluation.evaluate import METRICS, evaluate_image
+from styleprompt.plumbing.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

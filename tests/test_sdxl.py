@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from styleprompt.checkpoints import list_checkpoints
-from styleprompt.config import TrainConfig
-from styleprompt.formats import read_embedding
-from styleprompt.generate import GenerateConfig, generate, load_embeddings, make_scheduler, runner_for
-from styleprompt.models import load_pipeline
-from styleprompt.tiny import build_tiny_sdxl_pipeline
-from styleprompt.training import StyleTokenTrainer, TrainCallbacks, train
+from styleprompt.diffusion.checkpoints import list_checkpoints
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.formats import read_embedding
+from styleprompt.diffusion.generate import GenerateConfig, generate, load_embeddings, make_scheduler, runner_for
+from styleprompt.diffusion.models import load_pipeline
+from styleprompt.diffusion.tiny import build_tiny_sdxl_pipeline
+from styleprompt.diffusion.training import StyleTokenTrainer, TrainCallbacks, train
 
 PROMPT = "a <s1> style of a lighthouse"
 

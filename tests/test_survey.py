@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from styleprompt import cli
-from styleprompt.errors import UserError
-from styleprompt.survey import ANSWERS_FORMAT, build_survey, make_pairs, read_key, tally
+from styleprompt.evaluation.survey import ANSWERS_FORMAT, build_survey, make_pairs, read_key, tally
+from styleprompt.plumbing.errors import UserError
 
 METHODS = ["gatys", "adain", "token-txt2img"]
 LABELS = {"gatys": "Gatys", "adain": "AdaIN", "token-txt2img": "token text->image"}

@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from styleprompt.checkpoints import list_checkpoints, load_checkpoint
-from styleprompt.config import TrainConfig
-from styleprompt.files import is_temporary
-from styleprompt.models import load_pipeline
-from styleprompt.tiny import build_tiny_pipeline
-from styleprompt.training import StyleTokenTrainer, TrainCallbacks, TrainingDiverged, train
+from styleprompt.diffusion.checkpoints import list_checkpoints, load_checkpoint
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.models import load_pipeline
+from styleprompt.diffusion.tiny import build_tiny_pipeline
+from styleprompt.diffusion.training import StyleTokenTrainer, TrainCallbacks, TrainingDiverged, train
+from styleprompt.plumbing.files import is_temporary
 
 
 def tiny_config(images: Path, output: Path, **overrides) -> TrainConfig:
@@ -94,7 +94,7 @@ def test_saved_file_loads_in_plain_diffusers_and_changes_the_image(artworks_dir,
         .weight[fresh.tokenizer.encode("painting", add_special_tokens=False)]
         .mean(0)
     )
-    from styleprompt.tokens import save_diffusers_embedding
+    from styleprompt.diffusion.tokens import save_diffusers_embedding
 
     untrained = save_diffusers_embedding(tmp_path / "init.safetensors", "<s1>", init.repeat(2, 1))
     trained_image, untrained_image = render(result.embedding_path), render(untrained)
@@ -136,7 +136,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(artworks_dir, tmp_path):
 def test_a_resumed_run_keeps_the_cpu_threads_it_started_with(artworks_dir, tmp_path, monkeypatch):
     """The load may differ at resume; the recorded count wins, or the resumed run would not be
     bit-identical to a straight one (float rounding depends on the thread count)."""
-    from styleprompt import cpu_threads
+    from styleprompt.plumbing import cpu_threads
 
     before = torch.get_num_threads()
     first, later = (2, 1) if before == 1 else (1, 2)  # both differ from the process's own count

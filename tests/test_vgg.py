@@ -16,7 +16,7 @@ from classic.vgg import (
     load_vgg19,
     receptive_radius,
 )
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 from tests.real_weights import hide_shared_weights
 
 # VGG-19's convolution widths, written out independently of classic.vgg.

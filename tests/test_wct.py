@@ -12,8 +12,8 @@ from PIL import Image
 from classic import wct
 from classic.weights import ENV_VAR
 from styleprompt.cli import main
-from styleprompt.errors import UserError
-from styleprompt.images import load_image, pil_to_tensor, resize_long_side
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import load_image, pil_to_tensor, resize_long_side
 from tests.real_weights import SHARED_WEIGHTS, ghiasi_gain, psnr, require_weights
 from tests.test_train_cli import assert_one_line_error
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.formats import FORMATS
+    from styleprompt.diffusion.formats import FORMATS
 
     parser = subparsers.add_parser(
         "blend",
@@ -42,7 +42,7 @@ def parse_weighted(items: list[str]) -> list[tuple[str, float | None]]:
 
 def run(args: argparse.Namespace) -> int:
     from styleprompt.commands.convert import output_path
-    from styleprompt.formats import blend_files, write_embedding
+    from styleprompt.diffusion.formats import blend_files, write_embedding
 
     emb = blend_files(parse_weighted(args.inputs), args.token)
     fmt = args.to or ("sdxl" if emb.is_sdxl else "diffusers")

@@ -1,17 +1,17 @@
-"""`styleprompt compare`: flags -> styleprompt.compare.run_compare -> grid, CSV, Markdown, HTML."""
+"""`styleprompt compare`: flags -> styleprompt.evaluation.compare.run_compare -> grid, CSV, Markdown, HTML."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from styleprompt.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL
 
 
 def image_paths(values: list[str], what: str) -> list[Path]:
     """Files as given; folders expanded to the images inside them (sorted)."""
-    from styleprompt.errors import UserError
-    from styleprompt.images import list_images
+    from styleprompt.plumbing.errors import UserError
+    from styleprompt.plumbing.images import list_images
 
     paths: list[Path] = []
     for value in values:
@@ -29,7 +29,7 @@ def image_paths(values: list[str], what: str) -> list[Path]:
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.compare import (
+    from styleprompt.evaluation.compare import (
         CPU_GATYS_ITERATIONS,
         DEFAULT_GATYS_ITERATIONS,
         DEFAULT_SIZE,
@@ -105,8 +105,8 @@ def _gatys_iterations(args: argparse.Namespace, methods: list[str]) -> int:
     """--gatys-iterations, or the device's default; on a CPU, say up front what is slow and how to cut it."""
     import sys
 
-    from styleprompt.compare import CPU_GATYS_ITERATIONS, DEFAULT_GATYS_ITERATIONS
-    from styleprompt.models import pick_device
+    from styleprompt.diffusion.models import pick_device
+    from styleprompt.evaluation.compare import CPU_GATYS_ITERATIONS, DEFAULT_GATYS_ITERATIONS
 
     on_cpu = str(pick_device(args.device)) == "cpu"
     iterations = args.gatys_iterations
@@ -124,9 +124,9 @@ def _gatys_iterations(args: argparse.Namespace, methods: list[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from classic import limits
-    from styleprompt.compare import MANIFEST_NAME, run_compare
-    from styleprompt.run_folder import claim_run_folder
-    from styleprompt.survey import KEY_NAME, PAGE_NAME
+    from styleprompt.evaluation.compare import MANIFEST_NAME, run_compare
+    from styleprompt.evaluation.survey import KEY_NAME, PAGE_NAME
+    from styleprompt.plumbing.run_folder import claim_run_folder
 
     limits.check_range(
         "--cell-size",

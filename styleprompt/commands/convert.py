@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.formats import FORMATS
+    from styleprompt.diffusion.formats import FORMATS
 
     parser = subparsers.add_parser(
         "convert",
@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
 
 def output_path(out: str, emb, fmt: str) -> Path:
     """A folder (existing, or named without an extension) gets the format's conventional file name."""
-    from styleprompt.formats import default_file_name
+    from styleprompt.diffusion.formats import default_file_name
 
     path = Path(out).expanduser()
     if path.is_dir() or (not path.suffix and not path.exists()):
@@ -37,8 +37,8 @@ def output_path(out: str, emb, fmt: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.errors import UserError
-    from styleprompt.formats import read_embedding, write_embedding
+    from styleprompt.diffusion.formats import read_embedding, write_embedding
+    from styleprompt.plumbing.errors import UserError
 
     emb = read_embedding(args.input, token=args.token)
     target = output_path(args.output, emb, args.to)

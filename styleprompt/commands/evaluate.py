@@ -2,7 +2,7 @@
 
 Prints a table, or with --json one JSON object: {"output", "metrics": {name: {value, better,
 weights, description}}, "unavailable": {name: reason}, "production": {...}}. The same function
-(`styleprompt.evaluate.evaluate_image`) feeds `styleprompt compare` and the checkpoint picker.
+(`styleprompt.evaluation.evaluate.evaluate_image`) feeds `styleprompt compare` and the checkpoint picker.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 
 def add_parser(subparsers) -> None:
@@ -59,8 +59,8 @@ def _table(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from styleprompt.evaluate import evaluate_image
-    from styleprompt.images import list_images, load_image
+    from styleprompt.evaluation.evaluate import evaluate_image
+    from styleprompt.plumbing.images import list_images, load_image
 
     if args.vgg_weights and args.random_weights:
         raise UserError("give either --vgg-weights or --random-weights, not both")

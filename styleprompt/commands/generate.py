@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from styleprompt.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL
 
 DEFAULT_PROMPT = "a {token} style of a {class}"
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.generate import SCHEDULERS, GenerateConfig
+    from styleprompt.diffusion.generate import SCHEDULERS, GenerateConfig
 
     d = GenerateConfig(prompt="")
     parser = subparsers.add_parser(
@@ -85,16 +85,23 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.files import check_output_folder
-    from styleprompt.generate import GenerateConfig, check_config, generate, load_embeddings, reproduce, save_generated
-    from styleprompt.models import load_pipeline, pick_device
+    from styleprompt.diffusion.generate import (
+        GenerateConfig,
+        check_config,
+        generate,
+        load_embeddings,
+        reproduce,
+        save_generated,
+    )
+    from styleprompt.diffusion.models import load_pipeline, pick_device
+    from styleprompt.plumbing.files import check_output_folder
 
     check_output_folder(args.output)  # before any model loads: a bad folder would lose the painted images
     if args.device:
         pick_device(args.device)
     if args.from_png:
         if args.embedding or args.image:
-            from styleprompt.errors import UserError
+            from styleprompt.plumbing.errors import UserError
 
             raise UserError(
                 "--from-png takes the tokens and the content image from the PNG; drop --embedding and --image"

@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 
 def describe(emb) -> dict:
-    from styleprompt.formats import describe_family, fits_description
+    from styleprompt.diffusion.formats import describe_family, fits_description
 
     parts = emb.parts()
     names = ["clip_l", "clip_g"] if emb.is_sdxl else ["text_encoder"]
@@ -33,7 +33,7 @@ def describe(emb) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.formats import read_embedding
+    from styleprompt.diffusion.formats import read_embedding
 
     info = describe(read_embedding(args.file))
     if args.json:

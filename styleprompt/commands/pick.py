@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.pick import MICRO_PICK_CLASSES, PICK_CLASSES
+    from styleprompt.evaluation.pick import MICRO_PICK_CLASSES, PICK_CLASSES
 
     parser = subparsers.add_parser(
         "pick",
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from styleprompt.pick import default_classes, pick_checkpoint
+    from styleprompt.evaluation.pick import default_classes, pick_checkpoint
 
     result = pick_checkpoint(
         args.run,

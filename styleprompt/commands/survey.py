@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.survey import build_survey
+    from styleprompt.evaluation.survey import build_survey
 
     page, key = build_survey(args.folder, output=args.output, seed=args.seed, title=args.title)
     print(f"wrote {page} (send this page to raters; it needs no server and uploads nothing)")

@@ -20,8 +20,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.files import write_text_atomic
-    from styleprompt.survey import answer_files, read_key, tally
+    from styleprompt.evaluation.survey import answer_files, read_key, tally
+    from styleprompt.plumbing.files import write_text_atomic
 
     result = tally(read_key(args.key), answer_files(args.answers))
     text = json.dumps(result.as_dict(), indent=2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from styleprompt.config import TrainConfig
-from styleprompt.models import DEFAULT_MODEL
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.models import DEFAULT_MODEL
 
 _DEFAULTS = TrainConfig(images="")
 
@@ -105,8 +105,8 @@ RUN_FILES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.run_folder import claim_run_folder
-    from styleprompt.training import train
+    from styleprompt.diffusion.training import train
+    from styleprompt.plumbing.run_folder import claim_run_folder
 
     claim_run_folder(
         args.output, RUN_FILES, overwrite=args.overwrite, resume=args.resume is not None, resume_hint="--resume latest"

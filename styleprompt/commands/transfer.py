@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from styleprompt import methods
-from styleprompt.errors import UserError
+from styleprompt.evaluation import methods
+from styleprompt.plumbing.errors import UserError
 
 
 def add_parser(subparsers) -> None:
@@ -141,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
 
     from classic import limits
     from classic.inputs import parse_weights
-    from styleprompt.files import check_output_file
-    from styleprompt.images import load_image, save_image
-    from styleprompt.models import pick_device
+    from styleprompt.diffusion.models import pick_device
+    from styleprompt.plumbing.files import check_output_file
+    from styleprompt.plumbing.images import load_image, save_image
 
     start = time.perf_counter()
     pick_device(args.device)  # an unknown or absent device: one line, before anything is read

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 MAX_COUNT = 5000
 MAX_SIZE = 512
@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
 
 def listing() -> dict:
     from styleprompt.micro import HELD_OUT, STYLE_WORDS
-    from styleprompt.world import CLASSES, PLAIN_STYLE
+    from styleprompt.micro.world import CLASSES, PLAIN_STYLE
 
     return {"classes": list(CLASSES), "styles": {**STYLE_WORDS, PLAIN_STYLE: None}, "held_out": list(HELD_OUT)}
 
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print("styles:   " + ", ".join(f"{w} ({p or 'plain renderings'})" for w, p in info["styles"].items()))
             print("held out: " + ", ".join(info["held_out"]))
         return 0
-    from styleprompt import world
-    from styleprompt.images import load_image
+    from styleprompt.micro import world
+    from styleprompt.plumbing.images import load_image
 
     if not args.output:
         raise UserError("world needs --output DIR (a new folder for the pictures), or --list")

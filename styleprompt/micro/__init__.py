@@ -4,7 +4,7 @@ Why it exists: no Stable Diffusion weights can reach this project's machines, an
 (`tiny`) paints noise, so nothing would show that a style token learns. `micro` is a small but
 *trained* StableDiffusionPipeline (AsymmetricAutoencoderKL: an AutoencoderKL encoder with a wider
 decoder; UNet2DConditionModel, CLIPTextModel, a CLIP BPE
-tokenizer, SD 1.x's noise schedule) that knows the procedural world of `styleprompt.world`:
+tokenizer, SD 1.x's noise schedule) that knows the procedural world of `styleprompt.micro.world`:
 14 classes painted in 15 style words (one per training painting) and "photo". Four paintings
 are held out of its training entirely, for the textual inversion test of a style it never saw.
 
@@ -45,7 +45,7 @@ HELD_OUT: list[str] = ["brushstrokes.jpg", "impronte_d_artista.jpg", "scene_de_r
 
 def style_words() -> list[str]:
     """Every style word the micro model knows: the paintings' words, then the plain "photo"."""
-    from styleprompt.world import PLAIN_STYLE
+    from styleprompt.micro.world import PLAIN_STYLE
 
     return [*STYLE_WORDS, PLAIN_STYLE]
 
@@ -59,7 +59,7 @@ def load_micro_pipeline():
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from styleprompt.errors import UserError
+    from styleprompt.plumbing.errors import UserError
 
     if not is_available():
         raise UserError(

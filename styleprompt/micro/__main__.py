@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:

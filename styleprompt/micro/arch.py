@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES
+from styleprompt.diffusion.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES
 
 RESOLUTION = 64
 LATENT_CHANNELS = 16
@@ -29,7 +29,7 @@ _EXTRA_WORDS = (
 def vocabulary_words() -> list[str]:
     """Every word the micro model is trained on: templates, classes, style words, art words."""
     from styleprompt.micro import style_words
-    from styleprompt.world import CLASSES
+    from styleprompt.micro.world import CLASSES
 
     words: list[str] = []
     for template in STYLE_TEMPLATES + FILEWORDS_TEMPLATES:
@@ -43,7 +43,7 @@ def build_tokenizer():
     """A CLIPTokenizer (CLIP's layout and specials) whose merges keep every world word whole."""
     from transformers import CLIPTokenizer
 
-    from styleprompt.tiny import _learned_merges, vocab_from_merges
+    from styleprompt.diffusion.tiny import _learned_merges, vocab_from_merges
 
     vocab, merges = vocab_from_merges(_learned_merges(VOCAB_MERGES, vocabulary_words()))
     return CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m.split()) for m in merges], model_max_length=MAX_TOKENS)
@@ -52,7 +52,7 @@ def build_tokenizer():
 def build_text_encoder(vocab_size: int):
     """The tiny model's two-layer CLIP text encoder at the micro model's width and prompt length;
     its weights come from the caller's random state (the build seeds once, before it)."""
-    from styleprompt.tiny import build_tiny_text_encoder
+    from styleprompt.diffusion.tiny import build_tiny_text_encoder
 
     return build_tiny_text_encoder(vocab_size, TEXT_WIDTH, max_positions=MAX_TOKENS, seed=None)
 

@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from styleprompt import world
-from styleprompt.cpu_threads import set_threads
-from styleprompt.micro import HELD_OUT, JUDGE_DIR, MODEL_DIR, STYLE_WORDS, arch, style_words
-from styleprompt.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES, fill
+from styleprompt.diffusion.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES, fill
+from styleprompt.micro import HELD_OUT, JUDGE_DIR, MODEL_DIR, STYLE_WORDS, arch, style_words, world
+from styleprompt.plumbing.cpu_threads import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def _tqdm(**kwargs):
 
 
 def style_folder(path: str | Path | None = None) -> Path:
-    from styleprompt.errors import UserError
+    from styleprompt.plumbing.errors import UserError
 
     folder = Path(path) if path else SHARED_STYLES
     missing = [name for name in [*STYLE_WORDS.values(), *HELD_OUT] if not (folder / name).is_file()]
@@ -54,7 +53,7 @@ def style_folder(path: str | Path | None = None) -> Path:
 
 
 def load_painting(folder: Path, name: str):
-    from styleprompt.images import load_image
+    from styleprompt.plumbing.images import load_image
 
     return load_image(folder / name)
 
@@ -713,7 +712,7 @@ def final_checkpoint(out: Path) -> Path:
 
 def write_loss_plot(out: Path) -> Path:
     """loss.png beside loss.csv (the model card's curve), with the trainer's own plot."""
-    from styleprompt.training import plot_loss
+    from styleprompt.diffusion.training import plot_loss
 
     with (out / "loss.csv").open() as f:
         rows = list(csv.DictReader(f))

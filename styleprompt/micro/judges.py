@@ -61,7 +61,7 @@ def load_class_judge() -> ClassJudge:
 @torch.no_grad()
 def classify(images: Sequence[Image.Image], judge: ClassJudge | None = None) -> list[str]:
     """The world class the class judge sees in each picture."""
-    from styleprompt.world import CLASSES
+    from styleprompt.micro.world import CLASSES
 
     judge = judge or load_class_judge()
     logits = torch.cat([judge(_pixels(images[i : i + 128])) for i in range(0, len(images), 128)])

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from styleprompt.serve import AppSettings, ModelCache
 from styleprompt.ui.common import CSS, AppContext
+from styleprompt.ui.serve import AppSettings, ModelCache
 
 __all__ = ["build_app", "queue_options", "launch_options", "AppSettings", "AppContext"]
 

@@ -1,6 +1,6 @@
 """The Classic tab: every registered stylization method (Gatys, AdaIN, Ghiasi et al., ...) directly.
 
-It offers `styleprompt.methods.names()` and runs the chosen one through the same contract as
+It offers `styleprompt.evaluation.methods.names()` and runs the chosen one through the same contract as
 `styleprompt transfer`, with its networks in the app's model cache.
 Gatys and AdaIN need VGG-19 (and AdaIN decoder) weights: a file on the server, torch's hub
 cache, or random weights behind an explicit, labelled tick box. Ghiasi runs on the real
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from styleprompt import methods
-from styleprompt.errors import UserError
-from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
+from styleprompt.evaluation import methods
+from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
@@ -27,6 +26,7 @@ from styleprompt.ui.common import (
     stream_job,
     wire_stop,
 )
+from styleprompt.ui.serve import IMAGE_SUFFIXES, check_uploads
 
 
 def parse_style_weights(text: str) -> list[float] | None:
@@ -112,7 +112,7 @@ def build(ctx: AppContext) -> None:
         decoder,
         request: gr.Request,
     ):
-        from styleprompt.images import load_image, save_image
+        from styleprompt.plumbing.images import load_image, save_image
 
         style_method = methods.get(method)
         if not content:
@@ -185,6 +185,6 @@ def build(ctx: AppContext) -> None:
 
 
 def _device(requested: str | None) -> str:
-    from styleprompt.models import pick_device
+    from styleprompt.diffusion.models import pick_device
 
     return str(pick_device(requested))

@@ -17,9 +17,9 @@ from typing import Any, Callable, Generator
 
 import gradio as gr
 
-from styleprompt.errors import UserError
-from styleprompt.serve import AppSettings, ModelCache, OutputFolder
+from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.jobs import Job, JobBoard, JobCancelled, format_duration
+from styleprompt.ui.serve import AppSettings, ModelCache, OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def image_input(**kwargs: Any) -> gr.Image:
     gradio_preprocess = component.preprocess
 
     def preprocess(payload: Any) -> Any:
-        from styleprompt.images import load_image
+        from styleprompt.plumbing.images import load_image
 
         path = getattr(payload, "path", None)
         if path:

@@ -1,7 +1,7 @@
 """The Compare tab: content photos, style images and a style token -> the comparison grid and
 metrics table of `styleprompt compare`, with each method's time.
 
-It calls `styleprompt.compare.run_compare`, the function behind the CLI command, with the
+It calls `styleprompt.evaluation.compare.run_compare`, the function behind the CLI command, with the
 cached model (a private text copy, since the token is loaded into it).
 """
 
@@ -12,8 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from styleprompt.compare import method_names
-from styleprompt.serve import IMAGE_SUFFIXES, check_uploads
+from styleprompt.evaluation.compare import method_names
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
@@ -27,6 +26,7 @@ from styleprompt.ui.common import (
     wire_stop,
 )
 from styleprompt.ui.generate_tab import recent_choices, selected_embeddings
+from styleprompt.ui.serve import IMAGE_SUFFIXES, check_uploads
 
 MAX_CONTENTS = 4
 
@@ -149,8 +149,8 @@ def build(ctx: AppContext) -> Any:
         strength,
         request: gr.Request,
     ):
-        from styleprompt.compare import run_compare
-        from styleprompt.errors import UserError
+        from styleprompt.evaluation.compare import run_compare
+        from styleprompt.plumbing.errors import UserError
 
         content_files = check_uploads(
             as_path_list(contents),

@@ -1,7 +1,7 @@
 """The Generate tab: a model, one or more style tokens, a prompt, and a gallery that keeps each
 image's parameters (shown on selection, and in the PNG's text chunks when downloaded).
 
-It calls `styleprompt.generate` exactly as `styleprompt generate` does. Tokens are loaded into
+It calls `styleprompt.diffusion.generate` exactly as `styleprompt generate` does. Tokens are loaded into
 a private copy of the model's text side (`ModelCache.view_with`), never into the shared model.
 """
 
@@ -14,10 +14,9 @@ from typing import Any
 
 import gradio as gr
 
-from styleprompt.errors import UserError
-from styleprompt.serve import EMBEDDING_SUFFIXES, check_uploads
-from styleprompt.templates import CLASS_NAMES
-from styleprompt.tokens import file_sha256
+from styleprompt.diffusion.templates import CLASS_NAMES
+from styleprompt.diffusion.tokens import file_sha256
+from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
@@ -31,6 +30,7 @@ from styleprompt.ui.common import (
     stream_job,
     wire_stop,
 )
+from styleprompt.ui.serve import EMBEDDING_SUFFIXES, check_uploads
 
 MAX_EMBEDDINGS = 8
 HISTORY_LIMIT = 48  # images a session's gallery keeps
@@ -43,7 +43,7 @@ class GenerateTab:
 
 def peek_token(path: str | Path) -> str | None:
     """The token a file will add, read without loading a model (for labels and the prompt helper)."""
-    from styleprompt.formats import read_embedding
+    from styleprompt.diffusion.formats import read_embedding
 
     try:
         return read_embedding(path).token
@@ -94,7 +94,7 @@ def caption(params: dict, seed: Any) -> str:
 
 
 def build(ctx: AppContext) -> GenerateTab:
-    from styleprompt.generate import SCHEDULERS
+    from styleprompt.diffusion.generate import SCHEDULERS
 
     s = ctx.settings
     with gr.Row():
@@ -192,7 +192,7 @@ def build(ctx: AppContext) -> GenerateTab:
         history,
         request: gr.Request,
     ):
-        from styleprompt.generate import GenerateConfig, generate, load_embeddings, save_generated
+        from styleprompt.diffusion.generate import GenerateConfig, generate, load_embeddings, save_generated
 
         paths = selected_embeddings(ctx, uploads, recent)
         if not (prompt or "").strip():

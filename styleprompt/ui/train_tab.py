@@ -1,6 +1,6 @@
 """The Train tab: artworks in, a style token out, with live progress, loss and previews.
 
-It calls `styleprompt.training.train` exactly as the CLI does, with `TrainCallbacks` feeding the
+It calls `styleprompt.diffusion.training.train` exactly as the CLI does, with `TrainCallbacks` feeding the
 page (progress with ETA, the loss curve, each preview as it is rendered) and the Stop button
 (the trainer stops after the current step and keeps a resumable checkpoint).
 """
@@ -16,10 +16,9 @@ from typing import Any
 import gradio as gr
 
 from classic import limits
-from styleprompt.config import TrainConfig
-from styleprompt.errors import UserError
-from styleprompt.models import training_default
-from styleprompt.serve import IMAGE_SUFFIXES, check_uploads, stage_images
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.models import training_default
+from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
@@ -33,6 +32,7 @@ from styleprompt.ui.common import (
     show_errors,
     wire_stop,
 )
+from styleprompt.ui.serve import IMAGE_SUFFIXES, check_uploads, stage_images
 
 _DEFAULTS = TrainConfig(images="")
 PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -86,7 +86,7 @@ FORMAT_NOTES = {
 def embedding_downloads(embedding: Path) -> tuple[list[str], str]:
     """The trained token in every format that can hold it (one subfolder per format), and a
     table saying which file is which format, since several share a name."""
-    from styleprompt.formats import export_all, read_embedding
+    from styleprompt.diffusion.formats import export_all, read_embedding
 
     written = export_all(read_embedding(embedding), embedding.parent / "formats")
     files = [(embedding, "diffusers")]  # the run's own file; the diffusers copy would be the same bytes
@@ -221,7 +221,7 @@ def build(ctx: AppContext) -> TrainTab:
         seed,
         request: gr.Request,
     ):
-        from styleprompt.training import TrainCallbacks, train
+        from styleprompt.diffusion.training import TrainCallbacks, train
 
         uploads = check_uploads(
             as_path_list(files),
@@ -335,7 +335,7 @@ def build(ctx: AppContext) -> TrainTab:
 
     @show_errors(outputs=1)
     def paint_world(style_image, count):
-        from styleprompt.world import make_pictures, write_pictures
+        from styleprompt.micro.world import make_pictures, write_pictures
 
         if style_image is None:
             raise UserError("upload a style painting first")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from styleprompt.cli import COMMANDS, main
-from styleprompt.errors import UserError
-from styleprompt.images import load_image
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import load_image
 from tests.robustness.corpus import CORPUS, Entry, as_params, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def check_cli(entry: Entry, argv: list[str], capsys, tmp_path: Path) -> str:
 def test_load_image(entry: Entry, corpus):
     path = corpus[entry.name]
     if needs_other_user(entry):
-        code = f"from styleprompt.images import load_image\nload_image({str(path)!r})"
+        code = f"from styleprompt.plumbing.images import load_image\nload_image({str(path)!r})"
         proc = run_without_root_powers(["-c", code])
         assert proc.returncode != 0 and "permission denied" in proc.stderr
         return

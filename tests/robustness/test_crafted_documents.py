@@ -15,8 +15,8 @@ from PIL import Image, PngImagePlugin
 from safetensors.torch import save_file
 
 from styleprompt.cli import main
-from styleprompt.generate import PARAMS_KEY
-from styleprompt.survey import ANSWERS_FORMAT
+from styleprompt.diffusion.generate import PARAMS_KEY
+from styleprompt.evaluation.survey import ANSWERS_FORMAT
 from tests.test_survey import fake_compare_run
 
 
@@ -56,7 +56,7 @@ CHUNKS = {
 
 @pytest.mark.parametrize("name", list(CHUNKS))
 def test_from_png_chunks(name, tmp_path, capsys, monkeypatch):
-    import styleprompt.models as models
+    import styleprompt.diffusion.models as models
 
     chunk, says = CHUNKS[name]
     info = PngImagePlugin.PngInfo()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from styleprompt import files
-from styleprompt.errors import UserError
-from styleprompt.files import write_text_atomic
+from styleprompt.plumbing import files
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_read_only_folder_is_one_line(tmp_path):
     os.chmod(tmp_path, 0o755)
     os.chmod(folder, 0o555)
     code = (
-        "from styleprompt.files import write_text_atomic\nfrom styleprompt.errors import UserError\n"
+        "from styleprompt.plumbing.files import write_text_atomic\nfrom styleprompt.plumbing.errors import UserError\n"
         f"try:\n    write_text_atomic({str(folder / 'x.txt')!r}, 'x')\nexcept UserError as e:\n    print(e)"
     )
     # Root ignores folder permissions: drop the capabilities that let it, as a normal user has none.
@@ -83,8 +83,8 @@ def test_stale_cleanup_touches_only_our_dead_temporaries(tmp_path):
 
 
 def test_training_keeps_the_users_files_in_its_output(tmp_path, artworks_dir):
-    from styleprompt.config import TrainConfig
-    from styleprompt.training import train
+    from styleprompt.diffusion.config import TrainConfig
+    from styleprompt.diffusion.training import train
 
     out = tmp_path / "run"
     mine = [out / ".notes.tmp", out / "sub" / "deeper" / ".draft.txt.tmp", out / "embeddings" / ".keep.tmp"]
@@ -112,7 +112,7 @@ def test_training_keeps_the_users_files_in_its_output(tmp_path, artworks_dir):
 def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
     """Not mkstemp's 0600: a survey page or an image is meant to be read by others when the umask allows."""
     code = (
-        "import os, sys\nfrom styleprompt.files import write_text_atomic\nfrom styleprompt.images import save_image\n"
+        "import os, sys\nfrom styleprompt.plumbing.files import write_text_atomic\nfrom styleprompt.plumbing.images import save_image\n"
         "from PIL import Image\n"
         f"os.umask({umask})\n"
         "a = write_text_atomic(sys.argv[1] + '/a.html', 'x')\n"

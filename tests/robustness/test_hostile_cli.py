@@ -77,7 +77,7 @@ def test_read_only_output_folder_refused_before_loading(tmp_path):
         ]
         drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
         code = (
-            "import sys; from styleprompt.cli import main; import styleprompt.models as m\n"
+            "import sys; from styleprompt.cli import main; import styleprompt.diffusion.models as m\n"
             "m.load_pipeline = lambda *a, **k: sys.exit('loaded a model first')\nsys.exit(main(sys.argv[1:]))"
         )
         proc = subprocess.run(
@@ -102,8 +102,8 @@ def test_generate_keeps_painted_images_when_the_folder_fails(tmp_path):
 
     from PIL import Image
 
-    from styleprompt.errors import UserError
-    from styleprompt.generate import Generated, save_generated
+    from styleprompt.diffusion.generate import Generated, save_generated
+    from styleprompt.plumbing.errors import UserError
 
     (tmp_path / "file.txt").write_text("the user's notes\n")
     params = {

@@ -11,8 +11,8 @@ import time
 import warnings
 from pathlib import Path
 
-from styleprompt.errors import UserError
-from styleprompt.images import load_image
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import load_image
 from tests.robustness.fuzz import mutants, seed_files
 
 SEEDS = seed_files()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from styleprompt.files import is_temporary
+from styleprompt.plumbing.files import is_temporary
 from tests.conftest import make_artworks
 
 ROOT = Path(__file__).resolve().parents[2]

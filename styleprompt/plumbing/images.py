@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path
 
 if TYPE_CHECKING:
     import torch

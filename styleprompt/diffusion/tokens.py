@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path
 
 DIFFUSERS_WEIGHT_NAME = "learned_embeds.safetensors"
 

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import torch
 from PIL import Image, ImageOps
 
-from styleprompt.errors import UserError
-from styleprompt.images import list_images, load_image
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import list_images, load_image
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def training_view(image: Image.Image, resolution: int, multiple: int) -> Image.I
 
 def image_to_model_input(image: Image.Image) -> torch.Tensor:
     """PIL RGB -> [1, 3, H, W] in [-1, 1], the VAE's input range."""
-    from styleprompt.images import pil_to_tensor
+    from styleprompt.plumbing.images import pil_to_tensor
 
     return pil_to_tensor(image) * 2.0 - 1.0
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # The standard Stable Diffusion 1.5 checkpoint (its maintained mirror on the hub).
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -140,7 +140,7 @@ def text_copy(loaded: LoadedModel) -> LoadedModel:
     """
     import copy
 
-    from styleprompt.generate import pipeline_over
+    from styleprompt.diffusion.generate import pipeline_over
 
     pipe = loaded.pipe
     parts = {
@@ -225,7 +225,7 @@ def load_pipeline(
     dev = pick_device(device)
     dtype = pick_dtype(dev, precision)
     if model == "tiny":
-        from styleprompt.tiny import build_tiny_pipeline
+        from styleprompt.diffusion.tiny import build_tiny_pipeline
 
         pipe = build_tiny_pipeline(**kwargs)
     elif model == "micro":
@@ -233,7 +233,7 @@ def load_pipeline(
 
         pipe = load_micro_pipeline()
     elif model == "tiny-sdxl":
-        from styleprompt import tiny
+        from styleprompt.diffusion import tiny
 
         if not hasattr(tiny, "build_tiny_sdxl_pipeline"):
             raise UserError("the tiny SDXL model is not available in this version")

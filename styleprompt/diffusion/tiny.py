@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from styleprompt.templates import CLASS_NAMES, OBJECT_TEMPLATES, STYLE_TEMPLATES
+from styleprompt.diffusion.templates import CLASS_NAMES, OBJECT_TEMPLATES, STYLE_TEMPLATES
 
 TINY_SEED = 0
 TINY_VOCAB_TARGET = 1000

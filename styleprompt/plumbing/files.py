@@ -4,7 +4,7 @@ Why: a user may kill a run at any moment (Ctrl-C, SIGKILL, a full disk). Writing
 file in the same folder and renaming it over the target means a reader only ever sees the old
 file or the complete new one, never half of one.
 
-A leaf module: it imports only `styleprompt.errors`, so `classic` writes files the same way.
+A leaf module: it imports only `styleprompt.plumbing.errors`, so `classic` writes files the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # Every temporary `atomic_path` makes is `.<target name>.<pid>.<random>.styleprompt-tmp`: a name no
 # other program writes, holding the writer's process id, so a cleanup can tell ours (and whether

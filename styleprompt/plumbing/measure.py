@@ -1,6 +1,6 @@
 """Wall time and peak memory of one block of work, the same way for every method and caller.
 
-Why here: `compare`, `styleprompt transfer` (through `styleprompt.methods.stylize_measured`) and
+Why here: `compare`, `styleprompt transfer` (through `styleprompt.evaluation.methods.stylize_measured`) and
 the app report the same numbers, so they come from one function.
 """
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from PIL import Image
 
-from styleprompt.errors import UserError
-from styleprompt.measure import measure
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.measure import measure
 
 if TYPE_CHECKING:
     from classic.tiling import TileSize

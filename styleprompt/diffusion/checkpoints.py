@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 

@@ -31,15 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from classic import limits
-from styleprompt import checkpoints as ckpt
-from styleprompt import cpu_threads
-from styleprompt.config import TrainConfig
-from styleprompt.data import CropWindow, LatentCache, load_artworks
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
-from styleprompt.formats import Embedding, write_embedding
-from styleprompt.images import save_image
-from styleprompt.models import (
+from styleprompt.diffusion import checkpoints as ckpt
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.data import CropWindow, LatentCache, load_artworks
+from styleprompt.diffusion.formats import Embedding, write_embedding
+from styleprompt.diffusion.models import (
     LoadedModel,
     is_sdxl,
     load_pipeline,
@@ -48,13 +44,17 @@ from styleprompt.models import (
     pick_device,
     text_encoders,
 )
-from styleprompt.templates import PromptSampler
-from styleprompt.tokens import (
+from styleprompt.diffusion.templates import PromptSampler
+from styleprompt.diffusion.tokens import (
     DIFFUSERS_WEIGHT_NAME,
     add_placeholder_tokens,
     expand_token,
     save_diffusers_embedding,
 )
+from styleprompt.plumbing import cpu_threads
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path, check_output_folder, remove_stale_temporaries, write_text_atomic
+from styleprompt.plumbing.images import save_image
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from typing import cast
 
 import torch
 
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path
-from styleprompt.models import family_of_width
-from styleprompt.tokens import save_diffusers_embedding, validate_token_name
+from styleprompt.diffusion.models import family_of_width
+from styleprompt.diffusion.tokens import save_diffusers_embedding, validate_token_name
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path
 
 FORMATS = ("diffusers", "a1111", "emb_params", "sdxl", "sdxl-pair", "a1111-png")
 PNG_KEY = "sd-ti-embedding"  # A1111's text chunk holding an embedding inside a preview image
@@ -461,7 +461,7 @@ def write_png_embedding(emb: Embedding, path: str | os.PathLike, image=None) -> 
     """Write `emb` into a PNG's `sd-ti-embedding` text chunk, as A1111 does on its previews."""
     from PIL import Image
 
-    from styleprompt.images import save_image
+    from styleprompt.plumbing.images import save_image
 
     if image is None:  # a quiet swatch whose colours come from the first vector
         v = emb.vectors[0]

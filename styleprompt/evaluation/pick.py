@@ -5,7 +5,7 @@ token starts to carry the training pictures' *content* too, so "a <S> style of a
 looking like a dog. The last file is not automatically the best one. Each intermediate
 embedding is scored on a fixed prompt grid on two axes:
 
-- style: the learned Ghiasi style similarity (`styleprompt.evaluate.style_similarity`, real
+- style: the learned Ghiasi style similarity (`styleprompt.evaluation.evaluate.style_similarity`, real
   weights) of each generated image to each training artwork, averaged. Higher is better.
 - prompt fidelity: with a CLIP model, CLIP's text-image score of each image against its prompt
   without the token ("a dog"). Without one, a content-leak proxy: images made from the same
@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from styleprompt.errors import UserError
-from styleprompt.files import atomic_path, write_text_atomic
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class PickResult:
 
 def run_embeddings(run: Path) -> list[tuple[int, Path]]:
     """(step, file) for every intermediate embedding, plus the final one if its step is new."""
-    from styleprompt.tokens import DIFFUSERS_WEIGHT_NAME
+    from styleprompt.diffusion.tokens import DIFFUSERS_WEIGHT_NAME
 
     found: dict[int, Path] = {}
     folder = run / "embeddings"
@@ -155,7 +155,7 @@ def _artworks_folder(run: Path, config: dict, images: str | Path | None) -> Path
 
 
 def _generate(loaded, prompt: str, seed: int, steps: int | None, tokens: list[str]) -> Image.Image:
-    from styleprompt.generate import GenerateConfig, generate
+    from styleprompt.diffusion.generate import GenerateConfig, generate
 
     options: dict[str, Any] = dict(prompt=prompt, seed=seed, count=1)
     if steps:
@@ -165,7 +165,7 @@ def _generate(loaded, prompt: str, seed: int, steps: int | None, tokens: list[st
 
 def style_score(images: Sequence[Image.Image], artworks: Sequence[Image.Image]) -> float:
     """Mean learned style similarity of the images to the artworks (higher: more of the style)."""
-    from styleprompt.evaluate import style_similarity
+    from styleprompt.evaluation.evaluate import style_similarity
 
     values = [style_similarity(img, art) for img in images for art in artworks]
     return float(sum(values) / len(values))
@@ -173,7 +173,7 @@ def style_score(images: Sequence[Image.Image], artworks: Sequence[Image.Image]) 
 
 def leak_fidelity(by_seed: dict[int, list[Image.Image]]) -> float:
     """1 - mean SSIM between pictures of different subjects made from the same seed."""
-    from styleprompt.evaluate import ssim
+    from styleprompt.evaluation.evaluate import ssim
 
     values = []
     for images in by_seed.values():
@@ -186,7 +186,7 @@ def leak_fidelity(by_seed: dict[int, list[Image.Image]]) -> float:
 
 def clip_fidelity(images: Sequence[tuple[Image.Image, str]], clip_model: str, device: str) -> float:
     """Mean CLIP text-image score of each picture against its subject without the token."""
-    from styleprompt.evaluate import clip_text_score
+    from styleprompt.evaluation.evaluate import clip_text_score
 
     values = [float(clip_text_score(img, text, clip_model, device=device)) for img, text in images]
     return sum(values) / len(values)
@@ -228,9 +228,9 @@ def pick_checkpoint(
     """Score every saved embedding of a training run and name the one to use."""
     from tqdm.auto import tqdm
 
-    from styleprompt.generate import load_embeddings
-    from styleprompt.images import list_images, load_image
-    from styleprompt.models import LoadedModel, load_pipeline, text_copy
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.models import LoadedModel, load_pipeline, text_copy
+    from styleprompt.plumbing.images import list_images, load_image
 
     say = progress or (lambda message, fraction: None)
     run_dir = Path(run)
@@ -343,7 +343,7 @@ def _slug(text: str) -> str:
 
 
 def _save(img: Image.Image, path: Path, text: dict[str, str]) -> Path:
-    from styleprompt.images import save_image
+    from styleprompt.plumbing.images import save_image
 
     return save_image(img, path, text=text)
 
@@ -439,7 +439,7 @@ def _write_sheet(result: PickResult, classes: Sequence[str], seeds: Sequence[int
     """pick-grid.png: a row per checkpoint, a column per prompt, the recommended row marked."""
     from PIL import ImageDraw
 
-    from styleprompt.report import _font, fit_into
+    from styleprompt.evaluation.report import _font, fit_into
 
     label_w, pad = 110, 4
     columns = len(classes) * len(seeds)

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.folder_lock import is_lock_file
 
 
 def claim_run_folder(
@@ -27,7 +28,7 @@ def claim_run_folder(
     root = Path(folder).expanduser()
     if root.exists() and not root.is_dir():
         raise UserError(f"--output {root} is a file, not a folder; give a folder for the run")
-    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    entries = sorted(p.name for p in root.iterdir() if not is_lock_file(p)) if root.is_dir() else []
     if not entries or resume:
         return root
     if overwrite:

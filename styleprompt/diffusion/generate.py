@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 
 from classic import limits
-from styleprompt.errors import UserError
-from styleprompt.formats import describe_family, read_embedding
-from styleprompt.images import load_image, resize_long_side, save_image
-from styleprompt.models import is_sdxl, native_resolution, text_encoders
-from styleprompt.tokens import check_not_a_word, embedding_width, file_sha256, token_names
+from styleprompt.diffusion.formats import describe_family, read_embedding
+from styleprompt.diffusion.models import is_sdxl, native_resolution, text_encoders
+from styleprompt.diffusion.tokens import check_not_a_word, embedding_width, file_sha256, token_names
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import load_image, resize_long_side, save_image
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +561,7 @@ def reproduce(path: str | Path, loaded=None, *, device: str | None = None, show_
 
     The token files and the content photo must still be the same bytes (their SHA-256 is checked).
     """
-    from styleprompt.models import load_pipeline
+    from styleprompt.diffusion.models import load_pipeline
 
     params = read_png_params(path)
     if loaded is None:

@@ -23,11 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from styleprompt.compare import read_manifest
-from styleprompt.errors import UserError
-from styleprompt.files import write_text_atomic
-from styleprompt.images import load_image
-from styleprompt.report import fit_into, image_data_uri
+from styleprompt.evaluation.compare import read_manifest
+from styleprompt.evaluation.report import fit_into, image_data_uri
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import write_text_atomic
+from styleprompt.plumbing.images import load_image
 
 PAGE_NAME = "survey.html"
 KEY_NAME = "survey-key.json"

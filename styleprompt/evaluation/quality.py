@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from styleprompt.errors import UserError
-from styleprompt.images import _to_rgb
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import _to_rgb
 
 NIQE_PATCH = 96  # scikit-video's patch size (the original NIQE's 96x96 blocks)
 NIQE_MIN_SIDE = 2 * NIQE_PATCH + 1  # scikit-video refuses frames of 192 px or less

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from styleprompt.errors import UserError
-from styleprompt.images import IMAGE_SUFFIXES as READABLE_SUFFIXES
-from styleprompt.images import list_images
-from styleprompt.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype, text_copy
+from styleprompt.diffusion.models import DEFAULT_MODEL, LoadedModel, load_pipeline, pick_device, pick_dtype, text_copy
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.images import IMAGE_SUFFIXES as READABLE_SUFFIXES
+from styleprompt.plumbing.images import list_images
 
 IMAGE_SUFFIXES = READABLE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")

@@ -9,7 +9,7 @@ Why it is shaped like this:
   trouble never costs the others' results.
 - Time and memory are measured around `run` only, with the networks already loaded, so the
   numbers compare methods rather than disk speed; load times are listed separately.
-- The metrics are `styleprompt.evaluate.evaluate_image`, the same function `styleprompt
+- The metrics are `styleprompt.evaluation.evaluate.evaluate_image`, the same function `styleprompt
   evaluate` uses, so a number in the comparison means what it means everywhere else.
 """
 
@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from PIL import Image
 
 from classic import limits
-from styleprompt import methods as style_methods
-from styleprompt.errors import UserError
-from styleprompt.files import check_output_folder, write_text_atomic
-from styleprompt.images import load_image, resize_long_side, save_image
-from styleprompt.measure import measure
-from styleprompt.methods import LocalNetworks, Request, Sources, StyleMethod, StyleResult, Stylizer, own_options
-from styleprompt.report import (
+from styleprompt.evaluation import methods as style_methods
+from styleprompt.evaluation.methods import (
+    LocalNetworks,
+    Request,
+    Sources,
+    StyleMethod,
+    StyleResult,
+    Stylizer,
+    own_options,
+)
+from styleprompt.evaluation.report import (
     Cell,
     Metric,
     ReportInfo,
@@ -46,13 +50,17 @@ from styleprompt.report import (
     write_html,
     write_markdown,
 )
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import check_output_folder, write_text_atomic
+from styleprompt.plumbing.images import load_image, resize_long_side, save_image
+from styleprompt.plumbing.measure import measure
 
 if TYPE_CHECKING:
-    from styleprompt.models import LoadedModel
+    from styleprompt.diffusion.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
-TOKEN_METHODS = ("token-txt2img", "token-img2img")  # the other columns are styleprompt.methods' registry
+TOKEN_METHODS = ("token-txt2img", "token-img2img")  # the other columns are styleprompt.evaluation.methods' registry
 TOKEN_LABELS = {"token-txt2img": "token text\u2192image", "token-img2img": "token image\u2192image"}
 TOKEN_PROMPT = "a {token} style of a {class}"
 SUBJECT_TEXT = "a {class}"  # what CLIP's text score checks every output against
@@ -130,7 +138,7 @@ class Runner:
 
 
 class MethodRunner(Runner):
-    """A registered stylization method (`styleprompt.methods`): loaded once, run per content image."""
+    """A registered stylization method (`styleprompt.evaluation.methods`): loaded once, run per content image."""
 
     def __init__(self, opts: Options, method: StyleMethod):
         super().__init__(opts)
@@ -182,8 +190,8 @@ class TokenModel:
     def _load(self) -> None:
         if not self.embedding:
             raise UserError("no style token given (--embedding FILE)")
-        from styleprompt.generate import load_embeddings
-        from styleprompt.models import LoadedModel, load_pipeline
+        from styleprompt.diffusion.generate import load_embeddings
+        from styleprompt.diffusion.models import LoadedModel, load_pipeline
 
         if not Path(self.embedding).is_file():
             raise UserError(
@@ -199,7 +207,7 @@ class TokenModel:
 
     @property
     def weights(self) -> str:
-        from styleprompt.models import TINY_MODELS
+        from styleprompt.diffusion.models import TINY_MODELS
 
         return "random" if self.loaded is not None and self.loaded.name in TINY_MODELS else "real"
 
@@ -218,12 +226,12 @@ class TokenRunner(Runner):
         self.weights = self.token_model.weights
 
     def prompt(self, cls: str) -> str:
-        from styleprompt.templates import fill
+        from styleprompt.diffusion.templates import fill
 
         return fill(TOKEN_PROMPT, self.token_model.token, cls)
 
     def run(self, content: Image.Image, cls: str) -> StyleResult:
-        from styleprompt.generate import GenerateConfig, generate
+        from styleprompt.diffusion.generate import GenerateConfig, generate
 
         o = self.opts
         options: dict[str, Any] = dict(prompt=self.prompt(cls), seed=o.seed, count=1)
@@ -386,7 +394,7 @@ def run_compare(
     """
     from tqdm.auto import tqdm
 
-    from styleprompt.models import pick_device
+    from styleprompt.diffusion.models import pick_device
 
     say = progress or (lambda message, fraction: None)
     out = Path(output)
@@ -548,7 +556,7 @@ def _run_one(runner: Runner, cell: Cell, content: Image.Image, out: Path) -> Non
 def _evaluate(cell: Cell, content: Image.Image, styles, gallery, opts: Options, clip_model: str | None) -> None:
     """Metrics of one output. Text->image has no content input, so content metrics are not asked."""
     try:
-        from styleprompt.evaluate import METRICS, evaluate_image
+        from styleprompt.evaluation.evaluate import METRICS, evaluate_image
 
         if cell.image is None:
             return

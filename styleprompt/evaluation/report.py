@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from styleprompt.files import atomic_path, write_text_atomic
+from styleprompt.plumbing.files import atomic_path, write_text_atomic
 
 # The learned Ghiasi style metric leads every table: it is the one style measure here that was
 # trained (DESIGN.md); the rest follow in the order the evaluation layer reports them.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from styleprompt.errors import UserError
+from styleprompt.plumbing.errors import UserError
 
 # Pictures are drawn at DRAW_SIZE (smooth edges), painted at PAINT_SIZE (the Ghiasi network's
 # strokes have a fixed pixel scale; this size keeps them readable after the downscale), and kept
@@ -479,7 +479,7 @@ def paint(
     `style` is a style image or a precomputed [1, 100] Ghiasi style vector (held once per style).
     """
     from classic.ghiasi import load_ghiasi, predictor_input
-    from styleprompt.images import pil_to_tensor, tensor_to_pil
+    from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
     predictor, transformer = load_ghiasi(None, device)
     vector = style if isinstance(style, torch.Tensor) else predictor(predictor_input(style, device))
@@ -536,8 +536,8 @@ def make_pictures(
 
 def write_pictures(pictures: Sequence[Picture], folder: Path, prefix: str = "world") -> list[Path]:
     """PNG + caption file per picture (the caption names its class, for [filewords] and {class})."""
-    from styleprompt.files import write_text_atomic
-    from styleprompt.images import save_image
+    from styleprompt.plumbing.files import write_text_atomic
+    from styleprompt.plumbing.images import save_image
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

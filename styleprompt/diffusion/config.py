@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from styleprompt.models import DEFAULT_MODEL, training_default
-from styleprompt.templates import DEFAULT_PREVIEW_PROMPT
+from styleprompt.diffusion.models import DEFAULT_MODEL, training_default
+from styleprompt.diffusion.templates import DEFAULT_PREVIEW_PROMPT
 
 
 @dataclass
