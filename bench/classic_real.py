@@ -211,8 +211,8 @@ def part_quality(grid: dict) -> None:
 
 
 def _photo_quality(grid: dict) -> list[list[float]]:
-    from styleprompt.plumbing.images import resize_long_side
     from styleprompt.evaluation.quality import brisque, niqe
+    from styleprompt.plumbing.images import resize_long_side
 
     photos = [resize_long_side(c, 384) for c in grid["contents"].values()]
     return [[niqe(p) for p in photos], [brisque(p) for p in photos], [1.0 for _ in photos]]
