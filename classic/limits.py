@@ -60,9 +60,15 @@ FOOTPRINTS: dict[str, Footprint] = {
     "adain": Footprint(391, 211, 750, "2143 MiB at 3840x2160 tiled; 1.9 GiB at 1920x1080 untiled"),
     # bench/ghiasi: 1314 MiB at 3840x2880 tiled over 339 MiB; 1.1 GiB one pass at 2048x1536.
     "ghiasi": Footprint(339, 88, 250, "1314 MiB at 3840x2880 tiled; 1.1 GiB at 2048x1536 in one pass"),
-    # bench/classic_real.py (provisional until measured below)
-    "wct": Footprint(400, 400, 1000, "provisional"),
-    "microast": Footprint(300, 200, 600, "provisional"),
+    # bench/classic_real.py speed children, 2026-12-02 (RSS above a 306-359 MiB baseline).
+    # WCT with cd-wct: 330 MiB at 1024x768 in one pass; tiles hold less per Mpx than one pass,
+    # so the one-pass figure bounds both.
+    "wct": Footprint(359, 420, 420, "330 MiB at 1024x768 in one pass, tiles bounded by that"),
+    # WCT with the full-width `wct` set: 547 MiB at 512x384 in one pass; tiled, 914 MiB at
+    # 1024x768 and 2163 MiB at 1600x1200 (1.1 GiB per Mpx): a 4K frame does not fit.
+    "wct-vgg": Footprint(306, 1130, 2780, "2163 MiB at 1600x1200 tiled; 547 MiB at 512x384 in one pass"),
+    # MicroAST: 365 MiB at 1024x768 in one pass (the tiled stages hold less per Mpx).
+    "microast": Footprint(332, 464, 464, "365 MiB at 1024x768 in one pass, tiles bounded by that"),
 }
 
 # The diffusion side. A CLIP prompt holds 77 tokens, two of them start/end: a token of more

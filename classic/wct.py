@@ -53,8 +53,11 @@ from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 EPS = 1e-5  # added to both covariances' diagonals (PytorchWCT's choice)
 EIGEN_FLOOR = 1e-5  # eigenvalues below this are dropped, as in the reference implementations
 MULTIPLE = 16  # images are padded to this (four 2x poolings at relu5_1), so every level lines up
-AUTO_TILE_PIXELS = 2_200_000  # above this, encoders and decoders run in tiles
-AUTO_TILE_SIZE = 1024
+# Above AUTO_TILE_PIXELS the encoders and decoders run in AUTO_TILE_SIZE-px tiles. Per set: one
+# untiled pass of the full-width VGG levels (`wct`) measured 2.8 GiB per Mpx above the baseline
+# (bench/classic_real.py, 512x384), the 16x-compressed `cd-wct` 0.6 GiB per Mpx.
+AUTO_TILE_PIXELS = {"cd-wct": 2_200_000, "wct": 500_000}
+AUTO_TILE_SIZE = {"cd-wct": 1024, "wct": 512}
 SETS = ("cd-wct", "wct")
 DEFAULT_SET = "cd-wct"
 FLAG = "--wct-weights"
@@ -444,6 +447,12 @@ def reconstruct(nets: WCTNetworks, image: torch.Tensor, level: int) -> torch.Ten
         return decode(nets.level(level), encode(nets.level(level), padded))[:, :, :h, :w]
 
 
+def auto_tile_size(nets: WCTNetworks, pixels: int) -> int | None:
+    """None (one pass) up to the set's AUTO_TILE_PIXELS, else its AUTO_TILE_SIZE."""
+    kind = "wct" if nets.name == "wct" else "cd-wct"
+    return AUTO_TILE_SIZE[kind] if pixels > AUTO_TILE_PIXELS[kind] else None
+
+
 def _tile_total(nets: WCTNetworks, levels: Sequence[int], h: int, w: int, tile: int) -> int:
     total = 0
     for number in levels:
@@ -495,7 +504,7 @@ def transfer(
     height, width = content.shape[-2:]
     x, _ = pad_to_multiple(content, MULTIPLE)
     ph, pw = x.shape[-2:]
-    tile = resolve_tile_size(tile_size, lambda: AUTO_TILE_SIZE if ph * pw > AUTO_TILE_PIXELS else None)
+    tile = resolve_tile_size(tile_size, lambda: auto_tile_size(nets, ph * pw))
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
@@ -525,12 +534,25 @@ def transfer(
     return x[:, :, :height, :width]
 
 
-def check_style_sizes(styles: list[Image.Image], style_size: int) -> None:
+def footprint_key(choice: str | Path | None, nets: WCTNetworks | None = None) -> str:
+    """classic.limits' entry for a weight set: "wct" (cd-wct, the default) or "wct-vgg" (the
+    full-width `wct` set, about twice the memory per pixel even in tiles)."""
+    if nets is not None:
+        name = nets.name
+    elif choice is None or str(choice) in SETS:
+        name = str(choice or DEFAULT_SET)
+    else:
+        folder = Path(choice)
+        name = detect_set(folder) if folder.is_dir() else DEFAULT_SET
+    return "wct-vgg" if name == "wct" else "wct"
+
+
+def check_style_sizes(styles: list[Image.Image], style_size: int, key: str = "wct") -> None:
     """Each style is encoded whole at `style_size` px on its short side: refuse what cannot be."""
     limits.check_side_flag("--style-size", style_size, allow_none=False)
     for i, style in enumerate(styles):
         limits.check_working_image(
-            "wct",
+            key,
             style_label(i, len(styles)),
             style.size,
             limits.scaled_short_side(style.size, style_size),
@@ -573,8 +595,9 @@ def stylize(
     blend = style_blend_weights(len(styles), style_weights)
     if preserve_color:
         check_mode(color_mode)
-    content = fit_content(content, size, "wct", tile_size)
-    check_style_sizes(styles, style_size)
+    key = footprint_key(wct_weights, nets)
+    content = fit_content(content, size, key, tile_size)
+    check_style_sizes(styles, style_size, key)
     if mask is not None:
         check_mask_fits(mask, content)
     if nets is None:

@@ -186,3 +186,15 @@ def _run(capsys, *argv: str):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_4k_fits_the_memory_budget_with_cd_wct_and_the_wct_set_says_its_largest_size():
+    """classic.limits: the compressed set tiles a 3840x2160 frame within the budget; the full-width
+    `wct` set (about 1.1 GiB per Mpx even in tiles, measured) is refused in one line first."""
+    from classic import limits
+
+    frame = (3840, 2160)
+    limits.check_working_image(wct.footprint_key("cd-wct"), "the content image", frame, frame, "its own size")
+    with pytest.raises(UserError) as info:
+        limits.check_working_image(wct.footprint_key("wct"), "the content image", frame, frame, "its own size")
+    assert "\n" not in str(info.value) and "the largest this image takes is" in str(info.value)
