@@ -1,7 +1,7 @@
 """The classic methods with real weights, side by side with Ghiasi et al. in one run.
 
     nice -n 10 .venv/bin/python bench/classic_real.py [--parts recon,style,quality,speed,grid]
-        [--contents 2] [--no-4k | --all-4k] [--gatys-iterations 20] [--grid-size 384]
+        [--contents 2] [--methods LABELS] [--no-4k | --all-4k] [--gatys-iterations 20] [--grid-size 384]
 
 Parts (each prints a table; all by default):
 - recon: encode -> decode PSNR at every level of both WCT sets on the ten shared photos at
@@ -115,7 +115,7 @@ def part_recon() -> None:
         table(["level", reference, "mean of 10 photos", "worst photo", f"random weights ({reference})"], rows)
 
 
-def part_style(n_contents: int) -> None:
+def part_style(n_contents: int, methods: list[str]) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -129,7 +129,7 @@ def part_style(n_contents: int) -> None:
         style_vecs = predictor(torch.cat([predictor_input(s) for s in styles]))
         content_vecs = predictor(torch.cat([predictor_input(c) for c in contents]))
     rows = []
-    for label in METHODS:
+    for label in methods:
         hits = total = 0
         gains = []
         start = time.perf_counter()
@@ -153,7 +153,7 @@ def part_style(n_contents: int) -> None:
                 f"{time.perf_counter() - start:.0f}",
             ]
         )
-        print(f"  {label}: done", file=sys.stderr, flush=True)
+        print(f"  {label}: " + " | ".join(rows[-1]), file=sys.stderr, flush=True)
     print(f"style by the Ghiasi predictor: {len(contents)} photos x {len(styles)} paintings at 256 px")
     table(["method", "retrieval@1", "mean gain", "outputs closer than the photo", "seconds"], rows)
 
@@ -352,6 +352,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="recon,style,quality,speed,grid")
+    parser.add_argument("--methods", default=None, help="style part: a subset of the labels, comma-separated")
     parser.add_argument("--contents", type=int, default=2, help="photos for the style part (of 10)")
     parser.add_argument("--no-4k", action="store_true", help="leave out the 3840x2160 speed runs")
     parser.add_argument("--all-4k", action="store_true", help="also WCT's uncompressed set at 3840x2160 (slow)")
@@ -370,7 +371,7 @@ def main() -> int:
     if "recon" in parts:
         part_recon()
     if "style" in parts:
-        part_style(args.contents)
+        part_style(args.contents, [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS))
     if parts & {"quality", "grid"}:
         grid = _grid_outputs(args.grid_size, args.gatys_iterations)
         if "quality" in parts:
