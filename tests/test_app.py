@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from tests.app_server import serve_app
 from tests.conftest import make_artwork, make_artworks
+from tests.real_weights import hide_shared_weights
 
 MAX_UPLOADS = 5
 MAX_UPLOAD_MB = 0.5
@@ -376,6 +377,7 @@ def test_classic_adain_labels_random_weights_and_loads_its_networks_once(app, ar
 
 def test_classic_mistakes_are_one_line(app, art, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19 to find
+    hide_shared_weights(monkeypatch, tmp_path)
     client = client_for(app)
     with pytest.raises(AppError, match="3 style weights for 2 style images"):
         client.predict(*classic_args(art[0], art[1:], weights="0.5, 0.3, 0.2"), api_name="/classic")
@@ -573,6 +575,7 @@ def test_classic_ghiasi_runs_the_real_network(app, art):
 
 def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # AdaIN finds no weights: a skipped row
+    hide_shared_weights(monkeypatch, tmp_path)
     token = token_file(tmp_path, "<c1>")
     # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, size, seed,
     # then the methods' fields: Gatys' iterations, token steps, strength
