@@ -35,7 +35,7 @@ def test_compare_three_by_three_has_four_real_columns(shared_data, tmp_path, mon
         output=tmp_path / "cmp",
         methods=REAL,
         size=96,
-        gatys_iterations=3,
+        options={"iterations": 3},
         cell_size=96,
         metrics=False,
         device="cpu",
