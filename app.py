@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
-    from styleprompt.plumbing.errors import UserError
+    from styleprompt.plumbing.errors import UserError, cli_message
     from styleprompt.ui import build_app, launch_options, queue_options
     from styleprompt.ui.serve import AppSettings, access_for_host
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         demo = build_app(settings)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
     if not args.no_preload:  # warm the cache in the background; a failure shows on first use
         models = demo.styleprompt.models

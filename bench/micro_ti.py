@@ -314,7 +314,7 @@ def main() -> int:
     figures: dict = {"machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     t0 = time.perf_counter()
     if "0" in args.only:
-        from styleprompt.micro.build import load_vae
+        from styleprompt.micro.autoencoder import load_vae
 
         vae = load_vae(Path(args.vae)) if args.vae else load_pipeline("micro", device="cpu").pipe.vae
         figures["ceiling"] = ceilings(judge, own, class_judge, per_class=1 if args.quick else 2, vae=vae)

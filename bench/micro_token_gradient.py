@@ -38,18 +38,21 @@ def main() -> int:
     args = parser.parse_args()
     import styleprompt.micro as micro
 
-    if args.model_dir:
-        micro.MODEL_DIR = Path(args.model_dir)
+    if args.model_dir:  # `--model micro` loads from families.MICRO_MODEL_DIR
+        from styleprompt.diffusion import families
+
+        micro.MODEL_DIR = families.MICRO_MODEL_DIR = Path(args.model_dir)
     if args.style not in micro.STYLE_WORDS:
         parser.error(f"--style must be one of the trained style words: {', '.join(micro.STYLE_WORDS)}")
     from styleprompt.diffusion.config import TrainConfig
     from styleprompt.diffusion.training import StyleTokenTrainer
     from styleprompt.micro import world
-    from styleprompt.micro.build import style_folder
+    from styleprompt.micro.build_config import DEFAULT_STYLES
+    from styleprompt.micro.world_data import check_style_folder
     from styleprompt.plumbing.images import load_image
 
     work = Path(tempfile.mkdtemp(prefix="token_gradient-"))
-    painting = load_image(style_folder() / micro.STYLE_WORDS[args.style])
+    painting = load_image(check_style_folder(DEFAULT_STYLES) / micro.STYLE_WORDS[args.style])
     world.write_pictures(
         world.make_pictures(painting, ["lighthouse", "house", "city", "tree"], 8, seed=31_337), work / "art"
     )

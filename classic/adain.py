@@ -36,7 +36,7 @@ from classic.inputs import (
 )
 from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
 from classic.vgg import VGG19Features, load_vgg19, read_state_dict, receptive_radius
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,8 @@ def blend_features(
     1 = first style) each region is normalised with its own statistics, as AdaIN-style's
     spatial control does. alpha = 0 returns the content features unchanged.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
+    if not limits.BOUNDS["alpha"].contains(alpha):
+        raise SettingError("alpha", f"{{setting}} must be between 0 and 1, got {alpha}")
     if mask is not None:
         regions = [mask, 1.0 - mask]
         target = torch.zeros_like(content_feat)
@@ -296,17 +296,18 @@ def transfer(
 
 def check_style_sizes(styles: list[Image.Image], style_size: int) -> None:
     """Each style is encoded whole at `style_size` px on its short side: refuse what cannot be."""
-    limits.check_side_flag("--style-size", style_size, allow_none=False)
+    limits.check_side_flag("style_size", style_size, allow_none=False)
     for i, style in enumerate(styles):
         limits.check_working_image(
             "adain",
             style_label(i, len(styles)),
             style.size,
             limits.scaled_short_side(style.size, style_size),
-            f"--style-size {style_size} (its short side)",
+            f"{{setting}} {style_size} (its short side)",
             side="short",
             tiled=False,
-            fix="crop it nearer to square or lower --style-size",
+            fix="crop it nearer to square or lower {setting}",
+            setting="style_size",
         )
 
 

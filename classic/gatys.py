@@ -39,7 +39,7 @@ from classic.color import check_mode, preserve_color_inputs, preserve_color_outp
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights, style_label
 from classic.tiling import Tile, TileSize, plan_tiles, resolve_tile_size
 from classic.vgg import LAYER_INDEX, VGG19Features, check_layer_names, layer_stride, load_vgg19, receptive_radius
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.images import pil_to_tensor, save_image, tensor_to_pil
 
 DEFAULT_CONTENT_LAYER = "relu4_2"
@@ -136,19 +136,19 @@ class GatysOptions:
             )
         iterations = [self.iterations] if isinstance(self.iterations, int) else list(self.iterations)
         if any(i < 1 for i in iterations):
-            raise UserError(f"--iterations must be at least 1, got {self.iterations}")
+            raise SettingError("iterations", f"{{setting}} must be at least 1, got {self.iterations}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
+                raise SettingError(name, f"{{setting}} must be a number >= 0, got {value}")
         if (
             not isinstance(self.learning_rate, (int, float))
             or not math.isfinite(self.learning_rate)
             or self.learning_rate <= 0
         ):
-            raise UserError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+            raise SettingError("learning_rate", f"{{setting}} must be a positive number, got {self.learning_rate}")
         limits.check_range(
-            "--style-scale",
+            "style_scale",
             self.style_scale,
             MIN_STYLE_SCALE,
             MAX_STYLE_SCALE,
@@ -430,7 +430,7 @@ def _stage_sizes(height: int, width: int, scales: Sequence[float] | None) -> lis
     sizes = []
     for s in scales:
         if s <= 0:
-            raise UserError(f"--scales must be positive, got {s}")
+            raise SettingError("scales", f"{{setting}} must be positive, got {s}")
         target = s * long_side if s <= 1 else min(s, long_side)
         f = target / long_side
         sizes.append((max(16, round(height * f)), max(16, round(width * f))))
@@ -562,7 +562,7 @@ def _save_intermediate(options: GatysOptions, step: int, x: torch.Tensor, loss: 
 def check_style_sizes(styles: list[Image.Image], output_long_side: int, style_scale: float = 1.0) -> None:
     """Each style is resized to `style_scale` x the output's long side: refuse what cannot be."""
     limits.check_range(
-        "--style-scale", style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE, "the style's long side relative to the output's"
+        "style_scale", style_scale, MIN_STYLE_SCALE, MAX_STYLE_SCALE, "the style's long side relative to the output's"
     )
     style_long = max(16, round(style_scale * output_long_side))
     for i, style in enumerate(styles):  # the styles' Gram pass tiles itself when large
@@ -571,8 +571,9 @@ def check_style_sizes(styles: list[Image.Image], output_long_side: int, style_sc
             style_label(i, len(styles)),
             style.size,
             limits.scaled_long_side(style.size, style_long),
-            f"--style-scale {style_scale} (long side {style_long} px)",
-            fix="crop it nearer to square or lower --style-scale",
+            f"{{setting}} {style_scale} (long side {style_long} px)",
+            fix="crop it nearer to square or lower {setting}",
+            setting="style_scale",
         )
 
 
@@ -603,8 +604,8 @@ def stylize(
         raise UserError(f"Gatys has no option {unknown[0]!r}")
     options = GatysOptions(**method_options)
     options.check()
-    if not 0.0 <= alpha <= 1.0:
-        raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
+    if not limits.BOUNDS["alpha"].contains(alpha):
+        raise SettingError("alpha", f"{{setting}} must be between 0 and 1, got {alpha}")
     check_styles(len(styles), style_weights, mask)
     blend = style_blend_weights(len(styles), style_weights)
     content = fit_content(content, size, "gatys", options.tile_size)

@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from classic import limits
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.ghiasi_net import PREDICTOR_SIZE, STYLE_DIM, NormStats, StylePredictor, StyleTransformer
 from classic.inputs import check_mask_fits, check_styles, fit_content, mask_tensor, style_blend_weights
 from classic.tiling import TileSize, pad_to_multiple, plan_tiles, resolve_tile_size, run_tiled
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
 
 log = logging.getLogger(__name__)
@@ -339,7 +340,9 @@ def transform(
     H, W = padded.shape[-2:]
     tile = resolve_tile_size(tile_size, lambda: auto_tile_size(H, W))
     if tile is not None and tile < 64:
-        raise UserError(f"--tile-size {tile} is too small for this network; use 256 or more (0: never tile)")
+        raise SettingError(
+            "tile_size", f"{{setting}} {tile} is too small for this network; use 256 or more (0: never tile)"
+        )
     if tile is None or (H <= tile and W <= tile):
         return transformer(padded, params, None, params2)[:, :, :h, :w]
     with tqdm(total=tile_passes(H, W, tile), desc="ghiasi tiles", unit="tile", disable=not show_progress) as bar:
@@ -380,8 +383,8 @@ def stylize(
     """
     if unused:
         raise UserError(f"the Ghiasi method has no option {sorted(unused)[0]!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-        raise UserError(f"--alpha must be between 0 and 1 (got {alpha})")
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and limits.BOUNDS["alpha"].contains(alpha)):
+        raise SettingError("alpha", f"{{setting}} must be between 0 and 1 (got {alpha})")
     check_styles(len(styles), style_weights, mask)
     weights = style_blend_weights(len(styles), style_weights)
     if preserve_color:

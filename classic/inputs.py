@@ -15,7 +15,7 @@ from PIL import Image
 
 from classic import limits
 from classic.tiling import TileSize
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.images import pil_to_tensor, resize_long_side
 
 # A mask may differ from the content's proportions by this much (rounding of resized files).
@@ -54,7 +54,9 @@ def check_styles(n_styles: int, weights: Sequence[float] | None, mask: Image.Ima
     if n_styles != 2:
         raise UserError(f"a mask needs exactly 2 style images (white region: first, black: second), got {n_styles}")
     if weights is not None:
-        raise UserError("--style-weights and --mask cannot be combined: the mask already says where each style goes")
+        raise SettingError(
+            "style_weights", "{setting} and --mask cannot be combined: the mask already says where each style goes"
+        )
 
 
 def check_mask_fits(mask: Image.Image, content: Image.Image) -> None:
@@ -86,24 +88,31 @@ def fit_content(content: Image.Image, size: int | None, method: str, tile_size: 
         and tile_size is not None
         and (isinstance(tile_size, bool) or not isinstance(tile_size, int))
     ):
-        raise UserError(f"--tile-size must be 0 (one pass) or a number of pixels, got {tile_size!r}")
+        raise SettingError("tile_size", f"{{setting}} must be 0 (one pass) or a number of pixels, got {tile_size!r}")
     explicit = tile_size if isinstance(tile_size, int) and tile_size > 0 else None
-    limits.check_side_flag("--size", size)
+    limits.check_side_flag("size", size)
     limits.check_tile_flag(tile_size if isinstance(tile_size, int) else None)
     scaled = limits.scaled_long_side(content.size, size)
-    how = f"--size {size}" if size is not None else "its own size"
+    how = f"{{setting}} {size}" if size is not None else "its own size"
     limits.check_working_image(
-        method, "the content image", content.size, scaled, how, tiled=tile_size == "auto" or explicit is not None
+        method,
+        "the content image",
+        content.size,
+        scaled,
+        how,
+        tiled=tile_size == "auto" or explicit is not None,
+        setting="size",
     )
     if explicit:
         tile_px = min(explicit, scaled[0]) * min(explicit, scaled[1])
         limit = limits.FOOTPRINTS[method].max_pixels(tiled=False)
         if tile_px > limit:
             largest = int(math.sqrt(limit))
-            raise UserError(
-                f"--tile-size {explicit} is too large for {method}: one tile runs untiled, and the most "
+            raise SettingError(
+                "tile_size",
+                f"{{setting}} {explicit} is too large for {method}: one tile runs untiled, and the most "
                 f"it holds in {limits.MEMORY_BUDGET_MIB // 1024} GiB is about {largest}x{largest} px; use "
-                f"--tile-size {largest // 64 * 64} or less"
+                f"{{setting}} {largest // 64 * 64} or less",
             )
     return resize_long_side(content, size)
 

@@ -21,7 +21,7 @@ from typing import Callable, Literal, Optional, Union
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError
 
 TileSize = Union[int, None, Literal["auto"]]
 """One meaning for every method: "auto" picks by image size, None or 0 one pass, N N-pixel tiles."""
@@ -34,7 +34,7 @@ def resolve_tile_size(tile_size: TileSize, auto: Callable[[], Optional[int]]) ->
     if tile_size is None or tile_size == 0:
         return None
     if not isinstance(tile_size, int) or tile_size < 0:
-        raise UserError(f"--tile-size must be 0 (one pass) or a number of pixels, got {tile_size!r}")
+        raise SettingError("tile_size", f"{{setting}} must be 0 (one pass) or a number of pixels, got {tile_size!r}")
     return tile_size
 
 

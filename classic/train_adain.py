@@ -28,7 +28,7 @@ from PIL import Image
 
 from classic.adain import ENCODER_LAYER, STYLE_LAYERS, blend_features, build_decoder, calc_mean_std, save_decoder
 from classic.vgg import load_vgg19, read_state_dict
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError, cli_message
 from styleprompt.plumbing.files import atomic_path, write_text_atomic
 from styleprompt.plumbing.images import list_images, load_image, pil_to_tensor
 
@@ -131,7 +131,7 @@ def train(config: TrainAdaINConfig) -> Path:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     if config.crop > config.resize:
-        raise UserError(f"--crop {config.crop} is larger than --resize {config.resize}")
+        raise SettingError("crop", f"{{setting}} {config.crop} is larger than --resize {config.resize}")
     contents = ImageFolder(config.content_dir, config.resize, config.crop)
     styles = ImageFolder(config.style_dir, config.resize, config.crop)
     vgg = load_vgg19(config.vgg_weights, random_weights=config.random_weights, device=config.device, seed=config.seed)
@@ -143,9 +143,9 @@ def train(config: TrainAdaINConfig) -> Path:
         found = _checkpoints(output)
         folder = found[-1] if config.resume == "latest" and found else Path(config.resume)
         if config.resume == "latest" and not found:
-            raise UserError(f"--resume latest: no complete checkpoint in {output / 'checkpoints'}")
+            raise SettingError("resume", f"{{setting}} latest: no complete checkpoint in {output / 'checkpoints'}")
         if not (folder / "state.json").is_file():
-            raise UserError(f"--resume {folder}: not a complete checkpoint folder (no state.json)")
+            raise SettingError("resume", f"{{setting}} {folder}: not a complete checkpoint folder (no state.json)")
         decoder.load_state_dict(read_state_dict(folder / "decoder.safetensors", "decoder checkpoint"))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=config.device, weights_only=True))
         step = json.loads((folder / "state.json").read_text())["step"]
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = train(TrainAdaINConfig(**values))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
     print(f"decoder: {path}")
     return 0

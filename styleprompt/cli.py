@@ -12,7 +12,10 @@ import logging
 import os
 import sys
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import UserError, cli_message
+
+# Library settings whose flag is not their own name (the rest: `init_word` -> `--init-word`).
+SETTING_FLAGS = {"fmt": "--to", "classes": "--class"}
 
 # Subcommands, in the order `--help` lists them. Each name is a module in styleprompt.commands.
 COMMANDS: list[str] = [
@@ -52,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # a setting is named as its flag: `vectors` -> `--vectors`
+        print(f"error: {cli_message(exc, SETTING_FLAGS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

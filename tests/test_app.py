@@ -573,8 +573,8 @@ def test_classic_ghiasi_runs_the_real_network(app, art):
 def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # AdaIN finds no weights: a skipped row
     token = token_file(tmp_path, "<c1>")
-    # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, iterations, size, seed,
-    # token steps, strength
+    # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, size, seed,
+    # then the methods' fields: Gatys' iterations, token steps, strength
     args = [
         [handle_file(str(art[0]))],
         [handle_file(str(p)) for p in art[1:]],
@@ -586,9 +586,9 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
         False,
         "",
         "",
-        1,
         64,
         0,
+        1,
         3,
         0.6,
     ]
@@ -675,3 +675,19 @@ def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
     targets = [set(d["outputs"]) & stop_ids for d in demo.config["dependencies"]]
     assert sum(bool(t) for t in targets) == 2 * len(stops)  # an enable and a disable for each
     assert by_elem["cmp-table"]["props"]["value"]["headers"][:4] == ["content", "class", "method", "status"]
+
+
+def test_compare_tab_ticks_only_what_runs_here(tmp_path, monkeypatch):
+    """Issue 27 item 5: offline, without VGG-19 or a decoder, Gatys and AdaIN are not ticked; they are
+    listed with the reason, after the methods that run."""
+    from styleprompt.ui import build_app
+    from styleprompt.ui.serve import AppSettings
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    demo = build_app(AppSettings(model="tiny", output_dir=tmp_path / "out", device="cpu"))
+    box = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "cmp-methods")
+    ticked, values = box["props"]["value"], [c[1] for c in box["props"]["choices"]]
+    assert "gatys" not in ticked and "adain" not in ticked and "token-txt2img" in ticked
+    assert values[-2:] == ["gatys", "adain"] and "VGG-19" in box["props"]["info"]
+    labels = dict((v, label) for label, v in box["props"]["choices"])
+    assert "random weights" in labels["token-txt2img"]  # the tiny model: a random-weights column, marked

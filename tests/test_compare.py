@@ -21,7 +21,7 @@ from styleprompt.evaluation.methods import AdainStylizer
 from styleprompt.plumbing.errors import UserError
 from tests.conftest import make_artworks
 
-FAST = dict(size=64, gatys_iterations=2, token_steps=2, cell_size=96, show_progress=False)
+FAST = dict(size=64, options={"iterations": 2, "steps": 2}, cell_size=96, show_progress=False)
 QUICK = dict(FAST, metrics=False)  # where a test is not about the metrics, skip their cost
 HAS_GHIASI = importlib.util.find_spec("classic.ghiasi") is not None
 
@@ -68,7 +68,9 @@ def test_every_file_and_every_method_row(full_run):
         assert path.is_file() and path.stat().st_size > 0, path
     with open(result.csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["content"], r["method"]) for r in rows] == [("photo", m) for m in method_names()]
+    # By default every method that can run here, the real-weight ones first (issue 25 item 6).
+    real_first = ["ghiasi", "gatys", "adain", "token-txt2img", "token-img2img"] if HAS_GHIASI else method_names()
+    assert [(r["content"], r["method"]) for r in rows] == [("photo", m) for m in real_first]
     expected_ok = set(method_names()) if HAS_GHIASI else set(method_names()) - {"ghiasi"}
     assert {m for m, s in result.status.items() if s == "ok"} == expected_ok, result.status
     for row in rows:
@@ -76,6 +78,11 @@ def test_every_file_and_every_method_row(full_run):
             assert row["status"] == "ok" and float(row["time_s"]) > 0 and row["peak_memory_mib"] != ""
             # Random VGG/AdaIN and the tiny model's random weights are labelled; Ghiasi's are real.
             assert row["method_weights"] == ("real" if row["method"] == "ghiasi" else "random")
+    # The README's tiny compare (random VGG, Gatys after a few iterations) crowns no random column.
+    from styleprompt.evaluation.report import front
+
+    assert {m for _, m in front(result.cells)} <= {"ghiasi"}
+    assert all(c.metrics["style_gain"].weights == "real" for c in result.cells if "style_gain" in c.metrics)
     grid = Image.open(result.grid)
     assert 96 < grid.height < 2 * 96 + 80 and grid.width >= 7 * 96  # 1 row; content + 5 methods + style columns
 
@@ -86,9 +93,10 @@ def test_outputs_are_images_with_their_parameters(full_run):
     manifest = read_manifest(result.output)
     img2img = Image.open(result.output / manifest["cells"][4]["image"])
     assert img2img.text["strength"] == "0.6" and img2img.text["method"] == "token-img2img"
-    gatys = Image.open(result.output / manifest["cells"][0]["image"])
+    gatys = Image.open(result.output / next(c["image"] for c in manifest["cells"] if c["method"] == "gatys"))
     assert gatys.text["method"] == "gatys" and gatys.text["iterations"] == "2" and gatys.text["weights"] == "random"
-    adain = np.asarray(Image.open(result.output / manifest["cells"][1]["image"]).convert("RGB"), dtype=float)
+    adain_file = next(c["image"] for c in manifest["cells"] if c["method"] == "adain")
+    adain = np.asarray(Image.open(result.output / adain_file).convert("RGB"), dtype=float)
     content = np.asarray(Image.open(result.output / "inputs" / "content-01.png").convert("RGB"), dtype=float)
     assert adain.shape == content.shape and np.abs(adain - content).mean() > 5  # it did change the picture
 
@@ -362,3 +370,44 @@ def test_method_status_is_decided_by_state_not_wording():
     assert method_status(cells(Status(), Status()), Status()).ok
     unprepared = Status(State.SKIPPED, "no decoder")
     assert method_status(cells(Status()), unprepared) is unprepared
+
+
+def test_best_is_the_real_weight_front_of_style_gain_and_fidelity():
+    """Issue 27 item 5: raw similarity crowned an almost unchanged photo; "best" is now the front of
+    style gain (over the method's own content picture) and SSIM, among real-weight methods that
+    stylised the picture."""
+    from styleprompt.evaluation.report import STYLE_GAIN, Cell, Metric, best_values, front
+
+    def cell(method: str, gain: float, ssim: float, weights: str = "real") -> Cell:
+        c = Cell(0, "photo", "city", method, method_weights=weights)
+        c.metrics = {STYLE_GAIN: Metric(gain, "higher", "real"), "ssim": Metric(ssim, "higher", "none")}
+        return c
+
+    cells = [
+        cell("almost-unchanged", 0.01, 0.97),  # keeps the content best, adds next to no style
+        cell("strong", 0.20, 0.50),
+        cell("balanced", 0.15, 0.60),
+        cell("dominated", 0.10, 0.40),
+        cell("demo", 0.50, 0.90, weights="random"),  # random weights: never best
+        cell("lost-style", -0.10, 0.99),
+    ]
+    assert front(cells) == {(0, "strong"), (0, "balanced")}
+    assert (0, "strong", STYLE_GAIN) in best_values(cells) and (0, "strong", "ssim") in best_values(cells)
+    assert not any(name == "style_similarity" for _, _, name in best_values(cells))
+
+
+def test_default_methods_are_those_that_run_here_real_first(tmp_path, monkeypatch):
+    from styleprompt.evaluation.compare import default_methods
+    from styleprompt.evaluation.methods import Sources
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19
+    chosen, not_run = default_methods(Sources(files={"embedding": None, "model": "tiny"}))
+    assert "gatys" in not_run and "VGG-19" in not_run["gatys"] and "--random-weights" in not_run["gatys"]
+    assert "decoder" in not_run["adain"]
+    assert not_run["token-txt2img"] == "no style token given (--embedding FILE)"
+    assert chosen == (["ghiasi"] if HAS_GHIASI else [])
+    chosen, not_run = default_methods(
+        Sources(random_weights=True, files={"embedding": "e.safetensors", "model": "tiny"})
+    )
+    assert not not_run and chosen[0] == ("ghiasi" if HAS_GHIASI else chosen[0])
+    assert chosen[-2:] == ["token-txt2img", "token-img2img"]  # the tiny model is random weights: after the real

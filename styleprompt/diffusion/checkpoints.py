@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -128,7 +128,10 @@ def resolve_resume(folder: Path, resume: str) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / "state.json").is_file():
-        raise UserError(f"--resume {resume}: not a checkpoint folder (expected state.json inside); use --resume latest")
+        raise SettingError(
+            "resume",
+            f"{{setting}} {resume}: not a checkpoint folder (expected state.json inside); use {{setting}} latest",
+        )
     return path
 
 
@@ -221,3 +224,84 @@ def load_checkpoint(path: Path) -> TrainingState:
         scaler=meta.get("scaler"),
         fingerprint=fingerprint,
     )
+
+
+# -- whole-module checkpoints (the micro build's text encoder + UNet) ------------------------------
+#
+# The same layout as a token run's (checkpoint-<step>/state.safetensors + state.json, written to a
+# hidden folder and renamed), for state that is whole modules rather than a few vectors: named
+# tensors of any shape beside an optimizer's state. The micro build keeps its own rule of which
+# checkpoints to keep (its rate schedule's half point), so pruning takes steps to spare.
+
+
+def save_tensor_checkpoint(
+    folder: Path,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    optimizer: dict,
+    keep: int,
+    spare: tuple[int, ...] = (),
+) -> Path:
+    """Write checkpoint-<step> (`tensors` and an optimizer's state_dict) atomically; keep the newest `keep` and `spare`."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".tmp-checkpoint-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    final = folder / f"checkpoint-{step}"
+    tmp = folder / f".tmp-checkpoint-{step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    opt_tensors, opt_meta = _split_optimizer(optimizer)
+    clash = [k for k in tensors if k.startswith("optimizer.")]
+    if clash:
+        raise ValueError(f"tensor names may not start with 'optimizer.' ({clash[0]})")
+    save_file(
+        {**{k: v.detach().cpu().contiguous() for k, v in tensors.items()}, **opt_tensors},
+        str(tmp / "state.safetensors"),
+    )
+    with atomic_path(tmp / "state.json") as path:
+        path.write_text(json.dumps({"step": step, "optimizer": opt_meta}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old_step, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        if old_step not in spare:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_tensor_checkpoint(path: Path) -> tuple[int, dict[str, torch.Tensor], dict]:
+    """(step, tensors, optimizer state_dict) of a `save_tensor_checkpoint` folder; `CheckpointDamaged` if unreadable."""
+    from safetensors.torch import load_file
+
+    json_path, tensor_path = path / "state.json", path / "state.safetensors"
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(json_path, f"not readable JSON: {exc}") from None
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError for a truncated file
+        raise _damaged(tensor_path, f"not a readable safetensors file: {str(exc).splitlines()[0][:120]}") from None
+    _expect(json_path, isinstance(meta, dict), f"holds a {type(meta).__name__}, not an object")
+    step = meta.get("step")
+    _expect(json_path, _is_int(step) and step >= 0, f"'step' is {step!r}, not a whole number")
+    optimizer = meta.get("optimizer")
+    _expect(
+        json_path,
+        isinstance(optimizer, dict)
+        and isinstance(optimizer.get("param_groups"), list)
+        and isinstance(optimizer.get("state"), dict)
+        and all(isinstance(slots, dict) for slots in optimizer["state"].values()),
+        "'optimizer' lacks its param_groups list or state object",
+    )
+    missing = [
+        f"optimizer.{pid}.{key}"
+        for pid, slots in optimizer["state"].items()
+        for key, kind in slots.items()
+        if kind == "tensor" and f"optimizer.{pid}.{key}" not in tensors
+    ]
+    _expect(tensor_path, not missing, f"the tensor {missing[0] if missing else ''} is missing")
+    own = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
+    return step, own, _join_optimizer(tensors, optimizer)

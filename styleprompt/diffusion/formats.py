@@ -33,18 +33,15 @@ from typing import cast
 
 import torch
 
-from styleprompt.diffusion.models import family_of_width
+from styleprompt.diffusion.families import describe_family, family_of_widths
 from styleprompt.diffusion.tokens import save_diffusers_embedding, validate_token_name
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path
 
 FORMATS = ("diffusers", "a1111", "emb_params", "sdxl", "sdxl-pair", "a1111-png")
 PNG_KEY = "sd-ti-embedding"  # A1111's text chunk holding an embedding inside a preview image
 IMAGE_SUFFIXES = (".png", ".webp")
 A1111_STAR_TOKEN_ID = 265  # CLIP's id of "*", the placeholder A1111 writes in string_to_token
-
-_FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-_SDXL_WIDTHS = (768, 1280)
 
 
 @dataclass
@@ -89,46 +86,6 @@ class Embedding:
             return self
         v2 = self.vectors_2 * factor if self.vectors_2 is not None else None
         return replace(self, vectors=self.vectors * factor, vectors_2=v2)
-
-
-# -- families -------------------------------------------------------------------------------------
-
-
-def family_of_widths(widths: tuple[int, ...]) -> str:
-    """ "sd1" (768), "sd2" (1024), "sdxl" (768 + 1280), else "custom-<w>" / "custom-sdxl-<w1>+<w2>"."""
-    if len(widths) == 2:
-        return "sdxl" if tuple(widths) == _SDXL_WIDTHS else f"custom-sdxl-{widths[0]}+{widths[1]}"
-    return family_of_width(widths[0])
-
-
-def describe_family(widths: tuple[int, ...]) -> str:
-    """A family for people: "SD 1.x (width 768)", "SDXL (widths 768+1280)", "a custom model (width 32)"."""
-    family = family_of_widths(widths)
-    if family in _FAMILY_NAMES:
-        name = _FAMILY_NAMES[family]
-    elif len(widths) == 2:
-        name = "a custom SDXL-layout model"
-    else:
-        name = "a custom model"
-    label = "widths" if len(widths) == 2 else "width"
-    return f"{name} ({label} {'+'.join(str(w) for w in widths)})"
-
-
-def fits_description(widths: tuple[int, ...]) -> str:
-    """Which models a file of these widths loads into, for `inspect`."""
-    family = family_of_widths(widths)
-    return {
-        "sd1": "SD 1.x models (SD 1.4, 1.5 and their fine-tunes)",
-        "sd2": "SD 2.x models (SD 2.0, 2.1)",
-        "sdxl": "SDXL models (SDXL base, refiner's clip_g only, and fine-tunes)",
-    }.get(
-        family,
-        "the tiny test model `tiny-sdxl`"
-        if widths == (32, 64)
-        else "the tiny test model `tiny`"
-        if widths == (32,)
-        else f"models whose text encoders are {describe_family(widths)}",
-    )
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -454,7 +411,9 @@ def _save_pickle(path: Path, obj: object) -> Path:
 
 def _need_suffix(path: Path, fmt: str, allowed: tuple[str, ...]) -> None:
     if path.suffix.lower() not in allowed:
-        raise UserError(f"--to {fmt} writes {' or '.join(allowed)} files; {path.name} has another extension")
+        raise SettingError(
+            "fmt", f"{{setting}} {fmt} writes {' or '.join(allowed)} files; {path.name} has another extension"
+        )
 
 
 def write_png_embedding(emb: Embedding, path: str | os.PathLike, image=None) -> Path:
@@ -480,14 +439,16 @@ def write_embedding(emb: Embedding, path: str | os.PathLike, fmt: str) -> list[P
         if not torch.isfinite(part).all():
             raise UserError(f"refusing to write {target}: the embedding has NaN or infinite values")
     if fmt in ("sdxl", "sdxl-pair") and not emb.is_sdxl:
-        raise UserError(
-            f"--to {fmt} needs vectors for both SDXL text encoders, but {emb.token} is for {describe_family(emb.widths)}; "
-            "use diffusers, a1111 or emb_params"
+        raise SettingError(
+            "fmt",
+            f"{{setting}} {fmt} needs vectors for both SDXL text encoders, but {emb.token} is for "
+            f"{describe_family(emb.widths)}; use diffusers, a1111 or emb_params",
         )
     if fmt not in ("sdxl", "sdxl-pair") and emb.is_sdxl:
-        raise UserError(
-            f"{emb.token} is an SDXL embedding (two text encoders); --to {fmt} holds one. Use --to sdxl (A1111, ComfyUI) "
-            "or --to sdxl-pair (diffusers)"
+        raise SettingError(
+            "fmt",
+            f"{emb.token} is an SDXL embedding (two text encoders); {{setting}} {fmt} holds one. Use {{setting}} sdxl "
+            "(A1111, ComfyUI) or {setting} sdxl-pair (diffusers)",
         )
     if fmt == "diffusers":
         _need_suffix(target, fmt, (".safetensors", ".bin"))

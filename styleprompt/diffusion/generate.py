@@ -12,7 +12,6 @@ Why these choices:
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import random
@@ -25,11 +24,12 @@ import torch
 from PIL import Image
 
 from classic import limits
-from styleprompt.diffusion.formats import describe_family, read_embedding
+from styleprompt.diffusion.families import describe_family, text_encoders
+from styleprompt.diffusion.formats import read_embedding
 from styleprompt.diffusion.lora import load_loras, loaded_loras
-from styleprompt.diffusion.models import is_sdxl, native_resolution, text_encoders
-from styleprompt.diffusion.tokens import check_not_a_word, embedding_width, file_sha256, token_names
-from styleprompt.plumbing.errors import UserError
+from styleprompt.diffusion.models import native_resolution, runner_for
+from styleprompt.diffusion.tokens import embedding_width, file_sha256, install_token
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.images import load_image, resize_long_side, save_image
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ _SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 SCHEDULERS: tuple[str, ...] = tuple(_SCHEDULERS)
 # Text chunk of a generated PNG holding every parameter as JSON (the other chunks are for people).
 PARAMS_KEY = "styleprompt"
-_SOURCES_ATTR = "styleprompt_sources"  # on a tokenizer: token -> where its vectors came from
+# How to rename a token that clashes with one already loaded (or with a word of the model).
+_RENAME = "`styleprompt convert FILE --token <other-name> --to ... --output ...`"
 
 
 @dataclass
@@ -88,39 +89,6 @@ class Generated:
 # -- loading tokens -----------------------------------------------------------------------------------
 
 
-def _install_rows(tokenizer, text_encoder, token: str, vectors: torch.Tensor) -> bool:
-    """Add `token` (n entries, diffusers' naming) with these rows; False when already there, equal.
-
-    Why not `pipe.load_textual_inversion`: it shrinks a padded embedding table to the tokenizer's
-    length and recomputes the table's covariance to initialise rows it then overwrites.
-    """
-    names = token_names(token, int(vectors.shape[0]))
-    check_not_a_word(
-        tokenizer, names, "rename it with `styleprompt convert FILE --token <other-name> --to ... --output ...`"
-    )
-    vocab = tokenizer.get_vocab()
-    present = [name in vocab for name in names]
-    longer = f"{token}_{len(names)}" in vocab
-    table = text_encoder.get_input_embeddings().weight
-    new_rows = vectors.to(table.device, table.dtype)
-    if all(present) and not longer:
-        ids = tokenizer.convert_tokens_to_ids(names)
-        if torch.equal(table[ids].detach(), new_rows):
-            return False
-    if any(present) or longer:
-        raise UserError(
-            f"token {token} is already in the model with other vectors (another file, or another --style-scale); "
-            f"rename one with `styleprompt convert FILE --token <other-name> --to ... --output ...`"
-        )
-    tokenizer.add_tokens(names)
-    ids = tokenizer.convert_tokens_to_ids(names)
-    if len(tokenizer) > table.shape[0]:  # grow only: a padded table keeps its rows
-        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    with torch.no_grad():
-        text_encoder.get_input_embeddings().weight[ids] = new_rows
-    return True
-
-
 def _check_fits(emb, widths: tuple[int, ...], path: str, model: str) -> None:
     if emb.widths != widths:
         raise UserError(
@@ -135,8 +103,7 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
     Loading the same file (same vectors, same scale) again is a no-op. A file whose widths do
     not match the model's text encoders is refused with one line naming both families.
     """
-    if not (0.0 <= float(style_scale) <= 10.0):
-        raise UserError(f"--style-scale must be between 0 and 10 (got {style_scale})")
+    limits.check_between("style_scale", style_scale)
     pipe = loaded.pipe
     pairs = text_encoders(pipe)
     widths = tuple(embedding_width(te) for _, te in pairs)
@@ -152,12 +119,8 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
             )
         scaled = emb.scaled(float(style_scale))
         for (tokenizer, text_encoder), vectors in zip(pairs, scaled.parts()):
-            _install_rows(tokenizer, text_encoder, emb.token, vectors)
-        sources = getattr(pipe.tokenizer, _SOURCES_ATTR, None)
-        if sources is None:
-            sources = {}
-            setattr(pipe.tokenizer, _SOURCES_ATTR, sources)
-        sources[emb.token] = {
+            install_token(tokenizer, text_encoder, emb.token, vectors, _RENAME)
+        loaded.tokens[emb.token] = {
             "token": emb.token,
             "files": [str(Path(f).resolve()) for f in emb.files],
             "sha256": [file_sha256(f, length=64) for f in emb.files],
@@ -184,7 +147,9 @@ def expand_prompts(template: str, tokens: Sequence[str], classes: Sequence[str])
             raise UserError("the prompt has {class}; give one or more --class values (a lighthouse, a city, ...)")
         return [(c, text.replace("{class}", c)) for c in wanted]
     if wanted:
-        raise UserError('--class needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"')
+        raise SettingError(
+            "classes", '{setting} needs a {class} slot in the prompt, e.g. "a {token} style of a {class}"'
+        )
     return [("", text)]
 
 
@@ -203,51 +168,6 @@ def make_scheduler(name: str, config) -> Any:
                 "the lms scheduler needs scipy (pip install scipy); or choose dpm++, euler or ddim"
             ) from None
     return cls.from_config(config, **options)
-
-
-def _pipeline_class(pipe, img2img: bool):
-    from diffusers import (
-        StableDiffusionImg2ImgPipeline,
-        StableDiffusionPipeline,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLPipeline,
-    )
-
-    if is_sdxl(pipe):
-        return StableDiffusionXLImg2ImgPipeline if img2img else StableDiffusionXLPipeline
-    return StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
-
-
-def runner_for(pipe, img2img: bool, scheduler) -> Any:
-    """A pipeline over the loaded pipeline's own components (nothing copied, nothing cast)."""
-    return pipeline_over(pipe, _pipeline_class(pipe, img2img), scheduler=scheduler)
-
-
-def pipeline_over(pipe, cls, **replacements: Any) -> Any:
-    """A `cls` pipeline over `pipe`'s components, with `replacements` swapped in.
-
-    Built directly rather than with `from_pipe`, which casts every shared component to fp32
-    unless told the dtype (and to one dtype when told): that would silently change the cached
-    model the app shares, or an fp16 model's fp32 VAE.
-    """
-    components = dict(pipe.components, **replacements)
-    kwargs: dict[str, Any] = {}
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self":
-            continue
-        if name in components:
-            kwargs[name] = components[name]
-        elif name == "requires_safety_checker":
-            kwargs[name] = components.get("safety_checker") is not None
-        elif name == "add_watermarker":
-            kwargs[name] = getattr(pipe, "watermark", None) is not None
-        elif name in pipe.config and not name.startswith("_"):
-            kwargs[name] = pipe.config[name]
-        elif param.default is inspect.Parameter.empty:
-            kwargs[name] = None
-    runner = cls(**kwargs)
-    runner.set_progress_bar_config(disable=True)
-    return runner
 
 
 def _content_image(value: Any, cfg: GenerateConfig, pipe) -> tuple[Image.Image, dict]:
@@ -276,26 +196,16 @@ def check_config(cfg: GenerateConfig) -> None:
     """Every setting in range, before a model loads (the command calls it first; generate again)."""
     if not (cfg.prompt or "").strip():
         raise UserError('the prompt is empty; write one, such as "a {token} style of a {class}"')
-    if cfg.steps < 1 or cfg.steps > 1000:
-        raise UserError(f"--steps must be between 1 and 1000 (got {cfg.steps})")
-    limits.check_range(
-        "--count",
-        cfg.count,
-        1,
-        limits.MAX_COUNT,
-        "images per class; all are held in memory until written, and each is a full sampling run",
-    )
-    if not (0.0 <= cfg.guidance <= 50.0):
-        raise UserError(f"--guidance must be between 0 and 50 (got {cfg.guidance})")
-    if not (0.0 <= cfg.strength <= 1.0):
-        raise UserError(f"--strength must be between 0 and 1 (got {cfg.strength})")
+    limits.check_between("steps", cfg.steps)
+    limits.check_bound("count", cfg.count)
+    limits.check_between("guidance", cfg.guidance)
+    limits.check_between("strength", cfg.strength)
     limits.check_generate_size(cfg.width, cfg.height)
-    if not (0.0 <= float(cfg.style_scale) <= 10.0):
-        raise UserError(f"--style-scale must be between 0 and 10 (got {cfg.style_scale})")
+    limits.check_between("style_scale", cfg.style_scale)
     if cfg.scheduler not in _SCHEDULERS:
         raise UserError(f"unknown scheduler {cfg.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
     if cfg.seed is not None:  # image i uses seed + i
-        limits.check_range("--seed", cfg.seed, 0, limits.MAX_SEED - cfg.count + 1, "image i uses seed + i, 64 bits")
+        limits.check_range("seed", cfg.seed, 0, limits.MAX_SEED - cfg.count + 1, "image i uses seed + i, 64 bits")
 
 
 @torch.no_grad()
@@ -312,9 +222,9 @@ def _vae_round_trip(pipe, content: Image.Image) -> Image.Image:
     return pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
 
 
-def _sources(pipe, tokens: Sequence[str]) -> list[dict]:
-    known = getattr(pipe.tokenizer, _SOURCES_ATTR, None) or {}
-    vocab = pipe.tokenizer.get_vocab()
+def _sources(loaded, tokens: Sequence[str]) -> list[dict]:
+    known = getattr(loaded, "tokens", None) or {}  # a LoadedModel's provenance (any object with .pipe works)
+    vocab = loaded.pipe.tokenizer.get_vocab()
     out = []
     for token in tokens:
         if token not in vocab:
@@ -350,7 +260,7 @@ def generate(
     check_config(cfg)
     pipe = loaded.pipe
     tokens = list(embeddings)
-    sources = _sources(pipe, tokens)
+    sources = _sources(loaded, tokens)
     loras = loaded_loras(pipe)  # each LoRA loaded with --lora: file, sha256, format, rank, scale
     prompts = expand_prompts(cfg.prompt, tokens, cfg.classes)
     negative = cfg.negative_prompt.replace("{token}", " ".join(tokens)).strip()

@@ -10,40 +10,46 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.diffusion import families
+from styleprompt.diffusion.families import (
+    DEFAULT_MODEL,
+    MICRO_MODEL,
+    TINY_MODELS,
+    family_of_width,
+    is_sdxl,
+    model_family,
+    text_encoders,
+)
+from styleprompt.plumbing.errors import SettingError, UserError
 
-# The standard Stable Diffusion 1.5 checkpoint (its maintained mirror on the hub).
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-TINY_MODELS = ("tiny", "tiny-sdxl")
+# Re-exported: callers ask the loader for these, and families.py is where they are decided.
+__all__ = [
+    "DEFAULT_MODEL",
+    "TINY_MODELS",
+    "LoadedModel",
+    "family_of_width",
+    "is_sdxl",
+    "load_pipeline",
+    "model_family",
+    "move_pipeline",
+    "native_resolution",
+    "pick_device",
+    "pick_dtype",
+    "pipeline_over",
+    "runner_for",
+    "text_copy",
+    "text_encoders",
+]
 
-# Text-encoder width -> family. SDXL is recognised by its second text encoder.
-_FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 log = logging.getLogger(__name__)
-
-
-# Training settings whose best value depends on the model; TrainConfig fills the ones a user left unset.
-TRAINING_DEFAULTS: dict[str, float] = {"vectors": 4, "norm_cap": 0.0}
-MODEL_TRAINING_DEFAULTS: dict[str, dict[str, float]] = {
-    # The micro model's text encoder has 2 layers and 32 positions: four learned vectors outweighed the
-    # prompt's one class word (starry token, 6 unseen classes x 2 seeds: class accuracy 0.33 with 4,
-    # 0.75 with 1), and an uncapped vector grew to twice the length of any word while its direction
-    # settled near the word "starry" (cosine 0.70); capped, the token's style retrieval@1 rose from 0.50
-    # to 0.75 (docs/micro.md).
-    "micro": {"vectors": 1, "norm_cap": 1.0},
-}
-
-
-def training_default(model: str, name: str) -> float:
-    """The value of training setting `name` for `model` when the user gives none."""
-    return MODEL_TRAINING_DEFAULTS.get(model, {}).get(name, TRAINING_DEFAULTS[name])
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -54,15 +60,20 @@ def pick_device(requested: str | None = None) -> torch.device:
         except (RuntimeError, ValueError):
             device = None
         if device is None or device.type not in ("cpu", "cuda", "mps"):
-            raise UserError(f"unknown --device {requested!r}: use cpu, cuda, cuda:N or mps")
+            raise SettingError("device", f"unknown {{setting}} {requested!r}: use cpu, cuda, cuda:N or mps")
         if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {requested} was asked for but no CUDA GPU is available; use --device cpu")
+            raise SettingError(
+                "device", f"{{setting}} {requested} was asked for but no CUDA GPU is available; use {{setting}} cpu"
+            )
         if requested == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise UserError("--device mps was asked for but Apple's MPS is not available; use --device cpu")
+            raise SettingError(
+                "device", "{setting} mps was asked for but Apple's MPS is not available; use {setting} cpu"
+            )
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                f"numbered from 0; use cuda:0"
+            raise SettingError(
+                "device",
+                f"{{setting}} {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from 0; use cuda:0",
             )
         return device
     if torch.cuda.is_available():
@@ -92,43 +103,26 @@ def move_pipeline(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return pipe
 
 
-def is_sdxl(pipe: Any) -> bool:
-    """SDXL is the family with a second text encoder (the one place that rule lives)."""
-    return getattr(pipe, "text_encoder_2", None) is not None
-
-
-def text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
-    """(tokenizer, text encoder) pairs: one for SD 1.x/2.x, two for SDXL (each learns its own rows)."""
-    pairs = [(pipe.tokenizer, pipe.text_encoder)]
-    if is_sdxl(pipe):
-        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
-    return pairs
-
-
 def native_resolution(pipe: Any) -> int:
     """The image side the UNet was trained at (512 for SD 1.5, 1024 for SDXL)."""
     return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
 
-def family_of_width(width: int) -> str:
-    """A one-encoder family from its text encoder's width: "sd1", "sd2" or "custom-<width>"."""
-    return _FAMILY_BY_WIDTH.get(width, f"custom-{width}")
-
-
-def model_family(pipe: Any) -> str:
-    """ "sd1", "sd2", "sdxl", or "custom-<width>" (the tiny models) from the text encoders."""
-    if is_sdxl(pipe):
-        return "sdxl"
-    return family_of_width(int(pipe.text_encoder.config.hidden_size))
-
-
 @dataclass
 class LoadedModel:
+    """A loaded pipeline and what every user of it needs to know about it.
+
+    `tokens`: where each style token loaded into this model came from (files, their SHA-256,
+    format, vectors, scale), written by `generate.load_embeddings` and recorded in every PNG.
+    It belongs to the model, not to its tokenizer: a copy of the model (`text_copy`) copies it.
+    """
+
     pipe: Any
     name: str
     family: str
     device: torch.device
     dtype: torch.dtype
+    tokens: dict[str, dict] = field(default_factory=dict)
 
 
 def text_copy(loaded: LoadedModel) -> LoadedModel:
@@ -140,8 +134,6 @@ def text_copy(loaded: LoadedModel) -> LoadedModel:
     """
     import copy
 
-    from styleprompt.diffusion.generate import pipeline_over
-
     pipe = loaded.pipe
     parts = {
         "tokenizer": copy.deepcopy(pipe.tokenizer),
@@ -152,7 +144,97 @@ def text_copy(loaded: LoadedModel) -> LoadedModel:
         parts["tokenizer_2"] = copy.deepcopy(pipe.tokenizer_2)
         parts["text_encoder_2"] = copy.deepcopy(pipe.text_encoder_2)
     view = pipeline_over(pipe, pipe.__class__, **parts)
-    return LoadedModel(pipe=view, name=loaded.name, family=loaded.family, device=loaded.device, dtype=loaded.dtype)
+    return LoadedModel(
+        pipe=view,
+        name=loaded.name,
+        family=loaded.family,
+        device=loaded.device,
+        dtype=loaded.dtype,
+        tokens=copy.deepcopy(loaded.tokens),
+    )
+
+
+# -- pipelines over a loaded model's components -------------------------------------------------------
+
+
+def pipeline_over(pipe: Any, cls: Any, **replacements: Any) -> Any:
+    """A `cls` pipeline over `pipe`'s components, with `replacements` swapped in.
+
+    Built directly rather than with `from_pipe`, which casts every shared component to fp32
+    unless told the dtype (and to one dtype when told): that would silently change the cached
+    model the app shares, or an fp16 model's fp32 VAE.
+    """
+    import inspect
+
+    components = dict(pipe.components, **replacements)
+    kwargs: dict[str, Any] = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self":
+            continue
+        if name in components:
+            kwargs[name] = components[name]
+        elif name == "requires_safety_checker":
+            kwargs[name] = components.get("safety_checker") is not None
+        elif name == "add_watermarker":
+            kwargs[name] = getattr(pipe, "watermark", None) is not None
+        elif name in pipe.config and not name.startswith("_"):
+            kwargs[name] = pipe.config[name]
+        elif param.default is inspect.Parameter.empty:
+            kwargs[name] = None
+    runner = cls(**kwargs)
+    runner.set_progress_bar_config(disable=True)
+    return runner
+
+
+def _pipeline_class(pipe: Any, img2img: bool) -> Any:
+    from diffusers import (
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    if is_sdxl(pipe):
+        return StableDiffusionXLImg2ImgPipeline if img2img else StableDiffusionXLPipeline
+    return StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+
+
+def runner_for(pipe: Any, img2img: bool, scheduler: Any) -> Any:
+    """A text->image or image->image pipeline over the loaded pipeline's own components (nothing
+    copied, nothing cast), of the pipeline's family."""
+    return pipeline_over(pipe, _pipeline_class(pipe, img2img), scheduler=scheduler)
+
+
+# -- loading ------------------------------------------------------------------------------------------
+
+
+def load_micro_folder(folder: Path | None = None) -> Any:
+    """The micro model's StableDiffusionPipeline in float32, read offline from its folder
+    (default: the one shipped as package data, `families.MICRO_MODEL_DIR`)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    folder = Path(folder) if folder is not None else families.MICRO_MODEL_DIR
+    if not (folder / "model_index.json").is_file():
+        raise UserError(
+            f"the micro model is not built ({folder} has no model_index.json); "
+            "run `python -m styleprompt.micro build --output build/micro --install`"
+        )
+    # StableDiffusionPipeline's type hint names AutoencoderKL; the micro model's wide-decoder
+    # AsymmetricAutoencoderKL has the same encode/decode interface, and diffusers would otherwise warn
+    # "Expected types for vae" on every load.
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            str(folder),
+            torch_dtype=torch.float32,
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
 
 
 def _not_available(model: str, reason: str) -> UserError:
@@ -228,10 +310,8 @@ def load_pipeline(
         from styleprompt.diffusion.tiny import build_tiny_pipeline
 
         pipe = build_tiny_pipeline(**kwargs)
-    elif model == "micro":
-        from styleprompt.micro import load_micro_pipeline
-
-        pipe = load_micro_pipeline()
+    elif model == MICRO_MODEL:
+        pipe = load_micro_folder()
     elif model == "tiny-sdxl":
         from styleprompt.diffusion import tiny
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
+from styleprompt.diffusion.families import TINY_WIDTHS
 from styleprompt.diffusion.templates import CLASS_NAMES, OBJECT_TEMPLATES, STYLE_TEMPLATES
 
 TINY_SEED = 0
 TINY_VOCAB_TARGET = 1000
-TINY_TEXT_WIDTH = 32
+(TINY_TEXT_WIDTH,) = TINY_WIDTHS["tiny"]  # families.py names each named model's widths
 
 # Words beyond the templates that a user of the tiny model types: initializer words, art words.
 _EXTRA_WORDS = (
@@ -247,7 +248,7 @@ def build_tiny_pipeline(prediction_type: str = "epsilon", unet_channels=(16, 32)
     )
 
 
-TINY_SDXL_WIDTHS = (32, 64)  # clip_l-like and clip_g-like text encoders: different on purpose
+TINY_SDXL_WIDTHS: tuple[int, int] = (TINY_WIDTHS["tiny-sdxl"][0], TINY_WIDTHS["tiny-sdxl"][1])  # clip_l-, clip_g-like
 TINY_SDXL_TIME_EMBED = 8
 
 

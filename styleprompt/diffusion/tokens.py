@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path
 
 DIFFUSERS_WEIGHT_NAME = "learned_embeds.safetensors"
@@ -62,38 +62,73 @@ def check_not_a_word(tokenizer, names: list[str], fix: str) -> None:
 
 
 def add_placeholder_tokens(tokenizer, text_encoder, token: str, num_vectors: int, init_word: str) -> list[int]:
-    """Add the placeholder's entries, grow the embedding table, initialise the new rows.
+    """Add a new token's entries for training, each row starting at the initializer word.
 
     Each new row starts as the mean of the initializer word's sub-token embeddings, so training
     starts from a meaningful point ("painting") rather than noise.
     """
     validate_token_name(token)
     if num_vectors < 1:
-        raise UserError(f"--vectors must be at least 1 (got {num_vectors})")
+        raise SettingError("vectors", f"{{setting}} must be at least 1 (got {num_vectors})")
     names = token_names(token, num_vectors)
-    check_not_a_word(tokenizer, names, f"choose another --token such as <{token.strip('<>')}-style>")
+    fix = f"choose another --token such as <{token.strip('<>')}-style>"
+    check_not_a_word(tokenizer, names, fix)
     vocab = tokenizer.get_vocab()
     taken = [n for n in names if n in vocab]
     if taken:
-        raise UserError(
-            f"token {taken[0]!r} is already in the tokenizer's vocabulary; choose another --token such as <{token.strip('<>')}-style>"
-        )
+        raise UserError(f"token {taken[0]!r} is already in the tokenizer's vocabulary; {fix}")
     init_ids = tokenizer.encode(init_word, add_special_tokens=False)
     if not init_word.strip() or not init_ids:
-        raise UserError(f"--init-word {init_word!r} gives no tokens; use an ordinary word such as painting")
+        raise SettingError(
+            "init_word", f"{{setting}} {init_word!r} gives no tokens; use an ordinary word such as painting"
+        )
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        init = weight[init_ids].float().mean(dim=0)
+    return _write_new_rows(tokenizer, text_encoder, names, init.expand(num_vectors, -1))
+
+
+def install_token(tokenizer, text_encoder, token: str, vectors: torch.Tensor, rename: str) -> bool:
+    """Add `token` (n entries, diffusers' naming) with these learned rows; False when it is
+    already there with the same rows (loading a file twice is a no-op).
+
+    Why not `pipe.load_textual_inversion`: it shrinks a padded embedding table to the tokenizer's
+    length and recomputes the table's covariance to initialise rows it then overwrites.
+    `rename` is the command that renames a token that clashes.
+    """
+    names = token_names(token, int(vectors.shape[0]))
+    check_not_a_word(tokenizer, names, f"rename it with {rename}")
+    vocab = tokenizer.get_vocab()
+    present = [name in vocab for name in names]
+    longer = f"{token}_{len(names)}" in vocab
+    table = text_encoder.get_input_embeddings().weight
+    if all(present) and not longer:
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if torch.equal(table[ids].detach(), vectors.to(table.device, table.dtype)):
+            return False
+    if any(present) or longer:
+        raise SettingError(
+            "style_scale",
+            f"token {token} is already in the model with other vectors (another file, or another {{setting}}); "
+            f"rename one with {rename}",
+        )
+    _write_new_rows(tokenizer, text_encoder, names, vectors)
+    return True
+
+
+def _write_new_rows(tokenizer, text_encoder, names: list[str], rows: torch.Tensor) -> list[int]:
+    """The one installer: add `names` to the tokenizer, grow the embedding table, write `rows`."""
     added = tokenizer.add_tokens(names)
-    if added != num_vectors:
-        raise UserError(f"token {token!r} collides with an existing tokenizer entry; choose another --token")
-    ids = tokenizer.convert_tokens_to_ids(names)
+    if added != len(names):
+        raise UserError(f"token {names[0]!r} collides with an existing tokenizer entry; choose another --token")
+    ids = list(tokenizer.convert_tokens_to_ids(names))
     # Grow only: some checkpoints pad their table past the tokenizer, and shrinking would cut rows.
     if len(tokenizer) > text_encoder.get_input_embeddings().weight.shape[0]:
         text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        init = weight[init_ids].float().mean(dim=0)
-        for i in ids:
-            weight[i] = init.to(weight.dtype)
-    return list(ids)
+        weight[ids] = rows.to(weight.device, weight.dtype)
+    return ids
 
 
 def embedding_width(text_encoder) -> int:

@@ -49,7 +49,7 @@ from styleprompt.diffusion.templates import PromptSampler
 from styleprompt.diffusion.tokens import add_placeholder_tokens, expand_token, save_diffusers_embedding
 from styleprompt.diffusion.training_run import TrainingRun, artworks_digest
 from styleprompt.plumbing import cpu_threads
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path, check_output_folder, remove_stale_temporaries
 from styleprompt.plumbing.images import save_image
 
@@ -253,37 +253,28 @@ def runs_on_cpu(cfg: TrainConfig) -> bool:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Every setting in range, before any artwork or model is read (also what the app's fields get)."""
+    """Every setting in range, before any artwork or model is read (also what the app's fields get).
+
+    Errors name the setting (`SettingError`); the CLI shows it as its flag, the app as its label.
+    """
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise UserError(f"--mixed-precision must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
+        raise SettingError("mixed_precision", f"{{setting}} must be no, fp16 or bf16 (got {cfg.mixed_precision!r})")
     for name in ("steps", "batch_size", "grad_accum", "vectors"):
         if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+            raise SettingError(name, f"{{setting}} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
-        raise UserError(f"--lr must be a positive number (got {cfg.lr})")
-    limits.check_range("--vectors", cfg.vectors, 1, limits.MAX_VECTORS, "a CLIP prompt holds 75 tokens")
+        raise SettingError("lr", f"{{setting}} must be a positive number (got {cfg.lr})")
+    limits.check_bound("vectors", cfg.vectors)
     if cfg.norm_cap < 0 or not math.isfinite(cfg.norm_cap):
-        raise UserError(f"--norm-cap must be 0 (no cap) or a positive number (got {cfg.norm_cap})")
+        raise SettingError("norm_cap", f"{{setting}} must be 0 (no cap) or a positive number (got {cfg.norm_cap})")
     if cfg.resolution is not None and cfg.resolution != 0:
-        limits.check_range(
-            "--resolution",
-            cfg.resolution,
-            64,
-            limits.MAX_TRAIN_RESOLUTION,
-            "every artwork's latents are cached and the UNet trains at this size; 1024 is SDXL's own",
-        )
+        limits.check_bound("resolution", cfg.resolution)
     limits.check_seed(cfg.seed)
     for name in ("save_every", "checkpoint_every", "preview_every", "lr_warmup_steps"):
         if getattr(cfg, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(cfg, name)})")
+            raise SettingError(name, f"{{setting}} must be 0 or more (got {getattr(cfg, name)})")
     if cfg.preview_every > 0:
-        limits.check_range(
-            "--preview-steps",
-            cfg.preview_steps,
-            1,
-            limits.MAX_SAMPLING_STEPS,
-            "sampling steps of each preview; --preview-every 0 turns previews off",
-        )
+        limits.check_bound("preview_steps", cfg.preview_steps)
     _check_lora_config(cfg)
     if cfg.device:
         pick_device(cfg.device)
@@ -291,21 +282,22 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _check_lora_config(cfg: TrainConfig) -> None:
+    """Pivotal tuning's settings (issue 24), named as the library names them (SettingError)."""
     if cfg.adapter not in ("none", "lora"):
-        raise UserError(f"--adapter must be none or lora (got {cfg.adapter!r})")
-    limits.check_range("--lora-rank", cfg.lora_rank, 1, 256, "LoRA ranks of 4-128 are usual for styles")
+        raise SettingError("adapter", f"{{setting}} must be none or lora (got {cfg.adapter!r})")
+    limits.check_range("lora_rank", cfg.lora_rank, 1, 256, "LoRA ranks of 4-128 are usual for styles")
     for name in ("lora_alpha", "lora_lr"):
         value = getattr(cfg, name)
-        if value is None and name == "lora_alpha":
+        if value is None and name == "lora_alpha":  # the rank
             continue
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise UserError(f"--{name.replace('_', '-')} must be a positive number (got {value})")
+            raise SettingError(name, f"{{setting}} must be a positive number (got {value})")
     if not (0.0 <= cfg.ti_fraction <= 1.0):
-        raise UserError(
-            f"--ti-fraction must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})"
+        raise SettingError(
+            "ti_fraction", f"{{setting}} must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})"
         )
     if cfg.lora_blocks not in lora_lib.BLOCKS:
-        raise UserError(f"--lora-blocks must be all or style (got {cfg.lora_blocks!r})")
+        raise SettingError("lora_blocks", f"{{setting}} must be all or style (got {cfg.lora_blocks!r})")
 
 
 class StyleTokenTrainer:
@@ -319,7 +311,7 @@ class StyleTokenTrainer:
         artworks = artworks if artworks is not None else load_artworks(cfg.images)
         cpu = runs_on_cpu(cfg)
         if cfg.mixed_precision == "fp16" and cpu:
-            raise UserError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
+            raise SettingError("mixed_precision", "{setting} fp16 needs a GPU; on CPU use bf16 or no")
         self.accelerator = _accelerator(cpu)
         device = self.accelerator.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
@@ -333,11 +325,11 @@ class StyleTokenTrainer:
         self.resolution = cfg.resolution or native_resolution(pipe)
         room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
         if cfg.vectors > room:
-            raise UserError(
-                f"--vectors {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer"
+            raise SettingError(
+                "vectors",
+                f"{{setting}} {cfg.vectors} is more than the {room} tokens a prompt of {cfg.model} holds; use fewer",
             )
-        if self.resolution % pipe.vae_scale_factor:
-            raise UserError(f"--resolution must be a multiple of {pipe.vae_scale_factor} (got {self.resolution})")
+        limits.check_multiple("resolution", self.resolution, int(pipe.vae_scale_factor))
 
         # One (tokenizer, text encoder) pair for SD 1.x/2.x, two for SDXL; each learns its own rows
         # for the same token names, spliced in by its own LearnedTokens.
@@ -760,9 +752,10 @@ def _recorded_threads(run: TrainingRun, recorded: dict) -> int | None:
 def _check_resume(cfg: TrainConfig, run: TrainingRun, recorded: dict, images_digest: str) -> None:
     """A resume continues the recipe config.json records, or is refused (before the model loads)."""
     if not recorded and ckpt.list_checkpoints(run.checkpoints):
-        raise UserError(
-            f"--resume: {run.folder} holds checkpoints but no {run.CONFIG}, so its recipe cannot be checked; "
-            "put the run's config.json back, start a new run (another --output), or add --overwrite to replace it"
+        raise SettingError(
+            "resume",
+            f"{{setting}}: {run.folder} holds checkpoints but no {run.CONFIG}, so its recipe cannot be checked; "
+            "put the run's config.json back, start a new run (another --output), or add --overwrite to replace it",
         )
     if recorded:
         run.check_resume(cfg, recorded, images_digest=images_digest)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, NamedTuple, Sequence
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import write_text_atomic
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ class TrainingRun:
         if images is not None:
             folder = Path(images).expanduser()
             if not folder.is_dir():
-                raise UserError(f"--images {folder} is not a folder")
+                raise SettingError("images", f"{{setting}} {folder} is not a folder")
             return folder
         recorded = config.get("images")
         if recorded and Path(recorded).expanduser().is_dir():
@@ -304,10 +304,11 @@ class TrainingRun:
         differences = recipe_differences(recorded, cfg, images_digest=images_digest, resolution=resolution)
         if not differences:
             return
-        raise UserError(
-            f"--resume: the run in {self.folder} was trained with another recipe ({'; '.join(differences)}); "
+        raise SettingError(
+            "resume",
+            f"{{setting}}: the run in {self.folder} was trained with another recipe ({'; '.join(differences)}); "
             "a resume continues the recorded one: resume with its settings, start a new run (another --output), "
-            "or add --overwrite to replace it"
+            "or add --overwrite to replace it",
         )
 
 

@@ -1,20 +1,32 @@
 """The stylization methods behind one contract, and the registry the CLI, `compare` and the app read.
 
 Why a registry: `styleprompt transfer`, `styleprompt compare` and the app's Classic and Compare
-tabs all offer "a method that turns a content photo and style images into a picture". Each of
-them lists `names()` and calls `get(name)`; none of them names a method. Adding a method is one
-class that satisfies `StyleMethod` (in its own module) and one `register(...)` line.
+tabs all offer "a method that turns a content photo (and style images) into a picture". Each of
+them lists `names()` and calls `get(name)`; none of them names a method, and none of them
+spells a method's flags or fields. Adding a method is one class (a `Method` subclass that fills
+in what it needs) and one `register(...)` line.
 
-The contract:
-- `StyleMethod.load(sources, networks)` loads the networks once (through `networks`, so the
-  app's cache or a compare run shares one VGG-19 between Gatys and AdaIN) and returns a
-  `Stylizer`, which then stylizes any number of images.
-- Every method reads the same `Request` (styles, weights, alpha, colours, mask, size, one
-  `tile_size` convention: "auto", None/0 for one pass, N for N-pixel tiles) plus the few
-  options only it understands (`StyleMethod.options`), which callers offer and the registry
-  filters, so a caller never branches on a method's name.
-- The answer is a `StyleResult`: the image, whether its networks are real or random, the time
-  and memory it took, and the method's own notes (losses, tiles) for the PNG's text.
+What a method owns (and the callers only read):
+- its **flags** (`add_arguments`, beside `options_from_args`) for `styleprompt transfer`;
+- its **fields** (`fields`: the few settings the app tabs and `compare` offer, with their
+  label, default, bounds and compare flag);
+- its **weight sources** (`sources`: `WeightSource`s naming the key it reads from
+  `Sources.files`, the flag and the app field that set it); a source two methods share (VGG-19
+  for Gatys and AdaIN) is declared by both with the same key and offered once;
+- whether it can run here (`availability`: real weights, random ones, or the reason it cannot),
+  so `compare` and the app default to what runs and list the rest with the reason;
+- its **pre-flight check** (`check`, before any network is loaded) and its measured memory
+  (`footprint`, a `classic.limits.Footprint`);
+- whether it uses the content picture (`uses_content`) and whether it stands alone in
+  `transfer` and the Classic tab (`standalone`; the token methods need a trained token and the
+  diffusion model, so they are compare columns);
+- its notes about each picture, as typed `Notes` (losses, evaluations, tiles, prompt, ...).
+
+The flow: `StyleMethod.load(sources, networks)` loads the networks once (through `networks`, so
+the app's cache or a compare run shares one VGG-19 between Gatys and AdaIN, and both token
+methods one pipeline with the token in it) and returns a `Stylizer`, which stylizes any number
+of images from a `Request` (styles, weights, alpha, colours, mask, size, one `tile_size`
+convention, the subject, and the method's own `options`).
 """
 
 from __future__ import annotations
@@ -22,14 +34,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from PIL import Image
 
+from classic import limits
 from styleprompt.plumbing.errors import UserError
 from styleprompt.plumbing.measure import measure
 
 if TYPE_CHECKING:
+    from classic.limits import Footprint
     from classic.tiling import TileSize
 
 
@@ -37,32 +51,105 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class WeightSource:
+    """Where one kind of network file comes from: the key in `Sources.files`, its flag, its app field."""
+
+    key: str  # e.g. "vgg_weights"; the same key in two methods is one source (one flag, one field)
+    flag: str  # e.g. "--vgg-weights", in `transfer` and `compare`
+    help: str
+    app_label: str | None = None  # a server-side path field in the app; None: not offered there
+    elem: str = ""  # the app field's elem_id suffix: "vgg" -> classic-vgg, cmp-vgg
+    default: str | None = None  # the flag's default (the token methods' --model)
+    what: str = ""  # what it is, for messages ("VGG-19 weights file")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-method setting the app tabs and `compare` offer, with its bounds.
+
+    `option` is the key the method reads from `Request.options`. The same Field object in two
+    methods (the token methods' sampling steps) is one field and one flag.
+    """
+
+    option: str
+    label: str  # the app's label, e.g. "Iterations (Gatys)"
+    default: int | float  # the app's value before any edit
+    minimum: int | float
+    maximum: int | float
+    elem: str  # elem_id suffix: "iterations" -> classic-iterations, cmp-iterations
+    integer: bool = True
+    app_limit: str | None = None  # an AppSettings attribute that caps `maximum` in the app
+    compare_flag: str | None = None  # e.g. "--gatys-iterations"; None: compare does not offer it
+    compare_default: int | float | None = None  # None: the method's own default
+    help: str = ""
+    slider_step: float | None = None  # a slider in the app instead of a number box
+
+    @property
+    def setting(self) -> str:
+        """The library's name for it in messages (`gatys_iterations`; each front end names it its way)."""
+        return self.compare_flag.lstrip("-").replace("-", "_") if self.compare_flag else self.option
+
+    def check(self, value: Any, name: str | None = None) -> Any:
+        """`value` within the bounds (a SettingError naming `name`, else `setting`, otherwise)."""
+        limits.check_range(name or self.setting, value, self.minimum, self.maximum)
+        return value
+
+
+@dataclass(frozen=True)
 class Sources:
-    """Where a method's networks come from: everything a load depends on."""
+    """Where a method's networks come from: everything a load depends on.
+
+    `files` is open: each method reads its own keys (`WeightSource.key`): a path, a hub id, or
+    (the app's Compare tab) a network already loaded. A key absent from `files` is one the
+    caller will ask for later (the app's token, chosen in the same form); a key present with
+    None was not given.
+    """
 
     device: str = "cpu"
     random_weights: bool = False
-    vgg_weights: str | None = None
-    decoder_weights: str | None = None
-    ghiasi_models: str | None = None
     seed: int = 0
+    files: Mapping[str, Any] = field(default_factory=dict)
+
+    def file(self, key: str) -> Any:
+        return self.files.get(key)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a method can run with the sources at hand: on real or random weights, or why not."""
+
+    reason: str | None = None  # None: it can run
+    random: bool = False  # it would run on random weights (a demo of the machinery)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
 
 
 class Networks(Protocol):
-    """A cache of loaded networks (the app's `ModelCache` is one): `build()` runs once per key."""
+    """A cache of loaded networks (the app's `ModelCache` is one): `load()` runs once per key."""
 
     def network(self, key: tuple, load: Callable[[], Any]) -> Any: ...
 
 
 class LocalNetworks:
-    """The simplest `Networks`: a dict, for one CLI or compare run."""
+    """The simplest `Networks`: a dict, for one CLI or compare run. A load that was refused
+    (a UserError: no weights, no model) is remembered too, so two methods sharing a network
+    report the same reason from one attempt."""
 
     def __init__(self) -> None:
         self._built: dict[tuple, Any] = {}
+        self._refused: dict[tuple, UserError] = {}
 
     def network(self, key: tuple, load: Callable[[], Any]) -> Any:
+        if key in self._refused:
+            raise self._refused[key]
         if key not in self._built:
-            self._built[key] = load()
+            try:
+                self._built[key] = load()
+            except UserError as exc:
+                self._refused[key] = exc
+                raise
         return self._built[key]
 
 
@@ -80,7 +167,29 @@ class Request:
     tile_size: TileSize = "auto"
     seed: int = 0
     show_progress: bool = True
+    subject: str = ""  # what the content shows ("city"), for methods that paint from a prompt
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Notes:
+    """What a method says about one picture, typed; `as_text()` is the PNG's text at the edge."""
+
+    loss: tuple[float, float] | None = None  # first and last loss, for optimisation methods
+    evaluations: int | None = None
+    tiles: int | None = None
+    prompt: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # anything else, already text
+
+    def as_text(self) -> dict[str, str]:
+        text = dict(self.extra)
+        if self.loss is not None:
+            text["loss_first"], text["loss_last"] = f"{self.loss[0]:.6g}", f"{self.loss[1]:.6g}"
+        for name in ("evaluations", "tiles", "prompt"):
+            value = getattr(self, name)
+            if value is not None:
+                text[name] = str(value)
+        return text
 
 
 @dataclass
@@ -92,8 +201,16 @@ class StyleResult:
     seconds: float = 0.0
     peak_mib: float | None = None
     memory_kind: str = ""
-    details: dict[str, str] = field(default_factory=dict)  # the method's notes, written into the PNG
-    loss: tuple[float, float] | None = None  # first and last loss, for optimisation methods
+    notes: Notes = field(default_factory=Notes)
+
+    @property
+    def details(self) -> dict[str, str]:
+        """The notes as the PNG's text."""
+        return self.notes.as_text()
+
+    @property
+    def loss(self) -> tuple[float, float] | None:
+        return self.notes.loss
 
 
 class Stylizer(Protocol):
@@ -107,19 +224,121 @@ class Stylizer(Protocol):
 
     def stylize(self, content: Image.Image, request: Request) -> StyleResult: ...
 
+    # Optional: `reference(content, request) -> Image | None`, the picture the method starts from
+    # (its style gain is measured over it). Without it, a method that uses the content starts
+    # from the content photo, and one that does not has no gain.
+
+
+@dataclass
+class Plan:
+    """What a run will ask of a method, known before any network is loaded (for `check`)."""
+
+    contents: list[tuple[str, tuple[int, int]]]  # (what, (width, height) as read)
+    styles: list[Image.Image]
+    size: int | None  # the long side every content is scaled to (None: as it is)
+    how: str  # what scales them, for messages ("{setting} 512": the setting `size`, named by each front end)
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options
+    device: str = "cpu"
+    methods: list[str] = field(default_factory=list)  # every method of the run (for advice naming the others)
+
 
 class StyleMethod(Protocol):
-    """One stylization method: a name, its own options, and a loader."""
+    """One stylization method (see the module's docstring for what each part is for)."""
 
     name: str
     label: str
-    options: frozenset[str]  # the method-specific options it reads from `Request.options`
+
+    @property
+    def kind(self) -> str:
+        """ "style transfer", "text->image", "image->image": what it makes from what."""
+        ...
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The method-specific options it reads from `Request.options`."""
+        ...
+
+    @property
+    def fields(self) -> Sequence[Field]: ...
+
+    @property
+    def sources(self) -> Sequence[WeightSource]: ...
+
+    @property
+    def uses_content(self) -> bool: ...
+
+    @property
+    def needs_subject(self) -> bool: ...
+
+    @property
+    def standalone(self) -> bool: ...
+
+    @property
+    def footprint(self) -> Footprint | None: ...
+
+    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
+        """Its own `styleprompt transfer` flags."""
+        ...
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
         """Its own options from `styleprompt transfer`'s flags (steps_folder: for intermediate images)."""
         ...
 
+    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
+        """Its own options in a comparison: the offered values of its fields, else its defaults there."""
+        ...
+
+    def availability(self, sources: Sources) -> Availability: ...
+
+    def check(self, plan: Plan) -> list[str]:
+        """Refuse (UserError) what cannot work, before any network is loaded; return notes for the user."""
+        ...
+
     def load(self, sources: Sources, networks: Networks) -> Stylizer: ...
+
+
+class Method:
+    """The defaults of `StyleMethod`: a new method overrides what it has."""
+
+    name = ""
+    label = ""
+    kind = "style transfer"
+    options: frozenset[str] = frozenset()
+    fields: tuple[Field, ...] = ()
+    sources: tuple[WeightSource, ...] = ()
+    uses_content = True
+    needs_subject = False
+    standalone = True
+    footprint: Footprint | None = None
+
+    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
+        pass
+
+    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
+        return {}
+
+    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
+        chosen: dict[str, Any] = {}
+        for f in self.fields:
+            value = offered.get(f.option)
+            if value is None:
+                value = f.compare_default
+            if value is not None:
+                chosen[f.option] = f.check(value)
+        return chosen
+
+    def availability(self, sources: Sources) -> Availability:
+        return Availability()
+
+    def check(self, plan: Plan) -> list[str]:
+        if self.footprint is not None:
+            for what, original in plan.contents:
+                scaled = limits.scaled_long_side(original, plan.size)
+                limits.check_working_image(self.footprint, what, original, scaled, plan.how, setting="size")
+        return []
+
+    def load(self, sources: Sources, networks: Networks) -> Stylizer:
+        raise NotImplementedError
 
 
 # -- the registry ----------------------------------------------------------------------------------------
@@ -132,9 +351,10 @@ def register(method: StyleMethod) -> StyleMethod:
     return method
 
 
-def names() -> list[str]:
-    """Every registered method, in registration order."""
-    return list(REGISTRY)
+def names(standalone: bool | None = None) -> list[str]:
+    """Every registered method, in registration order (standalone=True: those `transfer` and the
+    Classic tab offer)."""
+    return [n for n, m in REGISTRY.items() if standalone is None or m.standalone == standalone]
 
 
 def get(name: str) -> StyleMethod:
@@ -147,9 +367,40 @@ def label(name: str) -> str:
     return REGISTRY[name].label if name in REGISTRY else name
 
 
-def own_options(method: StyleMethod, offered: dict[str, Any]) -> dict[str, Any]:
+def own_options(method: StyleMethod, offered: Mapping[str, Any]) -> dict[str, Any]:
     """The offered options this method reads (callers offer all they know; each method takes its own)."""
     return {k: v for k, v in offered.items() if k in method.options and v is not None}
+
+
+def fields_of(method_names: Sequence[str]) -> list[Field]:
+    """The fields of these methods, each once (in registration order)."""
+    seen: dict[str, Field] = {}
+    for name in method_names:
+        for f in get(name).fields:
+            seen.setdefault(f.elem, f)
+    return list(seen.values())
+
+
+def sources_of(method_names: Sequence[str]) -> list[WeightSource]:
+    """The weight sources of these methods, each key once (in registration order)."""
+    seen: dict[str, WeightSource] = {}
+    for name in method_names:
+        for s in get(name).sources:
+            seen.setdefault(s.key, s)
+    return list(seen.values())
+
+
+def available(method_names: Sequence[str], sources: Sources) -> tuple[list[str], dict[str, str]]:
+    """(the methods that can run here, real-weight ones first; the others with the reason)."""
+    runs: list[tuple[bool, str]] = []
+    not_run: dict[str, str] = {}
+    for name in method_names:
+        state = get(name).availability(sources)
+        if state.ok:
+            runs.append((state.random, name))
+        else:
+            not_run[name] = str(state.reason)
+    return [name for random, name in sorted(runs, key=lambda r: r[0])], not_run
 
 
 def stylize_measured(stylizer: Stylizer, content: Image.Image, request: Request, device: str) -> StyleResult:
@@ -188,21 +439,66 @@ def _common(request: Request) -> dict[str, Any]:
     return common
 
 
-def _take_notes(image: Image.Image) -> dict[str, str]:
-    """The text a classic function left on its image, moved into the result (random weights are
-    known from the networks, not read back)."""
-    notes = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str) and k != "random_weights"}
+def _take_notes(image: Image.Image) -> Notes:
+    """The notes a `classic` function left on its image (its own return channel), typed and taken
+    off the image, so they never travel further as image metadata. Random weights are known
+    from the networks, never read back from text."""
+    info = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
     image.info.clear()
+    info.pop("random_weights", None)
+    notes = Notes()
+    if "loss_first" in info and "loss_last" in info:
+        notes.loss = (float(info.pop("loss_first")), float(info.pop("loss_last")))
+    for name in ("evaluations", "tiles"):
+        if info.get(name, "").isdigit():
+            setattr(notes, name, int(info.pop(name)))
+    notes.extra = info
     return notes
+
+
+VGG_WEIGHTS = WeightSource(
+    "vgg_weights",
+    "--vgg-weights",
+    "VGG-19 file: torchvision's vgg19-*.pth or AdaIN's vgg_normalised.pth",
+    app_label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)",
+    elem="vgg",
+    what="VGG-19 weights file",
+)
+DECODER_WEIGHTS = WeightSource(
+    "decoder_weights",
+    "--decoder-weights",
+    "AdaIN decoder: pytorch-AdaIN's decoder.pth or ours (.safetensors)",
+    app_label="AdaIN decoder weights file on the server (--decoder-weights)",
+    elem="decoder",
+    what="decoder weights file",
+)
+GHIASI_MODELS = WeightSource(
+    "ghiasi_models", "--ghiasi-models", "folder with the Ghiasi ONNX models (default: the packaged ones)"
+)
+
+
+def _vgg_availability(sources: Sources) -> Availability:
+    if sources.random_weights:
+        return Availability(random=True)
+    if sources.file(VGG_WEIGHTS.key):
+        return Availability()
+    from classic.vgg import default_weights_path
+
+    cached = default_weights_path()
+    if cached.is_file():
+        return Availability()
+    return Availability(
+        f"no VGG-19 weights here (none given, none at {cached}); give --vgg-weights FILE, or --random-weights for a demo"
+    )
 
 
 def _vgg(sources: Sources, networks: Networks) -> Any:
     from classic.vgg import load_vgg19
 
-    s = sources
+    s, path = sources, sources.file(VGG_WEIGHTS.key)
     return networks.network(
-        ("vgg19", s.vgg_weights, s.random_weights, s.device, s.seed),
-        lambda: load_vgg19(s.vgg_weights, random_weights=s.random_weights, device=s.device, seed=s.seed),
+        ("vgg19", path, s.random_weights, s.device, s.seed),
+        lambda: load_vgg19(path, random_weights=s.random_weights, device=s.device, seed=s.seed),
     )
 
 
@@ -229,13 +525,17 @@ class GatysStylizer:
         notes = _take_notes(image)
         iterations = request.options.get("iterations")
         if iterations is not None:
-            notes["iterations"] = ",".join(map(str, iterations)) if isinstance(iterations, list) else str(iterations)
-        loss = (float(notes["loss_first"]), float(notes["loss_last"])) if "loss_first" in notes else None
-        return StyleResult(image, self.random_weights, details=notes, loss=loss)
+            notes.extra["iterations"] = (
+                ",".join(map(str, iterations)) if isinstance(iterations, list) else str(iterations)
+            )
+        return StyleResult(image, self.random_weights, notes=notes)
 
 
-class Gatys:
+class Gatys(Method):
     name, label = "gatys", "Gatys"
+    # On a CPU Gatys is the slow method by far (100 evaluations at 512 px: 3 min on an idle 2-core
+    # machine, 13 on a busy laptop); 20 keeps a whole comparison within a few minutes there.
+    COMPARE_ITERATIONS, CPU_COMPARE_ITERATIONS = 100, 20
     options = frozenset(
         {
             "iterations",
@@ -254,6 +554,44 @@ class Gatys:
             "learning_rate",
         }
     )
+    fields = (
+        Field(
+            "iterations",
+            "Iterations (Gatys)",
+            200,
+            1,
+            100_000,
+            "iterations",
+            app_limit="max_classic_iterations",
+            compare_flag="--gatys-iterations",
+            help=f"Gatys' L-BFGS evaluations, its time and quality (default: {COMPARE_ITERATIONS} on a GPU, "
+            f"{CPU_COMPARE_ITERATIONS} on a CPU)",
+        ),
+    )
+    sources = (VGG_WEIGHTS,)
+
+    footprint = limits.GATYS_FOOTPRINT
+
+    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
+        g = parser.add_argument
+        g(
+            "--iterations",
+            type=str,
+            default="300",
+            help="L-BFGS/Adam evaluations (per scale: 100,300) (default: %(default)s)",
+        )
+        g("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+        g("--content-layer", default="relu4_2", help="e.g. relu4_2 (default), relu2_2, conv4_2")
+        g("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+        g("--style-layer-weights", default=None, help="one weight per style layer (default: equal)")
+        g("--content-weight", type=float, default=None, help="alpha of Gatys et al. (default: 1)")
+        g("--style-weight", type=float, default=None, help="beta of Gatys et al. (default: 1e6)")
+        g("--tv-weight", type=float, default=None, help="total-variation weight (default: 0)")
+        g("--init", choices=["content", "noise", "style"], default="content")
+        g("--scales", default=None, help="coarse-to-fine sizes, fractions or pixels, e.g. 0.5,1 or 256,512")
+        g("--style-scale", type=float, default=1.0, help="style image size relative to --size (default: 1)")
+        g("--learning-rate", type=float, default=None, help="Adam's step size (default: 10/255)")
+        g("--save-every", type=int, default=0, help="write an intermediate image every N iterations")
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
         iterations = _numbers(args.iterations, int) or []
@@ -273,6 +611,30 @@ class Gatys:
             if getattr(args, name) is not None:
                 opts[name] = getattr(args, name)
         return opts
+
+    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
+        iterations = offered.get("iterations")
+        if iterations is None:
+            iterations = self.CPU_COMPARE_ITERATIONS if device == "cpu" else self.COMPARE_ITERATIONS
+        return {"iterations": self.fields[0].check(iterations)}
+
+    def availability(self, sources: Sources) -> Availability:
+        return _vgg_availability(sources)
+
+    def check(self, plan: Plan) -> list[str]:
+        from classic.gatys import check_style_sizes
+
+        super().check(plan)
+        for long_side in {plan.size} if plan.size else {max(size) for _, size in plan.contents}:
+            check_style_sizes(plan.styles, long_side)
+        if plan.device != "cpu":
+            return []
+        others = ",".join(m for m in plan.methods if m != self.name) or "ghiasi"
+        iterations = plan.options.get("iterations")
+        return [
+            f"on a CPU Gatys is the slow method ({iterations} L-BFGS evaluations at {plan.size or 'full'} px, "
+            f"a minute or more); --gatys-iterations N trades its quality for time, --methods {others} leaves it out"
+        ]
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
         return GatysStylizer(_vgg(sources, networks), sources.device)
@@ -299,24 +661,52 @@ class AdainStylizer:
             **_common(request),
             **request.options,
         )
-        return StyleResult(image, self.random_weights, details=_take_notes(image))
+        return StyleResult(image, self.random_weights, notes=_take_notes(image))
 
 
-class Adain:
+class Adain(Method):
     name, label = "adain", "AdaIN"
     options = frozenset({"style_size"})
+    sources = (VGG_WEIGHTS, DECODER_WEIGHTS)
+
+    footprint = limits.ADAIN_FOOTPRINT
+
+    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
+        parser.add_argument(
+            "--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)"
+        )
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
+        limits.check_side_flag("--style-size", args.style_size, allow_none=False)  # a flag: transfer's own
         return {"style_size": args.style_size}
+
+    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
+        """pytorch-AdaIN resizes styles to 512 px (short side); never above the content's size, so
+        at small sizes AdaIN sees the styles at the scale Gatys does."""
+        return {"style_size": min(512, size) if size else 512}
+
+    def availability(self, sources: Sources) -> Availability:
+        if sources.random_weights:
+            return Availability(random=True)
+        if not sources.file(DECODER_WEIGHTS.key):
+            return Availability("no AdaIN decoder weights given; give --decoder-weights FILE, or --random-weights")
+        return _vgg_availability(sources)
+
+    def check(self, plan: Plan) -> list[str]:
+        from classic.adain import check_style_sizes
+
+        super().check(plan)
+        check_style_sizes(plan.styles, int(plan.options.get("style_size", 512)))
+        return []
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
         from classic.adain import load_decoder
 
-        s = sources
+        s, path = sources, sources.file(DECODER_WEIGHTS.key)
         # The decoder first: a missing decoder should be reported before a VGG download is tried.
         decoder = networks.network(
-            ("adain-decoder", s.decoder_weights, s.random_weights, s.device, s.seed),
-            lambda: load_decoder(s.decoder_weights, random_weights=s.random_weights, seed=s.seed, device=s.device),
+            ("adain-decoder", path, s.random_weights, s.device, s.seed),
+            lambda: load_decoder(path, random_weights=s.random_weights, seed=s.seed, device=s.device),
         )
         return AdainStylizer(_vgg(sources, networks), decoder, sources.device)
 
@@ -341,25 +731,183 @@ class GhiasiStylizer:
             **_common(request),
             **request.options,
         )
-        return StyleResult(image, False, details=_take_notes(image))
+        return StyleResult(image, False, notes=_take_notes(image))
 
 
-class Ghiasi:
+class Ghiasi(Method):
     name, label = "ghiasi", "Ghiasi"
-    options: frozenset[str] = frozenset()
+    sources = (GHIASI_MODELS,)
 
-    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
-        return {}
+    footprint = limits.GHIASI_FOOTPRINT
+
+    def availability(self, sources: Sources) -> Availability:
+        try:
+            from classic.ghiasi import resolve_models_dir
+
+            resolve_models_dir(sources.file(GHIASI_MODELS.key))
+        except ImportError as exc:
+            return Availability(f"the ghiasi method is not available here ({exc}); install the [ghiasi] extra")
+        except UserError as exc:
+            return Availability(str(exc))
+        return Availability()
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
         try:
             from classic.ghiasi import load_ghiasi
         except ImportError as exc:
             raise UserError(f"the ghiasi method is not available here ({exc}); install the [ghiasi] extra") from None
-        predictor, _ = load_ghiasi(sources.ghiasi_models, device=sources.device)  # cached per process
-        return GhiasiStylizer(sources.ghiasi_models, sources.device, str(getattr(predictor, "source", "")))
+        models = sources.file(GHIASI_MODELS.key)
+        predictor, _ = load_ghiasi(models, device=sources.device)  # cached per process
+        return GhiasiStylizer(models, sources.device, str(getattr(predictor, "source", "")))
+
+
+# -- the style token: the diffusion model with a learned word, as two compare columns -------------------
+
+TOKEN_PROMPT = "a {token} style of a {class}"
+# The token's own "content picture" for text->image: the model's painting of the subject without
+# the token, same seed and steps (the prompt `pick` draws its reference line from).
+BASELINE_PROMPT = "a painting of a {class}"
+EMBEDDING = WeightSource("embedding", "--embedding", "the learned token (learned_embeds.safetensors)")
+DIFFUSION_MODEL = WeightSource(
+    "model",
+    "--model",
+    "diffusion model for the token methods (hub id, folder, file, micro, tiny)",
+    default="stable-diffusion-v1-5/stable-diffusion-v1-5",
+)
+TOKEN_STEPS = Field(
+    "steps",
+    "Token sampling steps",
+    25,
+    *limits.span("steps"),
+    "token-steps",
+    app_limit="max_gen_steps",
+    compare_flag="--steps",
+    help="sampling steps of the token methods (default: generate's)",
+)
+TOKEN_STRENGTH = Field(
+    "strength",
+    "Image-to-image strength",
+    0.6,
+    *limits.span("strength"),
+    "strength",
+    integer=False,
+    compare_flag="--strength",
+    compare_default=0.6,
+    help="image->image strength (default: %(default)s)",
+    slider_step=0.05,
+)
+
+
+@dataclass
+class TokenModel:
+    """The diffusion model with the style token loaded: one per (model, embedding), shared by both
+    token methods through the networks cache."""
+
+    loaded: Any  # styleprompt.diffusion.models.LoadedModel
+    token: str
+    embedding: str
+
+    @property
+    def random_weights(self) -> bool:
+        from styleprompt.diffusion.models import TINY_MODELS
+
+        return self.loaded.name in TINY_MODELS
+
+
+def _load_token_model(model: Any, embedding: str, device: str) -> TokenModel:
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.models import LoadedModel, load_pipeline
+
+    if not Path(embedding).is_file():
+        raise UserError(f"embedding {embedding} does not exist; pass the learned_embeds.safetensors of a training run")
+    loaded = model if isinstance(model, LoadedModel) else load_pipeline(str(model), device=device)
+    tokens = load_embeddings(loaded, [str(embedding)])
+    if not tokens:
+        raise UserError(f"{embedding} holds no token")
+    return TokenModel(loaded, tokens[0], str(embedding))
+
+
+class TokenStylizer:
+    def __init__(self, model: TokenModel, img2img: bool):
+        self.model, self.img2img = model, img2img
+        self.random_weights = model.random_weights
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self.model.loaded.name, "embedding": self.model.embedding, "token": self.model.token}
+
+    def prompt(self, subject: str) -> str:
+        from styleprompt.diffusion.templates import fill
+
+        return fill(TOKEN_PROMPT, self.model.token, subject)
+
+    def stylize(self, content: Image.Image, request: Request) -> StyleResult:
+        from styleprompt.diffusion.generate import GenerateConfig, generate
+
+        prompt = self.prompt(request.subject)
+        config: dict[str, Any] = dict(prompt=prompt, seed=request.seed, count=1)
+        if request.options.get("steps"):
+            config["steps"] = request.options["steps"]
+        if self.img2img:
+            config.update(image=content, strength=request.options.get("strength", TOKEN_STRENGTH.default))
+        items = generate(
+            self.model.loaded, GenerateConfig(**config), [self.model.token], show_progress=request.show_progress
+        )
+        return StyleResult(items[0].image, self.random_weights, notes=Notes(prompt=prompt))
+
+    def reference(self, content: Image.Image, request: Request) -> Image.Image | None:
+        """The picture this method starts from, for its style gain: the content photo for image->image;
+        for text->image, the model's painting of the subject without the token (same seed, steps)."""
+        if self.img2img:
+            return content
+        from styleprompt.diffusion.generate import GenerateConfig, generate
+
+        config: dict[str, Any] = dict(prompt=BASELINE_PROMPT.replace("{class}", request.subject), seed=request.seed)
+        if request.options.get("steps"):
+            config["steps"] = request.options["steps"]
+        return generate(self.model.loaded, GenerateConfig(count=1, **config), show_progress=False)[0].image
+
+
+class TokenTxt2img(Method):
+    """The learned token from the prompt alone: "a <S> style of a city", no content input."""
+
+    name, label, kind = "token-txt2img", "token text\u2192image", "text->image"
+    options = frozenset({"steps"})
+    fields: tuple[Field, ...] = (TOKEN_STEPS,)
+    sources = (EMBEDDING, DIFFUSION_MODEL)
+    uses_content, needs_subject, standalone = False, True, False
+    img2img = False
+
+    def availability(self, sources: Sources) -> Availability:
+        if EMBEDDING.key in sources.files and not sources.file(EMBEDDING.key):
+            return Availability("no style token given (--embedding FILE)")
+        model = sources.file(DIFFUSION_MODEL.key)
+        from styleprompt.diffusion.models import TINY_MODELS
+
+        return Availability(random=getattr(model, "name", model) in TINY_MODELS)
+
+    def load(self, sources: Sources, networks: Networks) -> Stylizer:
+        embedding, model = sources.file(EMBEDDING.key), sources.file(DIFFUSION_MODEL.key) or DIFFUSION_MODEL.default
+        if not embedding:
+            raise UserError("no style token given (--embedding FILE)")
+        # A model object (the app's private text copy) is keyed by its identity: the cache lives as
+        # long as the comparison that passes it.
+        key = ("style-token", id(model) if not isinstance(model, str) else model, str(embedding), sources.device)
+        token_model = networks.network(key, lambda: _load_token_model(model, str(embedding), sources.device))
+        return TokenStylizer(token_model, self.img2img)
+
+
+class TokenImg2img(TokenTxt2img):
+    """The learned token from the content photo: image->image with the same prompt."""
+
+    name, label, kind = "token-img2img", "token image\u2192image", "image->image"
+    options = frozenset({"steps", "strength"})
+    fields = (TOKEN_STEPS, TOKEN_STRENGTH)
+    uses_content = True
+    img2img = True
 
 
 register(Gatys())
 register(Adain())
 register(Ghiasi())
+register(TokenTxt2img())
+register(TokenImg2img())

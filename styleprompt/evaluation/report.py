@@ -27,9 +27,19 @@ from PIL import Image, ImageDraw, ImageFont
 from styleprompt.plumbing.files import atomic_path, write_text_atomic
 
 # The learned Ghiasi style metric leads every table: it is the one style measure here that was
-# trained (DESIGN.md); the rest follow in the order the evaluation layer reports them.
-LEAD_METRICS = ("style_similarity", "style_rank")
+# trained (DESIGN.md), with its gain over the method's own content picture right beside it; the
+# rest follow in the order the evaluation layer reports them.
+STYLE_GAIN = "style_gain"
+LEAD_METRICS = ("style_similarity", STYLE_GAIN, "style_rank")
+# "Best" is the front of these two: how much style a method added to its own content picture,
+# and how much of the content it kept (SSIM needs no network, so it is real on every machine).
+FIDELITY = "ssim"
+# A method counts as stylising a picture only when its gain is at least this share of the
+# largest gain on that picture: an output that is almost the unchanged photo (Gatys after 3
+# iterations) keeps the content best of all, and a front without this rule would crown it.
+MIN_GAIN_SHARE = 0.25
 RANDOM_MARK = "\u2020"  # dagger: computed with random weights
+FRONT_MARK = "\u2605"  # star: on the front of style gain and content fidelity (the best, see `front`)
 ARROWS = {"higher": "\u2191", "lower": "\u2193"}
 BACKGROUND = (255, 255, 255)
 SKIPPED_FILL = (236, 236, 236)
@@ -122,6 +132,7 @@ class ReportInfo:
     contents: list[tuple[str, str]]  # (name, class) per row
     settings: dict[str, str] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
+    not_run: dict[str, str] = field(default_factory=dict)  # methods left out (could not run here), with the reason
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -162,6 +173,7 @@ def _number(value: float | int | None, digits: int = 4) -> str:
 def table_rows(cells: Sequence[Cell]) -> list[dict[str, str | float | int | None]]:
     """One flat row per (content, method): what metrics.csv holds and the app shows as a table."""
     names = metric_order(cells)
+    best = front(cells)
     rows = []
     for cell in cells:
         row: dict[str, str | float | int | None] = {
@@ -181,6 +193,7 @@ def table_rows(cells: Sequence[Cell]) -> list[dict[str, str | float | int | None
             n for n in names if n in cell.metrics and cell.metrics[n].weights == "random"
         )
         row["unavailable"] = "; ".join(f"{k}: {v}" for k, v in sorted(cell.unavailable.items()))
+        row["best"] = "yes" if (cell.content_index, cell.method) in best else ""
         rows.append(row)
     return rows
 
@@ -196,27 +209,41 @@ def write_csv(cells: Sequence[Cell], path: Path) -> Path:
     return path
 
 
-def best_values(cells: Sequence[Cell]) -> set[tuple[int, str, str]]:
-    """(content, method, metric) of the best value per content image and metric, for bold type.
+def front(cells: Sequence[Cell]) -> set[tuple[int, str]]:
+    """(content, method) of the best methods per content image: the Pareto front of style gain
+    and content fidelity among the methods that stylised that picture.
 
-    Only among methods that ran; a tie marks every tied method.
+    Only methods that ran on real weights compete (a random-weights column is a demo of the
+    machinery, never "best"). A method stylised a picture when its style gain over its own
+    content picture is positive and at least MIN_GAIN_SHARE of the largest such gain there. It
+    is on the front when no other such method is at least as good on both (gain, fidelity) and
+    better on one. A method without a gain or a fidelity (text->image has no content to keep)
+    is never marked; a tie marks both.
     """
-    best: set[tuple[int, str, str]] = set()
-    by_content: dict[int, list[Cell]] = {}
+    marked: set[tuple[int, str]] = set()
+    by_content: dict[int, list[tuple[float, float, Cell]]] = {}
     for cell in cells:
-        if cell.ok:
-            by_content.setdefault(cell.content_index, []).append(cell)
-    for index, group in by_content.items():
-        if len(group) < 2:
+        gain, fidelity = cell.metrics.get(STYLE_GAIN), cell.metrics.get(FIDELITY)
+        if gain is None or fidelity is None or not cell.ok or cell.method_weights != "real" or gain.weights == "random":
             continue
-        for name in metric_order(group):
-            scored = [(c.metrics[name].value, c) for c in group if name in c.metrics and _finite(c.metrics[name].value)]
-            if len(scored) < 2:
-                continue
-            values = [float(v) for v, _ in scored if v is not None]
-            target = max(values) if scored[0][1].metrics[name].better == "higher" else min(values)
-            best.update((index, c.method, name) for v, c in scored if v == target)
-    return best
+        if isinstance(gain.value, (int, float)) and isinstance(fidelity.value, (int, float)):
+            if _finite(gain.value) and _finite(fidelity.value):
+                by_content.setdefault(cell.content_index, []).append((float(gain.value), float(fidelity.value), cell))
+    for index, scored in by_content.items():
+        top = max(g for g, _, _ in scored)
+        stylised = [(g, f, c) for g, f, c in scored if g > 0 and g >= MIN_GAIN_SHARE * top]
+        for g, f, cell in stylised:
+            beaten = any(g2 >= g and f2 >= f and (g2 > g or f2 > f) for g2, f2, _ in stylised)
+            if not beaten:
+                marked.add((index, cell.method))
+    return marked
+
+
+def best_values(cells: Sequence[Cell]) -> set[tuple[int, str, str]]:
+    """(content, method, metric) to set in bold: style gain and content fidelity of the methods on
+    the front (`front`); no other column crowns anything (raw similarity rewards a photo that
+    already shares the painting's palette)."""
+    return {(index, method, name) for index, method in front(cells) for name in (STYLE_GAIN, FIDELITY)}
 
 
 def _finite(value) -> bool:
@@ -234,9 +261,12 @@ def _cell_texts(cell: Cell, info: ReportInfo, names: list[str], best: set) -> li
     method = info.labels.get(cell.method, cell.method)
     if cell.method_weights == "random":
         method += f" {RANDOM_MARK}"
+    on_front = (cell.content_index, cell.method, STYLE_GAIN) in best
+    if on_front:
+        method += f" {FRONT_MARK}"
     out = [
         (cell.content_name, False),
-        (method, False),
+        (method, on_front),
         (cell.status, False),
         (_number(cell.seconds, 3), False),
         (_number(cell.peak_mib, 4), False),
@@ -271,7 +301,15 @@ def _unavailable_lines(cells: Sequence[Cell], labels: dict[str, str] | None = No
 
 def _legend(cells: Sequence[Cell], directions: dict[str, str]) -> list[str]:
     lines = [
-        f"{ARROWS['higher']} higher is better, {ARROWS['lower']} lower is better; the best value per content image is in bold.",
+        f"{ARROWS['higher']} higher is better, {ARROWS['lower']} lower is better.",
+        f"{STYLE_GAIN}: the output's style_similarity minus that of its own content picture (the photo it "
+        "started from; for text->image, the model's picture of the subject without the token, same seed): how much "
+        "style the method added, not how much the photo already had.",
+        f"Best ({FRONT_MARK}, in bold): per content image, the methods on the front of {STYLE_GAIN} and content "
+        f"fidelity ({FIDELITY}): no other method has at least as much of both and more of one. Only methods on "
+        f"real weights that stylised the picture compete: a positive {STYLE_GAIN} of at least {MIN_GAIN_SHARE:.0%} "
+        "of the largest one there (an almost unchanged photo keeps the content best of all, but adds no style). A "
+        f"method on random weights ({RANDOM_MARK}) or without content fidelity (text->image) is never marked.",
         f"{RANDOM_MARK} after a number: that metric ran on random network weights; after a method: the method itself ran "
         "on random weights. Such numbers show that the pipeline runs, not how good a picture is.",
         "Time: wall-clock seconds to produce one output with the networks already loaded (loading is listed under "
@@ -310,6 +348,7 @@ def write_markdown(cells: Sequence[Cell], info: ReportInfo, path: Path, grid_nam
     lines += ["", "## Methods", ""] + [
         f"- {info.labels.get(m, m)} (`{m}`): {info.status.get(m, '')}" for m in info.methods
     ]
+    lines += [f"- {info.labels.get(m, m)} (`{m}`): not run: {why}" for m, why in info.not_run.items()]
     unavailable = _unavailable_lines(cells, info.labels)
     if unavailable:
         lines += ["", "## Metrics not computed", ""] + [f"- {line}" for line in unavailable]
@@ -365,6 +404,9 @@ def write_html(cells: Sequence[Cell], info: ReportInfo, path: Path, grid: Path) 
     methods = "".join(
         f"<li><b>{esc(info.labels.get(m, m))}</b> (<code>{esc(m)}</code>): {esc(info.status.get(m, ''))}</li>"
         for m in info.methods
+    ) + "".join(
+        f"<li><b>{esc(info.labels.get(m, m))}</b> (<code>{esc(m)}</code>): not run: {esc(why)}</li>"
+        for m, why in info.not_run.items()
     )
     unavailable = "".join(f"<li>{esc(line)}</li>" for line in _unavailable_lines(cells, info.labels))
     settings = "".join(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in info.settings.items())

@@ -23,14 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from styleprompt.evaluation.compare import read_manifest
+from styleprompt.evaluation.compare_run import CompareRun, read_manifest
 from styleprompt.evaluation.report import fit_into, image_data_uri
 from styleprompt.plumbing.errors import UserError
 from styleprompt.plumbing.files import write_text_atomic
 from styleprompt.plumbing.images import load_image
 
-PAGE_NAME = "survey.html"
-KEY_NAME = "survey-key.json"
+PAGE_NAME = CompareRun.SURVEY_PAGE  # the run folder's names belong to CompareRun
+KEY_NAME = CompareRun.SURVEY_KEY
 KEY_FORMAT = "styleprompt-survey-key"
 ANSWERS_FORMAT = "styleprompt-survey-answers"
 QUESTIONS = {
@@ -87,8 +87,9 @@ def build_survey(
         raise UserError(
             f"{root} has fewer than two methods with a picture for the same content image; nothing to compare"
         )
-    page_path = Path(output) if output else root / PAGE_NAME
-    key_path = page_path.with_name(KEY_NAME) if output else root / KEY_NAME
+    run = CompareRun(root)
+    page_path = Path(output) if output else run.survey_page
+    key_path = page_path.with_name(KEY_NAME) if output else run.survey_key
     survey_id = secrets.token_hex(8)
     styles = [image_data_uri(load_image(root / s), 256, "JPEG") for s in manifest.get("styles", [])[:6]]
     blocks = []
@@ -302,7 +303,7 @@ def _read_json(path: Path, what: str) -> dict:
 def read_key(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
-        p = p / KEY_NAME
+        p = CompareRun(p).survey_key
     if not p.is_file():
         raise UserError(f"no survey key at {p}; run `styleprompt survey DIR` first (it writes {KEY_NAME})")
     key = _read_json(p, "survey key")
@@ -335,9 +336,7 @@ def answer_files(paths: Sequence[str | Path]) -> list[Path]:
     for value in paths:
         p = Path(value)
         if p.is_dir():
-            files.extend(
-                sorted(f for f in p.glob("*.json") if f.name not in (KEY_NAME, "compare.json", "survey-results.json"))
-            )
+            files.extend(sorted(f for f in p.glob("*.json") if f.name not in CompareRun.NOT_ANSWERS))
         elif p.is_file():
             files.append(p)
         else:

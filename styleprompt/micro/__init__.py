@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MODEL_DIR = Path(__file__).resolve().parent / "model"
+from styleprompt.diffusion.families import MICRO_MODEL, MICRO_MODEL_DIR
+
+# The model's folder is named by the diffusion wing (which loads `--model micro` without importing
+# this package, which stands above it); the judges are the micro world's own.
+MODEL_DIR = MICRO_MODEL_DIR
 JUDGE_DIR = Path(__file__).resolve().parent / "judge"
-MICRO_MODELS = ("micro",)
+MICRO_MODELS = (MICRO_MODEL,)
 
 # Style word -> painting file in ../shared/data/style. Readable words, one per trained painting.
 STYLE_WORDS: dict[str, str] = {
@@ -56,30 +60,6 @@ def is_available() -> bool:
 
 def load_micro_pipeline():
     """The shipped micro StableDiffusionPipeline in float32, read offline from package data."""
-    import torch
-    from diffusers import StableDiffusionPipeline
+    from styleprompt.diffusion.models import load_micro_folder
 
-    from styleprompt.plumbing.errors import UserError
-
-    if not is_available():
-        raise UserError(
-            f"the micro model is not built ({MODEL_DIR} has no model_index.json); "
-            "run `python -m styleprompt.micro build --output build/micro --install`"
-        )
-    from diffusers.utils import logging as diffusers_logging
-
-    # StableDiffusionPipeline's type hint names AutoencoderKL; the micro model's wide-decoder
-    # AsymmetricAutoencoderKL has the same encode/decode interface, and diffusers would otherwise warn
-    # "Expected types for vae" on every load.
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        return StableDiffusionPipeline.from_pretrained(
-            str(MODEL_DIR),
-            torch_dtype=torch.float32,
-            local_files_only=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
+    return load_micro_folder(MODEL_DIR)

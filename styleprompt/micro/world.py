@@ -504,6 +504,25 @@ def style_vector_of(style: Image.Image, device: str = "cpu") -> torch.Tensor:
         return predictor(predictor_input(style, device))
 
 
+def memory_mib(count: int, size: int, painted: bool = True, batch: int = 32) -> float:
+    """What `make_pictures(count, size)` holds at its peak, from the sizes it works at.
+
+    Every plain rendering (at max(128, size) px) and every result (at `size`) is held until the
+    end, RGB bytes; a painted batch runs the Ghiasi network once over `batch` pictures at
+    max(PAINT_SIZE, size), whose footprint per megapixel `classic.limits` measured. Why up front:
+    `world --count 5000 --size 512` ran 104 s into a MemoryError.
+    """
+    from classic.limits import FOOTPRINTS
+
+    plain = max(DRAW_SIZE // 2, size)
+    held = count * (plain * plain + size * size) * 3 / 2**20
+    if not painted:
+        return 200 + held
+    ghiasi = FOOTPRINTS["ghiasi"]
+    side = max(PAINT_SIZE, size)
+    return ghiasi.baseline_mib + held + ghiasi.whole_mib_per_mpx * min(count, batch) * side * side / 1e6
+
+
 def make_pictures(
     style: Image.Image | torch.Tensor | None,
     classes: Sequence[str],

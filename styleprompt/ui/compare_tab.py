@@ -2,7 +2,9 @@
 metrics table of `styleprompt compare`, with each method's time.
 
 It calls `styleprompt.evaluation.compare.run_compare`, the function behind the CLI command, with the
-cached model (a private text copy, since the token is loaded into it).
+cached model (a private text copy, since the token is loaded into it). The methods, their fields
+and weight-file boxes come from the registry; the methods ticked at first are those that can run
+with the weights at hand (real-weight ones first), the others are listed with the reason.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from typing import Any
 
 import gradio as gr
 
-from styleprompt.evaluation.compare import method_names
+from classic import limits
+from styleprompt.evaluation import methods as registry
+from styleprompt.evaluation.compare import default_methods, method_names
+from styleprompt.ui.classic_tab import field_options, method_fields
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
-    float_in,
     format_duration,
     idle_html,
     int_in,
@@ -67,7 +71,10 @@ def build(ctx: AppContext) -> Any:
                 label="Class for the token's prompt (comma-separated for several)",
                 elem_id="cmp-classes",
             )
-            methods = gr.CheckboxGroup(method_names(), value=method_names(), label="Methods", elem_id="cmp-methods")
+            choices, ticked, info = method_choices(s)
+            methods = gr.CheckboxGroup(choices, value=ticked, label="Methods", info=info, elem_id="cmp-methods")
+            sources = registry.sources_of(method_names())
+            offered = [src for src in sources if src.app_label]
             with gr.Accordion("Weights and sizes", open=False):
                 model = gr.Textbox(value=s.model, label="Model for the token methods", elem_id="cmp-model")
                 random_weights = gr.Checkbox(
@@ -75,43 +82,21 @@ def build(ctx: AppContext) -> Any:
                     label="Random weights (--random-weights): a labelled demo of the machinery, not of the method",
                     elem_id="cmp-random-weights",
                 )
-                vgg_weights = gr.Textbox(
-                    label="VGG-19 weights file on the server (--vgg-weights; empty: torch's hub cache)",
-                    elem_id="cmp-vgg",
-                )
-                decoder_weights = gr.Textbox(
-                    label="AdaIN decoder weights file on the server (--decoder-weights)", elem_id="cmp-decoder"
-                )
+                boxes = [gr.Textbox(label=src.app_label, elem_id=f"cmp-{src.elem}") for src in offered]
                 with gr.Row():
-                    iterations = gr.Number(
-                        value=100,
-                        precision=0,
-                        label="Gatys iterations",
-                        minimum=1,
-                        maximum=s.max_classic_iterations,
-                        elem_id="cmp-iterations",
-                    )
                     size = gr.Number(
                         value=512,
                         precision=0,
                         label="Size (long side, px)",
-                        minimum=64,
-                        maximum=2048,
+                        minimum=limits.span("size")[0],
+                        maximum=limits.span("size")[1],
                         elem_id="cmp-size",
                     )
-                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="cmp-seed")
+                    seed = gr.Number(
+                        value=0, precision=0, label="Seed", minimum=limits.span("seed")[0], elem_id="cmp-seed"
+                    )
                 with gr.Row():
-                    token_steps = gr.Number(
-                        value=25,
-                        precision=0,
-                        label="Token sampling steps",
-                        minimum=1,
-                        maximum=s.max_gen_steps,
-                        elem_id="cmp-token-steps",
-                    )
-                    strength = gr.Slider(
-                        0.05, 1.0, value=0.6, step=0.05, label="Image-to-image strength", elem_id="cmp-strength"
-                    )
+                    fields = method_fields(registry.fields_of(method_names()), "cmp", s, compare_defaults(s))
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop", interactive=False)
@@ -132,23 +117,12 @@ def build(ctx: AppContext) -> Any:
 
     @show_errors(outputs=4, status=0)
     def run_compare_ui(
-        contents,
-        styles,
-        recent,
-        upload,
-        classes,
-        methods,
-        model,
-        random_weights,
-        vgg_weights,
-        decoder_weights,
-        iterations,
-        size,
-        seed,
-        token_steps,
-        strength,
-        request: gr.Request,
+        request: gr.Request, contents, styles, recent, upload, classes, methods, model, random_weights, *rest
     ):
+        # rest: one value per weight-file box, size, seed, one value per method field (as laid out above)
+        files = dict(zip((src.key for src in offered), rest[: len(offered)]))
+        size, seed = rest[len(offered)], rest[len(offered) + 1]
+        field_values = rest[len(offered) + 2 :]
         from styleprompt.evaluation.compare import run_compare
         from styleprompt.plumbing.errors import UserError
 
@@ -175,20 +149,24 @@ def build(ctx: AppContext) -> Any:
         if len(embeddings) > 1:
             raise UserError("choose one style token for a comparison (the list or an upload, not both)")
         class_list = [c.strip() for c in (classes or "").split(",") if c.strip()]
+        own: dict[str, Any] = {}
+        for name in chosen:  # each ticked method's fields, checked against their bounds
+            own.update(field_options(registry.get(name), fields, field_values, s))
         options = dict(
             methods=tuple(chosen),
             random_weights=bool(random_weights),
-            vgg_weights=s.weights_file_for(vgg_weights, "VGG-19 weights file"),
-            decoder_weights=s.weights_file_for(decoder_weights, "decoder weights file"),
-            gatys_iterations=int_in(iterations, "Gatys iterations", 1, s.max_classic_iterations),
-            size=int_in(size, "Size", 64, 4096),
-            seed=int_in(seed, "Seed", 0, 2**32 - 1),
-            token_steps=int_in(token_steps, "Token sampling steps", 1, s.max_gen_steps),
-            strength=float_in(strength, "Image-to-image strength", 0.0, 1.0),
+            weights={src.key: s.weights_file_for(files.get(src.key), src.what or src.key) for src in offered},
+            options=own,
+            size=int_in(size, "Size", *limits.span("size")),
+            seed=int_in(seed, "Seed", *limits.span("seed")),
             device=s.device,
         )
         model_name = s.model_for(model)
-        needs_model = bool(embeddings) and any(m.startswith("token") for m in chosen)
+        # The diffusion model, from the app's cache, for the methods that read it (the token methods):
+        # a private text copy, since the token is loaded into it.
+        needs_model = bool(embeddings) and any(
+            registry.DIFFUSION_MODEL in registry.get(name).sources for name in chosen
+        )
         run_dir = ctx.output.new_run("compare")
 
         def work(job):
@@ -225,13 +203,10 @@ def build(ctx: AppContext) -> Any:
             methods,
             model,
             random_weights,
-            vgg_weights,
-            decoder_weights,
-            iterations,
+            *boxes,
             size,
             seed,
-            token_steps,
-            strength,
+            *fields.values(),
         ],
         [status, grid, table, reports],
         api_name="compare",
@@ -242,6 +217,36 @@ def build(ctx: AppContext) -> Any:
 
     wire_stop(ctx, stop, "compare", "stop_compare", run, event)
     return recent
+
+
+def compare_defaults(settings) -> dict[str, Any]:
+    """Each method field's first value in a comparison here (Gatys: fewer iterations on a CPU)."""
+    from styleprompt.diffusion.models import pick_device
+
+    device = str(pick_device(settings.device))
+    values: dict[str, Any] = {}
+    for name in method_names():
+        for option, value in registry.get(name).compare_options({}, 512, device).items():
+            values.setdefault(option, value)
+    return values
+
+
+def method_choices(settings) -> tuple[list[tuple[str, str]], list[str], str]:
+    """The Methods box: every method, those that can run with the weights at hand first (real-weight
+    ones before random ones) and ticked; a random-weights method is labelled so; the others are
+    listed with the reason below the box."""
+    from styleprompt.diffusion.models import pick_device
+
+    here = registry.Sources(
+        device=str(pick_device(settings.device)), files={registry.DIFFUSION_MODEL.key: settings.model}
+    )
+    ready, not_run = default_methods(here)
+    labels = []
+    for name in [*ready, *not_run]:
+        random = name in ready and registry.get(name).availability(here).random
+        labels.append((f"{name} (random weights \u2020)" if random else name, name))
+    info = "; ".join(f"not ticked: {name}: {why}" for name, why in not_run.items())
+    return labels, ready, info
 
 
 # The table's first columns (metrics.csv's), shown as headers before any run instead of Gradio's "1 2 3".

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from classic import limits
 from styleprompt.diffusion.templates import CLASS_NAMES
 from styleprompt.diffusion.tokens import file_sha256
 from styleprompt.plumbing.errors import UserError
@@ -119,8 +120,7 @@ def build(ctx: AppContext) -> GenerateTab:
                 elem_id="gen-embeddings",
             )
             style_scale = gr.Slider(
-                0.0,
-                2.0,
+                *limits.span("style_scale"),
                 value=1.0,
                 step=0.05,
                 label="Style scale (multiplies the token vectors)",
@@ -141,19 +141,24 @@ def build(ctx: AppContext) -> GenerateTab:
             )
             negative = gr.Textbox(label="Negative prompt", elem_id="gen-negative")
             with gr.Row():
-                steps = gr.Slider(1, s.max_gen_steps, value=25, step=1, label="Steps", elem_id="gen-steps")
-                guidance = gr.Slider(0.0, 20.0, value=7.5, step=0.5, label="Guidance", elem_id="gen-guidance")
+                steps = gr.Slider(
+                    *limits.span("steps", s.max_gen_steps), value=25, step=1, label="Steps", elem_id="gen-steps"
+                )
+                guidance = gr.Slider(
+                    *limits.span("guidance"), value=7.5, step=0.5, label="Guidance", elem_id="gen-guidance"
+                )
             with gr.Row():
                 scheduler = gr.Dropdown(
                     choices=list(SCHEDULERS), value=SCHEDULERS[0], label="Scheduler", elem_id="gen-scheduler"
                 )
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="gen-seed")
-                count = gr.Slider(1, s.max_batch, value=1, step=1, label="Images", elem_id="gen-count")
+                count = gr.Slider(
+                    *limits.span("count", s.max_batch), value=1, step=1, label="Images", elem_id="gen-count"
+                )
             with gr.Accordion("Start from a content image (image to image)", open=False):
                 content = image_input(type="filepath", label="Content image", elem_id="gen-content", height=220)
                 strength = gr.Slider(
-                    0.05,
-                    1.0,
+                    *limits.span("strength"),
                     value=0.6,
                     step=0.05,
                     label="Strength (how far from the content image)",
@@ -197,20 +202,20 @@ def build(ctx: AppContext) -> GenerateTab:
         paths = selected_embeddings(ctx, uploads, recent)
         if not (prompt or "").strip():
             raise UserError('the prompt is empty; write one, or use the "a <S> style of a [class]" button')
-        seed_value = int_in(seed, "Seed", -1, 2**32 - 1)
+        seed_value = int_in(seed, "Seed", -1, limits.MAX_SEED)  # -1: drawn at random
         if seed_value < 0:
             seed_value = random.randrange(2**31)
-        scale = float_in(style_scale, "Style scale", 0.0, 4.0)
+        scale = float_in(style_scale, "Style scale", *limits.span("style_scale"))
         cfg = GenerateConfig(
             prompt=prompt.strip(),
             negative_prompt=(negative or "").strip(),
-            steps=int_in(steps, "Steps", 1, s.max_gen_steps),
-            guidance=float_in(guidance, "Guidance", 0.0, 50.0),
+            steps=int_in(steps, "Steps", *limits.span("steps", s.max_gen_steps)),
+            guidance=float_in(guidance, "Guidance", *limits.span("guidance")),
             scheduler=scheduler,
             seed=seed_value,
-            count=int_in(count, "Images", 1, s.max_batch),
+            count=int_in(count, "Images", *limits.span("count", s.max_batch)),
             image=content or None,
-            strength=float_in(strength, "Strength", 0.0, 1.0),
+            strength=float_in(strength, "Strength", *limits.span("strength")),
         )
         model_name = s.model_for(model)
 

@@ -7,6 +7,7 @@ page (progress with ETA, the loss curve, each preview as it is rendered) and the
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 from dataclasses import dataclass
@@ -16,8 +17,7 @@ from typing import Any
 import gradio as gr
 
 from classic import limits
-from styleprompt.diffusion.config import TrainConfig
-from styleprompt.diffusion.models import training_default
+from styleprompt.diffusion.config import TrainConfig, training_default
 from styleprompt.diffusion.training_run import TrainingRun
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
@@ -142,8 +142,8 @@ def build(ctx: AppContext) -> TrainTab:
                     value=int(training_default(s.model, "vectors")),
                     label="Vectors",
                     precision=0,
-                    minimum=1,
-                    maximum=16,
+                    minimum=limits.span("vectors")[0],
+                    maximum=limits.span("vectors")[1],
                     elem_id="train-vectors",
                 )
                 steps = gr.Number(
@@ -160,7 +160,7 @@ def build(ctx: AppContext) -> TrainTab:
                     label="Resolution (0: the model's own)",
                     precision=0,
                     minimum=0,
-                    maximum=limits.MAX_TRAIN_RESOLUTION,
+                    maximum=limits.span("resolution")[1],
                     elem_id="train-resolution",
                 )
                 lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
@@ -178,8 +178,8 @@ def build(ctx: AppContext) -> TrainTab:
                         value=_DEFAULTS.preview_steps,
                         label="Preview sampling steps",
                         precision=0,
-                        minimum=1,
-                        maximum=s.max_gen_steps,
+                        minimum=limits.span("preview_steps", s.max_gen_steps)[0],
+                        maximum=limits.span("preview_steps", s.max_gen_steps)[1],
                         elem_id="train-preview-steps",
                     )
                 with gr.Row():
@@ -188,7 +188,7 @@ def build(ctx: AppContext) -> TrainTab:
                     )
                 with gr.Row():
                     precision = gr.Dropdown(list(PRECISIONS), value=_DEFAULTS.mixed_precision, label="Mixed precision")
-                    seed = gr.Number(value=_DEFAULTS.seed, label="Seed", precision=0)
+                    seed = gr.Number(value=_DEFAULTS.seed, label="Seed", precision=0, minimum=limits.span("seed")[0])
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start")
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop", interactive=False)
@@ -236,15 +236,17 @@ def build(ctx: AppContext) -> TrainTab:
             token=(token or "").strip(),
             init_word=(init_word or "").strip(),
             model=s.model_for(model),
-            vectors=int_in(vectors, "Vectors", 1, limits.MAX_VECTORS),
+            vectors=int_in(vectors, "Vectors", *limits.span("vectors")),
             steps=total,
-            resolution=int_in(resolution, "Resolution", 0, limits.MAX_TRAIN_RESOLUTION) or None,
-            lr=float_in(lr, "Learning rate", 1e-7, 1.0),
+            resolution=int_in(resolution, "Resolution", 0, limits.span("resolution")[1]) or None,  # 0: native
+            lr=float_in(lr, "Learning rate", 0.0, math.inf),  # positive: the library says so, by this label
             preview_every=int_in(preview_every, "Preview every", 0, s.max_train_steps),
-            preview_steps=int_in(preview_steps, "Preview sampling steps", 1, s.max_gen_steps),
+            preview_steps=int_in(
+                preview_steps, "Preview sampling steps", *limits.span("preview_steps", s.max_gen_steps)
+            ),
             grad_accum=int_in(grad_accum, "Gradient accumulation", 1, 64),
             mixed_precision=precision if precision in PRECISIONS else "no",
-            seed=int_in(seed, "Seed", 0, 2**32 - 1),
+            seed=int_in(seed, "Seed", *limits.span("seed")),
         )
         run_dir = ctx.output.new_run("train", cfg_values["token"])
         try:

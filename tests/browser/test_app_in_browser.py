@@ -136,6 +136,8 @@ def test_compare_the_token_with_classic_transfer(page, artworks, artifacts):
     page.locator("#cmp-styles").get_by_text(artworks[-1].stem, exact=True).wait_for()
     pick_option(page, "#cmp-recent", TOKEN)
     page.locator("#cmp-methods").get_by_label("gatys").uncheck()  # minutes on a CPU; AdaIN stands for the classics
+    # Offline AdaIN has no decoder, so it is not ticked by default (issue 27 item 5): tick it, on random weights.
+    page.locator("#cmp-methods").get_by_label("adain").check()
     page.get_by_text("Weights and sizes").click()
     page.locator("#cmp-random-weights input").check()
     fill_fields(page, {"#cmp-size input": "128", "#cmp-token-steps input": "4"})

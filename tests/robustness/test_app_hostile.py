@@ -117,8 +117,8 @@ def test_refused_on_the_page(name, served):
 @pytest.mark.slow
 def test_compare_weights_field_follows_the_folder_rules(served):
     client, out, files = served
-    # contents, styles, recent, upload, classes, methods, model, random, vgg, decoder, iterations, size, seed,
-    # token steps, strength
+    # contents, styles, recent, upload, classes, methods, model, random, vgg, decoder, size, seed,
+    # then the methods' fields: Gatys' iterations, token steps, strength
     message = refused(
         lambda: client.predict(
             [handle_file(str(files / "content.png"))],
@@ -131,9 +131,9 @@ def test_compare_weights_field_follows_the_folder_rules(served):
             False,
             "/etc/passwd",
             "",
-            1,
             64,
             0,
+            1,
             1,
             0.5,
             api_name="/compare",
