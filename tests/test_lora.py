@@ -243,3 +243,65 @@ def test_bad_lora_files_are_one_line_and_exit_2(trained_run, tmp_path, capsys):
         assert _generate(trained_run, tmp_path / "out", "--lora", str(bad)) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
+
+
+# -- learning, on the micro model ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pivotal_runs_lora_carries_style_a_lora_saved_but_not_applied_fails(tmp_path, shared_data):
+    """On a painting the micro model never saw (the_scream, held out of its training), a 150-step
+    pivotal run with the defaults paints four unseen classes closer to the painting, as the style
+    judge ranks it among the 19, with its LoRA applied (`generate`'s `load_loras`) than with its
+    token alone: a LoRA saved but not applied at generation fails here.
+
+    Measured (2026-12-02, the shared 2-core CPU; bench/micro_pivotal.py, the same pictures, seeds
+    and judge): mean rank 4.625 with the LoRA, 5.625 with the token alone (margin 1.0; asserted
+    with half of it). Not asserted, because it does not hold yet: beating a plain 150-step token,
+    whose mean rank was 4.0 (pivotal with --lora-lr 1e-3: 5.0; with --ti-fraction 1 and 1e-3: 4.875).
+    """
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.lora import load_loras
+    from styleprompt.micro import is_available, world
+    from styleprompt.micro.judges import StyleJudge
+    from styleprompt.plumbing.images import load_image
+
+    if not is_available():
+        pytest.skip("the micro model is not built into this checkout")
+    painting = "the_scream.jpg"
+    pictures = world.make_pictures(
+        load_image(shared_data / "style" / painting), ["lighthouse", "house", "city", "tree"], 8, seed=31_337
+    )
+    world.write_pictures(pictures, tmp_path / "art")
+    torch.manual_seed(0)
+    result = train(
+        TrainConfig(
+            images=str(tmp_path / "art"),
+            token="<t>",
+            model="micro",
+            output=str(tmp_path / "pivotal"),
+            steps=150,
+            save_every=0,
+            checkpoint_every=0,
+            preview_every=0,
+            device="cpu",
+            adapter="lora",
+        )
+    )
+    judge = StyleJudge()
+    classes, seeds = ["boat", "fish", "flower", "bird"], [0, 1]
+
+    def mean_rank(with_lora: bool) -> float:
+        loaded = load_pipeline("micro", device="cpu")
+        load_embeddings(loaded, [str(result.embedding_path)])
+        if with_lora:
+            load_loras(loaded, [str(result.lora_path)])
+        prompts = [f"a <t> style of a {c}" for c in classes for _ in seeds]
+        generators = [torch.Generator().manual_seed(s) for _ in classes for s in seeds]
+        with torch.no_grad():
+            images = loaded.pipe(prompt=prompts, generator=generators, num_inference_steps=20).images
+        return float(judge.ranks(judge.vectors_of(images), painting).float().mean())
+
+    with_lora, token_alone = mean_rank(True), mean_rank(False)
+    assert with_lora <= token_alone - 0.5, (with_lora, token_alone)
+

@@ -294,7 +294,8 @@ def _check_lora_config(cfg: TrainConfig) -> None:
             raise SettingError(name, f"{{setting}} must be a positive number (got {value})")
     if not (0.0 <= cfg.ti_fraction <= 1.0):
         raise SettingError(
-            "ti_fraction", f"{{setting}} must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})"
+            "ti_fraction",
+            f"{{setting}} must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})",
         )
     if cfg.lora_blocks not in lora_lib.BLOCKS:
         raise SettingError("lora_blocks", f"{{setting}} must be all or style (got {cfg.lora_blocks!r})")
