@@ -305,3 +305,60 @@ def test_a_pivotal_runs_lora_carries_style_a_lora_saved_but_not_applied_fails(tm
     with_lora, token_alone = mean_rank(True), mean_rank(False)
     assert with_lora <= token_alone - 0.5, (with_lora, token_alone)
 
+
+@pytest.mark.slow
+def test_pivotal_tuning_beats_a_plain_token_on_a_held_out_painting(tmp_path, shared_data):
+    """The same held-out painting, pictures, seeds and judge as above: a plain 150-step token, and a
+    150-step pivotal run with the token trained all run and a LoRA at lr 1e-2 (the one recipe of
+    four tried that beat it; not the defaults). Measured (2026-12-02, shared 2-core CPU,
+    bench/micro_pivotal.py): mean rank of the painting 3.125 against the plain token's 4.0
+    (margin 0.875; asserted with 0.4), r@3 0.75 against 0.25, every class still recognised."""
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.lora import load_loras
+    from styleprompt.micro import is_available, world
+    from styleprompt.micro.judges import StyleJudge, classify
+    from styleprompt.plumbing.images import load_image
+
+    if not is_available():
+        pytest.skip("the micro model is not built into this checkout")
+    painting = "the_scream.jpg"
+    pictures = world.make_pictures(
+        load_image(shared_data / "style" / painting), ["lighthouse", "house", "city", "tree"], 8, seed=31_337
+    )
+    world.write_pictures(pictures, tmp_path / "art")
+    judge = StyleJudge()
+    classes, seeds = ["boat", "fish", "flower", "bird"], [0, 1]
+
+    def paint(name: str, **extra):
+        torch.manual_seed(0)
+        result = train(
+            TrainConfig(
+                images=str(tmp_path / "art"),
+                token="<t>",
+                model="micro",
+                output=str(tmp_path / name),
+                steps=150,
+                save_every=0,
+                checkpoint_every=0,
+                preview_every=0,
+                device="cpu",
+                **extra,
+            )
+        )
+        loaded = load_pipeline("micro", device="cpu")
+        load_embeddings(loaded, [str(result.embedding_path)])
+        if result.lora_path:
+            load_loras(loaded, [str(result.lora_path)])
+        prompts = [f"a <t> style of a {c}" for c in classes for _ in seeds]
+        generators = [torch.Generator().manual_seed(s) for _ in classes for s in seeds]
+        with torch.no_grad():
+            return loaded.pipe(prompt=prompts, generator=generators, num_inference_steps=20).images
+
+    def mean_rank(images) -> float:
+        return float(judge.ranks(judge.vectors_of(images), painting).float().mean())
+
+    plain = paint("plain")
+    pivotal = paint("pivotal", adapter="lora", lora_lr=1e-2, ti_fraction=1.0)
+    assert mean_rank(pivotal) <= mean_rank(plain) - 0.4, (mean_rank(pivotal), mean_rank(plain))
+    wanted = [c for c in classes for _ in seeds]
+    assert sum(p == w for p, w in zip(classify(pivotal), wanted)) >= 7  # the content stays the asked class
