@@ -14,13 +14,13 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from styleprompt.diffusion.models import DEFAULT_MODEL
+    from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
     parser = argparse.ArgumentParser(
         description="styleprompt web app: train, generate, compare, classic style transfer"
     )
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="default model: hub id, local path, or tiny (default: %(default)s)"
+        "--model", default=DEFAULT_MODEL, help=f"default model: {MODEL_CHOICES_HELP} (default: %(default)s)"
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for the network)"
@@ -110,18 +110,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
     if not args.no_preload:  # warm the cache in the background; a failure shows on first use
-        models = demo.styleprompt.models
+        ctx = demo.styleprompt
 
         def preload() -> None:
+            from styleprompt.ui.common import user_message
+
             try:
-                models.get(settings.model, settings.precision)
-            except Exception as exc:  # noqa: BLE001 - reported, the app still serves
+                ctx.models.get(settings.model, settings.precision)
+            except Exception as exc:  # noqa: BLE001 - reported here and on the page; the app still serves
+                ctx.load_error = user_message(exc)
                 logging.warning("could not preload %s: %s", settings.model, exc)
 
         threading.Thread(target=preload, daemon=True, name="preload").start()
     options = launch_options(settings)
     options["share"] = bool(args.share)
-    demo.queue(**queue_options(settings)).launch(server_name=args.host, server_port=args.port, **options)
+    # Without --share, Gradio's own banner ends "To create a public link, set `share=True` in
+    # `launch()`", which is not how this app is asked; say it in the app's own words instead.
+    demo.queue(**queue_options(settings)).launch(
+        server_name=args.host, server_port=args.port, quiet=not args.share, prevent_thread_lock=True, **options
+    )
+    if not args.share:
+        print(f"styleprompt app on {demo.local_url} (add --share for a public gradio.live link)", flush=True)
+    demo.block_thread()
     return 0
 
 

@@ -295,10 +295,16 @@ def _hub_state_dict() -> dict[str, torch.Tensor]:
     )
     if not cached.is_file() and _offline():
         raise UserError(missing + " (offline mode is set)")
-    try:
-        return torch.hub.load_state_dict_from_url(TORCHVISION_URL, map_location="cpu", progress=True, weights_only=True)
-    except Exception:  # noqa: BLE001 - network errors come in many types; the user needs one line
-        raise UserError(missing) from None
+    if not cached.is_file():
+        # download_url_to_file, not load_state_dict_from_url: the latter printed "Downloading: URL"
+        # before it tried, so an offline run said it was downloading, then that nothing was found.
+        # This one connects first (the progress bar shows only once bytes flow) and renames at the end.
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(TORCHVISION_URL, str(cached), progress=True)
+        except Exception:  # noqa: BLE001 - network errors come in many types; the user needs one line
+            raise UserError(missing) from None
+    return torch.load(cached, map_location="cpu", weights_only=True)
 
 
 def load_vgg19(

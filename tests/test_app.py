@@ -74,8 +74,9 @@ def test_training_streams_progress_then_offers_the_embedding(app, art, monkeypat
 
     assert 'data-state="done"' in status and "finished &lt;app-a&gt;: step 4/4" in status
     assert any("ETA" in s and "<progress value=" in s for s in statuses[:-1]), statuses  # a live bar came first
-    rows = loss_plot["data"]
-    assert [r[0] for r in rows] == [1, 2, 3, 4] and all(r[1] > 0 for r in rows)
+    rows = loss_plot["data"]  # (step, loss, series): the loss, its moving average, the validation loss
+    assert [r[0] for r in rows if r[2] == "loss"] == [1, 2, 3, 4] and all(r[1] > 0 for r in rows)
+    assert {r[2] for r in rows} == {"loss", "moving average", "validation"}
     assert [p["caption"] for p in previews] == ["step 0", "step 2", "step 4"]
     out = Path(app.styleprompt.settings.output_dir)
     assert all(Path(p["image"]["path"]).is_relative_to(out) for p in previews)  # served from the output folder
@@ -636,9 +637,14 @@ def test_world_pictures_of_an_uploaded_painting_become_the_artworks(app, art):
     files = client.predict(handle_file(str(art[0])), 3, api_name="/paint_world")
     names = [Path(f["path"] if isinstance(f, dict) else f).name for f in files]
     assert len(names) == 3 and all(n.endswith(".png") for n in names)
-    assert [n.split("-")[-1] for n in names] == ["lighthouse.png", "house.png", "city.png"]
+    assert [n.split("-")[-1] for n in names] == ["lighthouse.png", "house.png", "city.png"]  # the default four
+    chosen = client.predict(handle_file(str(art[0])), 3, ["boat", "fish"], api_name="/paint_world")
+    names = [Path(f["path"] if isinstance(f, dict) else f).name for f in chosen]
+    assert [n.split("-")[-1] for n in names] == ["boat.png", "fish.png", "boat.png"]  # the classes asked for only
     with pytest.raises(Exception, match="upload a style painting first"):
         client.predict(None, 3, api_name="/paint_world")
+    with pytest.raises(Exception, match="at least one class"):
+        client.predict(handle_file(str(art[0])), 3, [], api_name="/paint_world")
 
 
 def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):
@@ -663,7 +669,11 @@ def test_token_list_shows_command_line_runs_in_the_output_folder(tmp_path):
 
 def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
     """Before any job: every Stop looks inactive (a job's start enables it, its end disables it) and the
-    Compare table shows metrics.csv's column names, not Gradio's 1 2 3."""
+    Compare table shows metrics.csv's column names, not Gradio's 1 2 3.
+
+    The enabling step must be the Start click's only listener with the job chained after it: the
+    page runs one click's listeners in turn, each to its end, so an enabler beside the job ran
+    only once the job had ended (the browser tests press Stop mid-run)."""
     from styleprompt.ui import build_app
     from styleprompt.ui.serve import AppSettings
 
@@ -674,6 +684,13 @@ def test_idle_page_stop_buttons_inactive_and_compare_table_headed(tmp_path):
     stop_ids = {by_elem[s]["id"] for s in stops}
     targets = [set(d["outputs"]) & stop_ids for d in demo.config["dependencies"]]
     assert sum(bool(t) for t in targets) == 2 * len(stops)  # an enable and a disable for each
+    deps = {d["id"]: d for d in demo.config["dependencies"]}
+    for job in ("train", "generate", "compare", "classic"):
+        (run,) = [d for d in deps.values() if d.get("api_name") == job]
+        armer = deps[run["trigger_after"]]  # the job follows the step that enables its Stop
+        assert set(armer["outputs"]) & stop_ids and armer["targets"][0][1] == "click", job
+        clicks = [d for d in deps.values() if d["targets"] == armer["targets"]]
+        assert clicks == [armer], job  # nothing else listens on Start, so nothing runs before Stop is on
     assert by_elem["cmp-table"]["props"]["value"]["headers"][:4] == ["content", "class", "method", "status"]
 
 
@@ -691,3 +708,27 @@ def test_compare_tab_ticks_only_what_runs_here(tmp_path, monkeypatch):
     assert values[-2:] == ["gatys", "adain"] and "VGG-19" in box["props"]["info"]
     labels = dict((v, label) for label, v in box["props"]["choices"])
     assert "random weights" in labels["token-txt2img"]  # the tiny model: a random-weights column, marked
+
+
+def test_the_page_says_when_its_model_is_missing(tmp_path, monkeypatch):
+    """Offline with no SD 1.5 in the cache, the page itself warns, says how to get the model and
+    names --model micro; on a model that is here, no warning shows."""
+    from styleprompt.diffusion.models import DEFAULT_MODEL
+    from styleprompt.ui import build_app
+    from styleprompt.ui.serve import AppSettings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+
+    def notice(model: str) -> dict:
+        demo = build_app(AppSettings(model=model, output_dir=tmp_path / model.replace("/", "-"), device="cpu"))
+        (component,) = [c for c in demo.config["components"] if c["props"].get("elem_id") == "model-notice"]
+        return component["props"]
+
+    missing = notice(DEFAULT_MODEL)
+    assert missing["visible"] is True
+    text = missing["value"]
+    assert f"`{DEFAULT_MODEL}` is not ready" in text and "HF_HUB_OFFLINE" in text
+    assert f"hf download {DEFAULT_MODEL}" in text and "--model micro" in text
+    assert notice("tiny")["visible"] is False

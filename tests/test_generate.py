@@ -288,3 +288,25 @@ def test_cli_text_to_image_and_stylized_photo(token_files, shared_data, tmp_path
         == 2
     )
     assert "widths 32+64" in capsys.readouterr().err
+
+
+def test_a_missing_embedding_is_told_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    import styleprompt.diffusion.models as models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the missing --embedding was reported")
+
+    monkeypatch.setattr(models, "load_pipeline", no_loading)
+    code = main(
+        [
+            "generate",
+            "--embedding",
+            str(tmp_path / "nope.safetensors"),
+            "--prompt",
+            "a <x>",
+            "--output",
+            str(tmp_path / "g"),
+        ]
+    )
+    assert code == 2
+    assert "embedding file not found" in capsys.readouterr().err

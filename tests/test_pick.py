@@ -110,6 +110,7 @@ def test_pick_scores_every_checkpoint_and_writes_the_plot(tiny_run, tmp_path):
     doc = json.loads(result.json.read_text())
     assert doc["recommended"] == result.recommended.path and "proxy" in doc["fidelity_metric"]
     assert result.baseline_fidelity is not None and Image.open(result.sheet).height > 3 * 100
+    assert [s.validation for s in result.scores] == [float(r["val_loss"]) for r in rows]  # loss.csv's, shown
 
 
 def copy_run(run: Path, dest: Path, steps: list[int], **config_changes) -> Path:
@@ -145,3 +146,66 @@ def test_errors_are_one_line(tiny_run, tmp_path, capsys):
     moved = copy_run(tiny_run, tmp_path / "moved", [2, 4, 6], images="/nowhere/art")
     assert cli.main(["pick", "--run", str(moved)]) == 2
     assert "--images" in capsys.readouterr().err
+
+
+def _logged_validation(run: Path) -> dict[int, float]:
+    with open(run / "loss.csv", newline="") as handle:
+        return {int(r["step"]): float(r["val_loss"]) for r in csv.DictReader(handle) if r["val_loss"]}
+
+
+@pytest.mark.slow
+def test_quick_pick_ranks_by_the_validation_loss_training_logged(tiny_run, tmp_path, capsys):
+    """--quick paints nothing: it rebuilds the run's validation set and scores each saved
+    embedding on it, and the numbers are the ones training wrote into loss.csv at those steps."""
+    from styleprompt.evaluation.pick import quick_pick
+
+    logged = _logged_validation(tiny_run)
+    assert sorted(logged) == [2, 4, 6]  # validation follows --save-every by default
+    result = quick_pick(tiny_run, output=tmp_path / "quick", device="cpu", show_progress=False)
+    assert [r.step for r in result.rows] == [2, 4, 6]
+    for row in result.rows:
+        assert row.seen == pytest.approx(logged[row.step], rel=1e-5, abs=1e-6)
+        assert row.held_out is None  # 3 artworks: none held out
+    assert result.recommended in result.rows and result.csv.is_file() and result.plot.is_file()
+    assert json.loads(result.json.read_text())["recommended_step"] == result.recommended.step
+    code = cli.main(["pick", "--run", str(tiny_run), "--quick", "--output", str(tmp_path / "cli"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.strip().splitlines()[-1] == f"recommended: {result.recommended.path}"
+    assert not (tmp_path / "cli" / "images").exists()  # nothing painted
+
+
+def test_plateau_start_is_the_earliest_step_near_the_minimum():
+    from styleprompt.evaluation.pick import QuickRow, plateau_start
+
+    rows = [QuickRow(step, f"{step}", 0.0, None) for step in (10, 20, 30, 40)]
+    assert plateau_start(rows, [1.0, 0.6, 0.49, 0.4901]).step == 30  # within 5% of the fall of 0.51
+    assert plateau_start(rows, [1.0, 0.9, 0.8, 0.7]).step == 40  # still falling: the last
+    assert plateau_start(rows, [0.5, 0.5, 0.5, 0.5]).step == 10  # flat: the earliest
+
+
+@pytest.mark.slow
+def test_batched_pictures_are_the_pictures_generate_paints(tiny_run):
+    """pick paints many candidates' pictures in one UNet call; each is still generate's picture
+    for its prompt and seed (batched arithmetic may differ in the last bits)."""
+    from styleprompt.diffusion.generate import GenerateConfig, generate
+    from styleprompt.diffusion.models import load_pipeline
+    from styleprompt.evaluation.pick import _Job, _Painter
+
+    loaded = load_pipeline("tiny", device="cpu")
+    painter = _Painter(loaded, 3)
+    prompts = ["a painting of a dog", "a painting of a city", "a painting of a tree"]
+    jobs = [_Job(-1, "x", seed, p, e) for seed, p, e in zip((0, 5, 9), prompts, painter.encode(loaded, prompts))]
+    ticks: list[float] = []
+    batched = painter.paint(jobs, ticks.append)
+    assert sum(ticks) == pytest.approx(3.0)  # the bar counts whole pictures
+    for job, picture in zip(jobs, batched):
+        alone = generate(loaded, GenerateConfig(prompt=job.prompt, seed=job.seed, steps=3), show_progress=False)[0]
+        diff = np.abs(np.asarray(picture, dtype=np.int16) - np.asarray(alone.image, dtype=np.int16))
+        assert diff.max() <= 2, diff.max()
+
+
+def test_full_pick_shows_the_logged_validation_loss(tiny_run, tmp_path):
+    from styleprompt.evaluation.pick import validation_by_step
+
+    assert validation_by_step(tiny_run) == _logged_validation(tiny_run)
+    assert validation_by_step(tmp_path) == {}  # no loss.csv: an older or copied run

@@ -10,6 +10,9 @@ The only ways a run differs from what a reader types:
 - People's input: before `survey-results`, the test saves a rater's answers file where the
   README reads the answers (/tmp/answers), as the survey page's Save button would.
 - A server (`python app.py ...`) gets a free port (parallel runs), must answer HTTP, and is stopped.
+- `CHEAPER` lists the commands run with extra flags that shrink their work, each with its reason:
+  what they add is covered at full size elsewhere, and here only "it runs as written and writes
+  what the README says" is checked (at full size `pick` alone sat silent for over 7 minutes).
 
 What is checked is what the README says each command writes, never exact pictures (the shipped
 micro model may be retrained).
@@ -47,6 +50,18 @@ NOT_RUN = {
     r"^python app\.py\s*(#|$)": SD_HUB,
 }
 
+# pattern -> (flags appended to the command, why the smaller run checks enough)
+CHEAPER = {
+    r"^styleprompt train --model micro ": (
+        "--steps 60",
+        "60 steps instead of 400 (the token learning a style on unseen classes is tests/test_micro.py's, at 150)",
+    ),
+    r"^styleprompt pick ": (
+        "--class lighthouse city --steps 2",
+        "two subjects (the fewest it compares) at 2 sampling steps instead of 4 at 25 (scoring is tests/test_pick.py's)",
+    ),
+}
+
 
 def readme_commands() -> list[str]:
     """The commands of every ```bash block in order, continuation lines joined, comment lines dropped."""
@@ -63,13 +78,36 @@ def why_not_run(command: str) -> str | None:
     return next((why for pattern, why in NOT_RUN.items() if re.search(pattern, command)), None)
 
 
+def as_run(command: str) -> str:
+    """The command with CHEAPER's flags put before its trailing comment."""
+    for pattern, (flags, _why) in CHEAPER.items():
+        if re.search(pattern, command):
+            code, hash_, comment = command.partition(" #")
+            return f"{code.rstrip()} {flags}" + (f" {hash_.strip()}{comment}" if hash_ else "")
+    return command
+
+
 def test_only_the_listed_commands_are_left_out():
     commands = readme_commands()
-    for pattern in NOT_RUN:
+    for pattern in (*NOT_RUN, *CHEAPER):
         assert any(re.search(pattern, c) for c in commands), f"NOT_RUN entry {pattern!r} matches no README command"
     left_out = [c for c in commands if why_not_run(c)]
     assert len(left_out) <= 10 and len(commands) - len(left_out) >= 15, left_out  # the offline path stays long
     assert all("--model tiny" not in c and "--model micro" not in c for c in left_out)
+
+
+def test_the_micro_example_trains_on_the_apps_world_classes_and_paints_others():
+    """The README's world pictures are the app's helper's default classes, and the classes its
+    generate command paints are not among them (the sentence says "classes the token never saw")."""
+    from styleprompt.ui.train_tab import WORLD_TRAINING_CLASSES
+
+    commands = readme_commands()
+    world = next(c for c in commands if c.startswith("styleprompt world ") and "--style" in c)
+    trained = re.findall(r"--class (\S+)", world)
+    assert trained == WORLD_TRAINING_CLASSES, world
+    micro = next(c for c in commands if c.startswith("styleprompt generate --model micro"))
+    painted = re.findall(r"--class (\S+)", micro)
+    assert painted and not set(painted) & set(trained), micro
 
 
 def _checkout(tmp_path: Path, shared_data: Path) -> Path:
@@ -150,7 +188,7 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_data):
     for command in readme_commands():
         if why_not_run(command):
             continue
-        line = command.replace("/tmp/", f"{tmp}/")
+        line = as_run(command).replace("/tmp/", f"{tmp}/")
         if "survey-results" in line:
             _answer_the_survey(tmp / "cmp", tmp / "answers")
         start = time.monotonic()
@@ -170,6 +208,7 @@ def test_every_readme_command_runs_as_written(tmp_path, shared_data):
 
     # Micro section: 8 world pictures -> a token run -> 4 pictures of each of two classes.
     assert len(_pngs(tmp / "w")) == 8
+    assert not any("boat" in n or "fish" in n for n in _pngs(tmp / "w"))  # the classes generate paints are unseen
     assert (tmp / "rw" / "learned_embeds.safetensors").is_file()
     micro = _pngs(tmp / "gw")
     assert len(micro) == 8 and sum("boat" in n for n in micro) == 4 and sum("fish" in n for n in micro) == 4, micro

@@ -231,3 +231,10 @@ def test_no_other_module_spells_a_run_files_name():
         if found:
             spelled[module] = found
     assert not spelled, f"spell these through styleprompt.diffusion.training_run.TrainingRun: {spelled}"
+
+
+def test_validation_switched_on_or_off_is_a_recipe_change_but_its_cadence_is_not(tmp_path):
+    """From 10 artworks on, validation holds one out of training: turning it on or off changes the data."""
+    recorded = _config(tmp_path, validate_every=5).to_dict()
+    assert recipe_differences(recorded, _config(tmp_path, validate_every=2)) == []
+    assert recipe_differences(recorded, _config(tmp_path, validate_every=0)) == ["validate_every 5 -> 0"]

@@ -140,6 +140,25 @@ def test_no_weights_offline_is_a_one_line_error_saying_where_to_put_the_file(tmp
     assert "--vgg-weights" in message and "--random-weights" in message
 
 
+def test_unreachable_hub_says_not_found_without_claiming_a_download(tmp_path, monkeypatch, capfd):
+    """Online mode but no network: one line, and no "Downloading: URL" printed before it."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("STYLEPROMPT_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "urlopen", unreachable)
+    with pytest.raises(UserError, match="VGG-19 weights not found"):
+        load_vgg19()
+    printed = capfd.readouterr()
+    assert "Downloading" not in printed.out + printed.err
+    assert not any((tmp_path / "torch-home").rglob("*.pth")), "no partial file is left"
+
+
 def test_hub_cache_file_is_used_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("STYLEPROMPT_OFFLINE", "1")

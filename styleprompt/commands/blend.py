@@ -42,10 +42,13 @@ def parse_weighted(items: list[str]) -> list[tuple[str, float | None]]:
 
 def run(args: argparse.Namespace) -> int:
     from styleprompt.commands.convert import output_path
-    from styleprompt.diffusion.formats import blend_files, write_embedding
+    from styleprompt.diffusion.formats import blend_embeddings, check_not_an_input, read_weighted, write_embedding
 
-    emb = blend_files(parse_weighted(args.inputs), args.token)
+    parts = read_weighted(parse_weighted(args.inputs))
+    emb = blend_embeddings(parts, args.token)
     fmt = args.to or ("sdxl" if emb.is_sdxl else "diffusers")
-    for path in write_embedding(emb, output_path(args.output, emb, fmt), fmt):
-        print(f"{path}  ({fmt}, token {emb.token}, {emb.num_vectors} vectors)")
+    target = output_path(args.output, emb, fmt)
+    check_not_an_input(target, fmt, [f for part, _ in parts for f in part.files])  # as convert does
+    for path in write_embedding(emb, target, fmt):
+        print(f"{path}  ({fmt}, token {emb.token}, {emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''})")
     return 0

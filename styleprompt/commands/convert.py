@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert",
         help="rewrite an embedding for diffusers, AUTOMATIC1111 or ComfyUI (SD 1.x/2.x or SDXL)",
-        description="Read an embedding in any supported format and write it in another; the vectors are copied exactly.",
+        description="Read an embedding in any supported format and write it in another; the vectors are copied exactly, "
+        "in their stored precision (float16, bfloat16, float32 or float64).",
     )
     parser.add_argument("input", metavar="IN", help="embedding file (.safetensors, .pt, .bin, or an A1111 .png)")
     parser.add_argument("--to", required=True, choices=FORMATS, help="output format (see docs/formats.md)")
@@ -37,14 +38,11 @@ def output_path(out: str, emb, fmt: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from styleprompt.diffusion.formats import read_embedding, write_embedding
-    from styleprompt.plumbing.errors import UserError
+    from styleprompt.diffusion.formats import check_not_an_input, read_embedding, write_embedding
 
     emb = read_embedding(args.input, token=args.token)
     target = output_path(args.output, emb, args.to)
-    sources = {Path(f).resolve() for f in emb.files}
-    if target.resolve() in sources:
-        raise UserError(f"--output {target} is the input file; choose another name so the original is kept")
+    check_not_an_input(target, args.to, emb.files)
     for path in write_embedding(emb, target, args.to):
-        print(f"{path}  ({args.to}, token {emb.token}, {emb.num_vectors} vectors)")
+        print(f"{path}  ({args.to}, token {emb.token}, {emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''})")
     return 0

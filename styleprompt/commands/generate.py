@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from styleprompt.diffusion.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
 if TYPE_CHECKING:
     from styleprompt.diffusion.generate import GenerateConfig
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help=f"hub id, diffusers folder, .safetensors file, tiny or tiny-sdxl (default: {DEFAULT_MODEL})",
+        help=f"{MODEL_CHOICES_HELP}, or tiny-sdxl (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--embedding",
@@ -129,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
             style_scale=args.style_scale,
         )
         check_config(cfg)
+        from styleprompt.diffusion.formats import read_embedding
+
+        for path in args.embedding or []:  # a missing or unreadable token file is told before a model loads
+            read_embedding(path)
     with run_folder_lock(args.output, "generate"):  # one process at a time writes the folder's numbered PNGs
         return _paint(args, cfg)
 

@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    from styleprompt.diffusion.models import MODEL_CHOICES_HELP
     from styleprompt.evaluation.pick import MICRO_PICK_CLASSES, PICK_CLASSES
 
     parser = subparsers.add_parser(
@@ -16,7 +17,9 @@ def add_parser(subparsers) -> None:
         "names the recommended file.",
     )
     parser.add_argument("--run", required=True, help="the --output folder of `styleprompt train`")
-    parser.add_argument("--model", default=None, help="diffusion model (default: the one config.json names)")
+    parser.add_argument(
+        "--model", default=None, help=f"diffusion model: {MODEL_CHOICES_HELP} (default: the one config.json names)"
+    )
     parser.add_argument("--images", default=None, help="the training artworks (default: the folder config.json names)")
     parser.add_argument(
         "--class",
@@ -31,14 +34,24 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--clip-model", default=None, help="CLIP hub id or folder: prompt fidelity by CLIP text score")
     parser.add_argument("--output", default=None, help="folder for pick.png, pick.csv, pick.json (default: RUN/pick)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="paint nothing: rank the saved embeddings by the validation loss on the run's fixed set (seconds)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from classic import limits
     from styleprompt.evaluation.pick import default_classes, pick_checkpoint
 
+    if args.steps is not None:  # 0 read as "unset" and ran with generate's default
+        limits.check_bound("steps", args.steps)
+    if args.quick:
+        return _quick(args)
     result = pick_checkpoint(
         args.run,
         model=args.model,
@@ -50,14 +63,31 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         output=args.output,
     )
-    print(f"{'step':>8}  {'style':>8}  {'fidelity':>8}  pareto  file")
+    print(f"{'step':>8}  {'style':>8}  {'fidelity':>8}  pareto  {'val_loss':>8}  file")
     for s in result.scores:
         mark = "  <- recommended" if s is result.recommended else ""
-        print(f"{s.step:>8}  {s.style:>8.4f}  {s.fidelity:>8.4f}  {'yes' if s.pareto else 'no':>6}  {s.path}{mark}")
+        val = "-" if s.validation is None else f"{s.validation:.6f}"
+        pareto = "yes" if s.pareto else "no"
+        print(f"{s.step:>8}  {s.style:>8.4f}  {s.fidelity:>8.4f}  {pareto:>6}  {val:>8}  {s.path}{mark}")
     print(
         f"fidelity: {result.fidelity_kind}; without the token: "
         + ("n/a" if result.baseline_fidelity is None else f"{result.baseline_fidelity:.4f}")
     )
     print(f"wrote {result.plot}, {result.csv}, {result.json}, {result.sheet}")
+    print(f"recommended: {result.recommended.path}")
+    return 0
+
+
+def _quick(args: argparse.Namespace) -> int:
+    from styleprompt.evaluation.pick import quick_pick
+
+    result = quick_pick(args.run, model=args.model, images=args.images, device=args.device, output=args.output)
+    print(f"{'step':>8}  {'val_loss':>8}  {'held_out':>8}  file")
+    for row in result.rows:
+        mark = "  <- recommended (the loss stops falling here)" if row is result.recommended else ""
+        held = "-" if row.held_out is None else f"{row.held_out:.6f}"
+        print(f"{row.step:>8}  {row.seen:>8.6f}  {held:>8}  {row.path}{mark}")
+    print(f"ranked by {result.ranked_by}; wrote {result.csv}, {result.json}, {result.plot}")
+    print("a first pass: `styleprompt pick` without --quick paints the prompt grid to check style and fidelity")
     print(f"recommended: {result.recommended.path}")
     return 0

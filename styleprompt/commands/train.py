@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from styleprompt.diffusion.config import TrainConfig
-from styleprompt.diffusion.models import DEFAULT_MODEL
+from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 
 _DEFAULTS = TrainConfig(images="")
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = _DEFAULTS
     parser.add_argument("--images", required=True, help="folder of 3-20 artworks in one style (jpg, png, webp)")
     parser.add_argument("--token", default=d.token, help="the new style word, e.g. <my-style> (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, diffusers folder, .safetensors file, or tiny")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{MODEL_CHOICES_HELP} (default: {DEFAULT_MODEL})")
     parser.add_argument("--output", default=d.output, help="run folder (default: %(default)s)")
     parser.add_argument("--init-word", default=d.init_word, help="word the token starts from (default: %(default)s)")
     parser.add_argument(
@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="write a resumable checkpoint every N steps (default: 500, or steps/4 in a shorter run)",
+    )
+    parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        help="the validation loss on a fixed set every N steps, into loss.csv (0: never; default: --save-every's)",
     )
     parser.add_argument(
         "--preview-every", type=int, default=d.preview_every, help="render a preview image every N steps (0: never)"

@@ -77,6 +77,9 @@ class TrainConfig:
     seed: int = 0
     resume: str | None = None
     device: str | None = None
+    # the validation loss (`validation.py`) every N steps (0: never; None: at every --save-every step,
+    # so each embedding `pick` scores has one, or as often as saving's default when saving is off)
+    validate_every: int | None = None
     # Pivotal tuning (issue 24; `lora.py`). "none": plain textual inversion, as before.
     adapter: str = "none"
     lora_rank: int = 4  # diffusers' advanced script's --rank default
@@ -97,6 +100,8 @@ class TrainConfig:
             self.save_every = min(250, max(1, self.steps // 8))
         if self.checkpoint_every is None:
             self.checkpoint_every = min(500, max(1, self.steps // 4))
+        if self.validate_every is None:
+            self.validate_every = self.save_every or min(250, max(1, self.steps // 8))
 
     @property
     def lora_scale_alpha(self) -> float:

@@ -15,6 +15,8 @@ from typing import Any
 
 # The standard Stable Diffusion 1.5 checkpoint (its maintained mirror on the hub).
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# What --model accepts, in the words of every help text and label (one place, so none forgets micro).
+MODEL_CHOICES_HELP = "hub id, diffusers folder, .safetensors file, micro (trained, offline) or tiny (random)"
 
 # -- families by text-encoder widths --------------------------------------------------------------
 
@@ -36,6 +38,7 @@ _FITS: dict[str, str] = {
 TINY_WIDTHS: dict[str, tuple[int, ...]] = {"tiny": (32,), "tiny-sdxl": (32, 64)}
 TINY_MODELS: tuple[str, ...] = tuple(TINY_WIDTHS)
 MICRO_MODEL = "micro"
+MICRO_WIDTHS: tuple[int, ...] = (128,)  # the micro model's text encoder (styleprompt/micro/arch.py)
 # Where the micro model's weights ship: a diffusers folder of package data. A plain path, not an
 # import of `styleprompt.micro`, so loading it (`models.load_pipeline("micro")`) needs nothing of
 # the micro wing, which sits above the diffusion wing (`micro/__init__.py` reads it from here).
@@ -75,6 +78,8 @@ def fits_description(widths: tuple[int, ...]) -> str:
     tiny = [name for name, tiny_widths in TINY_WIDTHS.items() if tuple(widths) == tiny_widths]
     if tiny:
         return f"the tiny test model `{tiny[0]}`"
+    if tuple(widths) == MICRO_WIDTHS:
+        return "the micro model `micro` (trained, offline)"
     return f"models whose text encoders are {describe_family(widths)}"
 
 

@@ -29,14 +29,14 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import Iterable, cast
 
 import torch
 
 from styleprompt.diffusion.families import describe_family, family_of_widths
 from styleprompt.diffusion.tokens import save_diffusers_embedding, validate_token_name
 from styleprompt.plumbing.errors import SettingError, UserError
-from styleprompt.plumbing.files import atomic_path
+from styleprompt.plumbing.files import atomic_path, check_regular_file, parse_json, shown_path
 
 FORMATS = ("diffusers", "a1111", "emb_params", "sdxl", "sdxl-pair", "a1111-png")
 PNG_KEY = "sd-ti-embedding"  # A1111's text chunk holding an embedding inside a preview image
@@ -97,22 +97,24 @@ EMBEDDING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def _check_tensor(value: object, what: str, path: Path) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise UserError(f"{path}: {what} is a {type(value).__name__}, not a tensor; this is not an embedding file")
+        raise UserError(
+            f"{shown_path(path)}: {what} is a {type(value).__name__}, not a tensor; this is not an embedding file"
+        )
     tensor = value.detach()
     if tensor.dim() == 1:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 2 or tensor.shape[0] < 1 or tensor.shape[1] < 1:
-        raise UserError(f"{path}: {what} has shape {list(value.shape)}; an embedding is [vectors, width]")
+        raise UserError(f"{shown_path(path)}: {what} has shape {list(value.shape)}; an embedding is [vectors, width]")
     if tensor.dtype not in EMBEDDING_DTYPES:  # ints, bools, float8 (no isfinite), complex
         raise UserError(
-            f"{path}: {what} holds {str(tensor.dtype).replace('torch.', '')} values; an embedding holds "
+            f"{shown_path(path)}: {what} holds {str(tensor.dtype).replace('torch.', '')} values; an embedding holds "
             "floating-point vectors (float16, bfloat16, float32 or float64)"
         )
     if not torch.isfinite(tensor).all():
         raise UserError(
-            f"{path}: {what} has NaN or infinite values (a diverged training run?); use an earlier embedding"
+            f"{shown_path(path)}: {what} has NaN or infinite values (a diverged training run?); use an earlier embedding"
         )
-    return tensor.to("cpu", torch.float32).contiguous()
+    return tensor.to("cpu").contiguous()  # in its own precision: `convert` copies the vectors exactly
 
 
 def _token_from_metadata_or_name(meta: dict[str, str], path: Path) -> str:
@@ -129,7 +131,9 @@ def _safetensors_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             data = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read {path} as safetensors ({reason}); is it a complete .safetensors file?") from None
+        raise UserError(
+            f"cannot read {shown_path(path)} as safetensors ({reason}); is it a complete .safetensors file?"
+        ) from None
     return data, meta
 
 
@@ -145,14 +149,16 @@ def _load_pickle(path: Path) -> object:
         what = f" ({culprit.group(1)})" if culprit else ""
         if "weights only" in first.lower() or culprit:
             raise UserError(
-                f"refusing {path}: the pickle asks to run code or build objects other than tensors{what}; nothing was "
+                f"refusing {shown_path(path)}: the pickle asks to run code or build objects other than tensors{what}; nothing was "
                 "run. Only plain tensor files are loaded; get a .safetensors version of this embedding"
             ) from None
-        raise UserError(f"cannot read {path}: not a valid torch file ({first or 'unpickling failed'})") from None
+        raise UserError(
+            f"cannot read {shown_path(path)}: not a valid torch file ({first or 'unpickling failed'})"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - a damaged pickle raises anything (KeyError, IndexError, struct.error...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"cannot read {path}: not a valid torch embedding file ({first[:160]}); is it a complete embedding file?"
+            f"cannot read {shown_path(path)}: not a valid torch embedding file ({first[:160]}); is it a complete embedding file?"
         ) from None
 
 
@@ -163,14 +169,18 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
             path.stem, _check_tensor(data, "the tensor", path), format="diffusers", files=(path,), metadata=meta
         )
     if not isinstance(data, dict):
-        raise UserError(f"{path} holds a {type(data).__name__}, not an embedding")
+        raise UserError(f"{shown_path(path)} holds a {type(data).__name__}, not an embedding")
     if not data:
-        raise UserError(f"{path} holds no embedding (an empty dictionary); re-export it from the tool that trained it")
+        raise UserError(
+            f"{shown_path(path)} holds no embedding (an empty dictionary); re-export it from the tool that trained it"
+        )
     if "string_to_param" in data:
         params = data["string_to_param"]
         if not isinstance(params, dict) or len(params) != 1:
             count = len(params) if isinstance(params, dict) else "no"
-            raise UserError(f"{path}: string_to_param holds {count} entries; an A1111 embedding holds exactly one")
+            raise UserError(
+                f"{shown_path(path)}: string_to_param holds {count} entries; an A1111 embedding holds exactly one"
+            )
         vectors = _check_tensor(next(iter(params.values())), "string_to_param", path)
         name = data.get("name")
         token = name if isinstance(name, str) and name.strip() else path.stem
@@ -183,12 +193,12 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
         extra = sorted(keys - {"clip_l", "clip_g"})
         if extra:
             raise UserError(
-                f"{path}: an SDXL embedding holds clip_l and clip_g, but this file also holds {', '.join(extra)}"
+                f"{shown_path(path)}: an SDXL embedding holds clip_l and clip_g, but this file also holds {', '.join(extra)}"
             )
         clip_l, clip_g = _check_tensor(data["clip_l"], "clip_l", path), _check_tensor(data["clip_g"], "clip_g", path)
         if clip_l.shape[0] != clip_g.shape[0]:
             raise UserError(
-                f"{path}: clip_l has {clip_l.shape[0]} vectors but clip_g has {clip_g.shape[0]}; the file is inconsistent"
+                f"{shown_path(path)}: clip_l has {clip_l.shape[0]} vectors but clip_g has {clip_g.shape[0]}; the file is inconsistent"
             )
         return Embedding(
             _token_from_metadata_or_name(meta, path),
@@ -200,9 +210,9 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
             metadata=meta,
         )
     if len(data) != 1:
-        shown = ", ".join(sorted(str(k) for k in data)[:4])
+        shown = ", ".join(shown_path(k) for k in sorted(str(k) for k in data)[:4])
         raise UserError(
-            f"{path} holds {len(data)} entries ({shown}...); an embedding file holds one token (is it a model checkpoint?)"
+            f"{shown_path(path)} holds {len(data)} entries ({shown}...); an embedding file holds one token (is it a model checkpoint?)"
         )
     key, value = next(iter(data.items()))
     if key == "emb_params":
@@ -216,7 +226,7 @@ def _from_dict(data: object, meta: dict[str, str], path: Path) -> Embedding:
             metadata=meta,
         )
     if not isinstance(key, str) or not key.strip():
-        raise UserError(f"{path}: the embedding's token name {key!r} is not a word")
+        raise UserError(f"{shown_path(path)}: the embedding's token name {key!r} is not a word")
     return Embedding(
         key,
         _check_tensor(value, f"the vectors of {key}", path),
@@ -271,7 +281,7 @@ def _read_single(path: Path) -> Embedding:
     if kind == "pickle":
         return _from_dict(_load_pickle(path), {}, path)
     raise UserError(
-        f"cannot read {path} as an embedding (its content is neither safetensors, a torch file nor an "
+        f"cannot read {shown_path(path)} as an embedding (its content is neither safetensors, a torch file nor an "
         "A1111 PNG); is it a complete .safetensors, .pt or .bin embedding file?"
     )
 
@@ -301,14 +311,21 @@ def read_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
     """Read any supported embedding file; `token` renames it (as diffusers' `token=` does)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise UserError(f"embedding file not found: {p}")
+        raise UserError(f"embedding file not found: {shown_path(p)}")
     if p.is_dir():
         for name in ("learned_embeds.safetensors", "learned_embeds.bin"):
             if (p / name).is_file():
                 return read_embedding(p / name, token)
-        raise UserError(f"{p} is a folder without learned_embeds.safetensors; pass the embedding file itself")
+        raise UserError(
+            f"{shown_path(p)} is a folder without learned_embeds.safetensors; pass the embedding file itself"
+        )
+    check_regular_file(p, "embedding file")  # a FIFO, a device, /proc/self/mem: their own reason, not "empty"
+    try:
+        open(p, "rb").close()
+    except PermissionError:
+        raise UserError(f"cannot read {shown_path(p)}: permission denied") from None
     if p.stat().st_size == 0:
-        raise UserError(f"{p} is empty (0 bytes); the download or save was interrupted")
+        raise UserError(f"{shown_path(p)} is empty (0 bytes); the download or save was interrupted")
     emb = _maybe_pair(_read_single(p), p)
     if token is not None:
         emb = replace(emb, token=token)
@@ -320,13 +337,16 @@ def read_embedding(path: str | os.PathLike, token: str | None = None) -> Embeddi
 
 
 def _decode_tensors(obj: object) -> object:
-    """A1111's JSON: tensors are {"TORCHTENSOR": nested lists}; rebuild them as float32."""
+    """A1111's JSON: tensors are {"TORCHTENSOR": nested lists}; rebuild them as float32, or as float64
+    where float32 would round them (a float64 embedding written by `convert` reads back exactly)."""
     if isinstance(obj, dict):
         if set(obj) == {"TORCHTENSOR"}:
             try:
-                return torch.tensor(obj["TORCHTENSOR"], dtype=torch.float64).to(torch.float32)
+                exact = torch.tensor(obj["TORCHTENSOR"], dtype=torch.float64)
             except (TypeError, ValueError, RuntimeError):
                 raise ValueError("a TORCHTENSOR entry is not a numeric array") from None
+            single = exact.to(torch.float32)
+            return single if torch.equal(single.to(torch.float64), exact) else exact
         return {k: _decode_tensors(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_decode_tensors(v) for v in obj]
@@ -347,26 +367,29 @@ def read_png_embedding(path: str | os.PathLike) -> Embedding:
             text = dict(getattr(img, "text", None) or {}) or dict(img.info)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UserError(
-            f"cannot read {p} as an image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            f"cannot read {shown_path(p)} as an image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
     raw = text.get(PNG_KEY)
     if not raw:
         raise UserError(
-            f"{p} carries no embedding (no {PNG_KEY} text chunk); A1111 writes it on previews saved with the embedding"
+            f"{shown_path(p)} carries no embedding (no {PNG_KEY} text chunk); A1111 writes it on previews saved with the embedding"
         )
     try:
-        data = _decode_tensors(json.loads(base64.b64decode(raw, validate=False)))
+        document = base64.b64decode(raw, validate=False).decode("utf-8")
+        data = _decode_tensors(parse_json(document, f"the {PNG_KEY} text chunk of {shown_path(p)}"))
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise UserError(f"{p}: the {PNG_KEY} text chunk is damaged ({str(exc).splitlines()[0][:120]})") from None
+        raise UserError(
+            f"{shown_path(p)}: the {PNG_KEY} text chunk is damaged ({str(exc).splitlines()[0][:120]})"
+        ) from None
     emb = _from_dict(data, {}, p)
     if emb.format != "a1111":
-        raise UserError(f"{p}: the {PNG_KEY} chunk holds no string_to_param entry; not an A1111 embedding")
+        raise UserError(f"{shown_path(p)}: the {PNG_KEY} chunk holds no string_to_param entry; not an A1111 embedding")
     return replace(emb, format="a1111-png")
 
 
 def _encode_tensors(obj: object) -> object:
     if isinstance(obj, torch.Tensor):
-        return {"TORCHTENSOR": obj.detach().cpu().float().tolist()}
+        return {"TORCHTENSOR": obj.detach().cpu().tolist()}  # exact decimals of the stored precision
     if isinstance(obj, dict):
         return {k: _encode_tensors(v) for k, v in obj.items()}
     return obj
@@ -378,7 +401,7 @@ def _encode_tensors(obj: object) -> object:
 def _a1111_dict(emb: Embedding) -> dict:
     return {
         "string_to_token": {"*": A1111_STAR_TOKEN_ID},
-        "string_to_param": {"*": emb.vectors.detach().cpu().float().contiguous()},
+        "string_to_param": {"*": emb.vectors.detach().cpu().contiguous()},
         "name": emb.token,
         "step": int(emb.step or 0),
         "sd_checkpoint": None,
@@ -397,7 +420,7 @@ def _metadata(emb: Embedding) -> dict[str, str]:
 def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 
-    clean = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}  # in the stored precision
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=meta)
     return path
@@ -412,7 +435,8 @@ def _save_pickle(path: Path, obj: object) -> Path:
 def _need_suffix(path: Path, fmt: str, allowed: tuple[str, ...]) -> None:
     if path.suffix.lower() not in allowed:
         raise SettingError(
-            "fmt", f"{{setting}} {fmt} writes {' or '.join(allowed)} files; {path.name} has another extension"
+            "fmt",
+            f"{{setting}} {fmt} writes {' or '.join(allowed)} files; {shown_path(path.name)} has another extension",
         )
 
 
@@ -437,7 +461,7 @@ def write_embedding(emb: Embedding, path: str | os.PathLike, fmt: str) -> list[P
         raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     for part in emb.parts():
         if not torch.isfinite(part).all():
-            raise UserError(f"refusing to write {target}: the embedding has NaN or infinite values")
+            raise UserError(f"refusing to write {shown_path(target)}: the embedding has NaN or infinite values")
     if fmt in ("sdxl", "sdxl-pair") and not emb.is_sdxl:
         raise SettingError(
             "fmt",
@@ -453,7 +477,7 @@ def write_embedding(emb: Embedding, path: str | os.PathLike, fmt: str) -> list[P
     if fmt == "diffusers":
         _need_suffix(target, fmt, (".safetensors", ".bin"))
         if target.suffix.lower() == ".bin":
-            return [_save_pickle(target, {emb.token: emb.vectors.detach().cpu().float().contiguous()})]
+            return [_save_pickle(target, {emb.token: emb.vectors.detach().cpu().contiguous()})]
         return [save_diffusers_embedding(target, emb.token, emb.vectors, _metadata(emb))]
     if fmt == "a1111":
         _need_suffix(target, fmt, (".pt",))
@@ -477,6 +501,37 @@ def write_embedding(emb: Embedding, path: str | os.PathLike, fmt: str) -> list[P
         ]
     _need_suffix(target, fmt, (".png",))
     return [write_png_embedding(emb, target)]
+
+
+def written_files(target: str | os.PathLike, fmt: str) -> list[Path]:
+    """The files `write_embedding(emb, target, fmt)` writes: sdxl-pair writes X and X_2."""
+    path = Path(target)
+    return list(pair_partner(path)) if fmt == "sdxl-pair" else [path]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link is the same file under another name
+    except OSError:
+        return False
+
+
+def check_not_an_input(target: str | os.PathLike, fmt: str, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output that would overwrite a file being read (convert's input, one of blend's).
+
+    Why before writing: the atomic writer would replace the input with the result, and the
+    original vectors would be gone.
+    """
+    sources = [Path(f) for f in inputs]
+    for out in written_files(target, fmt):
+        hit = next((src for src in sources if _same_file(out, src)), None)
+        if hit is not None:
+            raise UserError(
+                f"--output {shown_path(out)} is the input file {shown_path(hit)}; "
+                "choose another name so the original is kept"
+            )
 
 
 def token_slug(token: str) -> str:
@@ -535,7 +590,7 @@ def blend_embeddings(parts: list[tuple[Embedding, float]], token: str) -> Embedd
             )
         if emb.num_vectors != first.num_vectors:
             raise UserError(
-                f"cannot blend {emb.token} ({emb.num_vectors} vectors) with {first.token} ({first.num_vectors} vectors); "
+                f"cannot blend {emb.token} ({emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''}) with {first.token} ({first.num_vectors} vector{'s' if first.num_vectors != 1 else ''}); "
                 "blend tokens trained with the same --vectors"
             )
         if not (weight == weight and abs(weight) < 1e6):
@@ -547,9 +602,15 @@ def blend_embeddings(parts: list[tuple[Embedding, float]], token: str) -> Embedd
     return Embedding(token, mixed[0], mixed[1] if len(mixed) > 1 else None, format=first.format, metadata=meta)
 
 
-def blend_files(items: list[tuple[str, float | None]], token: str) -> Embedding:
-    """blend_embeddings over files; inputs without a weight share what the given weights leave (equal by default)."""
+def read_weighted(items: list[tuple[str, float | None]]) -> list[tuple[Embedding, float]]:
+    """Each file read, with its weight; inputs without a weight share what the given weights leave
+    (equal by default)."""
     given = [w for _, w in items if w is not None]
     missing = sum(1 for _, w in items if w is None)
     rest = (1.0 - sum(given)) / missing if missing and given else (1.0 / len(items) if missing else 0.0)
-    return blend_embeddings([(read_embedding(p), rest if w is None else w) for p, w in items], token)
+    return [(read_embedding(p), rest if w is None else w) for p, w in items]
+
+
+def blend_files(items: list[tuple[str, float | None]], token: str) -> Embedding:
+    """blend_embeddings over files (weights as `read_weighted` gives them)."""
+    return blend_embeddings(read_weighted(items), token)

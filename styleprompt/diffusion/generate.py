@@ -30,6 +30,7 @@ from styleprompt.diffusion.lora import load_loras, loaded_loras
 from styleprompt.diffusion.models import native_resolution, runner_for
 from styleprompt.diffusion.tokens import embedding_width, file_sha256, install_token
 from styleprompt.plumbing.errors import SettingError, UserError
+from styleprompt.plumbing.files import open_regular, parse_json, shown_path
 from styleprompt.plumbing.images import load_image, resize_long_side, save_image
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def load_embeddings(loaded, paths: Sequence[str], style_scale: float = 1.0) -> l
         room = int(pipe.tokenizer.model_max_length) - 2  # a prompt's tokens between its start and end
         if emb.num_vectors > room:
             raise UserError(
-                f"{path} holds {emb.num_vectors} vectors for {emb.token}, more than the {room} tokens a prompt "
+                f"{path} holds {emb.num_vectors} vector{'s' if emb.num_vectors != 1 else ''} for {emb.token}, more than the {room} tokens a prompt "
                 f"of this model holds; it cannot be used in a prompt whole"
             )
         scaled = emb.scaled(float(style_scale))
@@ -396,17 +397,24 @@ def _write_generated(items: Sequence[Generated], out: Path) -> list[Path]:
 def read_png_params(path: str | Path) -> dict:
     """The parameters a generated PNG carries (its `styleprompt` text chunk)."""
     p = Path(path)
-    try:
-        with Image.open(p) as img:
-            raw = (getattr(img, "text", None) or img.info).get(PARAMS_KEY)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {p} as an image ({exc})") from None
+    shown = shown_path(p)
+    # Opened once, never blocking (a FIFO is refused at once instead of waiting for a writer); Pillow
+    # reads that handle, so what was checked is what is read.
+    with open_regular(p, "image") as handle:
+        try:
+            with Image.open(handle) as img:
+                raw = (getattr(img, "text", None) or img.info).get(PARAMS_KEY)
+        except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise anything on malformed files
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot read {shown} as an image ({first})") from None
     if not raw:
-        raise UserError(f"{p} carries no {PARAMS_KEY} parameters; it was not made by styleprompt generate")
+        raise UserError(f"{shown} carries no {PARAMS_KEY} parameters; it was not made by styleprompt generate")
+    if not isinstance(raw, str):
+        raise UserError(f"{shown}: the {PARAMS_KEY} text chunk is damaged (not text)")
     try:
-        params = json.loads(raw)
-    except (ValueError, RecursionError):  # JSONDecodeError, or nesting deeper than Python's stack
-        raise UserError(f"{p}: the {PARAMS_KEY} text chunk is damaged (not JSON)") from None
+        params = parse_json(raw, f"the {PARAMS_KEY} text chunk of {shown}", "parameters chunk")
+    except UserError as exc:
+        raise UserError(f"{exc}; it was not written by styleprompt generate, or was edited") from None
     return check_png_params(params, p)
 
 

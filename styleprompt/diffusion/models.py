@@ -20,6 +20,7 @@ from styleprompt.diffusion import families
 from styleprompt.diffusion.families import (
     DEFAULT_MODEL,
     MICRO_MODEL,
+    MODEL_CHOICES_HELP,
     TINY_MODELS,
     family_of_width,
     is_sdxl,
@@ -32,6 +33,7 @@ from styleprompt.plumbing.errors import SettingError, UserError
 __all__ = [
     "DEFAULT_MODEL",
     "TINY_MODELS",
+    "MODEL_CHOICES_HELP",
     "LoadedModel",
     "family_of_width",
     "is_sdxl",
@@ -228,7 +230,7 @@ def load_micro_folder(folder: Path | None = None) -> Any:
     try:
         return StableDiffusionPipeline.from_pretrained(
             str(folder),
-            torch_dtype=torch.float32,
+            **pipeline_dtype(torch.float32),
             local_files_only=True,
             safety_checker=None,
             requires_safety_checker=False,
@@ -239,10 +241,52 @@ def load_micro_folder(folder: Path | None = None) -> Any:
 
 def _not_available(model: str, reason: str) -> UserError:
     return UserError(
-        f"model {model!r} is not available ({reason}); when online it downloads into the Hugging Face cache "
-        f"(or run `huggingface-cli download {model}`), else pass a local diffusers folder or a .safetensors "
-        "checkpoint, or use --model micro (trained, offline) or tiny (random) for an offline test model"
+        f"model {model!r} is not available ({reason}). Online, it downloads into the Hugging Face cache "
+        f"on first use (or beforehand: `hf download {model}`); else pass a local diffusers folder or a "
+        ".safetensors checkpoint, or use --model micro (trained, offline) or tiny (random) for an offline test model"
     )
+
+
+def first_sentence(text: str, limit: int = 240) -> str:
+    """The first sentence of an error text, whole: a library's message cut at a fixed length ended
+    mid-word ("... cached snapshot folder for the )")."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    match = re.search(r"[.!?](\s|$)", line)
+    sentence = line[: match.start()] if match else line
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
+    return sentence
+
+
+def pipeline_dtype(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype argument of diffusers' loaders under the name this diffusers reads: `dtype` since
+    it deprecated `torch_dtype` (which printed a FutureWarning on every load), else `torch_dtype`."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
+def missing_model_reason(model: str) -> str | None:
+    """Why `model` cannot be loaded from this machine as it stands, or None when it is here
+    (a test model, a local file or folder, a hub id in the Hugging Face cache). Reads no weights:
+    for the app's page, which must say a model is missing rather than look healthy without one."""
+    if model in TINY_MODELS:
+        return None
+    if model == MICRO_MODEL:
+        built = (families.MICRO_MODEL_DIR / "model_index.json").is_file()
+        return None if built else "the micro model is not built in this install"
+    path = Path(model).expanduser()
+    if path.exists():
+        return None
+    if not _HUB_ID.match(model):
+        return f"{model} is neither a local file or folder nor a hub id"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return "it is not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+    return "it is not in the Hugging Face cache; it downloads (several GB) on first use if this machine is online"
 
 
 def _single_file_is_sdxl(path: Path) -> bool:
@@ -264,31 +308,31 @@ def _load_from_disk_or_hub(model: str, dtype: torch.dtype, **kwargs: Any):
             raise UserError(f"{path} is not a .safetensors or .ckpt checkpoint (nor a diffusers folder)")
         cls = StableDiffusionXLPipeline if _single_file_is_sdxl(path) else StableDiffusionPipeline
         try:
-            return cls.from_single_file(str(path), torch_dtype=dtype, **kwargs)
+            return cls.from_single_file(str(path), **pipeline_dtype(dtype), **kwargs)
         except (OSError, ValueError) as exc:
             raise _not_available(
-                str(path), f"could not read it as a Stable Diffusion checkpoint: {str(exc).splitlines()[0]}"
+                str(path), f"could not read it as a Stable Diffusion checkpoint: {first_sentence(str(exc))}"
             ) from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
-        return DiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype, **kwargs)
+        return DiffusionPipeline.from_pretrained(str(path), **pipeline_dtype(dtype), **kwargs)
     if not _HUB_ID.match(model):
         raise UserError(
             f"unknown model {model!r}: give a hub id like {DEFAULT_MODEL}, a diffusers folder, a .safetensors "
             "file, micro or tiny"
         )
     try:  # The cache first: works offline, and never re-contacts the hub for a cached model.
-        return DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, local_files_only=True, **kwargs)
+        return DiffusionPipeline.from_pretrained(model, **pipeline_dtype(dtype), local_files_only=True, **kwargs)
     except Exception:  # noqa: BLE001 - any cache miss falls through to the hub
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         raise _not_available(model, "not in the Hugging Face cache and HF_HUB_OFFLINE is set")
     try:
-        return DiffusionPipeline.from_pretrained(model, torch_dtype=dtype, **kwargs)
+        return DiffusionPipeline.from_pretrained(model, **pipeline_dtype(dtype), **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; the user needs one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _not_available(model, f"not cached and the hub could not provide it: {reason[:160]}") from None
+        reason = first_sentence(str(exc)) or type(exc).__name__
+        raise _not_available(model, f"not cached, and the hub could not provide it: {reason}") from None
 
 
 def load_pipeline(

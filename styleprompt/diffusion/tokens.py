@@ -29,9 +29,22 @@ def expand_token(text: str, token: str, num_vectors: int) -> str:
     return text.replace(token, " ".join(token_names(token, num_vectors)))
 
 
+# Slots that prompts fill in (styleprompt.diffusion.templates, generate's --prompt): a token
+# holding one would be replaced by a subject or a caption in every prompt, and never be learned
+# or used.
+PROMPT_SLOTS = {"{class}": "the subject (a lighthouse, a city)", "[filewords]": "the image's caption"}
+
+
 def validate_token_name(token: str) -> None:
-    if not token or any(c.isspace() for c in token):
+    """One printable word that no prompt slot rewrites."""
+    if not token or any(c.isspace() for c in token) or not token.isprintable():
         raise UserError(f"invalid token {token!r}: use one word without spaces, such as <my-style>")
+    for slot, filled in PROMPT_SLOTS.items():
+        if slot in token:
+            raise UserError(
+                f"invalid token {token!r}: {slot} is a slot that every prompt fills in with {filled}, so the "
+                "token would be replaced in them; name it without the slot, such as <my-style>"
+            )
 
 
 def vocabulary_word(tokenizer, name: str) -> str | None:
@@ -152,7 +165,9 @@ def save_diffusers_embedding(
     """
     from safetensors.torch import save_file
 
-    tensor = vectors.detach().to("cpu", torch.float32).contiguous()
+    tensor = vectors.detach().to("cpu").contiguous()
+    if tensor.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        tensor = tensor.to(torch.float32)  # a float embedding keeps its precision (convert copies exactly)
     if tensor.dim() == 1:
         tensor = tensor.unsqueeze(0)
     if not torch.isfinite(tensor).all():

@@ -33,6 +33,7 @@ from torch import nn
 from classic import limits
 from styleprompt.diffusion import checkpoints as ckpt
 from styleprompt.diffusion import lora as lora_lib
+from styleprompt.diffusion import validation
 from styleprompt.diffusion.config import TrainConfig
 from styleprompt.diffusion.data import Artwork, CropWindow, LatentCache, load_artworks
 from styleprompt.diffusion.formats import Embedding, write_embedding
@@ -150,6 +151,7 @@ class TrainCallbacks:
     on_step: Callable[[int, int, float], None] | None = None
     on_preview: Callable[[int, Path], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    on_validation: Callable[[int, float, float | None], None] | None = None  # step, val_loss, val_heldout
 
 
 def _fingerprint(cfg: TrainConfig, family: str) -> dict:
@@ -160,21 +162,28 @@ def _fingerprint(cfg: TrainConfig, family: str) -> dict:
 
 
 class LossLog:
-    """loss.csv, appended a row per step and flushed; truncated to the resume step on resume."""
+    """loss.csv, appended a row per step and flushed; truncated to the resume step on resume.
+
+    A token run's log (`validation=True`) adds `val_loss` and `val_heldout` (the validation
+    losses, `validation.py`), filled every --validate-every steps and empty elsewhere; they come
+    last, so readers of the first four columns keep working (the micro build's log has only those).
+    """
 
     FIELDS = ["step", "loss", "lr", "elapsed_s"]
+    VALIDATION_FIELDS = ["val_loss", "val_heldout"]
 
-    def __init__(self, path: Path, resume_step: int):
+    def __init__(self, path: Path, resume_step: int, validation: bool = False):
         self.path = path
+        self.fields = self.FIELDS + (self.VALIDATION_FIELDS if validation else [])
         rows = self.read(path) if resume_step > 0 else []
         rows = [r for r in rows if int(r["step"]) <= resume_step]
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.FIELDS)
+            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         self.rows = rows
         self.handle = open(path, "a", newline="")
-        self.writer = csv.DictWriter(self.handle, self.FIELDS)
+        self.writer = csv.DictWriter(self.handle, self.fields, extrasaction="ignore")
 
     @staticmethod
     def read(path: Path) -> list[dict]:
@@ -196,8 +205,11 @@ class LossLog:
                 ) from None
         return rows
 
-    def append(self, step: int, loss: float, lr: float, elapsed: float) -> None:
+    def append(
+        self, step: int, loss: float, lr: float, elapsed: float, val: tuple[float | None, float | None] = (None, None)
+    ) -> None:
         row = {"step": step, "loss": f"{loss:.6f}", "lr": f"{lr:.3e}", "elapsed_s": f"{elapsed:.2f}"}
+        row.update({k: "" if v is None else f"{v:.6f}" for k, v in zip(("val_loss", "val_heldout"), val)})
         self.writer.writerow(row)
         self.handle.flush()
         self.rows.append(row)
@@ -206,8 +218,31 @@ class LossLog:
         self.handle.close()
 
 
+def moving_average(values: list[float], weight: float = 0.95) -> list[float]:
+    """The exponential moving average the plots draw (the first value starts it)."""
+    out: list[float] = []
+    for value in values:
+        out.append(value if not out else weight * out[-1] + (1 - weight) * value)
+    return out
+
+
+def validation_points(rows: list[dict], column: str = "val_loss") -> tuple[list[int], list[float]]:
+    """(steps, values) of the rows of loss.csv that hold a validation loss in `column`."""
+    steps, values = [], []
+    for row in rows:
+        text = row.get(column) or ""
+        if text:
+            steps.append(int(row["step"]))
+            values.append(float(text))
+    return steps, values
+
+
 def plot_loss(rows: list[dict], path: Path, title: str) -> None:
-    """loss.png: raw per-step loss and an exponential moving average, written atomically."""
+    """loss.png: raw per-step loss and its moving average, and beside them (own axis, right) the
+    validation loss on the fixed set; written atomically.
+
+    The validation loss has its own axis because its level is set by the fixed timesteps, not by
+    the training draws: what tells when to stop is its shape (falling, flat, rising)."""
     if not rows:
         return
     import matplotlib
@@ -217,17 +252,23 @@ def plot_loss(rows: list[dict], path: Path, title: str) -> None:
 
     steps = [int(r["step"]) for r in rows]
     losses = [float(r["loss"]) for r in rows]
-    ema, smooth = losses[0], []
-    for value in losses:
-        ema = 0.95 * ema + 0.05 * value
-        smooth.append(ema)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
-    ax.plot(steps, smooth, lw=1.6, label="moving average")
+    fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
+    lines = ax.plot(steps, losses, lw=0.6, alpha=0.4, label="loss")
+    lines += ax.plot(steps, moving_average(losses), lw=1.6, label="moving average")
     ax.set_xlabel("step")
-    ax.set_ylabel("MSE")
+    ax.set_ylabel("MSE (training draws)")
+    val_steps, val = validation_points(rows)
+    if val:
+        twin = ax.twinx()
+        # Not smoothed: it is the same set every time, so its steps are real changes, and a moving
+        # average over a few points would only lag.
+        lines += twin.plot(val_steps, val, "o-", ms=3, lw=1.4, color="tab:green", label="validation (fixed set)")
+        held_steps, held = validation_points(rows, "val_heldout")
+        if held:
+            lines += twin.plot(held_steps, held, "--", lw=1.2, color="tab:red", label="held-out artwork")
+        twin.set_ylabel("MSE (fixed validation set)", color="tab:green")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(handles=lines, fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -270,7 +311,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.resolution is not None and cfg.resolution != 0:
         limits.check_bound("resolution", cfg.resolution)
     limits.check_seed(cfg.seed)
-    for name in ("save_every", "checkpoint_every", "preview_every", "lr_warmup_steps"):
+    for name in ("save_every", "checkpoint_every", "preview_every", "lr_warmup_steps", "validate_every"):
         if getattr(cfg, name) < 0:
             raise SettingError(name, f"{{setting}} must be 0 or more (got {getattr(cfg, name)})")
     if cfg.preview_every > 0:
@@ -310,6 +351,7 @@ class StyleTokenTrainer:
         self.run = TrainingRun(cfg.output)
         self.out = self.run.folder
         artworks = artworks if artworks is not None else load_artworks(cfg.images)
+        artworks, held_out = validation.split_held_out(artworks, cfg.validate_every or 0)
         cpu = runs_on_cpu(cfg)
         if cfg.mixed_precision == "fp16" and cpu:
             raise SettingError("mixed_precision", "{setting} fp16 needs a GPU; on CPU use bf16 or no")
@@ -392,6 +434,9 @@ class StyleTokenTrainer:
         self.sampler = PromptSampler(cfg.learnable_property)
         self.token_text = expand_token(cfg.token, cfg.token, cfg.vectors)
         self.latents = self._encode_artworks(artworks, device)
+        self.held_out = self._encode_artworks([held_out], device) if held_out else None
+        self.held_out_name = held_out.path.name if held_out else None
+        self._validation: validation.ValidationSet | None = None
         self.original_sizes = [art.image.size for art in artworks]  # (w, h), for SDXL's size conditioning
         self.num_images = len(artworks)
 
@@ -418,7 +463,10 @@ class StyleTokenTrainer:
 
     def _prompt_ids(self, captions: list[str | None]) -> list[torch.Tensor]:
         """Token ids of one sampled prompt per item, from each tokenizer (the same prompts for both)."""
-        prompts = [self.sampler.sample(self.generator, self.token_text, caption) for caption in captions]
+        return self.prompt_ids_of([self.sampler.sample(self.generator, self.token_text, c) for c in captions])
+
+    def prompt_ids_of(self, prompts: list[str]) -> list[torch.Tensor]:
+        """Token ids of these prompts from each tokenizer."""
         out = []
         for tok, _ in self.encoders:
             ids = tok(
@@ -514,6 +562,25 @@ class StyleTokenTrainer:
     def trainable(self) -> list[nn.Parameter]:
         """Every trained parameter, in the optimizer's order: the learned rows, then the LoRA's."""
         return [part.vectors for part in self.parts] + (self.lora.parameters() if self.lora else [])
+
+    def batch_of(
+        self,
+        latents: torch.Tensor,
+        prompts: list[str],
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        windows: list[CropWindow],
+    ) -> Batch:
+        """A Batch of given items (the validation set's), with its prompts' ids and SDXL's conditioning."""
+        ids = self.prompt_ids_of(prompts)
+        sdxl = SdxlConditioning(ids[1], self._time_ids(windows)) if self.is_sdxl else None
+        return Batch(latents, ids[0], noise, timesteps, windows, sdxl)
+
+    def validation_set(self) -> validation.ValidationSet:
+        """The fixed validation batches, built on first use from their own generator."""
+        if self._validation is None:
+            self._validation = validation.ValidationSet.build(self, self.held_out)
+        return self._validation
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -693,6 +760,17 @@ def _preview(trainer: StyleTokenTrainer, step: int, cb: TrainCallbacks) -> None:
         cb.on_preview(step, path)
 
 
+def _validate(trainer: StyleTokenTrainer, step: int, cb: TrainCallbacks) -> tuple[float | None, float | None]:
+    """The validation losses at every --validate-every'th step, (None, None) between."""
+    every = trainer.cfg.validate_every or 0
+    if every <= 0 or step % every:
+        return None, None
+    seen, held = validation.validation_losses(trainer)
+    if cb.on_validation:
+        cb.on_validation(step, seen, held)
+    return seen, held
+
+
 def _resume(trainer: StyleTokenTrainer, ckpt_dir: Path, resume: str) -> int:
     """Restore a checkpoint; returns its step (0: none yet).
 
@@ -826,8 +904,10 @@ def _train(
         )
         if threads is not None:
             measured["cpu_threads"] = threads
+        if trainer.held_out_name:
+            measured["validation_held_out"] = trainer.held_out_name
         run.write_config(cfg, **measured)
-    loss_log = LossLog(run.loss_log, start) if acc.is_main_process else None
+    loss_log = LossLog(run.loss_log, start, validation=True) if acc.is_main_process else None
     final_path = run.embedding
     elapsed0 = float(loss_log.rows[-1]["elapsed_s"]) if loss_log and loss_log.rows else 0.0
     t0 = time.perf_counter()
@@ -861,7 +941,9 @@ def _train(
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             if loss_log is not None:  # the main process's
-                loss_log.append(step, loss, trainer.lr_scheduler.get_last_lr()[0], elapsed0 + time.perf_counter() - t0)
+                val = _validate(trainer, step, cb)
+                lr = trainer.lr_scheduler.get_last_lr()[0]
+                loss_log.append(step, loss, lr, elapsed0 + time.perf_counter() - t0, val)
                 if save_every > 0 and step % save_every == 0:
                     trainer.save_embedding(run.step_embedding(step), step)
                     trainer.save_lora(run.step_lora(step), step)  # the pair pick chooses from

@@ -330,6 +330,9 @@ def recipe_differences(
     asked_resolution = resolution if resolution is not None else (cfg.resolution or None)
     if asked_resolution is not None and recorded.get("resolution") not in (None, asked_resolution):
         found.append(f"resolution {recorded['resolution']} -> {asked_resolution}")
+    if "validate_every" in recorded and bool(recorded["validate_every"]) != bool(cfg.validate_every):
+        # with validation on, an artwork may be held out of training (validation.split_held_out)
+        found.append(f"validate_every {_shown(recorded['validate_every'])} -> {_shown(cfg.validate_every)}")
     if images_digest is not None and recorded.get("images_digest") not in (None, images_digest):
         found.append(f"images: the artworks in {cfg.images} are not the ones the run was trained on")
     elif "images_digest" not in recorded and recorded.get("images"):  # a run from before the digest

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from styleprompt.evaluation.report import Cell
 from styleprompt.plumbing.errors import UserError
-from styleprompt.plumbing.files import write_text_atomic
+from styleprompt.plumbing.files import read_json, write_text_atomic
 
 MANIFEST_FORMAT = "styleprompt-compare"
 MANIFEST_VERSION = 1
@@ -177,10 +177,7 @@ class CompareRun:
             raise UserError(
                 f"{self.root} is not a comparison folder (no {self.MANIFEST}); run `styleprompt compare` first"
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path} is not readable JSON ({_first_line(exc)})") from None
+        data = read_json(path, "comparison manifest")  # a plain file, nesting bounded: one line otherwise
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise UserError(f"{path} is not a styleprompt comparison manifest")
         _check_manifest(data, path)
@@ -191,11 +188,6 @@ def read_manifest(folder: str | Path) -> dict:
     """A compare run's compare.json (the folder, or the manifest file itself)."""
     root = Path(folder)
     return (CompareRun(root.parent, root.name) if root.is_file() else CompareRun(root)).read_manifest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text or type(exc).__name__
 
 
 def _check_manifest(data: dict, path: Path) -> None:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 from PIL import Image
 
 from classic import limits
+from styleprompt.diffusion.families import DEFAULT_MODEL, MODEL_CHOICES_HELP
 from styleprompt.plumbing.errors import UserError
 from styleprompt.plumbing.measure import measure
 
@@ -771,8 +772,8 @@ EMBEDDING = WeightSource("embedding", "--embedding", "the learned token (learned
 DIFFUSION_MODEL = WeightSource(
     "model",
     "--model",
-    "diffusion model for the token methods (hub id, folder, file, micro, tiny)",
-    default="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    f"diffusion model for the token methods: {MODEL_CHOICES_HELP}",
+    default=DEFAULT_MODEL,
 )
 TOKEN_STEPS = Field(
     "steps",

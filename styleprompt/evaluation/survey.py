@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 from styleprompt.evaluation.compare_run import CompareRun, read_manifest
 from styleprompt.evaluation.report import fit_into, image_data_uri
 from styleprompt.plumbing.errors import UserError
-from styleprompt.plumbing.files import write_text_atomic
+from styleprompt.plumbing.files import read_json, shown_path, write_text_atomic
 from styleprompt.plumbing.images import load_image
 
 PAGE_NAME = CompareRun.SURVEY_PAGE  # the run folder's names belong to CompareRun
@@ -291,12 +291,10 @@ class Tally:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a readable {what} ({str(exc).splitlines()[0]})") from None
+    """A plain file only (a FIFO or a device gets its reason), nesting bounded: `read_json`."""
+    data = read_json(path, what)
     if not isinstance(data, dict):
-        raise UserError(f"{path} is not a {what}")
+        raise UserError(f"{shown_path(path)} is not a {what}")
     return data
 
 
@@ -304,17 +302,19 @@ def read_key(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
         p = CompareRun(p).survey_key
-    if not p.is_file():
-        raise UserError(f"no survey key at {p}; run `styleprompt survey DIR` first (it writes {KEY_NAME})")
+    if not p.exists():
+        raise UserError(f"no survey key at {shown_path(p)}; run `styleprompt survey DIR` first (it writes {KEY_NAME})")
     key = _read_json(p, "survey key")
     if key.get("format") != KEY_FORMAT or not isinstance(key.get("pairs"), list):
-        raise UserError(f"{p} is not a styleprompt survey key")
+        raise UserError(f"{shown_path(p)} is not a styleprompt survey key")
     pairs_ok = all(
         isinstance(q, dict) and all(isinstance(q.get(k), str) for k in ("id", "A", "B")) for q in key["pairs"]
     )
     labels = key.get("labels", {})
     if not (pairs_ok and isinstance(key.get("survey_id"), str) and isinstance(labels, dict)):
-        raise UserError(f"{p} is a damaged survey key (its pairs, survey_id or labels have the wrong shape)")
+        raise UserError(
+            f"{shown_path(p)} is a damaged survey key (its pairs, survey_id or labels have the wrong shape)"
+        )
     return key
 
 
@@ -324,7 +324,7 @@ def _check_answers(doc: dict, path: Path) -> list[dict]:
     fields_ok = all(isinstance(doc.get(k, ""), str) for k in ("response_id", "saved", "survey_id"))
     if not fields_ok or not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
         raise UserError(
-            f"{path} is a damaged survey answers file (its answers or ids have the wrong shape); "
+            f"{shown_path(path)} is a damaged survey answers file (its answers or ids have the wrong shape); "
             "ask the rater to save it again"
         )
     return answers
@@ -337,10 +337,10 @@ def answer_files(paths: Sequence[str | Path]) -> list[Path]:
         p = Path(value)
         if p.is_dir():
             files.extend(sorted(f for f in p.glob("*.json") if f.name not in CompareRun.NOT_ANSWERS))
-        elif p.is_file():
+        elif p.exists():  # a FIFO or a device is refused with its reason when read
             files.append(p)
         else:
-            raise UserError(f"answers file {p} does not exist")
+            raise UserError(f"answers file {shown_path(p)} does not exist")
     if not files:
         raise UserError("no answer files given; pass the survey-answers-*.json files the raters sent back")
     return files
@@ -357,11 +357,11 @@ def tally(key: dict, answers: Iterable[Path]) -> Tally:
     for path in answers:
         doc = _read_json(path, "survey answers file")
         if doc.get("format") != ANSWERS_FORMAT:
-            raise UserError(f"{path} is not a styleprompt survey answers file")
+            raise UserError(f"{shown_path(path)} is not a styleprompt survey answers file")
         _check_answers(doc, path)
         if doc.get("survey_id") != key["survey_id"]:
             raise UserError(
-                f"{path} answers survey {doc.get('survey_id')!r}, but the key is for survey {key['survey_id']!r}"
+                f"{shown_path(path)} answers survey {doc.get('survey_id')!r}, but the key is for survey {key['survey_id']!r}"
             )
         rid = str(doc.get("response_id") or path.name)
         saved = str(doc.get("saved") or "")
@@ -378,14 +378,18 @@ def tally(key: dict, answers: Iterable[Path]) -> Tally:
         for answer in _check_answers(doc, path):
             pair = pairs.get(str(answer.get("pair")))
             if pair is None:
-                raise UserError(f"{path} answers pair {answer.get('pair')!r}, which this survey does not have")
+                raise UserError(
+                    f"{shown_path(path)} answers pair {answer.get('pair')!r}, which this survey does not have"
+                )
             counted = False
             for q in QUESTIONS:
                 choice = answer.get(q)
                 if choice is None:
                     continue
                 if not isinstance(choice, str) or choice not in CHOICES:
-                    raise UserError(f"{path}: pair {pair['id']} has answer {choice!r}; expected A, B or tie")
+                    raise UserError(
+                        f"{shown_path(path)}: pair {pair['id']} has answer {choice!r}; expected A, B or tie"
+                    )
                 _score(result.scores[q], pair["A"], pair["B"], choice)
                 counted = True
             result.answered_pairs += counted

@@ -41,5 +41,19 @@ def cli_message(exc: UserError, flags: dict[str, str] | None = None) -> str:
     """The one line a command line prints: a setting named as its flag (`flags` for the settings
     whose flag is not their name, such as `fmt` -> `--to`)."""
     if isinstance(exc, SettingError):
-        return exc.named((flags or {}).get(exc.setting) or cli_flag(exc.setting))
-    return str(exc)
+        text = exc.named((flags or {}).get(exc.setting) or cli_flag(exc.setting))
+    else:
+        text = str(exc)
+    return one_line(text)
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, whatever a message site put in it: a file name with a newline or an
+    undecodable byte (a surrogate from os.fsdecode) is shown escaped, never split or mangled (the
+    last guard behind `files.shown_path`, which the message sites use)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogates(text) else text
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)

@@ -19,13 +19,13 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from styleprompt.plumbing.errors import UserError
-from styleprompt.plumbing.files import atomic_path
+from styleprompt.plumbing.files import atomic_path, open_regular, shown_path
 
 if TYPE_CHECKING:
     import torch
@@ -57,13 +57,13 @@ _SIGNATURES = {
 MAX_PIXELS = 89_478_485
 
 
-def _to_rgb(img: Image.Image, p: Path) -> Image.Image:
+def _to_rgb(img: Image.Image, shown: str) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():
             raise UserError(
-                f"refusing {p}: its floating-point pixels include NaN or infinite values; "
+                f"refusing {shown}: its floating-point pixels include NaN or infinite values; "
                 "save it as an 8- or 16-bit image first"
             )
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -115,16 +115,16 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0][:160] if text else "") or type(exc).__name__
 
 
-def _sniffed_format(p: Path) -> str | None:
+def _sniffed_format(handle: IO[bytes]) -> str | None:
     """The accepted format the file's first bytes claim, if any."""
-    with open(p, "rb") as f:
-        head = f.read(16)
+    handle.seek(0)
+    head = handle.read(16)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
     return next((fmt for magic, fmt in _SIGNATURES.items() if head.startswith(magic)), None)
 
 
-def _other_format(p: Path) -> str | None:
+def _other_format(handle: IO[bytes]) -> str | None:
     """The name of the non-accepted format Pillow identifies the file as, if any.
 
     Only the header is parsed (no pixels are decoded); any failure of a plugin means "unknown".
@@ -132,7 +132,8 @@ def _other_format(p: Path) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(p) as img:
+            handle.seek(0)
+            with Image.open(handle) as img:
                 return (
                     f"in {img.format} format ({img.format_description})"
                     if img.format_description
@@ -142,21 +143,21 @@ def _other_format(p: Path) -> str | None:
         return None
 
 
-def _refuse_unopenable(p: Path, exc: BaseException) -> UserError:
+def _refuse_unopenable(handle: IO[bytes], shown: str, exc: BaseException) -> UserError:
     """The one line for a file that none of the accepted formats' readers could open."""
-    sniffed = _sniffed_format(p)
+    sniffed = _sniffed_format(handle)
     if sniffed:
         return UserError(
-            f"cannot read {p}: corrupt or unsupported {sniffed} file ({_first_line(exc)}); "
+            f"cannot read {shown}: corrupt or unsupported {sniffed} file ({_first_line(exc)}); "
             "re-save it from an image editor"
         )
-    other = _other_format(p)
+    other = _other_format(handle)
     if other:
         return UserError(
-            f"refusing {p}: its content is {other}; styleprompt reads {ACCEPTED_NAMES} "
+            f"refusing {shown}: its content is {other}; styleprompt reads {ACCEPTED_NAMES} "
             "(decided by the content, not the name): convert it first"
         )
-    return UserError(f"cannot read {p}: not an image ({ACCEPTED_NAMES} are read)")
+    return UserError(f"cannot read {shown}: not an image ({ACCEPTED_NAMES} are read)")
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -164,19 +165,23 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
 
     What the file is is decided by its content (a JPEG named .png is a JPEG; a DDS named .png
     is refused as DDS). Raises UserError (one line: which file, what is wrong) for missing,
-    unreadable, non-image, other-format, oversized, corrupt or truncated files; any failure
-    while decoding an accepted format reads as "corrupt or unsupported", whatever Pillow's
-    plugin raised. Animated images give their first frame.
+    unreadable, non-image, other-format, oversized, corrupt or truncated files, and for what is
+    no plain file (a FIFO, a device, a file of /proc); any failure while decoding an accepted
+    format reads as "corrupt or unsupported", whatever Pillow's plugin raised. Animated images
+    give their first frame. The file is opened once (`open_regular`, which never blocks) and
+    every reader works on that handle, so what was checked is what is decoded.
     """
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"image not found: {p}")
+    shown = shown_path(p)
     if p.is_dir():
-        raise UserError(f"expected an image file but {p} is a folder")
-    if not os.access(p, os.R_OK):
-        raise UserError(f"cannot read {p}: permission denied")
-    if p.stat().st_size == 0:
-        raise UserError(f"cannot read {p}: the file is empty (0 bytes)")
+        raise UserError(f"expected an image file but {shown} is a folder")
+    with open_regular(p, "image") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise UserError(f"cannot read {shown}: the file is empty (0 bytes)")
+        return _decode(handle, shown, max_pixels)
+
+
+def _decode(handle: IO[bytes], shown: str, max_pixels: int) -> Image.Image:
     fmt: str | None = "image"
     try:
         with warnings.catch_warnings():
@@ -185,23 +190,24 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                probe = Image.open(p, formats=ACCEPTED_FORMATS)
+                probe = Image.open(handle, formats=ACCEPTED_FORMATS)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
                 raise
             except Exception as exc:  # noqa: BLE001 - see _refuse_unopenable
-                raise _refuse_unopenable(p, exc) from None
+                raise _refuse_unopenable(handle, shown, exc) from None
             with probe:
                 fmt = "JPEG" if probe.format == "MPO" else probe.format
                 probe.verify()  # checksums (a PNG with a bad CRC decodes silently otherwise)
-            with Image.open(p, formats=ACCEPTED_FORMATS) as img:
+            handle.seek(0)
+            with Image.open(handle, formats=ACCEPTED_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise UserError(
-                        f"refusing {p}: {width}x{height} is larger than the {max_pixels:,}-pixel limit "
+                        f"refusing {shown}: {width}x{height} is larger than the {max_pixels:,}-pixel limit "
                         "(possibly a decompression bomb); resize it first"
                     )
                 if width < 1 or height < 1:
-                    raise UserError(f"cannot read {p}: it has no pixels")
+                    raise UserError(f"cannot read {shown}: it has no pixels")
                 img.seek(0)
                 failure = None
                 quiet: contextlib.AbstractContextManager[list[str]] = (
@@ -214,16 +220,16 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
                         failure = exc
                 if failure is not None:
                     raise OSError(messages[-1]) if messages else failure
-                return _to_rgb(ImageOps.exif_transpose(img), p)
+                return _to_rgb(ImageOps.exif_transpose(img), shown)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"refusing {p}: too many pixels (possibly a decompression bomb); resize it first") from None
+        raise UserError(f"refusing {shown}: too many pixels (possibly a decompression bomb); resize it first") from None
     except RecursionError:
-        raise UserError(f"cannot read {p}: corrupt or unsupported image (its structure nests too deeply)") from None
+        raise UserError(f"cannot read {shown}: corrupt or unsupported image (its structure nests too deeply)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise anything on malformed data
         raise UserError(
-            f"cannot read {p}: corrupt or unsupported {fmt} file ({_first_line(exc)}); re-save it from an image editor"
+            f"cannot read {shown}: corrupt or unsupported {fmt} file ({_first_line(exc)}); re-save it from an image editor"
         ) from None
 
 
@@ -231,12 +237,22 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files (by suffix) directly in `folder`, sorted by name; hidden files skipped."""
     root = Path(folder)
     if not root.exists():
-        raise UserError(f"folder not found: {root}")
+        raise UserError(f"folder not found: {shown_path(root)}")
     if not root.is_dir():
-        raise UserError(f"expected a folder of images but {root} is a file")
-    return sorted(
-        p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+        raise UserError(f"expected a folder of images but {shown_path(root)} is a file")
+    try:  # listing needs the folder's r bit, telling its files' kinds its x bit
+        return sorted(
+            p
+            for p in root.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+    except PermissionError:
+        raise UserError(
+            f"cannot read the folder {shown_path(root)}: permission denied; make it readable (chmod u+rx) "
+            "or copy the artworks to a folder of yours"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read the folder {shown_path(root)}: {exc.strerror or exc}") from None
 
 
 def resize_long_side(img: Image.Image, size: int | None, multiple: int = 1) -> Image.Image:
@@ -275,7 +291,7 @@ def save_image(img: Image.Image, path: str | os.PathLike, text: dict[str, str] |
     target = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".png": "PNG"}.get(target.suffix.lower())
     if fmt is None:
-        raise UserError(f"cannot save {target}: use a .png, .jpg or .webp file name")
+        raise UserError(f"cannot save {shown_path(target)}: use a .png, .jpg or .webp file name")
     with atomic_path(target) as tmp:
         if fmt == "PNG":
             info = PngImagePlugin.PngInfo()

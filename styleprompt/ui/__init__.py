@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from styleprompt.ui.common import CSS, AppContext
+from styleprompt.ui.common import CSS, AppContext, model_notice
 from styleprompt.ui.serve import AppSettings, ModelCache
 
 __all__ = ["build_app", "queue_options", "launch_options", "AppSettings", "AppContext"]
@@ -35,6 +35,8 @@ def build_app(settings: AppSettings | None = None, *, models: ModelCache | None 
             "# styleprompt\nTeach the model a style word from a few artworks, paint with it, and compare it "
             f"with classic style transfer. Model: `{settings.model}` · outputs: `{settings.output_dir}`"
         )
+        notice = model_notice(ctx)
+        warning = gr.Markdown(notice, visible=bool(notice), elem_id="model-notice")
         with gr.Tabs():
             with gr.Tab("Train", id="train"):
                 train = train_tab.build(ctx)
@@ -49,6 +51,14 @@ def build_app(settings: AppSettings | None = None, *, models: ModelCache | None 
             refresh = generate_tab.refresher(ctx)
             train.start_event.then(refresh, None, [dropdown], queue=False, api_visibility="private")
             demo.load(refresh, None, [dropdown], queue=False, api_visibility="private")
+        # Again on every page load: the model may have arrived meanwhile, or failed to preload.
+        demo.load(
+            lambda: gr.update(value=model_notice(ctx), visible=bool(model_notice(ctx))),
+            None,
+            [warning],
+            queue=False,
+            api_visibility="private",
+        )
     demo.styleprompt = ctx
     return demo
 

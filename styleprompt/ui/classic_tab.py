@@ -25,6 +25,7 @@ from styleprompt.ui.common import (
     idle_html,
     image_input,
     int_in,
+    job_event,
     progress_html,
     show_errors,
     stream_job,
@@ -159,7 +160,9 @@ def build(ctx: AppContext) -> None:
         labelled = " · random weights" if random else ""
         yield progress_html(f"done: {method}{labelled} · {format_duration(job.elapsed)}", state="done"), str(path)
 
-    event = run.click(
+    job_event(
+        run,
+        stop,
         stylize,
         [method, content, styles, weights, mask, alpha, preserve, size, *fields.values(), random_weights, *boxes],
         [status, output],
@@ -169,7 +172,7 @@ def build(ctx: AppContext) -> None:
         show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "classic", "stop_classic", run, event)
+    wire_stop(ctx, stop, "classic", "stop_classic")
 
 
 def method_fields(

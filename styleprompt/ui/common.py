@@ -20,7 +20,7 @@ import gradio as gr
 
 from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.ui.jobs import Job, JobBoard, JobCancelled, format_duration
-from styleprompt.ui.serve import AppSettings, ModelCache, OutputFolder
+from styleprompt.ui.serve import AppSettings, ModelCache, OutputFolder, hide_server_paths
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class AppContext:
     output: OutputFolder
     models: ModelCache
     jobs: JobBoard = field(default_factory=JobBoard)
+    load_error: str | None = None  # why the default model failed to load at start, for the page to say
 
     @classmethod
     def create(cls, settings: AppSettings, models: ModelCache | None = None) -> "AppContext":
@@ -48,6 +49,24 @@ class AppContext:
             output=OutputFolder(settings.output_dir),
             models=models or ModelCache(settings.device, settings.max_models),
         )
+
+
+def model_notice(ctx: AppContext) -> str:
+    """A warning for the top of the page when the default model is missing (or failed to load),
+    with how to get it and the offline alternative; empty when all is well. The terminal alone
+    used to say so, while the page named SD 1.5 as if it were ready."""
+    from styleprompt.diffusion.models import missing_model_reason
+
+    model = ctx.settings.model
+    reason = (missing_model_reason(model) or ctx.load_error or "").rstrip(". ")
+    if not reason:
+        return ""
+    hub = model not in ("micro", "tiny", "tiny-sdxl") and not Path(model).expanduser().exists()
+    get = f"Get it with `hf download {model}` and restart, or s" if hub else "S"
+    return (
+        f"**The model `{model}` is not ready:** {reason}. {get}tart the app on a model that is here: "
+        "`python app.py --model micro` (the project's own 64-px model, offline) or `--model tiny` (random, for tests)."
+    )
 
 
 def progress_html(
@@ -152,13 +171,14 @@ FIELD_LABELS: dict[str, str] = {
 
 def user_message(exc: BaseException) -> str:
     """One line for the page: a UserError's own message (a setting named by its field's label),
-    else the exception's first line."""
+    else the exception's first line; the server's paths (Gradio's upload cache, the output
+    folder) taken out (`hide_server_paths`)."""
     if isinstance(exc, SettingError):
-        return exc.named(FIELD_LABELS.get(exc.setting, exc.setting))
+        return hide_server_paths(exc.named(FIELD_LABELS.get(exc.setting, exc.setting)))
     if isinstance(exc, UserError):
-        return str(exc)
+        return hide_server_paths(str(exc))
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return hide_server_paths(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
 
 
 def show_errors(fn: Callable | None = None, *, outputs: int = 0, status: int | None = None) -> Callable:
@@ -272,17 +292,45 @@ def stream_job(
     return job
 
 
-def wire_stop(ctx: AppContext, button: Any, kind: str, api_name: str, start: Any = None, run_event: Any = None) -> None:
+def job_event(start: Any, stop: Any, fn: Callable, inputs: Any, outputs: Any, **options: Any) -> Any:
+    """`start.click(fn, inputs, outputs, **options)` with the tab's Start and Stop buttons armed
+    around it: Start off and Stop on while the job runs, the other way round once it has ended
+    (failed or stopped included). Returns the job's event (chain `.then` on it).
+
+    Why a chain and not a second listener on `start`: Gradio's page runs the listeners of one
+    click one after the other, each to its end, so a listener registered after a long job only
+    ran once the job had ended, leaving Stop disabled for the whole run and enabled after it.
+    Here the arming step is the click's only listener and the job follows it with `.then`.
+    Start is off during the run, so a second click cannot queue a second run of this session.
+    """
+    armed = start.click(
+        lambda: (gr.update(interactive=False), gr.update(interactive=True)),
+        None,
+        [start, stop],
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    event = armed.then(fn, inputs, outputs, **options)
+    event.then(
+        lambda: (gr.update(interactive=True), gr.update(interactive=False)),
+        None,
+        [start, stop],
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    return event
+
+
+def wire_stop(ctx: AppContext, button: Any, kind: str, api_name: str) -> None:
     """The Stop button of a tab: stops this browser session's job of `kind`, bypassing the queue.
 
-    With the tab's `start` button and its `run_event`, Stop looks inactive (it is created with
-    interactive=False) except while that job runs, so nobody presses it to no effect.
+    The button is created with interactive=False; `job_event` turns it on while the job runs,
+    so nobody presses it to no effect.
     """
 
     def stop(request: gr.Request) -> None:
         ctx.jobs.stop(session_of(request), kind)
 
     button.click(stop, None, None, queue=False, api_name=api_name)
-    if start is not None and run_event is not None:
-        start.click(lambda: gr.update(interactive=True), None, button, queue=False, api_visibility="private")
-        run_event.then(lambda: gr.update(interactive=False), None, button, queue=False, api_visibility="private")

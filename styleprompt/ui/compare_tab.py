@@ -24,6 +24,7 @@ from styleprompt.ui.common import (
     format_duration,
     idle_html,
     int_in,
+    job_event,
     progress_html,
     show_errors,
     stream_job,
@@ -192,7 +193,9 @@ def build(ctx: AppContext) -> Any:
         text = f"done: {view['summary']} · {format_duration(job.elapsed)}"
         yield progress_html(text, state="done"), view["grid"], view["table"], view["files"]
 
-    event = run.click(
+    job_event(
+        run,
+        stop,
         run_compare_ui,
         [
             contents,
@@ -215,7 +218,7 @@ def build(ctx: AppContext) -> Any:
         show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "compare", "stop_compare", run, event)
+    wire_stop(ctx, stop, "compare", "stop_compare")
     return recent
 
 

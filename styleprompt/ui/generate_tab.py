@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from classic import limits
+from styleprompt.diffusion.models import MODEL_CHOICES_HELP
 from styleprompt.diffusion.templates import CLASS_NAMES
 from styleprompt.diffusion.tokens import file_sha256
 from styleprompt.plumbing.errors import UserError
@@ -26,6 +27,7 @@ from styleprompt.ui.common import (
     idle_html,
     image_input,
     int_in,
+    job_event,
     progress_html,
     show_errors,
     stream_job,
@@ -100,7 +102,7 @@ def build(ctx: AppContext) -> GenerateTab:
     s = ctx.settings
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="gen-model")
+            model = gr.Textbox(value=s.model, label=f"Model ({MODEL_CHOICES_HELP})", elem_id="gen-model")
             with gr.Row():
                 recent = gr.Dropdown(
                     choices=recent_choices(ctx),
@@ -249,7 +251,9 @@ def build(ctx: AppContext) -> GenerateTab:
             history,
         )
 
-    event = run.click(
+    job_event(
+        run,
+        stop,
         run_generate,
         [
             model,
@@ -274,7 +278,7 @@ def build(ctx: AppContext) -> GenerateTab:
         show_progress="hidden",
     )
 
-    wire_stop(ctx, stop, "generate", "stop_generate", run, event)
+    wire_stop(ctx, stop, "generate", "stop_generate")
 
     def show_params(history, evt: gr.SelectData):
         if history and 0 <= evt.index < len(history):

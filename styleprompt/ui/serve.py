@@ -9,8 +9,10 @@ browser.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import weakref
@@ -132,6 +134,37 @@ def _inside(path: str | Path, roots: Iterable[Path]) -> bool:
     return any(real == root or root in real.parents for root in roots)
 
 
+# The output folders of the apps built in this process: their paths are the server's, not the user's.
+_OUTPUT_ROOTS: set[Path] = set()
+
+
+def upload_folder() -> Path:
+    """Where Gradio stores uploads (GRADIO_TEMP_DIR, read when it is used, as Gradio reads it)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def _forms(root: Path) -> list[str]:
+    """A folder as a message may spell it: as given and with its links resolved."""
+    return sorted({str(root), str(root.resolve())}, key=len, reverse=True)
+
+
+def hide_server_paths(text: str) -> str:
+    """A message for the page, with the server's paths taken out.
+
+    Why: the library's one-line errors name files by their path, which on the server is Gradio's
+    cache (`/srv/out/cache/3f2a.../bad.safetensors`) or the app's output folder; neither is the
+    user's business nor safe to show. An upload is named as the user knows it, by its file name;
+    a file the app wrote by its place in the output folder (`train/20261202-.../config.json`).
+    """
+    for root in _forms(upload_folder()):
+        text = re.sub(re.escape(root) + r"/(?:[^/\s]+/)*", "", text)
+    for output in sorted(_OUTPUT_ROOTS, key=lambda r: len(str(r)), reverse=True):
+        for root in _forms(output):
+            text = re.sub(re.escape(root) + "/", "", text)  # a file in it: its place in the folder
+            text = re.sub(re.escape(root) + r"(?![\w.-])", "the output folder", text)
+    return text
+
+
 class OutputFolder:
     """The app's only served folder: every file it writes, and nothing else, lives under it."""
 
@@ -139,6 +172,7 @@ class OutputFolder:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        _OUTPUT_ROOTS.add(self.root)
 
     def new_run(self, kind: str, label: str = "") -> Path:
         """A fresh folder `root/kind/YYYYmmdd-HHMMSS-label[-n]`; never reuses an existing one."""

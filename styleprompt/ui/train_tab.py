@@ -18,6 +18,7 @@ import gradio as gr
 
 from classic import limits
 from styleprompt.diffusion.config import TrainConfig, training_default
+from styleprompt.diffusion.models import MODEL_CHOICES_HELP
 from styleprompt.diffusion.training_run import TrainingRun
 from styleprompt.plumbing.errors import UserError
 from styleprompt.ui.common import (
@@ -28,6 +29,7 @@ from styleprompt.ui.common import (
     idle_html,
     image_input,
     int_in,
+    job_event,
     progress_html,
     session_of,
     show_errors,
@@ -36,6 +38,10 @@ from styleprompt.ui.common import (
 from styleprompt.ui.serve import IMAGE_SUFFIXES, check_uploads, stage_images
 
 _DEFAULTS = TrainConfig(images="")
+# The world classes the "Paint world pictures" helper draws by default, the same four as the
+# README's `styleprompt world --class ...` example and bench/micro_ti.py's token runs: the other
+# classes (boat, fish, ...) stay unseen, for prompts that test whether the token learned a style.
+WORLD_TRAINING_CLASSES = ["lighthouse", "house", "city", "tree"]
 PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
 
@@ -47,10 +53,39 @@ class TrainTab:
     embedding: Any  # gr.State: the path of the last trained embedding in this session
 
 
+def world_classes_all() -> list[str]:
+    from styleprompt.micro.world import CLASSES
+
+    return list(CLASSES)
+
+
 def empty_loss_frame():
     import pandas as pd
 
-    return pd.DataFrame({"step": pd.Series([], dtype="int64"), "loss": pd.Series([], dtype="float64")})
+    return pd.DataFrame(
+        {
+            "step": pd.Series([], dtype="int64"),
+            "loss": pd.Series([], dtype="float64"),
+            "series": pd.Series([], dtype="object"),
+        }
+    )
+
+
+def loss_frame_of(losses: list[tuple[int, float]], validation: list[tuple[int, float]]):
+    """The live plot's rows: the training loss, its moving average and the validation loss (the
+    curve that tells when to stop, `styleprompt.diffusion.validation`), one `series` each, as loss.png draws them."""
+    import pandas as pd
+
+    from styleprompt.diffusion.training import moving_average
+
+    if not losses and not validation:
+        return empty_loss_frame()
+    rows = [(step, value, "loss") for step, value in losses]
+    rows += [
+        (step, value, "moving average") for (step, _), value in zip(losses, moving_average([v for _, v in losses]))
+    ]
+    rows += [(step, value, "validation") for step, value in validation]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
 class _RunFeed:
@@ -59,15 +94,14 @@ class _RunFeed:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.losses: list[tuple[int, float]] = []
+        self.validation: list[tuple[int, float]] = []
         self.previews: list[tuple[str, str]] = []
         self.phase = "loading the model"
 
     def loss_frame(self):
-        import pandas as pd
-
         with self.lock:
-            rows = list(self.losses)
-        return pd.DataFrame(rows, columns=["step", "loss"]) if rows else empty_loss_frame()
+            losses, validation = list(self.losses), list(self.validation)
+        return loss_frame_of(losses, validation)
 
     def gallery(self) -> list[tuple[str, str]]:
         with self.lock:
@@ -128,6 +162,12 @@ def build(ctx: AppContext) -> TrainTab:
                             elem_id="train-world-count",
                         )
                         world_button = gr.Button("Paint world pictures", elem_id="train-world-make")
+                world_classes = gr.CheckboxGroup(
+                    world_classes_all(),
+                    value=WORLD_TRAINING_CLASSES,
+                    label="Classes to draw, in turn (leave some out to prompt for them later: unseen classes)",
+                    elem_id="train-world-classes",
+                )
             folder = gr.Textbox(  # only where the server names folders (--art-folder): a path is a read on the server
                 label="...or a folder of artworks on the server",
                 placeholder=str(s.art_folders[0]) if s.art_folders else "",
@@ -165,7 +205,7 @@ def build(ctx: AppContext) -> TrainTab:
                 )
                 lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
-                model = gr.Textbox(value=s.model, label="Model (hub id, local path, or tiny)", elem_id="train-model")
+                model = gr.Textbox(value=s.model, label=f"Model ({MODEL_CHOICES_HELP})", elem_id="train-model")
                 with gr.Row():
                     preview_every = gr.Number(
                         value=_DEFAULTS.preview_every,
@@ -195,7 +235,13 @@ def build(ctx: AppContext) -> TrainTab:
         with gr.Column(scale=3, min_width=360):
             status = gr.HTML(idle_html("no training yet"), elem_id="train-status")
             loss_plot = gr.LinePlot(
-                empty_loss_frame(), x="step", y="loss", title="Training loss", elem_id="train-loss", height=260
+                empty_loss_frame(),
+                x="step",
+                y="loss",
+                color="series",
+                title="Training loss and validation loss (fixed set)",
+                elem_id="train-loss",
+                height=260,
             )
             previews = gr.Gallery(label="Previews", columns=4, height=280, elem_id="train-previews")
             downloads = gr.File(
@@ -265,6 +311,10 @@ def build(ctx: AppContext) -> TrainTab:
                 feed.phase = "training"
             job.tick(step, steps_total, "training")
 
+        def on_validation(step: int, loss: float, held_out: float | None) -> None:
+            with feed.lock:
+                feed.validation.append((step, float(loss)))
+
         def on_preview(step: int, path: Path) -> None:
             with feed.lock:
                 feed.previews.append((str(path), f"step {step}"))
@@ -274,7 +324,12 @@ def build(ctx: AppContext) -> TrainTab:
             loaded = ctx.models.private_text_copy(base)
             with feed.lock:
                 feed.phase = "preparing (latents, first preview)"
-            callbacks = TrainCallbacks(on_step=on_step, on_preview=on_preview, should_stop=lambda: job.stop_requested)
+            callbacks = TrainCallbacks(
+                on_step=on_step,
+                on_preview=on_preview,
+                should_stop=lambda: job.stop_requested,
+                on_validation=on_validation,
+            )
             return train(cfg, loaded=loaded, callbacks=callbacks)
 
         def status() -> str:
@@ -326,7 +381,9 @@ def build(ctx: AppContext) -> TrainTab:
         precision,
         seed,
     ]
-    event = start.click(
+    event = job_event(
+        start,
+        stop,
         run_training,
         inputs,
         [status, loss_plot, previews, downloads, formats_note, embedding],
@@ -337,19 +394,22 @@ def build(ctx: AppContext) -> TrainTab:
     )
 
     @show_errors(outputs=1)
-    def paint_world(style_image, count):
+    def paint_world(style_image, count, classes):
         from styleprompt.micro.world import make_pictures, write_pictures
 
         if style_image is None:
             raise UserError("upload a style painting first")
         n = int_in(count, "Pictures", 1, s.max_uploads)
+        chosen = [c for c in world_classes_all() if c in (classes or [])]  # typed values (the API) checked
+        if not chosen:
+            raise UserError("choose at least one class to draw")
         folder_out = ctx.output.new_run("world", "pictures")
-        pictures = make_pictures(style_image.convert("RGB"), ["lighthouse", "house", "city", "tree"], n, seed=0)
+        pictures = make_pictures(style_image.convert("RGB"), chosen, n, seed=0)
         return [str(p) for p in write_pictures(pictures, folder_out)]
 
     world_button.click(
         paint_world,
-        [world_style, world_count],
+        [world_style, world_count, world_classes],
         [files],
         api_name="paint_world",
         concurrency_limit=s.heavy_concurrency,
@@ -357,5 +417,5 @@ def build(ctx: AppContext) -> TrainTab:
         show_progress="full",
     )
 
-    wire_stop(ctx, stop, "train", "stop_training", start, event)
+    wire_stop(ctx, stop, "train", "stop_training")
     return TrainTab(start_event=event, embedding=embedding)

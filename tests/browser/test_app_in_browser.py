@@ -13,6 +13,8 @@ from tests.conftest import SHARED_DATA, make_artwork
 
 TOKEN = "<bt-style>"
 TRAIN_STEPS = 6
+STOP_TOKEN = "<bt-stopped>"
+LONG_TRAINING = 2000  # the Train tab's default: minutes on a CPU, so only Stop can end it in time
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,57 @@ def test_train_a_token_for_a_few_steps(page, artworks, artifacts):
     page.screenshot(path=artifacts / "2-train-done.png", full_page=True)
 
 
+def wait_for_progress(page, status: str, at_least: int, timeout: float = 120_000) -> None:
+    """Wait until the live progress bar of `status` shows at least `at_least` done (a finished
+    run's bar, still on the page, does not count)."""
+    page.wait_for_function(
+        """([selector, n]) => {
+            const bar = document.querySelector(selector + ' [data-state="running"] progress[value]');
+            return bar && Number(bar.getAttribute('value')) >= n;
+        }""",
+        arg=[status, at_least],
+        timeout=timeout,
+    )
+
+
+def test_stop_ends_a_running_training_and_keeps_its_results(page, app_server, artifacts):
+    """Stop is pressable while a training runs (and only then); pressing it ends the run at the
+    step it reached, with the embedding so far offered and a checkpoint to resume from."""
+    from safetensors.torch import load_file
+
+    start, stop = page.locator("#train-start"), page.locator("#train-stop")
+    fill_fields(
+        page,
+        {
+            "#train-token textarea": STOP_TOKEN,
+            "#train-steps input": str(LONG_TRAINING),
+            "#train-preview-every input": "0",
+        },
+    )
+    expect(stop).to_be_disabled()  # idle: nothing to stop
+    start.click()
+    wait_for_progress(page, "#train-status", 3)
+    expect(stop).to_be_enabled()  # the whole point: Stop can be pressed during the run
+    expect(start).to_be_disabled()  # and a second Start cannot queue another run meanwhile
+    page.screenshot(path=artifacts / "2b-train-running.png", full_page=True)
+    stop.click()
+    page.wait_for_selector('#train-status [data-state="done"]', timeout=60_000)
+
+    status = page.locator("#train-status").inner_text()
+    assert "stopped at step " in status and f"/{LONG_TRAINING}" in status, status
+    step = int(status.split("stopped at step ")[1].split("/")[0])
+    assert 3 <= step < LONG_TRAINING
+    expect(stop).to_be_disabled()
+    expect(start).to_be_enabled()
+    page.locator("#train-downloads").get_by_text("learned_embeds", exact=True).wait_for()  # the embedding so far
+    runs = sorted((app_server.output / "train").glob("*bt-stopped*"))
+    assert len(runs) == 1, runs
+    assert load_file(runs[0] / "learned_embeds.safetensors")[STOP_TOKEN].shape == (2, 32)
+    checkpoint = runs[0] / "checkpoints" / f"checkpoint-{step}"  # resumable from the step it stopped at
+    assert checkpoint.is_dir() and any(checkpoint.iterdir()), checkpoint
+    page.screenshot(path=artifacts / "2c-train-stopped.png", full_page=True)
+
+
 def pick_option(page, dropdown: str, text: str) -> None:
     """Open a Gradio dropdown and choose the option whose label contains `text`."""
     page.locator(f"{dropdown} input").click()
@@ -123,6 +176,30 @@ def test_generate_an_image_with_the_trained_token(page, artifacts):
     params = page.locator("#gen-params").inner_text()
     assert TOKEN in params and "7" in params  # the image keeps its prompt and seed
     page.screenshot(path=artifacts / "4-generate-done.png", full_page=True)
+
+
+def test_stop_ends_a_running_generation(page, artifacts):
+    """Stop during a long generation (8 images x 150 steps) ends it at its next step; the
+    gallery keeps the images made before, and the buttons return to idle."""
+    run, stop = page.locator("#gen-run"), page.locator("#gen-stop")
+    expect(stop).to_be_disabled()
+    fill_fields(page, {"#gen-steps input[type=number]": "150", "#gen-count input[type=number]": "8"})
+    record_texts(page, "#gen-status", "__genStatus")
+    run.click()
+    wait_for_progress(page, "#gen-status", 2)
+    expect(stop).to_be_enabled()
+    expect(run).to_be_disabled()
+    stop.click()
+    page.wait_for_selector('#gen-status [data-state="stopped"]', timeout=60_000)
+
+    assert "generate stopped (Stop pressed)" in page.locator("#gen-status").inner_text()
+    seen = page.evaluate("window.__genStatus")
+    last_count = [t for t in seen if "/150" in t][-1]
+    assert int(last_count.split("/150")[0].split()[-1]) < 150, last_count  # it ended early
+    expect(page.locator("#gen-gallery img")).to_have_count(1)  # the earlier image stays
+    expect(stop).to_be_disabled()
+    expect(run).to_be_enabled()
+    page.screenshot(path=artifacts / "4b-generate-stopped.png", full_page=True)
 
 
 def test_compare_the_token_with_classic_transfer(page, artworks, artifacts):

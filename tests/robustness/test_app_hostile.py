@@ -1,4 +1,5 @@
-"""The hostile cases through the app: one line on the page, never a path of the server, and the
+"""The hostile cases through the app: one line on the page, never a path of the server (an uploaded
+embedding it cannot read is named by its file name, not by its place in Gradio's cache), and the
 server (held to a 6 GB address space) goes on serving. The weights-file fields follow the art
 folders' rules: served on the network without --art-folder, no server file may be named."""
 
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file
@@ -24,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def served(tmp_path_factory):
     out = tmp_path_factory.mktemp("app-out")
     files = build(tmp_path_factory.mktemp("hostile"))
+    (files / "bad token.safetensors").write_text("not an embedding\n")  # Gradio stores it in the server's cache
+    save_file({"{class}": torch.randn(1, 32)}, str(files / "slot.safetensors"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.robustness.app_child", str(out), "6"],
@@ -70,6 +75,26 @@ def train(client, art: Path, token="<x>", vectors=1, resolution=0):
     )
 
 
+def generate(client, embedding: Path):
+    # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength
+    return client.predict(
+        "tiny",
+        [handle_file(str(embedding))],
+        [],
+        1.0,
+        "a <x> style of a city",
+        "",
+        1,
+        7.5,
+        "ddim",
+        0,
+        1,
+        None,
+        0.5,
+        api_name="/generate",
+    )
+
+
 def refused(call, out: Path) -> str:
     with pytest.raises(AppError) as info:
         call()
@@ -100,6 +125,15 @@ CASES = {
     ),
     "train token painting": (lambda c, f: train(c, f / "art", token="painting"), "'painting</w>'"),
     "train token the": (lambda c, f: train(c, f / "art", token="the"), "'the</w>'"),
+    "train token {class}": (lambda c, f: train(c, f / "art", token="{class}"), "{class} is a slot"),
+    "generate with an uploaded embedding that is text": (
+        lambda c, f: generate(c, f / "bad token.safetensors"),
+        "cannot read bad token.safetensors as safetensors",
+    ),
+    "generate with an uploaded embedding keyed {class}": (
+        lambda c, f: generate(c, f / "slot.safetensors"),
+        "{class} is a slot",
+    ),
     "train resolution 100000": (lambda c, f: train(c, f / "art", resolution=100000), "maximum value"),
     "train vectors 10000": (lambda c, f: train(c, f / "art", vectors=10000), "maximum value"),
 }

@@ -43,7 +43,7 @@ GOOD = {
 CHUNKS = {
     "null": ("null", "NoneType, not an object"),
     "a list": ("[1, 2]", "list, not an object"),
-    "deeply nested": ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    "deeply nested": ("[" * 100_000 + "]" * 100_000, "nests 100000 levels deep"),
     "missing keys": (json.dumps({"model": "tiny"}), "lacks 'prompt_template'"),
     "steps a string": (json.dumps(dict(GOOD, steps="abc")), "'steps' is str"),
     "seed a bool": (json.dumps(dict(GOOD, seed=True)), "'seed' is bool"),
@@ -208,8 +208,8 @@ def test_damaged_survey_key(tmp_path, capsys):
     "content, says",
     [
         (b"[1, 2]", "holds a list"),
-        (b'{"model": 5}', "'model' is int"),
-        (b'{"images": ["a"]}', "'images' is list"),
+        (b'{"model": 5}', "'model' is 5, not text"),
+        (b'{"images": ["a"]}', "'images' is ['a'], not text"),
         (b"\xff\xfe{}", "cannot read"),
     ],
 )

@@ -124,3 +124,16 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [oct(mode), oct(mode)]
+
+
+def test_the_cli_prints_any_message_on_one_line_even_one_built_from_a_raw_name():
+    """The last guard behind files.shown_path: a message site that put a raw file name (a newline,
+    an undecodable byte) in its text still prints one escaped line."""
+    import os
+
+    from styleprompt.plumbing.errors import SettingError, UserError, cli_message
+
+    raw = "art\nwork " + os.fsdecode(b"x\xffy")
+    line = cli_message(UserError(f"cannot read {raw}"))
+    assert "\n" not in line and "\\n" in line and line.encode("utf-8")  # encodable: no lone surrogate
+    assert "\n" not in cli_message(SettingError("lr", "{setting} is bad\nreally"))
