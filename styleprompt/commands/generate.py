@@ -36,6 +36,14 @@ def add_parser(subparsers) -> None:
         help="a style token file in any supported format (repeat for several tokens)",
     )
     parser.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE[:SCALE]",
+        help="a LoRA (diffusers or kohya format; a run's pytorch_lora_weights.safetensors) and its weight "
+        "(default 1; repeat for several)",
+    )
+    parser.add_argument(
         "--prompt", default=DEFAULT_PROMPT, help="the prompt; {token} and {class} are filled in (default: %(default)r)"
     )
     parser.add_argument(
@@ -100,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
         pick_device(args.device)
     cfg: GenerateConfig | None = None
     if args.from_png:
-        if args.embedding or args.image:
+        if args.embedding or args.image or args.lora:
             raise UserError(
-                "--from-png takes the tokens and the content image from the PNG; drop --embedding and --image"
+                "--from-png takes the tokens, LoRAs and the content image from the PNG; drop --embedding, --lora and --image"
             )
     else:
         cfg = GenerateConfig(
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _paint(args: argparse.Namespace, cfg: GenerateConfig | None) -> int:
     from styleprompt.diffusion.generate import generate, load_embeddings, reproduce, save_generated
+    from styleprompt.diffusion.lora import load_loras
     from styleprompt.diffusion.models import load_pipeline
 
     if cfg is None:
@@ -139,6 +148,7 @@ def _paint(args: argparse.Namespace, cfg: GenerateConfig | None) -> int:
     else:
         loaded = load_pipeline(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision)
         tokens = load_embeddings(loaded, args.embedding, args.style_scale)
+        load_loras(loaded, args.lora)
         items = generate(loaded, cfg, tokens)
     for path in save_generated(items, args.output):
         print(path)

@@ -7,7 +7,10 @@ import json
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("inspect", help="show an embedding's token, vectors, widths and the models it fits")
+    parser = subparsers.add_parser(
+        "inspect",
+        help="show an embedding's token, vectors, widths and the models it fits (or a LoRA's format, rank, targets, family)",
+    )
     parser.add_argument("file", metavar="FILE", help="embedding file (.safetensors, .pt, .bin, or an A1111 .png)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.set_defaults(func=run)
@@ -33,7 +36,13 @@ def describe(emb) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from styleprompt.diffusion import lora
     from styleprompt.diffusion.formats import read_embedding
+
+    if str(args.file).endswith(".safetensors") and lora.is_lora_file(args.file):
+        shown = lora.describe(lora.read_lora_file(args.file)[0])
+        print(json.dumps(shown, indent=2) if args.json else "\n".join(f"{k + ':':8} {v}" for k, v in shown.items()))
+        return 0
 
     info = describe(read_embedding(args.file))
     if args.json:

@@ -79,6 +79,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start a new run in a non-empty --output, removing the old run's files (others stay)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    lora = parser.add_argument_group("pivotal tuning (a LoRA beside the token)")
+    lora.add_argument(
+        "--adapter",
+        default=d.adapter,
+        choices=["none", "lora"],
+        help="none: the token alone (textual inversion); lora: the token plus a LoRA (default: %(default)s)",
+    )
+    lora.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank (default: %(default)s)")
+    lora.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    lora.add_argument(
+        "--lora-lr", type=float, default=d.lora_lr, help="the LoRA's learning rate (default: %(default)s)"
+    )
+    lora.add_argument(
+        "--ti-fraction",
+        type=float,
+        default=d.ti_fraction,
+        help="the token trains for this fraction of the steps, the LoRA for all (0: LoRA alone; default: %(default)s)",
+    )
+    lora.add_argument("--lora-text-encoder", action="store_true", help="a LoRA on the text encoder(s) too")
+    lora.add_argument(
+        "--lora-blocks",
+        default=d.lora_blocks,
+        choices=["all", "style"],
+        help="all attention projections, or only the block B-LoRA/InstantStyle find the style in (default: %(default)s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -104,5 +129,6 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg)
     state = "stopped early at" if result.stopped_early else "finished"
     loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
-    print(f"{state} step {result.steps_done}{loss}; embedding: {result.embedding_path}")
+    lora = f"; LoRA: {result.lora_path}" if result.lora_path else ""
+    print(f"{state} step {result.steps_done}{loss}; embedding: {result.embedding_path}{lora}")
     return 0

@@ -1,8 +1,8 @@
 """Training checkpoints as safetensors + JSON, written atomically, resumable.
 
 Why not `accelerator.save_state`: its loader unpickles with `weights_only=False`, and a
-checkpoint folder is a file users share. Our trainable state is tiny (the placeholder vectors,
-AdamW's moments, the LR schedule, the RNG) and fits safetensors and JSON exactly, so nothing is
+checkpoint folder is a file users share. Our trainable state is small (the placeholder vectors,
+a pivotal run's LoRA weights, AdamW's moments, the LR schedule, the RNG) and fits safetensors and JSON exactly, so nothing is
 ever unpickled. A checkpoint is written to a hidden temporary folder and renamed into place, so a
 kill leaves either the previous checkpoint or the complete new one.
 """
@@ -33,6 +33,7 @@ class TrainingState:
     lr_scheduler: dict
     scaler: dict | None
     fingerprint: dict
+    lora: dict[str, torch.Tensor] | None = None  # --adapter lora: the LoRA weights by name (lora.AttachedLora)
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -100,6 +101,8 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int) -> Path:
     opt_tensors, opt_meta = _split_optimizer(state.optimizer)
     tensors = {"vectors": state.vectors.detach().float().cpu().contiguous()}
     tensors.update(opt_tensors)
+    for name, value in (state.lora or {}).items():
+        tensors[f"lora.{name}"] = value.detach().float().cpu().contiguous()
     save_file(tensors, str(tmp / "state.safetensors"))
     meta = {
         "step": state.step,
@@ -205,7 +208,15 @@ def load_checkpoint(path: Path) -> TrainingState:
         and bool(torch.isfinite(vectors.float()).all()),
         f"'vectors' is {vectors.dtype} of shape {list(vectors.shape)}, not finite [vectors, width] numbers",
     )
+    lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+    for name, value in lora.items():
+        _expect(
+            tensor_path,
+            value.is_floating_point() and bool(torch.isfinite(value.float()).all()),
+            f"the LoRA weight {name[:80]} is not finite numbers",
+        )
     return TrainingState(
+        lora=lora or None,
         step=step,
         vectors=vectors.float(),
         optimizer=_join_optimizer(tensors, optimizer),

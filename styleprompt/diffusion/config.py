@@ -12,6 +12,9 @@ Where the defaults come from (README "Training defaults" repeats this):
   grad_accum 4; styles converge earlier (use `styleprompt pick` on the saved steps).
 - init word "painting": the style-templates start every token near "painting".
 - AdamW (0.9, 0.999, weight decay 1e-2, eps 1e-8): diffusers' example.
+- adapter none; with lora: rank 4, alpha = rank, lora lr 1e-4, the token for the first half of
+  the steps: diffusers' `train_dreambooth_lora_sdxl_advanced.py` defaults (--rank 4,
+  --learning_rate 1e-4, --train_text_encoder_ti_frac 0.5). Provisional: not yet measured on micro.
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ class TrainConfig:
     # the validation loss (`validation.py`) every N steps (0: never; None: at every --save-every step,
     # so each embedding `pick` scores has one, or as often as saving's default when saving is off)
     validate_every: int | None = None
+    # Pivotal tuning (issue 24; `lora.py`). "none": plain textual inversion, as before.
+    adapter: str = "none"
+    lora_rank: int = 4  # diffusers' advanced script's --rank default
+    lora_alpha: float | None = None  # None: the rank (scale 1), as diffusers' scripts (`lora_scale_alpha`)
+    lora_lr: float = 1e-4  # diffusers' advanced script's --learning_rate
+    ti_fraction: float = 0.5  # the token trains for this fraction of the steps (its --train_text_encoder_ti_frac)
+    lora_text_encoder: bool = False
+    lora_blocks: str = "all"  # or "style": the block B-LoRA/InstantStyle name (lora.style_block)
 
     def __post_init__(self) -> None:
         """Intervals left unset scale down with a short run, so a 30-step smoke test still leaves
@@ -91,6 +102,12 @@ class TrainConfig:
             self.checkpoint_every = min(500, max(1, self.steps // 4))
         if self.validate_every is None:
             self.validate_every = self.save_every or min(250, max(1, self.steps // 8))
+
+    @property
+    def lora_scale_alpha(self) -> float:
+        """The LoRA's alpha: the one asked for, else the rank (kept None in config.json, so a resume
+        with another rank names only the rank)."""
+        return float(self.lora_alpha) if self.lora_alpha is not None else float(self.lora_rank)
 
     def to_dict(self) -> dict:
         return asdict(self)

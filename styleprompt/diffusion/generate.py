@@ -26,6 +26,7 @@ from PIL import Image
 from classic import limits
 from styleprompt.diffusion.families import describe_family, text_encoders
 from styleprompt.diffusion.formats import read_embedding
+from styleprompt.diffusion.lora import load_loras, loaded_loras
 from styleprompt.diffusion.models import native_resolution, runner_for
 from styleprompt.diffusion.tokens import embedding_width, file_sha256, install_token
 from styleprompt.plumbing.errors import SettingError, UserError
@@ -261,6 +262,7 @@ def generate(
     pipe = loaded.pipe
     tokens = list(embeddings)
     sources = _sources(loaded, tokens)
+    loras = loaded_loras(pipe)  # each LoRA loaded with --lora: file, sha256, format, rank, scale
     prompts = expand_prompts(cfg.prompt, tokens, cfg.classes)
     negative = cfg.negative_prompt.replace("{token}", " ".join(tokens)).strip()
     for token in tokens:
@@ -304,6 +306,8 @@ def generate(
                     "mode": "txt2img" if content is None else "img2img",
                     "embeddings": sources,
                 }
+                if loras:
+                    params["loras"] = loras
                 if content is not None:
                     params.update(strength=cfg.strength, denoising_steps=denoise, **content_info)
                 results.append(Generated(image=image, params=params, seed=seed))
@@ -433,6 +437,12 @@ _PARAMS_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "strength": (_NUMBER, False),
     "dtype": ((str,), False),
     "embeddings": ((list,), False),
+    "loras": ((list,), False),
+}
+_LORA_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "file": ((str,), True),
+    "sha256": ((str,), True),
+    "scale": (_NUMBER, True),
 }
 _SOURCE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "token": ((str,), True),
@@ -469,6 +479,8 @@ def check_png_params(params: Any, path: Path) -> dict:
                 raise UserError(
                     f"{where}: a token's '{key}' holds something other than text; the parameters were edited"
                 )
+    for record in params.get("loras", []):
+        _check_fields(record, _LORA_SCHEMA, f"a LoRA entry in {where}")
     if params.get("mode", "txt2img") not in ("txt2img", "img2img"):
         raise UserError(f"{where}: mode {params['mode'][:40]!r} is neither txt2img nor img2img")
     return params
@@ -500,6 +512,14 @@ def reproduce(path: str | Path, loaded=None, *, device: str | None = None, show_
                     f"{file} changed since {path} was made (its SHA-256 differs); the image cannot be reproduced"
                 )
         tokens += load_embeddings(loaded, [files[0]], source.get("scale") or 1.0)
+    for record in params.get("loras", []):
+        if not Path(record["file"]).is_file():
+            raise UserError(f"{path} was made with the LoRA {record['file']}, which no longer exists")
+        if file_sha256(record["file"], length=64) != record["sha256"]:
+            raise UserError(
+                f"{record['file']} changed since {path} was made (its SHA-256 differs); the image cannot be reproduced"
+            )
+    load_loras(loaded, [(r["file"], float(r["scale"])) for r in params.get("loras", [])])
     image = None
     if params.get("mode") == "img2img":
         content = params.get("content", "")

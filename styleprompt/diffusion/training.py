@@ -32,6 +32,7 @@ from torch import nn
 
 from classic import limits
 from styleprompt.diffusion import checkpoints as ckpt
+from styleprompt.diffusion import lora as lora_lib
 from styleprompt.diffusion import validation
 from styleprompt.diffusion.config import TrainConfig
 from styleprompt.diffusion.data import Artwork, CropWindow, LatentCache, load_artworks
@@ -118,6 +119,7 @@ class TrainResult:
     final_loss: float | None
     stopped_early: bool
     loaded: LoadedModel
+    lora_path: Path | None = None  # --adapter lora: diffusers' file (the kohya one beside it)
 
 
 @dataclass
@@ -153,7 +155,10 @@ class TrainCallbacks:
 
 
 def _fingerprint(cfg: TrainConfig, family: str) -> dict:
-    return {"token": cfg.token, "vectors": cfg.vectors, "model": cfg.model, "family": family}
+    found = {"token": cfg.token, "vectors": cfg.vectors, "model": cfg.model, "family": family}
+    if cfg.adapter != "none":  # a token-only checkpoint keeps the fingerprint it always had
+        found["adapter"] = cfg.adapter
+    return found
 
 
 class LossLog:
@@ -311,9 +316,30 @@ def check_config(cfg: TrainConfig) -> None:
             raise SettingError(name, f"{{setting}} must be 0 or more (got {getattr(cfg, name)})")
     if cfg.preview_every > 0:
         limits.check_bound("preview_steps", cfg.preview_steps)
+    _check_lora_config(cfg)
     if cfg.device:
         pick_device(cfg.device)
     check_output_folder(cfg.output)
+
+
+def _check_lora_config(cfg: TrainConfig) -> None:
+    """Pivotal tuning's settings (issue 24), named as the library names them (SettingError)."""
+    if cfg.adapter not in ("none", "lora"):
+        raise SettingError("adapter", f"{{setting}} must be none or lora (got {cfg.adapter!r})")
+    limits.check_range("lora_rank", cfg.lora_rank, 1, 256, "LoRA ranks of 4-128 are usual for styles")
+    for name in ("lora_alpha", "lora_lr"):
+        value = getattr(cfg, name)
+        if value is None and name == "lora_alpha":  # the rank
+            continue
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise SettingError(name, f"{{setting}} must be a positive number (got {value})")
+    if not (0.0 <= cfg.ti_fraction <= 1.0):
+        raise SettingError(
+            "ti_fraction",
+            f"{{setting}} must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})",
+        )
+    if cfg.lora_blocks not in lora_lib.BLOCKS:
+        raise SettingError("lora_blocks", f"{{setting}} must be all or style (got {cfg.lora_blocks!r})")
 
 
 class StyleTokenTrainer:
@@ -371,9 +397,24 @@ class StyleTokenTrainer:
         from diffusers.optimization import get_scheduler
 
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        lr = cfg.lr * (cfg.grad_accum * cfg.batch_size * self.accelerator.num_processes if cfg.scale_lr else 1)
+        scale = cfg.grad_accum * cfg.batch_size * self.accelerator.num_processes if cfg.scale_lr else 1
+        lr = cfg.lr * scale
+        # Pivotal tuning: a LoRA beside the token, its own learning rate in its own parameter group.
+        self.lora: lora_lib.AttachedLora | None = None
+        groups: list = [part.vectors for part in self.parts]
+        if cfg.adapter == "lora":
+            self.lora = lora_lib.attach(
+                pipe,
+                rank=cfg.lora_rank,
+                alpha=cfg.lora_scale_alpha,
+                blocks=cfg.lora_blocks,
+                text_encoder=cfg.lora_text_encoder,
+            )
+            groups = [{"params": groups, "lr": lr}, {"params": self.lora.parameters(), "lr": cfg.lora_lr * scale}]
+        # The step after which the token stops (diffusers' advanced script: the first half); a token-only run never does.
+        self.pivot = round(cfg.ti_fraction * cfg.steps) if self.lora is not None else cfg.steps
         optimizer = torch.optim.AdamW(
-            [part.vectors for part in self.parts],
+            groups,
             lr=lr,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.adam_weight_decay,
@@ -492,6 +533,9 @@ class StyleTokenTrainer:
         draws different batches, and a resumed run draws exactly what the uninterrupted one did.
         """
         self.generator.manual_seed((self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index) % 2**64)
+        if self.lora is not None:  # past the pivot only the LoRA learns: no gradient, so AdamW leaves the rows
+            for part in self.parts:
+                part.vectors.requires_grad_(step <= self.pivot)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(self.draw_batch())
@@ -501,8 +545,9 @@ class StyleTokenTrainer:
             self.accelerator.backward(self.scaler.scale(scaled) if self.scaler else scaled)
             total += float(loss.detach())
         if self.accelerator.num_processes > 1:
-            for part in self.parts:
-                part.vectors.grad = self.accelerator.reduce(part.vectors.grad, reduction="mean")
+            for param in self.trainable():
+                if param.grad is not None:
+                    param.grad = self.accelerator.reduce(param.grad, reduction="mean")
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # unscales first; skips the step on inf/NaN gradients
             self.scaler.update()
@@ -513,6 +558,10 @@ class StyleTokenTrainer:
         for part in self.parts:
             part.cap_norms()
         return total / self.cfg.grad_accum
+
+    def trainable(self) -> list[nn.Parameter]:
+        """Every trained parameter, in the optimizer's order: the learned rows, then the LoRA's."""
+        return [part.vectors for part in self.parts] + (self.lora.parameters() if self.lora else [])
 
     def batch_of(
         self,
@@ -561,6 +610,13 @@ class StyleTokenTrainer:
         }
         return save_diffusers_embedding(path, self.cfg.token, self.vectors() if vectors is None else vectors, meta)
 
+    def save_lora(self, path: Path, step: int) -> Path | None:
+        """The LoRA as diffusers' `save_lora_weights` writes it (None: a token-only run)."""
+        if self.lora is None:
+            return None
+        meta = lora_lib.lora_metadata(self.cfg.model, self.loaded.family, step)
+        return lora_lib.save_lora(self.pipe, self.lora, path, meta)
+
     def save_diffusers_pair(self, folder: Path, step: int) -> list[Path]:
         """SDXL only: diffusers' two files, one per text encoder (load each with its encoder)."""
         return write_embedding(self.embedding(step), folder / TrainingRun.EMBEDDING, "sdxl-pair")
@@ -607,6 +663,7 @@ class StyleTokenTrainer:
             lr_scheduler=self.lr_scheduler.state_dict(),
             scaler=scaler,
             fingerprint=_fingerprint(self.cfg, self.loaded.family),
+            lora=self.lora.state() if self.lora is not None else None,
         )
 
     def restore(self, state: ckpt.TrainingState) -> None:
@@ -622,9 +679,17 @@ class StyleTokenTrainer:
                 f"not {list(self.vectors().shape)}; use a new --output"
             )
         self._check_restorable(state)
+        where = ckpt.checkpoint_path(self.run.checkpoints, state.step)
+        if (state.lora is None) != (self.lora is None):
+            raise UserError(
+                f"checkpoint {where} {'holds' if state.lora else 'holds no'} LoRA weights, but this run is "
+                f"--adapter {self.cfg.adapter}; resume with the recorded --adapter or use a new --output"
+            )
         with torch.no_grad():
             for part, saved in zip(self.parts, self.split(state.vectors)):
                 part.vectors.copy_(saved)
+        if self.lora is not None and state.lora is not None:
+            self.lora.load_state(state.lora, f"checkpoint {where}")
         try:
             self.optimizer.load_state_dict(state.optimizer)
             self.lr_scheduler.load_state_dict(state.lr_scheduler)
@@ -640,13 +705,14 @@ class StyleTokenTrainer:
         """The optimizer's moments have the learned rows' shapes; the schedule's counters are numbers."""
         where = ckpt.checkpoint_path(self.run.checkpoints, state.step)
         slots = state.optimizer["state"]
+        trained = self.trainable()
         for pid, values in slots.items():
-            if not 0 <= pid < len(self.parts):
+            if not 0 <= pid < len(trained):
                 raise ckpt.CheckpointDamaged(
                     f"checkpoint {where} is damaged (optimizer state for parameter {pid}, "
-                    f"this run has {len(self.parts)}); resume from an earlier one or delete it"
+                    f"this run has {len(trained)}); resume from an earlier one or delete it"
                 )
-            shape = tuple(self.parts[pid].vectors.shape)
+            shape = tuple(trained[pid].shape)
             for key, value in values.items():
                 if torch.is_tensor(value) and key != "step" and tuple(value.shape) != shape:
                     raise ckpt.CheckpointDamaged(
@@ -669,7 +735,14 @@ class StyleTokenTrainer:
             )
 
     def finish(self) -> None:
-        """Put the plain embedding table back with the learned rows in it (a normal pipeline again)."""
+        """Put the plain embedding table back with the learned rows in it (a normal pipeline again).
+
+        A LoRA is removed from the model (it is in its file): the pipeline the caller keeps (the
+        app trains many runs on one) is the base model plus the token, as after a token-only run.
+        """
+        if self.lora is not None:
+            lora_lib.detach(self.lora)
+            self.lora = None
         for (_, text_encoder), part in zip(self.encoders, self.parts):
             text_encoder.set_input_embeddings(part.write_back())
             text_encoder.eval()
@@ -841,6 +914,7 @@ def _train(
     loss = None
     stopped = False
     done = start
+    lora_path: Path | None = None
     save_every, checkpoint_every = cfg.save_every or 0, cfg.checkpoint_every or 0  # TrainConfig fills both
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"training {cfg.token}", unit="step", disable=not acc.is_main_process
@@ -858,7 +932,7 @@ def _train(
                     f"training diverged at step {step} (loss {bad.value}); the last good embedding is in {final_path}. "
                     "Lower --lr or use --mixed-precision no"
                 ) from None
-            if not torch.isfinite(trainer.vectors()).all():
+            if not torch.isfinite(trainer.vectors()).all() or (trainer.lora and not trainer.lora.is_finite()):
                 trainer.save_embedding(final_path, step - 1, last_good)
                 raise TrainingDiverged(
                     f"the embedding became NaN or infinite at step {step}; the last good one is in {final_path}. Lower --lr"
@@ -872,6 +946,7 @@ def _train(
                 loss_log.append(step, loss, lr, elapsed0 + time.perf_counter() - t0, val)
                 if save_every > 0 and step % save_every == 0:
                     trainer.save_embedding(run.step_embedding(step), step)
+                    trainer.save_lora(run.step_lora(step), step)  # the pair pick chooses from
                 if cfg.preview_every > 0 and step % cfg.preview_every == 0:
                     _preview(trainer, step, cb)
                 if checkpoint_every > 0 and step % checkpoint_every == 0:
@@ -886,6 +961,9 @@ def _train(
                 break
         if loss_log is not None:  # the main process writes the results
             trainer.save_embedding(final_path, done)
+            if trainer.lora is not None:
+                lora_path = trainer.save_lora(run.lora, done)
+                lora_lib.save_kohya(trainer.lora, run.kohya_lora)
             if trainer.is_sdxl:
                 trainer.save_diffusers_pair(run.diffusers, done)
             if not stopped and cfg.preview_every > 0 and done % cfg.preview_every != 0:
@@ -896,4 +974,4 @@ def _train(
         if loss_log:
             loss_log.close()
     trainer.finish()
-    return TrainResult(out, final_path, done, loss, stopped, trainer.loaded)
+    return TrainResult(out, final_path, done, loss, stopped, trainer.loaded, lora_path)

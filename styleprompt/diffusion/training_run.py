@@ -63,6 +63,13 @@ RECIPE = (
     "learnable_property",
     "mixed_precision",
     "seed",
+    "adapter",
+    "lora_rank",
+    "lora_alpha",
+    "lora_lr",
+    "ti_fraction",
+    "lora_text_encoder",
+    "lora_blocks",
 )
 # diffusers' schedules whose learning rate at a step depends on num_training_steps.
 SCHEDULES_BY_LENGTH = ("linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -103,6 +110,8 @@ class TrainingRun:
     PREVIEWS = "previews"  # step-NNNNNN.png
     CHECKPOINTS = "checkpoints"  # checkpoint-N/ (checkpoints.py owns what is inside)
     DIFFUSERS = "diffusers"  # SDXL: diffusers' pair of files, one per text encoder
+    LORA = "pytorch_lora_weights.safetensors"  # --adapter lora: diffusers' name (load_lora_weights(RUN) finds it)
+    KOHYA_LORA = "lora_kohya.safetensors"  # the same LoRA in kohya's layout (A1111, Forge, ComfyUI)
     LOSS_LOG = "loss.csv"
     LOSS_PLOT = "loss.png"
     CONFIG = "config.json"
@@ -160,6 +169,18 @@ class TrainingRun:
 
     def step_embedding(self, step: int) -> Path:
         return self.folder / self.EMBEDDINGS / step_name(step, ".safetensors")
+
+    @property
+    def lora(self) -> Path:
+        return self.folder / self.LORA
+
+    @property
+    def kohya_lora(self) -> Path:
+        return self.folder / self.KOHYA_LORA
+
+    def step_lora(self, step: int) -> Path:
+        """The LoRA of the same step as `step_embedding(step)` (`step_embeddings` does not list it)."""
+        return self.folder / self.EMBEDDINGS / step_name(step, ".lora.safetensors")
 
     def preview(self, step: int) -> Path:
         return self.folder / self.PREVIEWS / step_name(step, ".png")
@@ -303,6 +324,9 @@ def recipe_differences(
     schedule = recorded.get("lr_scheduler", cfg.lr_scheduler)
     if schedule in SCHEDULES_BY_LENGTH and "steps" in recorded and recorded["steps"] != cfg.steps:
         found.append(f"steps {recorded['steps']} -> {cfg.steps} (the {schedule} schedule's length)")
+    elif recorded.get("adapter", "none") != "none" and "steps" in recorded and recorded["steps"] != cfg.steps:
+        if float(recorded.get("ti_fraction", 1.0)) < 1.0:  # the token stops at ti_fraction x steps
+            found.append(f"steps {recorded['steps']} -> {cfg.steps} (where --ti-fraction stops the token)")
     asked_resolution = resolution if resolution is not None else (cfg.resolution or None)
     if asked_resolution is not None and recorded.get("resolution") not in (None, asked_resolution):
         found.append(f"resolution {recorded['resolution']} -> {asked_resolution}")

@@ -1,0 +1,421 @@
+"""The LoRA of pivotal tuning: where it goes, how it is saved, how a file is checked and applied.
+
+Pivotal tuning (issue 24) trains a style token together with a small LoRA, because a token moves
+only through a frozen text encoder and can reach only what that encoder can already say
+(docs/micro.md); the LoRA lets the UNet learn what no word reaches. Everything LoRA is peft's and
+diffusers' own, never hand-written layers:
+- the adapter is a peft `LoraConfig` put on the UNet (and optionally the text encoders) through
+  diffusers' / transformers' peft integration (`add_adapter`), as diffusers'
+  `examples/advanced_diffusion_training/train_dreambooth_lora_sdxl_advanced.py` does;
+- the file is what `pipeline.save_lora_weights` writes (diffusers' layout, with the adapter's
+  rank and alpha in the metadata), so `pipe.load_lora_weights(run_folder)` loads it;
+- the kohya file (`lora_unet_...`, `lora_te1_...`, `.alpha`) is diffusers' `convert_state_dict_to_kohya`
+  of the same weights, with the alpha set to the adapter's own (the converter writes the rank);
+- generation loads any such file (ours or a third party's, either layout) with
+  `load_lora_weights` and weighs several with `set_adapters`, after checking it here: a LoRA that
+  does not fit the model, unknown keys or NaN weights are one line, not a traceback or a silent no-op.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.files import atomic_path
+
+# The attention projections diffusers' LoRA scripts train (to_out.0 is the output Linear).
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention, as the advanced script
+BLOCKS = ("all", "style")
+ADAPTER = "styleprompt"  # the adapter's name while training
+_SOURCES_ATTR = "styleprompt_loras"  # on a pipeline: the LoRAs loaded, with their hashes and scales
+
+
+def style_block(unet: Any) -> str:
+    """The module prefix `--lora-blocks style` restricts the LoRA to.
+
+    B-LoRA and InstantStyle find SDXL's style in `up_blocks.0.attentions.1`: the second attention of
+    the first (lowest-resolution) up block that has attention. The same rule names the analogue
+    elsewhere: SD 1.x/2.x `up_blocks.1.attentions.1` (its up_blocks.0 has no attention), micro
+    `up_blocks.0.attentions.1`. Provisional for SD 1.x and micro: not yet measured there.
+    """
+    for index, block in enumerate(unet.up_blocks):
+        attentions = getattr(block, "attentions", None)
+        if attentions is not None and len(attentions) > 0:
+            return f"up_blocks.{index}.attentions.{min(1, len(attentions) - 1)}"
+    raise UserError("this UNet has no attention in its up blocks; use --lora-blocks all")
+
+
+def unet_target_modules(unet: Any, blocks: str) -> list[str]:
+    """Full names of the UNet projections the LoRA goes on (peft matches a full name exactly)."""
+    if blocks not in BLOCKS:
+        raise UserError(f"--lora-blocks must be {' or '.join(BLOCKS)} (got {blocks!r})")
+    prefix = style_block(unet) + "." if blocks == "style" else ""
+    found = [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and name.startswith(prefix)
+        and any(name == t or name.endswith("." + t) for t in UNET_TARGETS)
+        and ".attn" in name
+    ]
+    if not found:
+        raise UserError(f"no attention projections to put a LoRA on in this UNet (--lora-blocks {blocks})")
+    return found
+
+
+def lora_config(rank: int, alpha: float, targets: Sequence[str]) -> Any:
+    from peft import LoraConfig
+
+    # gaussian A and zero B (peft's default): the adapter starts as the identity, as diffusers' scripts.
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; a float alpha is used as a float
+        init_lora_weights="gaussian",
+        target_modules=list(targets),
+    )
+
+
+@dataclass
+class AttachedLora:
+    """The modules a run's LoRA is on (diffusers' names: unet, text_encoder, text_encoder_2) and its shape."""
+
+    modules: dict[str, Any]
+    rank: int
+    alpha: float
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """Every trainable LoRA weight, named `<module>.<peft name>`, in a fixed order (the optimizer's)."""
+        out = []
+        for where, module in self.modules.items():
+            out += [(f"{where}.{n}", p) for n, p in module.named_parameters() if p.requires_grad and "lora_" in n]
+        return out
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().float().cpu().contiguous() for name, p in self.named_parameters()}
+
+    @torch.no_grad()
+    def load_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Put checkpointed weights back; the names and shapes must be this run's exactly."""
+        own = dict(self.named_parameters())
+        if set(own) != set(tensors):
+            raise UserError(
+                f"{where} holds LoRA weights for other modules ({len(tensors)} tensors, this run has "
+                f"{len(own)}); resume with the recorded --lora-rank/--lora-blocks/--lora-text-encoder"
+            )
+        for name, param in own.items():
+            if tuple(tensors[name].shape) != tuple(param.shape):
+                raise UserError(
+                    f"{where}: LoRA weight {name} has shape {list(tensors[name].shape)}, not {list(param.shape)}"
+                )
+            param.copy_(tensors[name].to(param.dtype))
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
+
+def attach(pipe: Any, *, rank: int, alpha: float, blocks: str, text_encoder: bool) -> AttachedLora:
+    """Put a fresh LoRA on the pipeline's UNet (and text encoders), trainable in fp32."""
+    from diffusers.training_utils import cast_training_params
+    from peft import inject_adapter_in_model
+
+    modules: dict[str, Any] = {"unet": pipe.unet}
+    pipe.unet.add_adapter(lora_config(rank, alpha, unet_target_modules(pipe.unet, blocks)), adapter_name=ADAPTER)
+    if text_encoder:
+        for where in ("text_encoder", "text_encoder_2"):
+            encoder = getattr(pipe, where, None)
+            if encoder is not None:
+                # peft's own injection: transformers' `add_adapter` wants a newer peft than diffusers does.
+                inject_adapter_in_model(lora_config(rank, alpha, TEXT_TARGETS), encoder, adapter_name=ADAPTER)
+                modules[where] = encoder
+    for module in modules.values():
+        cast_training_params(module, dtype=torch.float32)  # the LoRA trains in fp32 under bf16/fp16 weights
+    return AttachedLora(modules, rank, alpha)
+
+
+# -- saving ----------------------------------------------------------------------------------------
+
+
+def detach(lora: AttachedLora) -> None:
+    """Take the run's adapter off every module it is on (peft's own delete; the base weights stay)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in lora.modules.values():
+        for sub in module.modules():
+            if isinstance(sub, BaseTunerLayer) and ADAPTER in getattr(sub, "lora_A", {}):
+                sub.delete_adapter(ADAPTER)
+    lora.modules.clear()
+
+
+def diffusers_layers(lora: AttachedLora) -> dict[str, dict[str, torch.Tensor]]:
+    """{module: diffusers-layout state dict}: peft's own state dict, through diffusers' converter."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    out = {}
+    for where, module in lora.modules.items():
+        state = get_peft_model_state_dict(module, adapter_name=ADAPTER)
+        out[where] = {
+            k: v.detach().float().cpu().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()
+        }
+    return out
+
+
+def save_lora(pipe: Any, lora: AttachedLora, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """`pytorch_lora_weights.safetensors` (or any name) as `pipeline.save_lora_weights` writes it,
+    with the adapter configs in its metadata (so a loader knows alpha), written atomically."""
+    layers = diffusers_layers(lora)
+    kwargs: dict[str, Any] = {}
+    for where, module in lora.modules.items():
+        # peft's own config of the adapter (rank, alpha, targets): diffusers' loader reads it back
+        kwargs[f"{where}_lora_layers"] = layers[where]
+        kwargs[f"{where}_lora_adapter_metadata"] = module.peft_config[ADAPTER].to_dict()
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="styleprompt-lora-") as folder:  # save_lora_weights writes a folder
+        written = Path(folder) / path.name
+        type(pipe).save_lora_weights(folder, weight_name=path.name, **kwargs)
+        if metadata:
+            _add_metadata(written, metadata)
+        with atomic_path(path) as tmp:
+            shutil.copyfile(written, tmp)
+    return path
+
+
+def _add_metadata(path: Path, extra: dict[str, str]) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata() or {})
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file(tensors, str(path), metadata={**meta, **extra})
+
+
+def save_kohya(lora: AttachedLora, path: Path) -> Path:
+    """The kohya-format twin of the run's LoRA (A1111, Forge and ComfyUI load it): peft's state dict
+    through diffusers' `convert_state_dict_to_kohya`; each `.alpha` is the adapter's alpha (the
+    converter writes the rank, which is the same only when alpha = rank)."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    peft_state = {}
+    for where, module in lora.modules.items():
+        for key, value in get_peft_model_state_dict(module, adapter_name=ADAPTER).items():
+            peft_state[f"{where}.{key}"] = value.detach().float().cpu()
+    kohya = convert_state_dict_to_kohya(peft_state)
+    for key in [k for k in kohya if k.endswith(".alpha")]:
+        kohya[key] = torch.tensor(float(lora.alpha))
+    kohya = {k: v.contiguous() for k, v in kohya.items()}
+    with atomic_path(path) as tmp:
+        save_file(kohya, str(tmp), metadata={"format": "pt", "ss_network_module": "networks.lora"})
+    return path
+
+
+# -- reading and applying ------------------------------------------------------------------------
+
+_KOHYA = re.compile(r"^lora_(unet|te1|te2|te)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
+_DIFFUSERS = re.compile(
+    r"^(unet|text_encoder|text_encoder_2)\.[A-Za-z0-9_.]+\.(lora_A|lora_B|lora\.down|lora\.up|lora_linear_layer\.down|lora_linear_layer\.up)(\.[A-Za-z0-9_]+)?\.weight$"
+)
+
+_DOWN = ("lora_A.weight", "lora_down.weight", "lora.down.weight", "lora_linear_layer.down.weight")
+
+
+@dataclass
+class LoraFile:
+    """What a LoRA file is, read from its keys (no model needed): for `inspect` and the checks."""
+
+    path: Path
+    format: str  # "diffusers" or "kohya"
+    rank: int
+    modules: int  # how many layers it adapts
+    parts: list[str]  # unet / text_encoder / text_encoder_2
+    cross_attention_widths: list[int]  # input widths of attn2.to_k: the text encoder(s) it was made for
+
+
+def read_lora_file(path: str | os.PathLike) -> tuple[LoraFile, dict[str, torch.Tensor]]:
+    """Read and check a LoRA file: safetensors, known keys only, finite numbers; one line otherwise."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--lora {p}: no such file")
+    try:
+        tensors = load_file(str(p))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
+        raise UserError(f"--lora {p} is not a readable safetensors file ({str(exc).splitlines()[0][:100]})") from None
+    if not tensors:
+        raise UserError(f"--lora {p} holds no tensors")
+    kohya = [k for k in tensors if _KOHYA.match(k)]
+    diffusers = [k for k in tensors if _DIFFUSERS.match(k)]
+    fmt = "kohya" if len(kohya) >= len(diffusers) else "diffusers"
+    known = kohya if fmt == "kohya" else diffusers
+    unknown = sorted(set(tensors) - set(known))
+    if unknown:
+        raise UserError(
+            f"--lora {p} holds {len(unknown)} key(s) that are not a {fmt} LoRA's (first: {unknown[0][:80]}); "
+            "it is not a LoRA for a Stable Diffusion UNet/text encoder"
+        )
+    for key, value in tensors.items():
+        if not value.is_floating_point() or not bool(torch.isfinite(value.float()).all()):
+            raise UserError(f"--lora {p}: {key[:80]} holds NaN or infinite numbers; the LoRA is damaged")
+    down = [v for k, v in tensors.items() if k.endswith(_DOWN)]
+    ranks = {int(v.shape[0]) for v in down}
+    if not down:
+        raise UserError(f"--lora {p} holds no LoRA down weights")
+    parts = sorted({_part(k, fmt) for k in known})
+    widths = sorted(
+        {int(v.shape[1]) for k, v in tensors.items() if ("attn2.to_k" in k or "attn2_to_k" in k) and k.endswith(_DOWN)}
+    )
+    info = LoraFile(p, fmt, max(ranks), len(down), parts, widths)
+    return info, tensors
+
+
+def _part(key: str, fmt: str) -> str:
+    if fmt == "diffusers":
+        return key.split(".", 1)[0]
+    return {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}[key.split("_")[1]]
+
+
+# The UNet's cross-attention width names the family (SDXL: both text encoders' states side by side).
+_FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 128: "micro", 32: "tiny"}
+
+
+def is_lora_file(path: str | os.PathLike) -> bool:
+    """Whether a .safetensors file holds LoRA keys (read from its header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception:  # noqa: BLE001 - not safetensors: not a LoRA file we read
+        return False
+    return any(_KOHYA.match(k) or _DIFFUSERS.match(k) for k in keys)
+
+
+def describe(info: LoraFile) -> dict[str, Any]:
+    """What `styleprompt inspect` shows of a LoRA file: format, rank, targets, family."""
+    widths = info.cross_attention_widths
+    family = (
+        " or ".join(_FAMILY_BY_CROSS_WIDTH.get(w, f"a model of text width {w}") for w in widths)
+        if widths
+        else "unknown (no cross-attention layer adapted)"
+    )
+    return {
+        "file": str(info.path),
+        "format": f"lora-{info.format}",
+        "rank": info.rank,
+        "layers": info.modules,
+        "targets": info.parts,
+        "family": family,
+    }
+
+
+def parse_spec(spec: str) -> tuple[str, float]:
+    """`FILE[:SCALE]` -> (file, scale); a colon not followed by a number belongs to the file name."""
+    path, sep, tail = spec.rpartition(":")
+    if sep and path:
+        try:
+            scale = float(tail)
+        except ValueError:
+            return spec, 1.0
+        if not math.isfinite(scale) or not -10.0 <= scale <= 10.0:
+            raise UserError(f"--lora {spec}: the scale must be a number between -10 and 10")
+        return path, scale
+    return spec, 1.0
+
+
+def _adapted_layers(pipe: Any, name: str) -> int:
+    count = 0
+    for where in ("unet", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, where, None)
+        if module is None:
+            continue
+        for _, sub in module.named_modules():
+            lora_a = getattr(sub, "lora_A", None)
+            if isinstance(lora_a, torch.nn.ModuleDict) and name in lora_a:
+                count += 1
+    return count
+
+
+def load_loras(loaded: Any, specs: Sequence[str | tuple[str, float]]) -> list[dict]:
+    """Load each `FILE[:SCALE]` into the pipeline as its own adapter and weigh them with `set_adapters`.
+
+    Returns what the PNG records per LoRA (file, sha256, format, rank, scale). A file that does not
+    fit the model (another family: its cross-attention width or layer shapes differ, or layers the
+    model does not have) is refused in one line, and the pipeline is left without it.
+    """
+    from styleprompt.diffusion.tokens import file_sha256
+
+    pipe = loaded.pipe
+    records: list[dict] = list(getattr(pipe, _SOURCES_ATTR, []))
+    for spec in specs:
+        file, scale = parse_spec(spec) if isinstance(spec, str) else spec
+        info, _ = read_lora_file(file)
+        width = int(pipe.unet.config.cross_attention_dim)
+        if info.cross_attention_widths and info.cross_attention_widths != [width]:
+            raise UserError(
+                f"--lora {file} was made for a model whose text width is {info.cross_attention_widths[0]}, but "
+                f"{loaded.name} ({loaded.family}) has {width}; use a LoRA trained for this model family"
+            )
+        digest = file_sha256(file, length=64)
+        name = f"lora_{len(records)}_{digest[:8]}"
+        try:
+            # The file, not the tensors read above: diffusers takes the adapter's alpha from its metadata.
+            pipe.load_lora_weights(str(file), adapter_name=name)
+        except (ValueError, RuntimeError, KeyError, IndexError) as exc:
+            _drop(pipe, name)
+            raise UserError(
+                f"--lora {file} does not fit {loaded.name} ({loaded.family}): {str(exc).splitlines()[0][:140]}; "
+                "use a LoRA trained for this model family"
+            ) from None
+        adapted = _adapted_layers(pipe, name)
+        if adapted != info.modules:
+            _drop(pipe, name)
+            raise UserError(
+                f"--lora {file} adapts {info.modules} layers, but only {adapted} of them exist in {loaded.name} "
+                f"({loaded.family}); use a LoRA trained for this model family"
+            )
+        records.append(
+            {
+                "file": str(Path(file).resolve()),
+                "sha256": digest,
+                "format": info.format,
+                "rank": info.rank,
+                "scale": float(scale),
+                "adapter": name,
+            }
+        )
+    if records:
+        pipe.set_adapters([r["adapter"] for r in records], adapter_weights=[r["scale"] for r in records])
+    setattr(pipe, _SOURCES_ATTR, records)
+    return [{k: v for k, v in r.items() if k != "adapter"} for r in records]
+
+
+def _drop(pipe: Any, name: str) -> None:
+    try:
+        pipe.delete_adapters(name)
+    except Exception:  # noqa: BLE001 - a half-loaded adapter may not be registered anywhere
+        pass
+
+
+def loaded_loras(pipe: Any) -> list[dict]:
+    """What the PNG records of the LoRAs in the pipeline (file, sha256, format, rank, scale)."""
+    return [{k: v for k, v in r.items() if k != "adapter"} for r in getattr(pipe, _SOURCES_ATTR, [])]
+
+
+def lora_metadata(model: str, family: str, step: int) -> dict[str, str]:
+    return {"styleprompt.model": model, "styleprompt.family": family, "styleprompt.step": str(step)}

@@ -1,0 +1,364 @@
+"""Pivotal tuning on the tiny models: a token plus a peft LoRA, its files loaded by diffusers' own
+loaders, its checkpoints resumed bit-identically, and `generate --lora` with its refusals."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from styleprompt.cli import main as cli
+from styleprompt.diffusion.checkpoints import list_checkpoints, load_checkpoint
+from styleprompt.diffusion.config import TrainConfig
+from styleprompt.diffusion.models import load_pipeline
+from styleprompt.diffusion.training import TrainCallbacks, train
+from styleprompt.diffusion.training_run import TrainingRun
+
+
+def lora_config(images: Path, output: Path, **overrides) -> TrainConfig:
+    base = TrainConfig(
+        images=str(images),
+        token="<s1>",
+        model="tiny",
+        output=str(output),
+        steps=4,
+        vectors=2,
+        grad_accum=1,
+        save_every=2,
+        checkpoint_every=4,
+        preview_every=0,
+        device="cpu",
+        adapter="lora",
+        lora_rank=4,
+        lora_alpha=8.0,  # not the rank: the files must carry alpha, or a loader scales by 1
+        lora_lr=1e-2,
+        lora_text_encoder=True,
+    )
+    return replace(base, **overrides)
+
+
+def _peft_weights(module, adapter: str) -> dict[str, torch.Tensor]:
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.float() for k, v in get_peft_model_state_dict(module, adapter_name=adapter).items()}
+
+
+def _trained(state_lora: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's LoRA weights of one module, named as peft's state dict names them."""
+    prefix = f"{where}."
+    return {
+        k[len(prefix) :].replace(".styleprompt.weight", ".weight"): v
+        for k, v in state_lora.items()
+        if k.startswith(prefix)
+    }
+
+
+def _scaling(module, adapter: str) -> set[float]:
+    return {m.scaling[adapter] for m in module.modules() if hasattr(m, "scaling") and adapter in m.scaling}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny", "tiny-sdxl"])
+def test_run_files_load_in_plain_diffusers(artworks_dir, tmp_path, model):
+    """diffusers' own `load_lora_weights(run_folder)` + `load_textual_inversion` give back exactly the
+    trained LoRA (every module, alpha 8 over rank 4 = scale 2) and token; the kohya file as well."""
+    result = train(lora_config(artworks_dir, tmp_path / "run", model=model))
+    run = TrainingRun(result.output_dir)
+    assert result.lora_path == run.lora and run.lora.is_file() and run.kohya_lora.is_file()
+    state = load_checkpoint(list_checkpoints(run.checkpoints)[-1][1])
+    assert state.step == 4 and state.lora
+    parts = ["unet", "text_encoder"] + (["text_encoder_2"] if model == "tiny-sdxl" else [])
+
+    kohya = load_file(str(run.kohya_lora))
+    assert all(k.startswith(("lora_unet_", "lora_te1_", "lora_te2_")) for k in kohya)
+    assert {float(v) for k, v in kohya.items() if k.endswith(".alpha")} == {8.0}
+    assert any(k.startswith("lora_te2_") for k in kohya) == (model == "tiny-sdxl")
+
+    for source in (str(run.folder), str(run.kohya_lora)):
+        pipe = load_pipeline(model, device="cpu").pipe
+        if model == "tiny":
+            pipe.load_textual_inversion(str(run.embedding))
+        else:
+            token = load_file(str(run.embedding))
+            pipe.load_textual_inversion(
+                token["clip_l"], token="<s1>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+            )
+            pipe.load_textual_inversion(
+                token["clip_g"], token="<s1>", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+            )
+        pipe.load_lora_weights(source, adapter_name="ours")
+        for where in parts:
+            module = getattr(pipe, where)
+            loaded, trained = _peft_weights(module, "ours"), _trained(state.lora, where)
+            assert loaded.keys() == trained.keys(), (source, where)
+            for key in trained:
+                assert torch.equal(loaded[key], trained[key]), (source, where, key)
+            assert _scaling(module, "ours") == {2.0}, (source, where)
+        ids = pipe.tokenizer("<s1>", add_special_tokens=False).input_ids
+        assert len(ids) == 1 or ids  # the token is known to the tokenizer
+
+
+@pytest.mark.slow
+def test_step_snapshots_keep_the_lora_of_the_same_step_and_the_token_stops_at_the_pivot(artworks_dir, tmp_path):
+    result = train(lora_config(artworks_dir, tmp_path / "run", steps=4, save_every=1, ti_fraction=0.5))
+    run = TrainingRun(result.output_dir)
+    steps = [step for step, _ in run.step_embeddings()]
+    assert steps == [1, 2, 3, 4]  # pick still sees the token snapshots only
+    loras = [load_file(str(run.step_lora(step))) for step in steps]
+    assert not torch.equal(next(iter(loras[2].values())), next(iter(loras[3].values())))  # the LoRA trains all run
+    tokens = [load_file(str(path))["<s1>"] for _, path in run.step_embeddings()]
+    assert not torch.equal(tokens[0], tokens[1])  # the token trains up to the pivot (step 2)
+    assert torch.equal(tokens[1], tokens[2]) and torch.equal(tokens[2], tokens[3])  # and not after it
+    final = load_file(str(run.lora))
+    assert final.keys() == loras[3].keys() and all(torch.equal(final[k], loras[3][k]) for k in final)
+
+
+def test_a_token_only_run_writes_no_lora(artworks_dir, tmp_path):
+    result = train(
+        lora_config(artworks_dir, tmp_path / "run", adapter="none", steps=2, save_every=1, checkpoint_every=2)
+    )
+    run = TrainingRun(result.output_dir)
+    assert result.lora_path is None and not run.lora.exists() and not run.kohya_lora.exists()
+    assert not list((run.folder / run.EMBEDDINGS).glob("*.lora.safetensors"))
+    assert load_checkpoint(list_checkpoints(run.checkpoints)[-1][1]).lora is None
+
+
+@pytest.mark.slow
+def test_an_interrupted_pivotal_run_resumes_bit_identically(artworks_dir, tmp_path):
+    """Stopped at step 3 (past the pivot at 2) and resumed, the run ends where the straight one does:
+    the same token, the same LoRA file tensors, the same AdamW moments of the LoRA."""
+    cfg = dict(steps=6, checkpoint_every=3, checkpoints_total_limit=5, save_every=0, ti_fraction=0.4)
+    straight = train(lora_config(artworks_dir, tmp_path / "straight", **cfg))
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    stopped = train(
+        lora_config(artworks_dir, tmp_path / "resumed", **cfg), callbacks=TrainCallbacks(should_stop=stop_after_three)
+    )
+    assert stopped.stopped_early and stopped.steps_done == 3
+    resumed = train(lora_config(artworks_dir, tmp_path / "resumed", resume="latest", **cfg))
+    assert resumed.steps_done == 6
+    assert torch.equal(load_file(str(resumed.embedding_path))["<s1>"], load_file(str(straight.embedding_path))["<s1>"])
+    a, b = load_file(str(straight.lora_path)), load_file(str(resumed.lora_path))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = load_checkpoint(tmp_path / "straight" / "checkpoints" / "checkpoint-6")
+    sb = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "checkpoint-6")
+    assert sa.optimizer["state"].keys() == sb.optimizer["state"].keys() and len(sa.optimizer["state"]) > 1
+    for pid, slots in sa.optimizer["state"].items():
+        assert torch.equal(slots["exp_avg"], sb.optimizer["state"][pid]["exp_avg"])
+
+
+def test_a_resume_with_another_lora_recipe_is_refused(artworks_dir, tmp_path):
+    calls = {"n": 0}
+
+    def stop_now() -> bool:
+        calls["n"] += 1
+        return True
+
+    train(lora_config(artworks_dir, tmp_path / "run", steps=4), callbacks=TrainCallbacks(should_stop=stop_now))
+    code = cli(
+        ["train", "--model", "tiny", "--images", str(artworks_dir), "--token", "<s1>", "--vectors", "2", "--steps", "4"]
+        + ["--output", str(tmp_path / "run"), "--resume", "latest", "--adapter", "lora", "--lora-rank", "8"]
+        + ["--grad-accum", "1", "--device", "cpu", "--preview-every", "0"]
+    )
+    assert code == 2
+
+
+# -- generate --lora ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> TrainingRun:
+    from tests.conftest import make_artworks
+
+    root = tmp_path_factory.mktemp("lora-run")
+    art = make_artworks(root / "art", 3)
+    train(lora_config(art, root / "run", steps=3, save_every=0, checkpoint_every=0, lora_lr=5e-2))
+    return TrainingRun(root / "run")
+
+
+def _generate(run: TrainingRun, out: Path, *extra: str) -> int:
+    return cli(
+        ["generate", "--model", "tiny", "--embedding", str(run.embedding), "--prompt", "a {token} style of a house"]
+        + ["--steps", "2", "--seed", "3", "--device", "cpu", "--output", str(out), *extra]
+    )
+
+
+def _pixels(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))]
+
+
+def test_generate_applies_the_lora_records_it_and_repaints_it(trained_run, tmp_path):
+    """The LoRA changes the picture (a LoRA saved but not applied would not), the PNG records its
+    file, hash and scale, and --from-png paints the same pixels."""
+    assert _generate(trained_run, tmp_path / "plain") == 0
+    assert _generate(trained_run, tmp_path / "lora", "--lora", f"{trained_run.lora}:0.8") == 0
+    [plain], [with_lora] = _pixels(tmp_path / "plain"), _pixels(tmp_path / "lora")
+    assert np.abs(plain.astype(int) - with_lora.astype(int)).max() > 0
+    png = next((tmp_path / "lora").glob("*.png"))
+    params = json.loads(Image.open(png).text["styleprompt"])
+    [record] = params["loras"]
+    assert record["file"] == str(trained_run.lora.resolve()) and record["scale"] == 0.8 and len(record["sha256"]) == 64
+    assert cli(["generate", "--from-png", str(png), "--device", "cpu", "--output", str(tmp_path / "again")]) == 0
+    [again] = _pixels(tmp_path / "again")
+    assert np.array_equal(again, with_lora)
+
+
+def test_the_kohya_file_paints_like_the_diffusers_file(trained_run, tmp_path):
+    assert _generate(trained_run, tmp_path / "d", "--lora", str(trained_run.lora)) == 0
+    assert _generate(trained_run, tmp_path / "k", "--lora", str(trained_run.kohya_lora)) == 0
+    [d], [k] = _pixels(tmp_path / "d"), _pixels(tmp_path / "k")
+    assert np.abs(d.astype(int) - k.astype(int)).max() <= 1
+
+
+def test_bad_lora_files_are_one_line_and_exit_2(trained_run, tmp_path, capsys):
+    weights = load_file(str(trained_run.lora))
+    nan = dict(weights)
+    first = next(iter(nan))
+    nan[first] = torch.full_like(nan[first], float("nan"))
+    save_file(nan, str(tmp_path / "nan.safetensors"))
+    unknown = dict(weights, **{"some.other.weight": torch.zeros(2)})
+    save_file(unknown, str(tmp_path / "unknown.safetensors"))
+    sdxl_run = TrainingRun(tmp_path / "sdxl")
+    from tests.conftest import make_artworks
+
+    art = make_artworks(tmp_path / "art", 2)
+    train(lora_config(art, sdxl_run.folder, model="tiny-sdxl", steps=1, save_every=0, checkpoint_every=0))
+    for bad, says in [
+        (tmp_path / "nan.safetensors", "NaN"),
+        (tmp_path / "unknown.safetensors", "not a diffusers LoRA"),
+        (sdxl_run.lora, "model family"),
+        (tmp_path / "missing.safetensors", "no such file"),
+    ]:
+        capsys.readouterr()
+        assert _generate(trained_run, tmp_path / "out", "--lora", str(bad)) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+
+
+# -- learning, on the micro model ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pivotal_runs_lora_carries_style_a_lora_saved_but_not_applied_fails(tmp_path, shared_data):
+    """On a painting the micro model never saw (the_scream, held out of its training), a 150-step
+    pivotal run with the defaults paints four unseen classes closer to the painting, as the style
+    judge ranks it among the 19, with its LoRA applied (`generate`'s `load_loras`) than with its
+    token alone: a LoRA saved but not applied at generation fails here.
+
+    Measured (2026-12-02, the shared 2-core CPU; bench/micro_pivotal.py, the same pictures, seeds
+    and judge): mean rank 4.625 with the LoRA, 5.625 with the token alone (margin 1.0; asserted
+    with half of it). Not asserted, because it does not hold yet: beating a plain 150-step token,
+    whose mean rank was 4.0 (pivotal with --lora-lr 1e-3: 5.0; with --ti-fraction 1 and 1e-3: 4.875).
+    """
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.lora import load_loras
+    from styleprompt.micro import is_available, world
+    from styleprompt.micro.judges import StyleJudge
+    from styleprompt.plumbing.images import load_image
+
+    if not is_available():
+        pytest.skip("the micro model is not built into this checkout")
+    painting = "the_scream.jpg"
+    pictures = world.make_pictures(
+        load_image(shared_data / "style" / painting), ["lighthouse", "house", "city", "tree"], 8, seed=31_337
+    )
+    world.write_pictures(pictures, tmp_path / "art")
+    torch.manual_seed(0)
+    result = train(
+        TrainConfig(
+            images=str(tmp_path / "art"),
+            token="<t>",
+            model="micro",
+            output=str(tmp_path / "pivotal"),
+            steps=150,
+            save_every=0,
+            checkpoint_every=0,
+            preview_every=0,
+            device="cpu",
+            adapter="lora",
+        )
+    )
+    judge = StyleJudge()
+    classes, seeds = ["boat", "fish", "flower", "bird"], [0, 1]
+
+    def mean_rank(with_lora: bool) -> float:
+        loaded = load_pipeline("micro", device="cpu")
+        load_embeddings(loaded, [str(result.embedding_path)])
+        if with_lora:
+            load_loras(loaded, [str(result.lora_path)])
+        prompts = [f"a <t> style of a {c}" for c in classes for _ in seeds]
+        generators = [torch.Generator().manual_seed(s) for _ in classes for s in seeds]
+        with torch.no_grad():
+            images = loaded.pipe(prompt=prompts, generator=generators, num_inference_steps=20).images
+        return float(judge.ranks(judge.vectors_of(images), painting).float().mean())
+
+    with_lora, token_alone = mean_rank(True), mean_rank(False)
+    assert with_lora <= token_alone - 0.5, (with_lora, token_alone)
+
+
+@pytest.mark.slow
+def test_pivotal_tuning_beats_a_plain_token_on_a_held_out_painting(tmp_path, shared_data):
+    """The same held-out painting, pictures, seeds and judge as above: a plain 150-step token, and a
+    150-step pivotal run with the token trained all run and a LoRA at lr 1e-2 (the one recipe of
+    four tried that beat it; not the defaults). Measured (2026-12-02, shared 2-core CPU,
+    bench/micro_pivotal.py): mean rank of the painting 3.125 against the plain token's 4.0
+    (margin 0.875; asserted with 0.4), r@3 0.75 against 0.25, every class still recognised."""
+    from styleprompt.diffusion.generate import load_embeddings
+    from styleprompt.diffusion.lora import load_loras
+    from styleprompt.micro import is_available, world
+    from styleprompt.micro.judges import StyleJudge, classify
+    from styleprompt.plumbing.images import load_image
+
+    if not is_available():
+        pytest.skip("the micro model is not built into this checkout")
+    painting = "the_scream.jpg"
+    pictures = world.make_pictures(
+        load_image(shared_data / "style" / painting), ["lighthouse", "house", "city", "tree"], 8, seed=31_337
+    )
+    world.write_pictures(pictures, tmp_path / "art")
+    judge = StyleJudge()
+    classes, seeds = ["boat", "fish", "flower", "bird"], [0, 1]
+
+    def paint(name: str, **extra):
+        torch.manual_seed(0)
+        result = train(
+            TrainConfig(
+                images=str(tmp_path / "art"),
+                token="<t>",
+                model="micro",
+                output=str(tmp_path / name),
+                steps=150,
+                save_every=0,
+                checkpoint_every=0,
+                preview_every=0,
+                device="cpu",
+                **extra,
+            )
+        )
+        loaded = load_pipeline("micro", device="cpu")
+        load_embeddings(loaded, [str(result.embedding_path)])
+        if result.lora_path:
+            load_loras(loaded, [str(result.lora_path)])
+        prompts = [f"a <t> style of a {c}" for c in classes for _ in seeds]
+        generators = [torch.Generator().manual_seed(s) for _ in classes for s in seeds]
+        with torch.no_grad():
+            return loaded.pipe(prompt=prompts, generator=generators, num_inference_steps=20).images
+
+    def mean_rank(images) -> float:
+        return float(judge.ranks(judge.vectors_of(images), painting).float().mean())
+
+    plain = paint("plain")
+    pivotal = paint("pivotal", adapter="lora", lora_lr=1e-2, ti_fraction=1.0)
+    assert mean_rank(pivotal) <= mean_rank(plain) - 0.4, (mean_rank(pivotal), mean_rank(plain))
+    wanted = [c for c in classes for _ in seeds]
+    assert sum(p == w for p, w in zip(classify(pivotal), wanted)) >= 7  # the content stays the asked class
