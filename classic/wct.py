@@ -472,7 +472,9 @@ def parse_levels(text: str | Sequence[int] | None, nets: WCTNetworks) -> list[in
         try:
             wanted = [int(part) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise UserError(f"--wct-levels {text!r}: give level numbers separated by commas, like 5,4,3,2,1") from None
+            raise SettingError(
+                "wct_levels", f"{{setting}} {text!r}: give level numbers separated by commas, like 5,4,3,2,1"
+            ) from None
     else:
         wanted = [int(v) for v in text]
     bad = [k for k in wanted if k not in have]

@@ -40,7 +40,7 @@ from PIL import Image
 
 from classic import limits
 from styleprompt.diffusion.families import DEFAULT_MODEL, MODEL_CHOICES_HELP
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.measure import measure
 
 if TYPE_CHECKING:
@@ -846,7 +846,9 @@ def _wct_levels(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UserError(f"--wct-levels {text!r}: give level numbers separated by commas, like 5,4,3,2,1") from None
+        raise SettingError(
+            "wct_levels", f"{{setting}} {text!r}: give level numbers separated by commas, like 5,4,3,2,1"
+        ) from None
 
 
 class Wct(Method):
