@@ -127,3 +127,23 @@ def resize_short_side(img: Image.Image, size: int) -> Image.Image:
     scale = size / min(img.size)
     w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
     return img if (w, h) == img.size else img.resize((w, h), Image.Resampling.LANCZOS)
+
+
+def check_encoded_style_sizes(footprint: str, styles: list[Image.Image], style_size: int) -> None:
+    """Each style is encoded whole at `style_size` px on its short side: refuse what cannot be.
+
+    Shared by the feed-forward methods that encode their styles untiled (AdaIN, WCT, MicroAST);
+    `footprint` names the method's memory figure in `classic.limits`."""
+    limits.check_side_flag("style_size", style_size, allow_none=False)
+    for i, style in enumerate(styles):
+        limits.check_working_image(
+            footprint,
+            style_label(i, len(styles)),
+            style.size,
+            limits.scaled_short_side(style.size, style_size),
+            f"{{setting}} {style_size} (its short side)",
+            side="short",
+            tiled=False,
+            fix="crop it nearer to square or lower {setting}",
+            setting="style_size",
+        )

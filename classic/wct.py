@@ -35,16 +35,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from classic import limits, weights
+from classic import weights
 from classic.color import check_mode, preserve_color_inputs, preserve_color_output
 from classic.inputs import (
+    check_encoded_style_sizes,
     check_mask_fits,
     check_styles,
     fit_content,
     mask_tensor,
     resize_short_side,
     style_blend_weights,
-    style_label,
 )
 from classic.tiling import TileSize, pad_to_multiple, resolve_tile_size, run_tiled, tile_count
 from styleprompt.plumbing.errors import SettingError, UserError
@@ -552,19 +552,7 @@ def footprint_key(choice: str | Path | None, nets: WCTNetworks | None = None) ->
 
 def check_style_sizes(styles: list[Image.Image], style_size: int, key: str = "wct") -> None:
     """Each style is encoded whole at `style_size` px on its short side: refuse what cannot be."""
-    limits.check_side_flag("style_size", style_size, allow_none=False)
-    for i, style in enumerate(styles):
-        limits.check_working_image(
-            key,
-            style_label(i, len(styles)),
-            style.size,
-            limits.scaled_short_side(style.size, style_size),
-            f"{{setting}} {style_size} (its short side)",
-            side="short",
-            tiled=False,
-            fix="crop it nearer to square or lower {setting}",
-            setting="style_size",
-        )
+    check_encoded_style_sizes(key, styles, style_size)
 
 
 def stylize(
