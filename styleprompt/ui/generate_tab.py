@@ -93,7 +93,7 @@ def selected_loras(ctx: AppContext, uploads: Any) -> list[Path]:
 
 
 def load_app_loras(view: Any, files: list[Path], scale: float) -> list[dict]:
-    """`generate.load_loras` as `styleprompt generate --lora FILE:SCALE` calls it, with its
+    """`lora.load_loras` as `styleprompt generate --lora FILE:SCALE` calls it, with its
     one-line errors said as the page says them (the upload, not the command-line flag)."""
     from styleprompt.diffusion.lora import load_loras
 
