@@ -145,6 +145,9 @@ BOUNDS: dict[str, Bound] = {
         1, MAX_SAMPLING_STEPS, "sampling steps of each preview; --preview-every 0 turns previews off"
     ),
     "seed": Bound(0, MAX_SEED, "64 bits"),
+    "lora_rank": Bound(
+        1, 256, "LoRA ranks of 4-128 are usual for styles; the file and each step grow with the rank"
+    ),  # the trainer's own check (training._check_lora_config) takes the same 1-256
     # generation
     "steps": Bound(1, MAX_SAMPLING_STEPS),  # sampling steps of an image
     "count": Bound(

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,11 +44,18 @@ def client_for(app) -> Client:
     return Client(app.url, verbose=False, download_files=False)
 
 
-def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder=""):
+def train_args(art, *, token="<app-s>", steps=4, preview_every=2, folder="", adapter="none", rank=4):
     files = [handle_file(str(p)) for p in art]
     # files, folder, model, token, init word, vectors, steps, resolution, lr, preview every, preview steps, grad accum,
-    # precision, seed
-    return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 4, 1, "no", 0]
+    # precision, seed, learn (adapter), LoRA rank
+    return [files, folder, "tiny", token, "painting", 2, steps, 0, 5e-3, preview_every, 4, 1, "no", 0, adapter, rank]
+
+
+def lora_layers(unet) -> int:
+    """How many of a UNet's modules carry a LoRA adapter (peft's lora_A), of any name."""
+    return sum(
+        1 for _, m in unet.named_modules() if isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict) and m.lora_A
+    )
 
 
 @pytest.mark.slow
@@ -112,6 +120,30 @@ def test_stop_ends_training_early_and_keeps_the_embedding(app, art):
     run = runs[-1]
     assert load_file(run / "learned_embeds.safetensors")["<app-stop>"].shape == (2, 32)
     assert (run / "checkpoints" / f"checkpoint-{step}").is_dir()  # resumable from where it stopped
+
+
+@pytest.mark.slow
+def test_the_train_tab_with_a_lora_writes_and_offers_it_and_leaves_the_shared_unet_alone(app, art):
+    from styleprompt.diffusion.lora import read_lora_file
+
+    client = client_for(app)
+    args = train_args(art, token="<app-lora>", steps=2, preview_every=0, adapter="lora", rank=2)
+    status, _, _, downloads, formats_table = client.predict(*args, api_name="/train")
+    assert "finished &lt;app-lora&gt;: step 2/2" in status
+    paths = [Path(d["path"] if isinstance(d, dict) else d) for d in downloads]
+    run = sorted((Path(app.styleprompt.settings.output_dir) / "train").glob("*app-lora*"))[-1]
+    assert (run / "pytorch_lora_weights.safetensors").is_file() and (run / "lora_kohya.safetensors").is_file()
+    names = [p.name for p in paths]
+    assert names[0] == "learned_embeds.safetensors"
+    assert "pytorch_lora_weights.safetensors" in names and "lora_kohya.safetensors" in names  # beside the token
+    assert "| `pytorch_lora_weights.safetensors` | lora-diffusers |" in formats_table
+    assert "| `lora_kohya.safetensors` | lora-kohya |" in formats_table
+    lora = next(p for p in paths if p.name == "pytorch_lora_weights.safetensors")
+    info, _ = read_lora_file(lora)
+    assert info.rank == 2 and info.format == "diffusers"  # the rank field reached the trainer
+    assert lora_layers(app.styleprompt.models.get("tiny").pipe.unet) == 0  # trained on the run's own UNet
+    with pytest.raises(AppError, match="Value 0 is less than minimum value 1"):  # limits.BOUNDS["lora_rank"]
+        client.predict(*train_args(art, steps=1, adapter="lora", rank=0), api_name="/train")
 
 
 def test_the_model_is_loaded_once_and_reused(app, art):
@@ -399,9 +431,20 @@ def token_file(folder: Path, token: str, seed: int = 0) -> Path:
 
 
 def generate_args(
-    *, uploads=(), recent=(), prompt="a <g1> style of a lighthouse", seed=3, count=1, steps=3, content=None, scale=1.0
+    *,
+    uploads=(),
+    recent=(),
+    prompt="a <g1> style of a lighthouse",
+    seed=3,
+    count=1,
+    steps=3,
+    content=None,
+    scale=1.0,
+    loras=(),
+    lora_scale=1.0,
 ):
-    # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength
+    # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength,
+    # LoRAs, LoRA scale
     return [
         "tiny",
         [handle_file(str(p)) for p in uploads],
@@ -416,7 +459,92 @@ def generate_args(
         count,
         handle_file(str(content)) if content else None,
         0.5,
+        [handle_file(str(p)) for p in loras],
+        lora_scale,
     ]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A pivotal run on the tiny model with a LoRA strong enough to show in 8-bit pixels."""
+    from styleprompt.diffusion.config import TrainConfig
+    from styleprompt.diffusion.training import train
+    from styleprompt.diffusion.training_run import TrainingRun
+
+    root = tmp_path_factory.mktemp("app-lora")
+    art = make_artworks(root / "art", 3)
+    cfg = TrainConfig(
+        images=str(art),
+        output=str(root / "run"),
+        model="tiny",
+        token="<g1>",
+        vectors=2,
+        steps=3,
+        device="cpu",
+        preview_every=0,
+        save_every=0,
+        checkpoint_every=0,
+        adapter="lora",
+        lora_rank=2,
+        lora_lr=5e-2,
+    )
+    train(cfg)
+    return TrainingRun(root / "run")
+
+
+@pytest.mark.slow
+def test_generate_with_an_uploaded_lora_changes_the_picture_and_keeps_the_shared_unet(app, lora_run):
+    from PIL import Image
+
+    client = client_for(app)
+    token = lora_run.embedding
+    plain = client.predict(*generate_args(uploads=[token]), api_name="/generate")
+    with_lora = client.predict(
+        *generate_args(uploads=[token], loras=[lora_run.lora], lora_scale=0.8), api_name="/generate"
+    )
+    kohya = client.predict(
+        *generate_args(uploads=[token], loras=[lora_run.kohya_lora], lora_scale=0.8), api_name="/generate"
+    )
+    again = client.predict(*generate_args(uploads=[token]), api_name="/generate")  # after: no LoRA left behind
+    pixels = [
+        np.asarray(Image.open(r[1][0]["image"]["path"]).convert("RGB")).astype(int)
+        for r in (plain, with_lora, kohya, again)
+    ]
+    assert np.abs(pixels[0] - pixels[1]).max() > 0  # the LoRA is applied, not only uploaded
+    assert np.abs(pixels[1] - pixels[2]).max() <= 1  # kohya's file paints as diffusers' does (as the CLI's test)
+    assert np.array_equal(pixels[0], pixels[3])
+    [record] = with_lora[2]["loras"]  # recorded as `styleprompt generate --lora FILE:0.8` records it
+    assert record["scale"] == 0.8 and record["rank"] == 2 and record["format"] == "diffusers"
+    assert len(record["sha256"]) == 64
+    assert lora_layers(app.styleprompt.models.get("tiny").pipe.unet) == 0
+
+
+def test_a_bad_lora_upload_is_one_line_without_server_paths(app, lora_run, tmp_path):
+    from safetensors.torch import save_file
+
+    client = client_for(app)
+    out = Path(app.styleprompt.settings.output_dir)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file at all")
+    weights = load_file(str(lora_run.lora))
+    first = next(iter(weights))
+    save_file(
+        dict(weights, **{first: torch.full_like(weights[first], float("nan"))}), str(tmp_path / "nan.safetensors")
+    )
+    cases = {
+        garbage: "the LoRA garbage.safetensors is not a readable safetensors file",
+        tmp_path / "nan.safetensors": "the LoRA nan.safetensors: .* holds NaN or infinite numbers",
+    }
+    for path, expected in cases.items():
+        with pytest.raises(AppError) as info:
+            client.predict(*generate_args(loras=[path]), api_name="/generate")
+        message = str(info.value).strip()
+        assert re.match(expected, message), message
+        assert "\n" not in message and str(out) not in message and str(tmp_path) not in message, message
+        assert "gradio" not in message.lower() and "--lora" not in message, message
+    many = [lora_run.lora] * 5
+    with pytest.raises(AppError, match="too many LoRAs: 5 uploaded, at most 4"):
+        client.predict(*generate_args(loras=many), api_name="/generate")
 
 
 def test_generate_paints_with_an_uploaded_token_and_keeps_the_parameters(app, tmp_path):

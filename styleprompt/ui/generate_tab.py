@@ -33,9 +33,11 @@ from styleprompt.ui.common import (
     stream_job,
     wire_stop,
 )
-from styleprompt.ui.serve import EMBEDDING_SUFFIXES, check_uploads
+from styleprompt.ui.serve import EMBEDDING_SUFFIXES, LORA_SUFFIXES, check_uploads
 
 MAX_EMBEDDINGS = 8
+MAX_LORAS = 4  # each LoRA view holds its own UNet (ModelCache.private_unet_copy)
+LORA_SCALE = (0.0, 2.0)  # the slider's range; the CLI's --lora FILE:SCALE takes -10..10
 HISTORY_LIMIT = 48  # images a session's gallery keeps
 
 
@@ -77,6 +79,29 @@ def selected_embeddings(ctx: AppContext, uploads: Any, recent: Any) -> list[Path
     if len(paths) > MAX_EMBEDDINGS:
         raise UserError(f"{len(paths)} embeddings chosen; at most {MAX_EMBEDDINGS} can be used together")
     return paths
+
+
+def selected_loras(ctx: AppContext, uploads: Any) -> list[Path]:
+    """The uploaded LoRA files, checked like embedding uploads (count, type, size)."""
+    return check_uploads(
+        as_path_list(uploads),
+        what="LoRAs",
+        max_count=MAX_LORAS,
+        max_mb=ctx.settings.max_upload_mb,
+        suffixes=LORA_SUFFIXES,
+    )
+
+
+def load_app_loras(view: Any, files: list[Path], scale: float) -> list[dict]:
+    """`lora.load_loras` as `styleprompt generate --lora FILE:SCALE` calls it, with its
+    one-line errors said as the page says them (the upload, not the command-line flag)."""
+    from styleprompt.diffusion.lora import load_loras
+
+    try:
+        return load_loras(view, [(str(p), scale) for p in files])
+    except UserError as exc:
+        message = str(exc)
+        raise UserError("the LoRA " + message[len("--lora ") :] if message.startswith("--lora ") else message) from None
 
 
 def template_prompt(tokens: list[str], cls: str) -> str:
@@ -127,6 +152,20 @@ def build(ctx: AppContext) -> GenerateTab:
                 step=0.05,
                 label="Style scale (multiplies the token vectors)",
                 elem_id="gen-style-scale",
+            )
+            lora_files = gr.File(
+                label=f"LoRAs (.safetensors, diffusers or kohya format; at most {MAX_LORAS})",
+                file_count="multiple",
+                file_types=list(LORA_SUFFIXES),
+                height=120,
+                elem_id="gen-loras",
+            )
+            lora_scale = gr.Slider(
+                *LORA_SCALE,
+                value=1.0,
+                step=0.05,
+                label="LoRA scale (the weight of every uploaded LoRA)",
+                elem_id="gen-lora-scale",
             )
             with gr.Row():
                 cls = gr.Dropdown(
@@ -197,6 +236,8 @@ def build(ctx: AppContext) -> GenerateTab:
         content,
         strength,
         history,
+        lora_files,
+        lora_scale,
         request: gr.Request,
     ):
         from styleprompt.diffusion.generate import GenerateConfig, generate, load_embeddings, save_generated
@@ -208,6 +249,8 @@ def build(ctx: AppContext) -> GenerateTab:
         if seed_value < 0:
             seed_value = random.randrange(2**31)
         scale = float_in(style_scale, "Style scale", *limits.span("style_scale"))
+        loras = selected_loras(ctx, lora_files)
+        weight = float_in(lora_scale, "LoRA scale", *LORA_SCALE)
         cfg = GenerateConfig(
             prompt=prompt.strip(),
             negative_prompt=(negative or "").strip(),
@@ -221,12 +264,18 @@ def build(ctx: AppContext) -> GenerateTab:
         )
         model_name = s.model_for(model)
 
+        def prepare(view):
+            tokens = load_embeddings(view, [str(p) for p in paths], scale)
+            if loras:
+                load_app_loras(view, loras, weight)
+            return tokens
+
         def work(job):
-            if paths:
+            if paths or loras:
                 label = (tuple(file_sha256(p) for p in paths), scale)
-                loaded, tokens = ctx.models.view_with(
-                    model_name, s.precision, label, lambda view: load_embeddings(view, [str(p) for p in paths], scale)
-                )
+                if loras:
+                    label += (tuple(file_sha256(p, length=64) for p in loras), weight)
+                loaded, tokens = ctx.models.view_with(model_name, s.precision, label, prepare, own_unet=bool(loras))
             else:
                 loaded, tokens = ctx.models.get(model_name, s.precision), []
             with ctx.models.lock_for(loaded):
@@ -270,6 +319,8 @@ def build(ctx: AppContext) -> GenerateTab:
             content,
             strength,
             history,
+            lora_files,
+            lora_scale,
         ],
         [status, gallery, params, history],
         api_name="generate",

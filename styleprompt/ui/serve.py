@@ -28,6 +28,7 @@ from styleprompt.plumbing.images import list_images
 
 IMAGE_SUFFIXES = READABLE_SUFFIXES  # what the CLI reads, the app takes (an animated GIF: its first frame)
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+LORA_SUFFIXES = (".safetensors",)  # no pickle: a LoRA upload is data, read by safetensors only
 
 
 @dataclass
@@ -328,8 +329,29 @@ class ModelCache:
         with self.lock_for(loaded):
             return text_copy(loaded)
 
+    def private_unet_copy(self, loaded: LoadedModel) -> LoadedModel:
+        """A private text copy that owns its UNet too, for a LoRA (trained or loaded).
+
+        Why a whole UNet: a LoRA wraps the UNet's attention layers in place (peft), so on the
+        shared UNet it would paint into every other request's pictures while it is there. The
+        cost is one more UNet in memory (about 3.4 GB for SD 1.5 in fp32) per LoRA view.
+        """
+        import copy
+
+        from styleprompt.diffusion.models import pipeline_over
+
+        with self.lock_for(loaded):
+            view = text_copy(loaded)
+            view.pipe = pipeline_over(view.pipe, view.pipe.__class__, unet=copy.deepcopy(loaded.pipe.unet))
+        return view
+
     def view_with(
-        self, model: str, precision: str | None, label: tuple, build: Callable[[LoadedModel], Any]
+        self,
+        model: str,
+        precision: str | None,
+        label: tuple,
+        build: Callable[[LoadedModel], Any],
+        own_unet: bool = False,
     ) -> tuple[LoadedModel, Any]:
         """A private text copy of `model` that `build` prepared once (style tokens loaded into it),
         kept with what `build` returned for the next request with the same `label` (say, the
@@ -337,7 +359,7 @@ class ModelCache:
 
         Why a few copies and not one shared pipeline: tokens loaded into a shared tokenizer
         would leak into every other request, and a token loaded at one style scale could not
-        be loaded again at another.
+        be loaded again at another. `own_unet`: the copy has its own UNet as well (a LoRA goes in).
         """
         base = self.get(model, precision)
         key = (self.key(model, precision), *label)
@@ -345,7 +367,7 @@ class ModelCache:
             if key in self._views:
                 self._views.move_to_end(key)
                 return self._views[key]
-        view = self.private_text_copy(base)
+        view = self.private_unet_copy(base) if own_unet else self.private_text_copy(base)
         entry = (view, build(view))
         with self._guard:
             self._views[key] = entry

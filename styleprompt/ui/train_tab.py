@@ -43,6 +43,8 @@ _DEFAULTS = TrainConfig(images="")
 # classes (boat, fish, ...) stay unseen, for prompts that test whether the token learned a style.
 WORLD_TRAINING_CLASSES = ["lighthouse", "house", "city", "tree"]
 PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
+# What the run learns (TrainConfig.adapter): the token alone, or pivotal tuning (issue 24).
+ADAPTERS = [("style token", "none"), ("style token + LoRA", "lora")]
 
 
 @dataclass
@@ -115,21 +117,40 @@ FORMAT_NOTES = {
     "a1111-png": "AUTOMATIC1111 (the embedding inside a preview PNG)",
     "sdxl": "SDXL tools (clip_l / clip_g)",
     "sdxl-pair": "diffusers' two-call SDXL loading",
+    "lora-diffusers": "diffusers `load_lora_weights`, styleprompt `--lora` and this app's Generate tab",
+    "lora-kohya": "AUTOMATIC1111, Forge, ComfyUI (kohya LoRA)",
 }
 
 
+def lora_downloads(embedding: Path) -> list[tuple[Path, str]]:
+    """The run's LoRA files beside its token (none for a token-only run)."""
+    run = TrainingRun(embedding.parent)
+    named = [(run.lora, "lora-diffusers"), (run.kohya_lora, "lora-kohya")]
+    return [(path, fmt) for path, fmt in named if path.is_file()]
+
+
 def embedding_downloads(embedding: Path) -> tuple[list[str], str]:
-    """The trained token in every format that can hold it (one subfolder per format), and a
-    table saying which file is which format, since several share a name."""
+    """The trained token in every format that can hold it (one subfolder per format), the run's
+    LoRA files where it trained one, and a table saying which file is which format, since
+    several share a name."""
     from styleprompt.diffusion.formats import export_all, read_embedding
 
     written = export_all(read_embedding(embedding), TrainingRun(embedding.parent).formats)
     files = [(embedding, "diffusers")]  # the run's own file; the diffusers copy would be the same bytes
     files += [(path, fmt) for fmt, paths in written.items() if fmt != "diffusers" for path in paths]
+    files += lora_downloads(embedding)
     table = "| file | format | loads in |\n|---|---|---|\n" + "\n".join(
         f"| `{path.name}` | {fmt} | {FORMAT_NOTES.get(fmt, '')} |" for path, fmt in files
     )
     return [str(path) for path, _ in files], table
+
+
+def _adapter_of(value: Any) -> str:
+    """The radio's value, checked (the API can send anything)."""
+    offered = [v for _, v in ADAPTERS]
+    if value not in offered:
+        raise UserError(f"learn must be one of {', '.join(repr(label) for label, _ in ADAPTERS)} (got {value!r})")
+    return str(value)
 
 
 def build(ctx: AppContext) -> TrainTab:
@@ -204,6 +225,21 @@ def build(ctx: AppContext) -> TrainTab:
                     elem_id="train-resolution",
                 )
                 lr = gr.Number(value=_DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
+            with gr.Row():
+                adapter = gr.Radio(
+                    ADAPTERS,
+                    value=_DEFAULTS.adapter,
+                    label="Learn (the LoRA: pivotal tuning, weights beside the token for what no word reaches)",
+                    elem_id="train-adapter",
+                )
+                lora_rank = gr.Number(
+                    value=_DEFAULTS.lora_rank,
+                    label="LoRA rank",
+                    precision=0,
+                    minimum=limits.span("lora_rank")[0],
+                    maximum=limits.span("lora_rank")[1],
+                    elem_id="train-lora-rank",
+                )
             with gr.Accordion("More settings", open=False):
                 model = gr.Textbox(value=s.model, label=f"Model ({MODEL_CHOICES_HELP})", elem_id="train-model")
                 with gr.Row():
@@ -245,7 +281,10 @@ def build(ctx: AppContext) -> TrainTab:
             )
             previews = gr.Gallery(label="Previews", columns=4, height=280, elem_id="train-previews")
             downloads = gr.File(
-                label="Download the embedding", file_count="multiple", interactive=False, elem_id="train-downloads"
+                label="Download the embedding (and the LoRA)",
+                file_count="multiple",
+                interactive=False,
+                elem_id="train-downloads",
             )
             formats_note = gr.Markdown(elem_id="train-formats")
     embedding = gr.State(None)
@@ -266,6 +305,8 @@ def build(ctx: AppContext) -> TrainTab:
         grad_accum,
         precision,
         seed,
+        adapter,
+        lora_rank,
         request: gr.Request,
     ):
         from styleprompt.diffusion.training import TrainCallbacks, train
@@ -293,6 +334,8 @@ def build(ctx: AppContext) -> TrainTab:
             grad_accum=int_in(grad_accum, "Gradient accumulation", 1, 64),
             mixed_precision=precision if precision in PRECISIONS else "no",
             seed=int_in(seed, "Seed", *limits.span("seed")),
+            adapter=_adapter_of(adapter),
+            lora_rank=int_in(lora_rank, "LoRA rank", *limits.span("lora_rank")),
         )
         run_dir = ctx.output.new_run("train", cfg_values["token"])
         try:
@@ -321,7 +364,9 @@ def build(ctx: AppContext) -> TrainTab:
 
         def work():
             base = ctx.models.get(cfg.model, PRECISIONS[cfg.mixed_precision])
-            loaded = ctx.models.private_text_copy(base)
+            # A LoRA wraps the UNet's layers: it trains on the run's own UNet, never the shared one.
+            own = ctx.models.private_unet_copy if cfg.adapter == "lora" else ctx.models.private_text_copy
+            loaded = own(base)
             with feed.lock:
                 feed.phase = "preparing (latents, first preview)"
             callbacks = TrainCallbacks(
@@ -380,6 +425,8 @@ def build(ctx: AppContext) -> TrainTab:
         grad_accum,
         precision,
         seed,
+        adapter,
+        lora_rank,
     ]
     event = job_event(
         start,
