@@ -528,9 +528,10 @@ def check_not_an_input(target: str | os.PathLike, fmt: str, inputs: Iterable[str
     for out in written_files(target, fmt):
         hit = next((src for src in sources if _same_file(out, src)), None)
         if hit is not None:
-            raise UserError(
-                f"--output {shown_path(out)} is the input file {shown_path(hit)}; "
-                "choose another name so the original is kept"
+            raise SettingError(
+                "output",
+                f"{{setting}} {shown_path(out)} is the input file {shown_path(hit)}; "
+                "choose another name so the original is kept",
             )
 
 

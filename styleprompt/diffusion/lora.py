@@ -318,7 +318,7 @@ def _part(key: str, fmt: str) -> str:
 
 
 # The UNet's cross-attention width names the family (SDXL: both text encoders' states side by side).
-_FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 128: "micro", 32: "tiny"}
+_FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 128: "micro", 32: "tiny", 96: "tiny-sdxl"}
 
 
 def is_lora_file(path: str | os.PathLike) -> bool:
