@@ -44,6 +44,10 @@ from styleprompt.plumbing.images import pil_to_tensor, save_image, tensor_to_pil
 
 DEFAULT_CONTENT_LAYER = "relu4_2"
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# With only VGG-19's conv1-3 weights (classic.weights' vgg19-conv1-3 set): the same choice one block
+# shallower, used when the caller names no layers (compare, the app); named deep layers are an error.
+SHALLOW_CONTENT_LAYER = "relu3_2"
+SHALLOW_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 CONTENT_WEIGHT = 1.0
 STYLE_WEIGHT = 1e6  # the PyTorch tutorial's value for torchvision's VGG-19 with this normalisation
 TV_WEIGHT = 0.0
@@ -559,6 +563,13 @@ def _save_intermediate(options: GatysOptions, step: int, x: torch.Tensor, loss: 
         )
 
 
+def _check_depth(vgg: VGG19Features, options: GatysOptions) -> None:
+    """Named layers deeper than the weights go: one line (before any work) saying the full VGG-19 is needed."""
+    for name in [*options.style_layers, options.content_layer]:
+        if LAYER_INDEX[name] > vgg.max_index:
+            vgg(torch.zeros(1, 3, 16, 16), [name])  # raises the one-line UserError
+
+
 def check_style_sizes(styles: list[Image.Image], output_long_side: int, style_scale: float = 1.0) -> None:
     """Each style is resized to `style_scale` x the output's long side: refuse what cannot be."""
     limits.check_range(
@@ -614,6 +625,12 @@ def stylize(
         check_mask_fits(mask, content)
     if vgg is None:
         vgg = load_vgg19(vgg_weights, random_weights=random_weights, device=device, seed=options.seed)
+    if getattr(vgg, "truncated", False):
+        if "style_layers" not in method_options and "style_layer_weights" not in method_options:
+            options.style_layers = SHALLOW_STYLE_LAYERS
+        if "content_layer" not in method_options:
+            options.content_layer = SHALLOW_CONTENT_LAYER
+        _check_depth(vgg, options)
     content_t = pil_to_tensor(content).to(device)
     style_ts = [pil_to_tensor(s).to(device) for s in styles]
     if preserve_color:
@@ -642,6 +659,7 @@ def stylize(
             "evaluations": str(len(result.losses)),
             "tiles": str(result.tiles),
             "random_weights": str(bool(vgg.random_weights)),
+            "layers": f"content {options.content_layer}, style {','.join(options.style_layers)}",
         }
     )
     return image

@@ -48,7 +48,7 @@ class Footprint:
     """A method's measured memory: a fixed part plus a part per megapixel of output.
 
     Each method owns its footprint (`styleprompt.evaluation.methods`' `footprint`, measured by
-    its bench); the three classic ones are defined here because `classic` checks them itself.
+    its bench); the classic ones are defined here because `classic` checks them itself.
     """
 
     method: str  # the name messages use
@@ -69,8 +69,27 @@ GATYS_FOOTPRINT = Footprint("gatys", 588, 292, 2500, "3010 MiB at 3840x2160 tile
 ADAIN_FOOTPRINT = Footprint("adain", 391, 211, 750, "2143 MiB at 3840x2160 tiled; 1.9 GiB at 1920x1080 untiled")
 # bench/ghiasi: 1314 MiB at 3840x2880 tiled over 339 MiB; 1.1 GiB one pass at 2048x1536.
 GHIASI_FOOTPRINT = Footprint("ghiasi", 339, 88, 250, "1314 MiB at 3840x2880 tiled; 1.1 GiB at 2048x1536 in one pass")
+# bench/classic_real.py speed children, 2026-12-02 (RSS above a 306-359 MiB baseline).
+# WCT with cd-wct: 330 MiB at 1024x768 in one pass; tiles hold less per Mpx than one pass,
+# so the one-pass figure bounds both.
+WCT_FOOTPRINT = Footprint("wct", 359, 420, 420, "330 MiB at 1024x768 in one pass, tiles bounded by that")
+# WCT with the full-width `wct` set: 547 MiB at 512x384 in one pass; tiled, 914 MiB at
+# 1024x768 and 2163 MiB at 1600x1200 (1.1 GiB per Mpx): a 4K frame does not fit.
+WCT_VGG_FOOTPRINT = Footprint("wct-vgg", 306, 1130, 2780, "2163 MiB at 1600x1200 tiled; 547 MiB at 512x384 in one pass")
+# MicroAST: 365 MiB at 1024x768 in one pass (the tiled stages hold less per Mpx).
+MICROAST_FOOTPRINT = Footprint("microast", 332, 464, 464, "365 MiB at 1024x768 in one pass, tiles bounded by that")
 # By name, for the classic functions' own checks (`check_working_image("gatys", ...)`).
-FOOTPRINTS: dict[str, Footprint] = {f.method: f for f in (GATYS_FOOTPRINT, ADAIN_FOOTPRINT, GHIASI_FOOTPRINT)}
+FOOTPRINTS: dict[str, Footprint] = {
+    f.method: f
+    for f in (
+        GATYS_FOOTPRINT,
+        ADAIN_FOOTPRINT,
+        GHIASI_FOOTPRINT,
+        WCT_FOOTPRINT,
+        WCT_VGG_FOOTPRINT,
+        MICROAST_FOOTPRINT,
+    )
+}
 
 # The diffusion side. A CLIP prompt holds 77 tokens, two of them start/end: a token of more
 # vectors cannot fit in any prompt (the rest would be cut off silently).

@@ -1,4 +1,4 @@
-"""VGG-19 features for Gatys and AdaIN: one module, two weight layouts, taps by layer name.
+"""VGG-19 features for Gatys, AdaIN and evaluate: one module, three weight layouts, taps by layer name.
 
 Why one module for both: the two baselines are only comparable if they read the same network.
 Users hold VGG-19 weights in two shapes: torchvision's `vgg19-dcbb9e9d.pth` (keys
@@ -7,6 +7,9 @@ pytorch-AdaIN and AdaIN-style share (an `nn.Sequential` whose first layer is a 1
 that turns [0, 1] RGB into Caffe's mean-subtracted BGR, with reflection padding and ceil-mode
 pooling). Both load into the same torchvision-shaped module; the AdaIN layout switches the
 padding and pooling to what those weights were trained with, so its decoders work unchanged.
+The third, `caffe`, is the original ImageNet network's conv1_1..conv3_4 as Keras .npy files
+(the `vgg19-conv1-3` set, classic.weights): real features for every layer up to relu3_4, and a
+one-line error that names the full VGG-19 for anything deeper.
 
 We never depend on torchvision (its wheel breaks beside this CPU torch); the network is a few
 lines of `torch.nn` with torchvision's indices, so its state dicts load as they are.
@@ -53,6 +56,16 @@ TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# The Caffe network sees 0-255 inputs, so its features are ~255 x 0.226 larger than torchvision's
+# (inputs divided by ImageNet's std): Gram losses then outweigh content losses by that factor
+# squared and L-BFGS diverges with Gatys' weights (tuned for torchvision). Its taps are divided by
+# this one constant, a change of units that keeps every ratio between channels and layers.
+CAFFE_FEATURE_SCALE = 255.0 * 0.226
+LAYOUTS = ("torchvision", "adain", "caffe")
+CONV13_SET = "vgg19-conv1-3"  # the shallow ImageNet VGG-19 (classic.weights), conv1_1..conv3_4
+# Keras' names for conv1_1..conv3_4, one .npy per kernel ([3, 3, in, out]) and bias.
+KERAS_NAMES = [f"block{b}_conv{i}" for b, n in ((1, 2), (2, 2), (3, 4)) for i in range(1, n + 1)]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -122,8 +135,8 @@ class VGG19Features(nn.Module):
 
     def __init__(self, layout: str = "torchvision") -> None:
         super().__init__()
-        if layout not in ("torchvision", "adain"):
-            raise ValueError(f"layout must be 'torchvision' or 'adain', not {layout!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         self.layout = layout
         self.random_weights = False
         self.source = "uninitialised"
@@ -144,6 +157,7 @@ class VGG19Features(nn.Module):
         self.input_conv = nn.Conv2d(3, 3, 1) if adain else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("caffe_mean", torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
         # Highest layer index with weights (vgg_normalised files are often cut after relu4_1).
         self.max_index = len(LAYER_NAMES) - 1
         self.requires_grad_(False)
@@ -152,7 +166,14 @@ class VGG19Features(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_conv is not None:
             return self.input_conv(x)
+        if self.layout == "caffe":  # the original Caffe model's input: BGR, 0-255, mean subtracted
+            return x.flip(1) * 255.0 - self.caffe_mean
         return (x - self.mean) / self.std
+
+    @property
+    def truncated(self) -> bool:
+        """True when the weights stop before relu5_1 (the shallow conv1-3 set)."""
+        return self.max_index < LAYER_INDEX["relu5_1"]
 
     def forward(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         wanted = check_layer_names(layers)
@@ -161,8 +182,10 @@ class VGG19Features(nn.Module):
         last = max(LAYER_INDEX[name] for name in wanted)
         if last > self.max_index:
             raise UserError(
-                f"these VGG weights stop at {LAYER_NAMES[self.max_index]} but layer {LAYER_NAMES[last]} was asked for; "
-                "use the full VGG-19 file"
+                f"layer {LAYER_NAMES[last]} needs the full VGG-19, but these weights ({self.source}) stop at "
+                f"{LAYER_NAMES[self.max_index]}: pass --vgg-weights with torchvision's {TORCHVISION_FILE}, or choose "
+                f"layers up to {LAYER_NAMES[self.max_index]} (e.g. --style-layers relu1_1,relu2_1,relu3_1 "
+                "--content-layer relu3_2)"
             )
         want_index = {LAYER_INDEX[name] for name in wanted}
         out: dict[str, torch.Tensor] = {}
@@ -175,7 +198,7 @@ class VGG19Features(nn.Module):
             else:
                 h = module(h)
             if index in want_index:
-                out[LAYER_NAMES[index]] = h
+                out[LAYER_NAMES[index]] = h / CAFFE_FEATURE_SCALE if self.layout == "caffe" else h
         return {name: out[name] for name in wanted}
 
 
@@ -275,6 +298,44 @@ def load_state_into(model: VGG19Features, state: Mapping[str, torch.Tensor], lay
     model.max_index = loaded + 1  # the ReLU after the last loaded conv is usable too
 
 
+def load_keras_folder(folder: Path, device: str | torch.device = "cpu") -> VGG19Features:
+    """VGG-19 conv1_1..conv3_4 from a folder of Keras .npy files (block1_conv1_kernel_0.npy, ...).
+
+    The original Caffe network's weights: inputs are BGR, 0-255, ImageNet mean subtracted, with
+    zero padding and floor pooling, as Keras and Caffe run it. Deeper layers are absent: asking
+    for relu4_1 or relu5_1 is a one-line error that says the full VGG-19 is needed.
+    """
+    import numpy as np
+
+    model = VGG19Features("caffe")
+    for name, index in zip(KERAS_NAMES, CONV_INDICES):
+        conv = model.features[index]
+        for part, target in (("kernel", conv.weight), ("bias", conv.bias)):
+            path = folder / f"{name}_{part}_0.npy"
+            expected_shape = (3, 3, conv.in_channels, conv.out_channels) if part == "kernel" else (conv.out_channels,)
+            if not path.is_file():
+                raise UserError(f"{path}: file not found (expected VGG-19's {name} {part}, shape {expected_shape})")
+            try:
+                array = np.load(path, allow_pickle=False)
+            except Exception as exc:  # noqa: BLE001 - truncated or foreign files: one line
+                raise UserError(
+                    f"{path}: cannot be read as a .npy array ({str(exc)[:100]}); expected VGG-19's {name} {part}"
+                ) from None
+            if tuple(array.shape) != expected_shape:
+                raise UserError(
+                    f"{path}: shape {tuple(array.shape)}, expected {expected_shape} (VGG-19's {name} {part})"
+                )
+            tensor = torch.from_numpy(array.astype("float32"))
+            target.data.copy_(tensor.permute(3, 2, 0, 1) if part == "kernel" else tensor)
+    model.max_index = LAYER_INDEX["relu3_4"]
+    model.source = f"{folder} (conv1-3)"
+    return model.to(device)
+
+
+def is_keras_folder(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and (Path(path) / f"{KERAS_NAMES[0]}_kernel_0.npy").is_file()
+
+
 def default_weights_path() -> Path:
     """Where torch's hub cache keeps the torchvision file (TORCH_HOME/hub/checkpoints)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
@@ -307,6 +368,13 @@ def _hub_state_dict() -> dict[str, torch.Tensor]:
     return torch.load(cached, map_location="cpu", weights_only=True)
 
 
+def shallow_folder() -> Path | None:
+    """The conv1-3 set found by classic.weights ($STYLEPROMPT_WEIGHTS, then ../shared/weights)."""
+    from classic.weights import find_set
+
+    return find_set(CONV13_SET)
+
+
 def load_vgg19(
     weights: str | Path | None = None,
     *,
@@ -314,7 +382,9 @@ def load_vgg19(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> VGG19Features:
-    """VGG-19 features from a file (either layout), torch's hub cache, or seeded random weights.
+    """VGG-19 features from a file (either layout) or a folder of the conv1-3 .npy files; without
+    one, torch's hub cache, then the conv1-3 set (classic.weights), then a download; or seeded
+    random weights.
 
     Random weights only when asked: a stylisation with them is a demo of the machinery, not of
     the method, and the model says so in `.random_weights` (every output records it).
@@ -326,6 +396,10 @@ def load_vgg19(
         _init_random(model, seed)
         model.random_weights = True
         model.source = f"random (seed {seed})"
+    elif weights is not None and is_keras_folder(weights):
+        return load_keras_folder(Path(weights), device)
+    elif weights is None and not default_weights_path().is_file() and shallow_folder() is not None:
+        return load_keras_folder(shallow_folder(), device)  # type: ignore[arg-type]
     else:
         if weights is not None:
             state, origin = read_state_dict(weights, "VGG weights"), str(weights)

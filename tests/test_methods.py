@@ -95,7 +95,7 @@ def test_a_fourth_method_and_its_flags_are_in_the_help(flat, capsys):
     with pytest.raises(SystemExit):
         run_cli(capsys, "transfer", "--help")
     text = capsys.readouterr().out
-    assert "--flat-mix" in text and "--flat-palette" in text and "{gatys,adain,ghiasi,flat}" in text
+    assert "--flat-mix" in text and "--flat-palette" in text and "{gatys,adain,ghiasi,wct,microast,flat}" in text
     assert "--iterations" in text and "--style-size" in text  # the classic methods' own flags, from them
     assert "token-txt2img" not in text  # the token methods are compare columns, not transfer methods
     with pytest.raises(SystemExit):

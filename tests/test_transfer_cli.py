@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 from test_train_cli import assert_one_line_error, run_cli  # the same CLI helpers as the train command
 
+from tests.real_weights import hide_shared_weights
+
 FAST = ["--random-weights", "--size", "48", "--style-size", "48", "--no-progress"]
 
 
@@ -127,6 +129,7 @@ def test_style_weights_blend_into_one_image(capsys, images, tmp_path):
 def test_bad_input_is_one_line(capsys, images, tmp_path, monkeypatch):
     base = ["transfer", "--content", images["city"], "--style", images["waves"], "--output", str(tmp_path / "x.png")]
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    hide_shared_weights(monkeypatch, tmp_path)
     monkeypatch.setenv("STYLEPROMPT_OFFLINE", "1")
     code, _, err = run_cli(capsys, *base, "--method", "gatys", "--size", "48", "--no-progress")
     assert_one_line_error(code, err, "VGG-19 weights not found", "--vgg-weights")

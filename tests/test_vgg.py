@@ -17,6 +17,7 @@ from classic.vgg import (
     receptive_radius,
 )
 from styleprompt.plumbing.errors import UserError
+from tests.real_weights import hide_shared_weights
 
 # VGG-19's convolution widths, written out independently of classic.vgg.
 WIDTHS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -131,6 +132,7 @@ def test_random_weights_are_explicit_deterministic_and_labelled():
 
 def test_no_weights_offline_is_a_one_line_error_saying_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    hide_shared_weights(monkeypatch, tmp_path)
     monkeypatch.setenv("STYLEPROMPT_OFFLINE", "1")
     with pytest.raises(UserError) as info:
         load_vgg19()
@@ -145,6 +147,7 @@ def test_unreachable_hub_says_not_found_without_claiming_a_download(tmp_path, mo
     import urllib.error
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    hide_shared_weights(monkeypatch, tmp_path)  # else the conv1-3 set is found and nothing is fetched
     monkeypatch.delenv("STYLEPROMPT_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
@@ -161,6 +164,7 @@ def test_unreachable_hub_says_not_found_without_claiming_a_download(tmp_path, mo
 
 def test_hub_cache_file_is_used_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    hide_shared_weights(monkeypatch, tmp_path)
     monkeypatch.setenv("STYLEPROMPT_OFFLINE", "1")
     reference = torchvision_sequential()
     randomise(reference, 3)
@@ -184,3 +188,68 @@ def test_bad_weight_files_give_one_line_errors(tmp_path):
         load_vgg19(other)
     with pytest.raises(UserError, match="unknown VGG-19 layer"):
         VGG19Features()(torch.rand(1, 3, 8, 8), ["relu9_9"])
+
+
+# -- the real shallow VGG-19 (../shared/weights/vgg19-conv1-3; skipped when absent) ----------------------
+
+
+def test_conv1_3_weights_are_the_real_vgg_up_to_a_scale_per_channel():
+    """Two sources, one network: the Keras conv1-3 files and WCT's normalised VGG-19 give the same
+    relu1_1..relu3_1 up to one positive scale per channel (with the same padding)."""
+    from classic import wct
+    from tests.real_weights import require_weights
+
+    folder = require_weights("vgg19-conv1-3")
+    require_weights("wct")
+    vgg = load_vgg19(str(folder))
+    assert vgg.layout == "caffe" and vgg.truncated and vgg.random_weights is False
+    for module in vgg.features:
+        if isinstance(module, torch.nn.Conv2d):
+            module.padding_mode = "reflect"  # the normalised VGG's padding, for an exact comparison
+    x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    ours = vgg(x, ["relu1_1", "relu2_1", "relu3_1"])
+    nets = wct.load_wct("wct")
+    for level, name in ((1, "relu1_1"), (2, "relu2_1"), (3, "relu3_1")):
+        a = ours[name][0].flatten(1)
+        b = nets.level(level).encoder(x)[0].flatten(1)
+        scale = b.norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)
+        assert float((b - scale[:, None] * a).norm() / b.norm()) < 1e-5, name
+    random = load_vgg19(random_weights=True)
+    a, b = random(x, ["relu1_1"])["relu1_1"][0].flatten(1), ours["relu1_1"][0].flatten(1)
+    assert float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) < 0.9  # not any network
+
+
+def test_conv1_3_is_found_by_the_lookup_and_deeper_layers_name_the_full_vgg(tmp_path, monkeypatch):
+    from tests.real_weights import SHARED_WEIGHTS, require_weights
+
+    require_weights("vgg19-conv1-3")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no full VGG-19 cached
+    monkeypatch.setenv("STYLEPROMPT_WEIGHTS", str(SHARED_WEIGHTS))
+    vgg = load_vgg19()
+    assert "vgg19-conv1-3" in vgg.source and vgg.truncated
+    assert set(vgg(torch.rand(1, 3, 32, 32), ["relu3_4", "conv3_4"])) == {"relu3_4", "conv3_4"}
+    with pytest.raises(UserError) as info:
+        vgg(torch.rand(1, 3, 32, 32), ["relu1_1", "relu5_1"])
+    message = str(info.value)
+    assert "\n" not in message and "relu5_1 needs the full VGG-19" in message and "vgg19-dcbb9e9d.pth" in message
+
+
+def test_bad_conv1_3_files_are_one_line_errors(tmp_path):
+    import shutil
+
+    from tests.real_weights import require_weights
+
+    folder = tmp_path / "vgg"
+    shutil.copytree(require_weights("vgg19-conv1-3"), folder)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    target = folder / "block2_conv2_kernel_0.npy"
+    shutil.copy(folder / "block2_conv1_kernel_0.npy", target)  # the wrong layer
+    with pytest.raises(UserError, match=r"block2_conv2_kernel_0\.npy: shape \(3, 3, 64, 128\), expected"):
+        load_vgg19(str(folder))
+    target.write_bytes(target.read_bytes()[:200])
+    with pytest.raises(UserError, match=r"block2_conv2_kernel_0\.npy: cannot be read"):
+        load_vgg19(str(folder))
+    target.unlink()
+    with pytest.raises(UserError, match=r"block2_conv2_kernel_0\.npy: file not found"):
+        load_vgg19(str(folder))

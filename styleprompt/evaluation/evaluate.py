@@ -39,6 +39,23 @@ log = logging.getLogger(__name__)
 VGG_EVAL_SIZE = 512  # long side at which the VGG metrics compare pictures (cost; Gatys' own scale)
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# With only VGG-19's conv1-3 weights (classic.weights' vgg19-conv1-3): the same losses one block
+# shallower, labelled "real (conv1-3)" so they are never read as the full-VGG figures.
+SHALLOW_CONTENT_LAYER = "relu3_2"
+SHALLOW_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+def _layers(vgg) -> tuple[str, tuple[str, ...]]:
+    """(content layer, style layers) the VGG's weights can give."""
+    if getattr(vgg, "truncated", False):
+        return SHALLOW_CONTENT_LAYER, SHALLOW_STYLE_LAYERS
+    return CONTENT_LAYER, STYLE_LAYERS
+
+
+def vgg_weights_label(vgg) -> str:
+    if vgg.random_weights:
+        return "random"
+    return "real (conv1-3)" if getattr(vgg, "truncated", False) else "real"
 
 
 @dataclass(frozen=True)
@@ -378,15 +395,19 @@ _VGG: dict[tuple[str, bool, str], Any] = {}
 
 
 def _vgg(vgg_weights: str | None, random_weights: bool, device: str):
-    """VGG-19 for the loss metrics: a file, torch's hub cache, or seeded random weights, never a
-    download (evaluation must not fetch half a gigabyte behind the user's back)."""
-    from classic.vgg import TORCHVISION_FILE, default_weights_path, load_vgg19
+    """VGG-19 for the loss metrics: a file, torch's hub cache, the conv1-3 set (classic.weights),
+    or seeded random weights, never a download (evaluation must not fetch half a gigabyte behind
+    the user's back)."""
+    from classic.vgg import TORCHVISION_FILE, default_weights_path, load_vgg19, shallow_folder
 
     key = (str(vgg_weights), bool(random_weights), str(device))
     if key not in _VGG:
         if vgg_weights is None and not random_weights:
             cached = default_weights_path()
-            if not cached.is_file():
+            shallow = None if cached.is_file() else shallow_folder()
+            if shallow is not None:
+                cached = shallow
+            elif not cached.is_file():
                 raise UserError(
                     f"no VGG-19 weights: pass --vgg-weights FILE or put {TORCHVISION_FILE} in {cached.parent} "
                     "(--random-weights computes them with random weights, labelled so)"
@@ -410,13 +431,14 @@ def _style_targets(styles: Sequence[Image.Image], vgg, device: str) -> dict[str,
 
     prints = tuple((s.size, s.mode, hashlib.blake2b(s.tobytes(), digest_size=16).digest()) for s in styles)
     key = (id(vgg), str(device), prints)
+    _, style_layers = _layers(vgg)
     if key not in _STYLE_TARGETS:
         with torch.no_grad():
             style_feats = [
-                vgg(pil_to_tensor(_long_side(s.convert("RGB"), VGG_EVAL_SIZE)).to(device), list(STYLE_LAYERS))
+                vgg(pil_to_tensor(_long_side(s.convert("RGB"), VGG_EVAL_SIZE)).to(device), list(style_layers))
                 for s in styles
             ]
-            targets = {name: sum(gram_matrix(f[name])[0] for f in style_feats) / len(styles) for name in STYLE_LAYERS}
+            targets = {name: sum(gram_matrix(f[name])[0] for f in style_feats) / len(styles) for name in style_layers}
         _STYLE_TARGETS.clear()  # one style list at a time: the targets of 19 paintings are a few MB
         _STYLE_TARGETS[key] = targets
     return _STYLE_TARGETS[key]
@@ -429,15 +451,16 @@ def _vgg_metrics(
     from styleprompt.plumbing.images import pil_to_tensor
 
     out_img = _long_side(output.convert("RGB"), VGG_EVAL_SIZE)
-    layers = list(STYLE_LAYERS) + ([CONTENT_LAYER] if content is not None else [])
+    content_layer, style_layers = _layers(vgg)
+    layers = list(style_layers) + ([content_layer] if content is not None else [])
     values: dict[str, float] = {}
     targets = _style_targets(styles, vgg, device)
     with torch.no_grad():
         feats = vgg(pil_to_tensor(out_img).to(device), layers)
-        values["gram_style_loss"] = float(style_loss({n: feats[n] for n in STYLE_LAYERS}, targets))
+        values["gram_style_loss"] = float(style_loss({n: feats[n] for n in style_layers}, targets))
         if content is not None:
             ref = pil_to_tensor(_same_size(out_img, content.convert("RGB"))).to(device)
-            values["content_loss"] = float(content_loss(feats[CONTENT_LAYER], vgg(ref, [CONTENT_LAYER])[CONTENT_LAYER]))
+            values["content_loss"] = float(content_loss(feats[content_layer], vgg(ref, [content_layer])[content_layer]))
     return values
 
 
@@ -525,7 +548,7 @@ def evaluate_image(
     """Every metric that can be computed for `output`.
 
     Returns {"metrics": {name: {"value", "better", "weights", "description"}},
-             "unavailable": {name: reason}}; "weights" is "real", "random" or "none" (no network).
+             "unavailable": {name: reason}}; "weights" is "real", "real (conv1-3)" (VGG-19 conv1-3 only), "random" or "none" (no network).
     A metric that cannot run (missing input, weights or package) is listed with its reason,
     never estimated or faked. `metrics` limits the work to those names (default: all).
     """
@@ -583,14 +606,15 @@ def evaluate_image(
         )
 
     vgg_values: dict[str, float] = {}
-    vgg_label = "random" if random_weights else "real"
+    vgg_label = ["random" if random_weights else "real"]
 
     def do_vgg(name: str):
         def run() -> None:
             if not vgg_values:
                 vgg = _vgg(vgg_weights, random_weights, device)
+                vgg_label[0] = vgg_weights_label(vgg)
                 vgg_values.update(_vgg_metrics(output, content, styles, vgg, device))
-            results[name] = metric_record(name, vgg_values[name], vgg_label)
+            results[name] = metric_record(name, vgg_values[name], vgg_label[0])
 
         return run
 

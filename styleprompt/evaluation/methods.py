@@ -40,7 +40,7 @@ from PIL import Image
 
 from classic import limits
 from styleprompt.diffusion.families import DEFAULT_MODEL, MODEL_CHOICES_HELP
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.measure import measure
 
 if TYPE_CHECKING:
@@ -412,7 +412,7 @@ def stylize_measured(stylizer: Stylizer, content: Image.Image, request: Request,
     return result
 
 
-# -- the three classic methods ----------------------------------------------------------------------------
+# -- the classic methods ----------------------------------------------------------------------------
 
 
 def _numbers(text: str | None, kind: Callable[[str], Any] = float) -> list | None:
@@ -478,7 +478,8 @@ GHIASI_MODELS = WeightSource(
 )
 
 
-def _vgg_availability(sources: Sources) -> Availability:
+def _vgg_availability(sources: Sources, shallow_ok: bool = True) -> Availability:
+    """Gatys runs on the conv1-3 set too (one block shallower); AdaIN needs relu4_1 (shallow_ok=False)."""
     if sources.random_weights:
         return Availability(random=True)
     if sources.file(VGG_WEIGHTS.key):
@@ -488,6 +489,13 @@ def _vgg_availability(sources: Sources) -> Availability:
     cached = default_weights_path()
     if cached.is_file():
         return Availability()
+    from classic.vgg import shallow_folder
+
+    try:
+        if shallow_ok and shallow_folder() is not None:  # VGG-19 conv1-3 (classic.weights): real, one block shallower
+            return Availability()
+    except UserError as exc:  # $STYLEPROMPT_WEIGHTS names no folder
+        return Availability(str(exc))
     return Availability(
         f"no VGG-19 weights here (none given, none at {cached}); give --vgg-weights FILE, or --random-weights for a demo"
     )
@@ -673,13 +681,10 @@ class Adain(Method):
     footprint = limits.ADAIN_FOOTPRINT
 
     def add_arguments(self, parser: argparse._ActionsContainer) -> None:
-        parser.add_argument(
-            "--style-size", type=int, default=512, help="shorter side of AdaIN's style images (default: %(default)s)"
-        )
+        _add_style_size(parser)
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
-        limits.check_side_flag("--style-size", args.style_size, allow_none=False)  # a flag: transfer's own
-        return {"style_size": args.style_size}
+        return {"style_size": _style_size_from_args(args)}
 
     def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
         """pytorch-AdaIN resizes styles to 512 px (short side); never above the content's size, so
@@ -691,7 +696,7 @@ class Adain(Method):
             return Availability(random=True)
         if not sources.file(DECODER_WEIGHTS.key):
             return Availability("no AdaIN decoder weights given; give --decoder-weights FILE, or --random-weights")
-        return _vgg_availability(sources)
+        return _vgg_availability(sources, shallow_ok=False)
 
     def check(self, plan: Plan) -> list[str]:
         from classic.adain import check_style_sizes
@@ -760,6 +765,206 @@ class Ghiasi(Method):
         models = sources.file(GHIASI_MODELS.key)
         predictor, _ = load_ghiasi(models, device=sources.device)  # cached per process
         return GhiasiStylizer(models, sources.device, str(getattr(predictor, "source", "")))
+
+
+STYLE_SIZE_FLAG = "--style-size"
+
+
+def _add_style_size(parser: argparse._ActionsContainer) -> None:
+    """`--style-size`, shared by the feed-forward methods that encode their styles whole (AdaIN,
+    WCT, MicroAST): the first to add it adds it, the others read the same flag."""
+    try:
+        parser.add_argument(
+            STYLE_SIZE_FLAG,
+            type=int,
+            default=512,
+            help="shorter side of the style images of adain, wct and microast (default: %(default)s)",
+        )
+    except argparse.ArgumentError:  # already added by another method
+        pass
+
+
+def _style_size_from_args(args: argparse.Namespace) -> int:
+    limits.check_side_flag(STYLE_SIZE_FLAG, args.style_size, allow_none=False)  # a flag: transfer's own
+    return int(args.style_size)
+
+
+def _weights_availability(sources: Sources, find: Callable[[], Any]) -> Availability:
+    """Random weights when asked; real ones when `find` (classic.weights' lookup: the flag,
+    $STYLEPROMPT_WEIGHTS, ../shared/weights) finds them; else its one-line reason."""
+    if sources.random_weights:
+        return Availability(random=True)
+    try:
+        find()
+    except UserError as exc:
+        return Availability(str(exc))
+    return Availability()
+
+
+WCT_WEIGHTS = WeightSource(
+    "wct_weights",
+    "--wct-weights",
+    "WCT's autoencoders: cd-wct (the five-level compressed WCT, default), wct (levels 1-3) or a folder "
+    "with either set (found in $STYLEPROMPT_WEIGHTS, else ../shared/weights)",
+    what="WCT weights",
+)
+MICROAST_WEIGHTS = WeightSource(
+    "microast_weights",
+    "--microast-weights",
+    "folder with MicroAST's four .pth.tar files (default: microast/ in $STYLEPROMPT_WEIGHTS, else ../shared/weights)",
+    what="MicroAST weights",
+)
+
+
+class WctStylizer:
+    def __init__(self, nets: Any, device: str):
+        self.nets, self.device = nets, device
+        self.random_weights = bool(nets.random_weights)
+
+    def describe(self) -> dict[str, str]:
+        return {"wct_weights": f"{self.nets.name} ({self.nets.source})"}
+
+    def stylize(self, content: Image.Image, request: Request) -> StyleResult:
+        from classic.wct import stylize
+
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            nets=self.nets,
+            seed=request.seed,
+            **_common(request),
+            **request.options,
+        )
+        return StyleResult(image, self.random_weights, notes=_take_notes(image))
+
+
+def _wct_levels(text: str | None) -> list[int] | None:
+    """`--wct-levels 5,4,3`: level numbers, read before any file (which the set has is checked at load)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingError(
+            "wct_levels", f"{{setting}} {text!r}: give level numbers separated by commas, like 5,4,3,2,1"
+        ) from None
+
+
+class Wct(Method):
+    """Universal style transfer (Li et al. 2017): whitening and colouring of VGG features, level
+    by level, with the compressed cd-wct autoencoders by default (classic/wct.py)."""
+
+    name, label = "wct", "WCT"
+    options = frozenset({"style_size", "levels"})
+    sources = (WCT_WEIGHTS,)
+    # The default set's (cd-wct). The full-width `wct` set holds about twice as much per pixel:
+    # classic.wct.stylize checks the set it loaded against limits.WCT_VGG_FOOTPRINT itself.
+    footprint = limits.WCT_FOOTPRINT
+
+    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
+        _add_style_size(parser)
+        parser.add_argument(
+            "--wct-levels", default=None, help="WCT cascade levels, deepest first (default: all, e.g. 5,4,3,2,1)"
+        )
+
+    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
+        return {"style_size": _style_size_from_args(args), "levels": _wct_levels(args.wct_levels)}
+
+    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
+        """Styles at 512 px (short side), never above the content's size (as AdaIN)."""
+        return {"style_size": min(512, size) if size else 512}
+
+    def availability(self, sources: Sources) -> Availability:
+        from classic.wct import resolve
+
+        return _weights_availability(sources, lambda: resolve(sources.file(WCT_WEIGHTS.key)))
+
+    def check(self, plan: Plan) -> list[str]:
+        from classic.wct import check_style_sizes
+
+        super().check(plan)
+        check_style_sizes(plan.styles, int(plan.options.get("style_size", 512)))
+        return []
+
+    def load(self, sources: Sources, networks: Networks) -> Stylizer:
+        from classic.wct import load_wct
+
+        s, choice = sources, sources.file(WCT_WEIGHTS.key)
+        nets = networks.network(
+            ("wct", choice, s.random_weights, s.device, s.seed),
+            lambda: load_wct(choice, random_weights=s.random_weights, seed=s.seed, device=s.device),
+        )
+        return WctStylizer(nets, s.device)
+
+
+class MicroAstStylizer:
+    def __init__(self, nets: Any, device: str):
+        self.nets, self.device = nets, device
+        self.random_weights = bool(nets.random_weights)
+
+    def describe(self) -> dict[str, str]:
+        return {"microast_weights": str(self.nets.source)}
+
+    def stylize(self, content: Image.Image, request: Request) -> StyleResult:
+        from classic.microast import stylize
+
+        image = stylize(
+            content,
+            request.styles,
+            device=self.device,
+            nets=self.nets,
+            seed=request.seed,
+            **_common(request),
+            **request.options,
+        )
+        return StyleResult(image, self.random_weights, notes=_take_notes(image))
+
+
+class MicroAst(Method):
+    """MicroAST (Wang et al. 2023): a tiny encoder-modulator-decoder, the fastest real method here
+    (classic/microast.py)."""
+
+    name, label = "microast", "MicroAST"
+    options = frozenset({"style_size"})
+    sources = (MICROAST_WEIGHTS,)
+    footprint = limits.MICROAST_FOOTPRINT
+
+    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
+        _add_style_size(parser)
+
+    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
+        return {"style_size": _style_size_from_args(args)}
+
+    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
+        return {"style_size": min(512, size) if size else 512}
+
+    def availability(self, sources: Sources) -> Availability:
+        from classic import weights
+        from classic.microast import FLAG
+
+        def find() -> None:
+            if weights.find_set("microast", sources.file(MICROAST_WEIGHTS.key), flag=FLAG) is None:
+                raise weights.missing_set("microast", FLAG)
+
+        return _weights_availability(sources, find)
+
+    def check(self, plan: Plan) -> list[str]:
+        from classic.microast import check_style_sizes
+
+        super().check(plan)
+        check_style_sizes(plan.styles, int(plan.options.get("style_size", 512)))
+        return []
+
+    def load(self, sources: Sources, networks: Networks) -> Stylizer:
+        from classic.microast import load_microast
+
+        s, folder = sources, sources.file(MICROAST_WEIGHTS.key)
+        nets = networks.network(
+            ("microast", folder, s.random_weights, s.device, s.seed),
+            lambda: load_microast(folder, random_weights=s.random_weights, seed=s.seed, device=s.device),
+        )
+        return MicroAstStylizer(nets, s.device)
 
 
 # -- the style token: the diffusion model with a learned word, as two compare columns -------------------
@@ -910,5 +1115,7 @@ class TokenImg2img(TokenTxt2img):
 register(Gatys())
 register(Adain())
 register(Ghiasi())
+register(Wct())
+register(MicroAst())
 register(TokenTxt2img())
 register(TokenImg2img())

@@ -59,10 +59,24 @@ def done(path: Path, check) -> bool:
         return False
     if check(path):
         return True
-    aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+    aside = set_aside(path)
     log.warning("%s is damaged (torn by a kill or a full disk?); moved to %s and rebuilt", path, aside.name)
-    path.replace(aside)
     return False
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged `path` to `<name>.damaged-<time>[-N]` (kept as evidence) and return where it went.
+
+    Why the counter: two results damaged within the same second (a stage that falls back twice)
+    would otherwise aim at one name, and renaming a folder onto a non-empty one fails."""
+    stamp = int(time.time())
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    path.replace(aside)
+    return aside
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:

@@ -31,7 +31,7 @@ from styleprompt.diffusion.checkpoints import (
 from styleprompt.diffusion.templates import FILEWORDS_TEMPLATES, STYLE_TEMPLATES, fill
 from styleprompt.micro import arch, style_words, world
 from styleprompt.micro.autoencoder import cosine_to_tenth
-from styleprompt.micro.build_files import intact_tensors, log, progress, read_json
+from styleprompt.micro.build_files import intact_tensors, log, progress, read_json, set_aside
 from styleprompt.plumbing.cpu_threads import set_threads
 from styleprompt.plumbing.files import write_text_atomic
 
@@ -82,9 +82,8 @@ def _intact_checkpoint(path: Path) -> bool:
 
 
 def _set_aside(path: Path, why: str) -> None:
-    aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+    aside = set_aside(path)
     log.warning("%s is damaged (%s); moved to %s, resuming from the checkpoint before it", path, why, aside.name)
-    path.replace(aside)
 
 
 def save_state(
