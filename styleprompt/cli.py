@@ -15,7 +15,7 @@ import sys
 from styleprompt.plumbing.errors import UserError, cli_message
 
 # Library settings whose flag is not their own name (the rest: `init_word` -> `--init-word`).
-SETTING_FLAGS = {"fmt": "--to", "classes": "--class"}
+SETTING_FLAGS = {"fmt": "--to", "classes": "--class", "loras": "--lora"}
 
 # Subcommands, in the order `--help` lists them. Each name is a module in styleprompt.commands.
 COMMANDS: list[str] = [

@@ -29,8 +29,8 @@ from typing import Any, Sequence
 
 import torch
 
-from styleprompt.plumbing.errors import UserError
-from styleprompt.plumbing.files import atomic_path
+from styleprompt.plumbing.errors import SettingError, UserError
+from styleprompt.plumbing.files import atomic_path, shown_path
 
 # The attention projections diffusers' LoRA scripts train (to_out.0 is the output Linear).
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -52,13 +52,13 @@ def style_block(unet: Any) -> str:
         attentions = getattr(block, "attentions", None)
         if attentions is not None and len(attentions) > 0:
             return f"up_blocks.{index}.attentions.{min(1, len(attentions) - 1)}"
-    raise UserError("this UNet has no attention in its up blocks; use --lora-blocks all")
+    raise SettingError("lora_blocks", "this UNet has no attention in its up blocks; use {setting} all")
 
 
 def unet_target_modules(unet: Any, blocks: str) -> list[str]:
     """Full names of the UNet projections the LoRA goes on (peft matches a full name exactly)."""
     if blocks not in BLOCKS:
-        raise UserError(f"--lora-blocks must be {' or '.join(BLOCKS)} (got {blocks!r})")
+        raise SettingError("lora_blocks", f"{{setting}} must be {' or '.join(BLOCKS)} (got {blocks!r})")
     prefix = style_block(unet) + "." if blocks == "style" else ""
     found = [
         name
@@ -69,7 +69,9 @@ def unet_target_modules(unet: Any, blocks: str) -> list[str]:
         and ".attn" in name
     ]
     if not found:
-        raise UserError(f"no attention projections to put a LoRA on in this UNet (--lora-blocks {blocks})")
+        raise SettingError(
+            "lora_blocks", f"no attention projections to put a LoRA on in this UNet ({{setting}} {blocks})"
+        )
     return found
 
 
@@ -232,6 +234,7 @@ _DIFFUSERS = re.compile(
 )
 
 _DOWN = ("lora_A.weight", "lora_down.weight", "lora.down.weight", "lora_linear_layer.down.weight")
+_UP = ("lora_B.weight", "lora_up.weight", "lora.up.weight", "lora_linear_layer.up.weight")  # _DOWN's partners
 
 
 @dataclass
@@ -246,40 +249,64 @@ class LoraFile:
     cross_attention_widths: list[int]  # input widths of attn2.to_k: the text encoder(s) it was made for
 
 
-def read_lora_file(path: str | os.PathLike) -> tuple[LoraFile, dict[str, torch.Tensor]]:
-    """Read and check a LoRA file: safetensors, known keys only, finite numbers; one line otherwise."""
+def _refuse(setting: str | None, template: str) -> UserError:
+    """The one-line error of a LoRA file: named as the setting it came in by (`loras`: the CLI's
+    `--lora`, the app's upload field) or, read as a command's own input (`inspect`, `convert`), by
+    the file alone."""
+    if setting is None:
+        return UserError(template.replace("{setting} ", "", 1))
+    return SettingError(setting, template)
+
+
+def read_lora_file(path: str | os.PathLike, setting: str | None = "loras") -> tuple[LoraFile, dict[str, torch.Tensor]]:
+    """Read and check a LoRA file: safetensors, known keys only, finite numbers, each layer's down
+    and up weights of one rank; one line otherwise."""
     from safetensors.torch import load_file
 
     p = Path(path)
+    shown = shown_path(p)
     if not p.is_file():
-        raise UserError(f"--lora {p}: no such file")
+        raise _refuse(setting, f"{{setting}} {shown}: no such file")
     try:
         tensors = load_file(str(p))
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
-        raise UserError(f"--lora {p} is not a readable safetensors file ({str(exc).splitlines()[0][:100]})") from None
+        first = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        raise _refuse(setting, f"{{setting}} {shown} is not a readable safetensors file ({first})") from None
     if not tensors:
-        raise UserError(f"--lora {p} holds no tensors")
+        raise _refuse(setting, f"{{setting}} {shown} holds no tensors")
     kohya = [k for k in tensors if _KOHYA.match(k)]
     diffusers = [k for k in tensors if _DIFFUSERS.match(k)]
     fmt = "kohya" if len(kohya) >= len(diffusers) else "diffusers"
     known = kohya if fmt == "kohya" else diffusers
     unknown = sorted(set(tensors) - set(known))
     if unknown:
-        raise UserError(
-            f"--lora {p} holds {len(unknown)} key(s) that are not a {fmt} LoRA's (first: {unknown[0][:80]}); "
-            "it is not a LoRA for a Stable Diffusion UNet/text encoder"
+        raise _refuse(
+            setting,
+            f"{{setting}} {shown} holds {len(unknown)} key(s) that are not a {fmt} LoRA's (first: {unknown[0][:80]}); "
+            "it is not a LoRA for a Stable Diffusion UNet/text encoder",
         )
     for key, value in tensors.items():
         if not value.is_floating_point() or not bool(torch.isfinite(value.float()).all()):
-            raise UserError(f"--lora {p}: {key[:80]} holds NaN or infinite numbers; the LoRA is damaged")
-    down = [v for k, v in tensors.items() if k.endswith(_DOWN)]
-    ranks = {int(v.shape[0]) for v in down}
+            raise _refuse(
+                setting, f"{{setting}} {shown}: {key[:80]} holds NaN or infinite numbers; the LoRA is damaged"
+            )
+    down = {k: v for k, v in tensors.items() if k.endswith(_DOWN)}
     if not down:
-        raise UserError(f"--lora {p} holds no LoRA down weights")
+        raise _refuse(setting, f"{{setting}} {shown} holds no LoRA down weights")
+    for key, weight in down.items():
+        up_key = next(key[: -len(d)] + u for d, u in zip(_DOWN, _UP) if key.endswith(d))
+        up = tensors.get(up_key)
+        if up is None:
+            raise _refuse(setting, f"{{setting}} {shown}: {key[:80]} has no up weight beside it; the LoRA is damaged")
+        if weight.dim() < 2 or up.dim() < 2 or int(weight.shape[0]) != int(up.shape[1]):
+            raise _refuse(
+                setting,
+                f"{{setting}} {shown}: a rank mismatch in {key[:80]} (down rank {int(weight.shape[0])}, "
+                f"up rank {int(up.shape[1]) if up.dim() > 1 else 0}); the LoRA is damaged",
+            )
+    ranks = {int(v.shape[0]) for v in down.values()}
     parts = sorted({_part(k, fmt) for k in known})
-    widths = sorted(
-        {int(v.shape[1]) for k, v in tensors.items() if ("attn2.to_k" in k or "attn2_to_k" in k) and k.endswith(_DOWN)}
-    )
+    widths = sorted({int(v.shape[1]) for k, v in down.items() if "attn2.to_k" in k or "attn2_to_k" in k})
     info = LoraFile(p, fmt, max(ranks), len(down), parts, widths)
     return info, tensors
 
@@ -291,7 +318,7 @@ def _part(key: str, fmt: str) -> str:
 
 
 # The UNet's cross-attention width names the family (SDXL: both text encoders' states side by side).
-_FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 128: "micro", 32: "tiny"}
+_FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 128: "micro", 32: "tiny", 96: "tiny-sdxl"}
 
 
 def is_lora_file(path: str | os.PathLike) -> bool:
@@ -333,7 +360,7 @@ def parse_spec(spec: str) -> tuple[str, float]:
         except ValueError:
             return spec, 1.0
         if not math.isfinite(scale) or not -10.0 <= scale <= 10.0:
-            raise UserError(f"--lora {spec}: the scale must be a number between -10 and 10")
+            raise SettingError("loras", f"{{setting}} {spec}: the scale must be a number between -10 and 10")
         return path, scale
     return spec, 1.0
 
@@ -367,9 +394,11 @@ def load_loras(loaded: Any, specs: Sequence[str | tuple[str, float]]) -> list[di
         info, _ = read_lora_file(file)
         width = int(pipe.unet.config.cross_attention_dim)
         if info.cross_attention_widths and info.cross_attention_widths != [width]:
-            raise UserError(
-                f"--lora {file} was made for a model whose text width is {info.cross_attention_widths[0]}, but "
-                f"{loaded.name} ({loaded.family}) has {width}; use a LoRA trained for this model family"
+            raise SettingError(
+                "loras",
+                f"{{setting}} {shown_path(file)} was made for a model whose text width is "
+                f"{info.cross_attention_widths[0]} ({describe(info)['family']}), but {loaded.name} ({loaded.family}) "
+                f"has {width}; use a LoRA trained for this model family",
             )
         digest = file_sha256(file, length=64)
         name = f"lora_{len(records)}_{digest[:8]}"
@@ -378,16 +407,19 @@ def load_loras(loaded: Any, specs: Sequence[str | tuple[str, float]]) -> list[di
             pipe.load_lora_weights(str(file), adapter_name=name)
         except (ValueError, RuntimeError, KeyError, IndexError) as exc:
             _drop(pipe, name)
-            raise UserError(
-                f"--lora {file} does not fit {loaded.name} ({loaded.family}): {str(exc).splitlines()[0][:140]}; "
-                "use a LoRA trained for this model family"
+            first = str(exc).splitlines()[0][:140] if str(exc) else type(exc).__name__
+            raise SettingError(
+                "loras",
+                f"{{setting}} {shown_path(file)} does not fit {loaded.name} ({loaded.family}): {first}; "
+                "use a LoRA trained for this model family",
             ) from None
         adapted = _adapted_layers(pipe, name)
         if adapted != info.modules:
             _drop(pipe, name)
-            raise UserError(
-                f"--lora {file} adapts {info.modules} layers, but only {adapted} of them exist in {loaded.name} "
-                f"({loaded.family}); use a LoRA trained for this model family"
+            raise SettingError(
+                "loras",
+                f"{{setting}} {shown_path(file)} adapts {info.modules} layers, but only {adapted} of them exist in "
+                f"{loaded.name} ({loaded.family}); use a LoRA trained for this model family",
             )
         records.append(
             {
@@ -419,3 +451,144 @@ def loaded_loras(pipe: Any) -> list[dict]:
 
 def lora_metadata(model: str, family: str, step: int) -> dict[str, str]:
     return {"styleprompt.model": model, "styleprompt.family": family, "styleprompt.step": str(step)}
+
+
+# -- converting between the two layouts (`styleprompt convert`) ------------------------------------
+
+LORA_FORMATS = ("lora-diffusers", "lora-kohya")
+LORA_FILE_NAMES = {"lora-diffusers": "pytorch_lora_weights.safetensors", "lora-kohya": "lora_kohya.safetensors"}
+_PARTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+@dataclass
+class PeftLora:
+    """A LoRA file's weights in peft's layout (`<part>.<module>.lora_A/B.weight`) with each module's
+    alpha: the one form both layouts convert to and from with diffusers' own converters."""
+
+    weights: dict[str, torch.Tensor]
+    alphas: dict[str, float]  # `<part>.<module>` -> alpha
+    metadata: dict[str, str]  # styleprompt's own metadata (model, family, step), carried across
+
+
+def _to_peft(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' loader output (`lora_state_dict`) -> peft keys, part by part (the UNet has its own converter)."""
+    from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+
+    out: dict[str, torch.Tensor] = {}
+    for part in _PARTS:
+        sub = {k[len(part) + 1 :]: v for k, v in state.items() if k.startswith(part + ".")}
+        if sub:
+            converted = convert_unet_state_dict_to_peft(sub) if part == "unet" else convert_state_dict_to_peft(sub)
+            out.update({f"{part}.{k}": v for k, v in converted.items()})
+    return out
+
+
+def _modules(weights: dict[str, torch.Tensor]) -> list[str]:
+    return sorted(k[: -len(".lora_A.weight")] for k in weights if k.endswith(".lora_A.weight"))
+
+
+def _configured_alpha(meta: dict[str, Any], part: str, module: str, rank: int) -> float:
+    """A module's alpha from diffusers' adapter metadata (peft's lora_alpha and alpha_pattern); the
+    rank where the file has none, which is what diffusers' loader then does (scale 1)."""
+    pattern = meta.get(f"{part}.alpha_pattern") or {}
+    for key, value in pattern.items():
+        if module == key or module.endswith("." + key) or re.fullmatch(key, module):
+            return float(value)
+    alpha = meta.get(f"{part}.lora_alpha")
+    return float(alpha) if alpha is not None else float(rank)
+
+
+def read_peft_lora(path: str | os.PathLike) -> PeftLora:
+    """Any LoRA file (either layout, checked by `read_lora_file`) as peft weights with their alphas,
+    through diffusers' own `lora_state_dict` (which reads kohya's names and alphas)."""
+    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
+    from safetensors import safe_open
+
+    info, _ = read_lora_file(path, setting=None)
+    with safe_open(str(path), framework="pt") as handle:
+        file_meta = dict(handle.metadata() or {})
+    carried = {k: v for k, v in file_meta.items() if k.startswith("styleprompt.")}
+    state, network_alphas, meta = StableDiffusionLoraLoaderMixin.lora_state_dict(str(path), return_lora_metadata=True)
+    weights = {k: v.contiguous() for k, v in _to_peft(state).items()}
+    alphas: dict[str, float] = {}
+    if info.format == "kohya":
+        # diffusers names each alpha as the down weight it scales: the same converter names it in peft's terms
+        named = _to_peft({k[: -len(".alpha")]: torch.tensor(float(v)) for k, v in (network_alphas or {}).items()})
+        alphas = {k[: -len(".lora_A.weight")]: float(v) for k, v in named.items() if k.endswith(".lora_A.weight")}
+    for module in _modules(weights):
+        if module not in alphas:
+            part, name = module.split(".", 1)
+            rank = int(weights[module + ".lora_A.weight"].shape[0])
+            alphas[module] = float(rank) if info.format == "kohya" else _configured_alpha(meta or {}, part, name, rank)
+    return PeftLora(weights, alphas, carried)
+
+
+def write_kohya(lora: PeftLora, path: Path) -> Path:
+    """kohya's layout through diffusers' `convert_state_dict_to_kohya`, each `.alpha` the module's own."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from safetensors.torch import save_file
+
+    out: dict[str, torch.Tensor] = {}
+    for module in _modules(lora.weights):
+        pair = {f"{module}.lora_A.weight": lora.weights[f"{module}.lora_A.weight"]}
+        pair[f"{module}.lora_B.weight"] = lora.weights[f"{module}.lora_B.weight"]
+        for key, value in convert_state_dict_to_kohya(pair).items():
+            out[key] = torch.tensor(lora.alphas[module]) if key.endswith(".alpha") else value.contiguous()
+    meta = {"format": "pt", "ss_network_module": "networks.lora", **lora.metadata}
+    with atomic_path(path) as tmp:
+        save_file(out, str(tmp), metadata=meta)
+    return path
+
+
+def write_diffusers(lora: PeftLora, path: Path) -> Path:
+    """diffusers' layout as `save_lora_weights` writes it, with a peft adapter config per part in the
+    metadata (rank, alpha; rank_pattern/alpha_pattern for the modules that differ), so diffusers'
+    loader scales each module as the source file did."""
+    from collections import Counter
+
+    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils.state_dict_utils import StateDictType
+
+    kwargs: dict[str, Any] = {}
+    for part in _PARTS:
+        sub = {k[len(part) + 1 :]: v for k, v in lora.weights.items() if k.startswith(part + ".")}
+        if not sub:
+            continue
+        modules = [m[len(part) + 1 :] for m in _modules(lora.weights) if m.startswith(part + ".")]
+        ranks = {m: int(sub[f"{m}.lora_A.weight"].shape[0]) for m in modules}
+        alphas = {m: lora.alphas[f"{part}.{m}"] for m in modules}
+        rank = Counter(ranks.values()).most_common(1)[0][0]
+        alpha = Counter(alphas.values()).most_common(1)[0][0]
+        kwargs[f"{part}_lora_layers"] = convert_state_dict_to_diffusers(sub, original_type=StateDictType.PEFT)
+        kwargs[f"{part}_lora_adapter_metadata"] = {
+            "r": rank,
+            "lora_alpha": alpha,
+            "target_modules": modules,
+            "rank_pattern": {m: r for m, r in ranks.items() if r != rank},
+            "alpha_pattern": {m: a for m, a in alphas.items() if a != alpha},
+        }
+    saver = (
+        StableDiffusionXLLoraLoaderMixin if "text_encoder_2_lora_layers" in kwargs else StableDiffusionLoraLoaderMixin
+    )
+    with tempfile.TemporaryDirectory(prefix="styleprompt-lora-") as folder:
+        written = Path(folder) / path.name
+        saver.save_lora_weights(folder, weight_name=path.name, **kwargs)
+        if lora.metadata:
+            _add_metadata(written, lora.metadata)
+        with atomic_path(path) as tmp:
+            shutil.copyfile(written, tmp)
+    return path
+
+
+def convert_lora_file(source: str | os.PathLike, target: str | os.PathLike, fmt: str) -> tuple[Path, LoraFile]:
+    """Rewrite a LoRA file in the other layout (`lora-diffusers` or `lora-kohya`), tensors copied as
+    stored, each module's alpha carried. Returns the file written and what it is."""
+    if fmt not in LORA_FORMATS:
+        raise SettingError("fmt", f"{{setting}} must be {' or '.join(LORA_FORMATS)} for a LoRA file (got {fmt!r})")
+    out = Path(target)
+    if out.suffix != ".safetensors":
+        raise SettingError("output", f"{{setting}} {shown_path(out)}: a LoRA file is written as .safetensors")
+    lora = read_peft_lora(source)
+    (write_kohya if fmt == "lora-kohya" else write_diffusers)(lora, out)
+    return out, read_lora_file(out, setting=None)[0]
