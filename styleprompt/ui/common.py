@@ -166,6 +166,10 @@ FIELD_LABELS: dict[str, str] = {
     "size": "Size",
     "iterations": "Iterations",
     "gatys_iterations": "Gatys iterations",
+    "loras": "The LoRA",
+    "lora_rank": "LoRA rank",
+    "lora_blocks": "LoRA blocks",
+    "output": "The output",
 }
 
 

@@ -18,7 +18,7 @@ from classic import limits
 from styleprompt.diffusion.models import MODEL_CHOICES_HELP
 from styleprompt.diffusion.templates import CLASS_NAMES
 from styleprompt.diffusion.tokens import file_sha256
-from styleprompt.plumbing.errors import UserError
+from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.ui.common import (
     AppContext,
     as_path_list,
@@ -99,9 +99,8 @@ def load_app_loras(view: Any, files: list[Path], scale: float) -> list[dict]:
 
     try:
         return load_loras(view, [(str(p), scale) for p in files])
-    except UserError as exc:
-        message = str(exc)
-        raise UserError("the LoRA " + message[len("--lora ") :] if message.startswith("--lora ") else message) from None
+    except SettingError as exc:  # the library names the setting (`loras`); the page, the upload
+        raise UserError(exc.named("the LoRA")) from None
 
 
 def template_prompt(tokens: list[str], cls: str) -> str:
