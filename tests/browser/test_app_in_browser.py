@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import SHARED_DATA, make_artwork
+from tests.real_weights import SHARED_WEIGHTS
 
 TOKEN = "<bt-style>"
 TRAIN_STEPS = 6
@@ -224,6 +225,8 @@ def test_compare_the_token_with_classic_transfer(page, artworks, artifacts):
     page.wait_for_selector('#cmp-status [data-state="done"]', timeout=180_000)
 
     ran = ["adain", "ghiasi", "token-txt2img", "token-img2img"]
+    # WCT and MicroAST are ticked by default where their real weights are found (../shared/weights).
+    ran += [m for m, folder in (("wct", "cd-wct"), ("microast", "microast")) if (SHARED_WEIGHTS / folder).is_dir()]
     assert f"done: {len(ran)} of {len(ran)} methods ran" in page.locator("#cmp-status").inner_text()
     grid = page.locator("#cmp-grid img")
     grid.wait_for()
