@@ -76,7 +76,8 @@ def train(client, art: Path, token="<x>", vectors=1, resolution=0):
 
 
 def generate(client, embedding: Path):
-    # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content, strength
+    # model, uploads, recent, style scale, prompt, negative, steps, guidance, scheduler, seed, count, content,
+    # strength, LoRA uploads, LoRA scale
     return client.predict(
         "tiny",
         [handle_file(str(embedding))],
@@ -91,6 +92,8 @@ def generate(client, embedding: Path):
         1,
         None,
         0.5,
+        [],
+        1.0,
         api_name="/generate",
     )
 
