@@ -673,12 +673,12 @@ class AdainStylizer:
         return StyleResult(image, self.random_weights, notes=_take_notes(image))
 
 
-class Adain(Method):
-    name, label = "adain", "AdaIN"
-    options = frozenset({"style_size"})
-    sources = (VGG_WEIGHTS, DECODER_WEIGHTS)
+class EncodedStyleMethod(Method):
+    """A feed-forward method that encodes each style whole at `style_size` px (AdaIN, WCT, MicroAST):
+    the `--style-size` flag, compare's 512-px-or-the-content's-size rule and the untiled style
+    check, written once; `footprint.method` names the memory figure the check reads."""
 
-    footprint = limits.ADAIN_FOOTPRINT
+    options = frozenset({"style_size"})
 
     def add_arguments(self, parser: argparse._ActionsContainer) -> None:
         _add_style_size(parser)
@@ -688,8 +688,23 @@ class Adain(Method):
 
     def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
         """pytorch-AdaIN resizes styles to 512 px (short side); never above the content's size, so
-        at small sizes AdaIN sees the styles at the scale Gatys does."""
+        at small sizes these methods see the styles at the scale Gatys does."""
         return {"style_size": min(512, size) if size else 512}
+
+    def check(self, plan: Plan) -> list[str]:
+        from classic.inputs import check_encoded_style_sizes
+
+        super().check(plan)
+        assert self.footprint is not None, f"{self.name} declares no footprint"
+        check_encoded_style_sizes(self.footprint.method, plan.styles, int(plan.options.get("style_size", 512)))
+        return []
+
+
+class Adain(EncodedStyleMethod):
+    name, label = "adain", "AdaIN"
+    sources = (VGG_WEIGHTS, DECODER_WEIGHTS)
+
+    footprint = limits.ADAIN_FOOTPRINT
 
     def availability(self, sources: Sources) -> Availability:
         if sources.random_weights:
@@ -697,13 +712,6 @@ class Adain(Method):
         if not sources.file(DECODER_WEIGHTS.key):
             return Availability("no AdaIN decoder weights given; give --decoder-weights FILE, or --random-weights")
         return _vgg_availability(sources, shallow_ok=False)
-
-    def check(self, plan: Plan) -> list[str]:
-        from classic.adain import check_style_sizes
-
-        super().check(plan)
-        check_style_sizes(plan.styles, int(plan.options.get("style_size", 512)))
-        return []
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
         from classic.adain import load_decoder
@@ -851,7 +859,7 @@ def _wct_levels(text: str | None) -> list[int] | None:
         ) from None
 
 
-class Wct(Method):
+class Wct(EncodedStyleMethod):
     """Universal style transfer (Li et al. 2017): whitening and colouring of VGG features, level
     by level, with the compressed cd-wct autoencoders by default (classic/wct.py)."""
 
@@ -863,29 +871,18 @@ class Wct(Method):
     footprint = limits.WCT_FOOTPRINT
 
     def add_arguments(self, parser: argparse._ActionsContainer) -> None:
-        _add_style_size(parser)
+        super().add_arguments(parser)
         parser.add_argument(
             "--wct-levels", default=None, help="WCT cascade levels, deepest first (default: all, e.g. 5,4,3,2,1)"
         )
 
     def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
-        return {"style_size": _style_size_from_args(args), "levels": _wct_levels(args.wct_levels)}
-
-    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
-        """Styles at 512 px (short side), never above the content's size (as AdaIN)."""
-        return {"style_size": min(512, size) if size else 512}
+        return {**super().options_from_args(args, steps_folder), "levels": _wct_levels(args.wct_levels)}
 
     def availability(self, sources: Sources) -> Availability:
         from classic.wct import resolve
 
         return _weights_availability(sources, lambda: resolve(sources.file(WCT_WEIGHTS.key)))
-
-    def check(self, plan: Plan) -> list[str]:
-        from classic.wct import check_style_sizes
-
-        super().check(plan)
-        check_style_sizes(plan.styles, int(plan.options.get("style_size", 512)))
-        return []
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
         from classic.wct import load_wct
@@ -921,23 +918,13 @@ class MicroAstStylizer:
         return StyleResult(image, self.random_weights, notes=_take_notes(image))
 
 
-class MicroAst(Method):
+class MicroAst(EncodedStyleMethod):
     """MicroAST (Wang et al. 2023): a tiny encoder-modulator-decoder, the fastest real method here
     (classic/microast.py)."""
 
     name, label = "microast", "MicroAST"
-    options = frozenset({"style_size"})
     sources = (MICROAST_WEIGHTS,)
     footprint = limits.MICROAST_FOOTPRINT
-
-    def add_arguments(self, parser: argparse._ActionsContainer) -> None:
-        _add_style_size(parser)
-
-    def options_from_args(self, args: argparse.Namespace, steps_folder: Path) -> dict[str, Any]:
-        return {"style_size": _style_size_from_args(args)}
-
-    def compare_options(self, offered: Mapping[str, Any], size: int | None, device: str) -> dict[str, Any]:
-        return {"style_size": min(512, size) if size else 512}
 
     def availability(self, sources: Sources) -> Availability:
         from classic import weights
@@ -948,13 +935,6 @@ class MicroAst(Method):
                 raise weights.missing_set("microast", FLAG)
 
         return _weights_availability(sources, find)
-
-    def check(self, plan: Plan) -> list[str]:
-        from classic.microast import check_style_sizes
-
-        super().check(plan)
-        check_style_sizes(plan.styles, int(plan.options.get("style_size", 512)))
-        return []
 
     def load(self, sources: Sources, networks: Networks) -> Stylizer:
         from classic.microast import load_microast
