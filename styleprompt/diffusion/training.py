@@ -413,6 +413,13 @@ class StyleTokenTrainer:
             groups = [{"params": groups, "lr": lr}, {"params": self.lora.parameters(), "lr": cfg.lora_lr * scale}]
         # The step after which the token stops (diffusers' advanced script: the first half); a token-only run never does.
         self.pivot = round(cfg.ti_fraction * cfg.steps) if self.lora is not None else cfg.steps
+        if self.accelerator.num_processes > 1:
+            # What DDP does when it wraps a model: every process starts from rank 0's values, so a
+            # LoRA initialised from each device's own random stream cannot start the processes apart.
+            from accelerate.utils import broadcast
+
+            with torch.no_grad():
+                broadcast([param.data for param in self.trainable()], from_process=0)
         optimizer = torch.optim.AdamW(
             groups,
             lr=lr,
@@ -460,10 +467,6 @@ class StyleTokenTrainer:
                 vae.to(self.weight_dtype)
 
     # -- one step -------------------------------------------------------------------------------
-
-    def _prompt_ids(self, captions: list[str | None]) -> list[torch.Tensor]:
-        """Token ids of one sampled prompt per item, from each tokenizer (the same prompts for both)."""
-        return self.prompt_ids_of([self.sampler.sample(self.generator, self.token_text, c) for c in captions])
 
     def prompt_ids_of(self, prompts: list[str]) -> list[torch.Tensor]:
         """Token ids of these prompts from each tokenizer."""
@@ -516,23 +519,40 @@ class StyleTokenTrainer:
         return F.mse_loss(pred.float(), target.float())
 
     def draw_batch(self) -> Batch:
-        """Crops, noise, timesteps and prompts, all from the trainer's seeded generator."""
-        latents, captions, windows = self.latents.sample(self.cfg.batch_size, self.generator)
+        """This process's share of one global micro-batch: crops, noise, timesteps and prompts,
+        all from the trainer's seeded generator.
+
+        Every process draws the whole global batch (--batch-size x processes items) and keeps its
+        own slice, as accelerate's sharding of a dataloader does: N processes of batch b then train
+        on exactly the items one process of batch N x b does, so a data-parallel run is the same
+        run as the one-process global batch (tests/test_data_parallel.py). Alone, the slice is the
+        whole batch and the draws are what they always were. Drawing N x b items costs each
+        process a few cached-latent crops and noise tensors, nothing beside the UNet.
+        """
+        acc = self.accelerator
+        size = self.cfg.batch_size
+        latents, captions, windows = self.latents.sample(size * acc.num_processes, self.generator)
         noise = torch.randn(latents.shape, generator=self.generator)
         timesteps = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=self.generator
         )
-        ids = self._prompt_ids(captions)
+        prompts = [self.sampler.sample(self.generator, self.token_text, c) for c in captions]
+        mine = slice(acc.process_index * size, (acc.process_index + 1) * size)
+        windows = windows[mine]
+        ids = self.prompt_ids_of(prompts[mine])  # the same prompts from each tokenizer
         sdxl = SdxlConditioning(ids[1], self._time_ids(windows)) if self.is_sdxl else None
-        return Batch(latents, ids[0], noise, timesteps, windows, sdxl)
+        return Batch(latents[mine], ids[0], noise[mine], timesteps[mine], windows, sdxl)
 
     def step(self, step: int) -> float:
         """Optimizer step number `step` (1-based) over grad_accum micro-batches; returns the mean loss.
 
-        The batch randomness is seeded from (seed, step, process): each data-parallel process
-        draws different batches, and a resumed run draws exactly what the uninterrupted one did.
+        The batch randomness is seeded from (seed, step): a resumed run draws exactly what the
+        uninterrupted one did, and every data-parallel process draws the same global batch and
+        trains on its own slice of it (`draw_batch`). The gradients of every trained parameter
+        (the learned rows and the LoRA's) are averaged across processes before the optimizer
+        step, so every process takes the same step; the loss returned is the global batch's.
         """
-        self.generator.manual_seed((self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index) % 2**64)
+        self.generator.manual_seed((self.cfg.seed * 1_000_003 + step * 7_919) % 2**64)
         if self.lora is not None:  # past the pivot only the LoRA learns: no gradient, so AdamW leaves the rows
             for part in self.parts:
                 part.vectors.requires_grad_(step <= self.pivot)
@@ -548,6 +568,9 @@ class StyleTokenTrainer:
             for param in self.trainable():
                 if param.grad is not None:
                     param.grad = self.accelerator.reduce(param.grad, reduction="mean")
+            # the global batch's loss in loss.csv, as a one-process run of that batch logs it
+            shared = torch.tensor(total, dtype=torch.float64, device=self.accelerator.device)
+            total = float(self.accelerator.reduce(shared, reduction="mean"))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # unscales first; skips the step on inf/NaN gradients
             self.scaler.update()
@@ -681,9 +704,11 @@ class StyleTokenTrainer:
         self._check_restorable(state)
         where = ckpt.checkpoint_path(self.run.checkpoints, state.step)
         if (state.lora is None) != (self.lora is None):
-            raise UserError(
+            raise SettingError(
+                "adapter",
                 f"checkpoint {where} {'holds' if state.lora else 'holds no'} LoRA weights, but this run is "
-                f"--adapter {self.cfg.adapter}; resume with the recorded --adapter or use a new --output"
+                f"{{setting}} {self.cfg.adapter}; resume with the recorded {{setting}} or start a new run in "
+                "another output folder",
             )
         with torch.no_grad():
             for part, saved in zip(self.parts, self.split(state.vectors)):
