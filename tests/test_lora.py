@@ -365,3 +365,52 @@ def test_pivotal_tuning_beats_a_plain_token_on_a_held_out_painting(tmp_path, sha
     # two idle threads (the trainer's thread count moves the numerics); a LoRA that paints the
     # training classes (lighthouse, house, city, tree) instead would score near 0.
     assert sum(p == w for p, w in zip(classify(pivotal), wanted)) >= 6
+
+
+# -- where the records live ------------------------------------------------------------------------
+
+
+def test_loaded_loras_are_recorded_on_the_loaded_model_beside_its_tokens(trained_run):
+    """`load_loras` keeps its record on `LoadedModel.loras` (not on the pipeline object): a copy of the
+    model (`text_copy`, the app's views) carries it, and generation's PNG record reads it from there."""
+    from styleprompt.diffusion.generate import GenerateConfig, generate
+    from styleprompt.diffusion.lora import load_loras, loaded_loras
+    from styleprompt.diffusion.models import text_copy
+
+    loaded = load_pipeline("tiny", device="cpu")
+    assert loaded.loras == [] and loaded_loras(loaded) == []
+    [record] = load_loras(loaded, [f"{trained_run.lora}:0.5"])
+    assert record["scale"] == 0.5 and "adapter" not in record
+    assert [r["adapter"] for r in loaded.loras] == [f"lora_0_{record['sha256'][:8]}"]
+    assert not hasattr(loaded.pipe, "styleprompt_loras")
+    copy = text_copy(loaded)
+    assert loaded_loras(copy) == [record] and copy.loras is not loaded.loras
+    [item] = generate(copy, GenerateConfig(prompt="a house", steps=1, seed=1), show_progress=False)
+    assert item.params["loras"] == [record]
+    load_loras(loaded, [str(trained_run.kohya_lora)])  # a second one adds to the record
+    assert [r["format"] for r in loaded_loras(loaded)] == ["diffusers", "kohya"] and len(copy.loras) == 1
+
+
+def test_a_checkpoints_lora_of_another_recipe_names_the_setting_it_differs_in():
+    """The library names the setting (SettingError), the CLI shows it as its flag: the same weights
+    loaded into a LoRA of another rank, on other modules, or on other UNet layers."""
+    from styleprompt.diffusion import lora
+    from styleprompt.diffusion.tiny import build_tiny_pipeline
+    from styleprompt.plumbing.errors import SettingError, cli_message
+
+    def attached(**overrides):
+        settings = dict(rank=4, alpha=4.0, blocks="all", text_encoder=False) | overrides
+        return lora.attach(build_tiny_pipeline(), **settings)
+
+    saved = attached().state()
+    attached().load_state(saved, "checkpoint-2")  # the same recipe loads
+    for overrides, setting in (
+        (dict(rank=8), "lora_rank"),
+        (dict(text_encoder=True), "lora_text_encoder"),
+        (dict(blocks="style"), "lora_blocks"),
+    ):
+        with pytest.raises(SettingError) as caught:
+            attached(**overrides).load_state(saved, "checkpoint-2")
+        assert caught.value.setting == setting and "--" not in str(caught.value)
+        flag = "--" + setting.replace("_", "-")
+        assert f"resume with the {flag} it was trained with" in cli_message(caught.value)

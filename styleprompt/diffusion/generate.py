@@ -262,7 +262,7 @@ def generate(
     pipe = loaded.pipe
     tokens = list(embeddings)
     sources = _sources(loaded, tokens)
-    loras = loaded_loras(pipe)  # each LoRA loaded with --lora: file, sha256, format, rank, scale
+    loras = loaded_loras(loaded)  # each LoRA loaded with --lora: file, sha256, format, rank, scale
     prompts = expand_prompts(cfg.prompt, tokens, cfg.classes)
     negative = cfg.negative_prompt.replace("{token}", " ".join(tokens)).strip()
     for token in tokens:

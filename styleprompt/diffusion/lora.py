@@ -25,19 +25,21 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from styleprompt.plumbing.errors import SettingError, UserError
 from styleprompt.plumbing.files import atomic_path, shown_path
 
+if TYPE_CHECKING:
+    from styleprompt.diffusion.models import LoadedModel
+
 # The attention projections diffusers' LoRA scripts train (to_out.0 is the output Linear).
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention, as the advanced script
 BLOCKS = ("all", "style")
 ADAPTER = "styleprompt"  # the adapter's name while training
-_SOURCES_ATTR = "styleprompt_loras"  # on a pipeline: the LoRAs loaded, with their hashes and scales
 
 
 def style_block(unet: Any) -> str:
@@ -110,17 +112,29 @@ class AttachedLora:
 
     @torch.no_grad()
     def load_state(self, tensors: dict[str, torch.Tensor], where: str) -> None:
-        """Put checkpointed weights back; the names and shapes must be this run's exactly."""
+        """Put checkpointed weights back; the names and shapes must be this run's exactly.
+
+        A mismatch is a resume with another LoRA recipe than the checkpoint's (the run's
+        config.json refuses that first, unless the file was lost or edited). The error names the
+        setting the difference points to, as a `SettingError` (the CLI shows its flag): other
+        modules (the text encoders) -> `lora_text_encoder`, other UNet layers -> `lora_blocks`,
+        another shape -> `lora_rank`.
+        """
         own = dict(self.named_parameters())
         if set(own) != set(tensors):
-            raise UserError(
-                f"{where} holds LoRA weights for other modules ({len(tensors)} tensors, this run has "
-                f"{len(own)}); resume with the recorded --lora-rank/--lora-blocks/--lora-text-encoder"
+            parts_here, parts_there = ({name.split(".", 1)[0] for name in names} for names in (own, tensors))
+            raise SettingError(
+                "lora_text_encoder" if parts_here != parts_there else "lora_blocks",
+                f"{where} holds LoRA weights for other modules ({len(tensors)} tensors on "
+                f"{'/'.join(sorted(parts_there))}, this run has {len(own)} on {'/'.join(sorted(parts_here))}); "
+                "resume with the {setting} it was trained with, or start a new run in another output folder",
             )
         for name, param in own.items():
             if tuple(tensors[name].shape) != tuple(param.shape):
-                raise UserError(
-                    f"{where}: LoRA weight {name} has shape {list(tensors[name].shape)}, not {list(param.shape)}"
+                raise SettingError(
+                    "lora_rank",
+                    f"{where}: LoRA weight {name} has shape {list(tensors[name].shape)}, not {list(param.shape)}; "
+                    "resume with the {setting} it was trained with, or start a new run in another output folder",
                 )
             param.copy_(tensors[name].to(param.dtype))
 
@@ -378,17 +392,18 @@ def _adapted_layers(pipe: Any, name: str) -> int:
     return count
 
 
-def load_loras(loaded: Any, specs: Sequence[str | tuple[str, float]]) -> list[dict]:
+def load_loras(loaded: LoadedModel, specs: Sequence[str | tuple[str, float]]) -> list[dict]:
     """Load each `FILE[:SCALE]` into the pipeline as its own adapter and weigh them with `set_adapters`.
 
-    Returns what the PNG records per LoRA (file, sha256, format, rank, scale). A file that does not
-    fit the model (another family: its cross-attention width or layer shapes differ, or layers the
-    model does not have) is refused in one line, and the pipeline is left without it.
+    Returns what the PNG records per LoRA (file, sha256, format, rank, scale), which is also kept
+    on `loaded.loras` beside its tokens' provenance. A file that does not fit the model (another
+    family: its cross-attention width or layer shapes differ, or layers the model does not have)
+    is refused in one line, and the pipeline is left without it.
     """
     from styleprompt.diffusion.tokens import file_sha256
 
     pipe = loaded.pipe
-    records: list[dict] = list(getattr(pipe, _SOURCES_ATTR, []))
+    records: list[dict] = list(loaded.loras)
     for spec in specs:
         file, scale = parse_spec(spec) if isinstance(spec, str) else spec
         info, _ = read_lora_file(file)
@@ -433,8 +448,8 @@ def load_loras(loaded: Any, specs: Sequence[str | tuple[str, float]]) -> list[di
         )
     if records:
         pipe.set_adapters([r["adapter"] for r in records], adapter_weights=[r["scale"] for r in records])
-    setattr(pipe, _SOURCES_ATTR, records)
-    return [{k: v for k, v in r.items() if k != "adapter"} for r in records]
+    loaded.loras = records
+    return loaded_loras(loaded)
 
 
 def _drop(pipe: Any, name: str) -> None:
@@ -444,9 +459,9 @@ def _drop(pipe: Any, name: str) -> None:
         pass
 
 
-def loaded_loras(pipe: Any) -> list[dict]:
-    """What the PNG records of the LoRAs in the pipeline (file, sha256, format, rank, scale)."""
-    return [{k: v for k, v in r.items() if k != "adapter"} for r in getattr(pipe, _SOURCES_ATTR, [])]
+def loaded_loras(loaded: LoadedModel) -> list[dict]:
+    """What the PNG records of the LoRAs loaded into the model (file, sha256, format, rank, scale)."""
+    return [{k: v for k, v in r.items() if k != "adapter"} for r in loaded.loras]
 
 
 def lora_metadata(model: str, family: str, step: int) -> dict[str, str]:

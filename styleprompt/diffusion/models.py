@@ -116,7 +116,10 @@ class LoadedModel:
 
     `tokens`: where each style token loaded into this model came from (files, their SHA-256,
     format, vectors, scale), written by `generate.load_embeddings` and recorded in every PNG.
-    It belongs to the model, not to its tokenizer: a copy of the model (`text_copy`) copies it.
+    `loras`: the same for each LoRA loaded into it (file, SHA-256, format, rank, scale, and the
+    adapter's name in the pipeline), written by `lora.load_loras`, read by `lora.loaded_loras`.
+    Both belong to the model, not to a pipeline object (the app's views are new pipelines over the
+    same parts): a copy of the model (`text_copy`) copies them.
     """
 
     pipe: Any
@@ -125,6 +128,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     tokens: dict[str, dict] = field(default_factory=dict)
+    loras: list[dict] = field(default_factory=list)
 
 
 def text_copy(loaded: LoadedModel) -> LoadedModel:
@@ -153,6 +157,7 @@ def text_copy(loaded: LoadedModel) -> LoadedModel:
         device=loaded.device,
         dtype=loaded.dtype,
         tokens=copy.deepcopy(loaded.tokens),
+        loras=copy.deepcopy(loaded.loras),  # its adapters are in the shared UNet and the copied encoders
     )
 
 
