@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +33,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from tests.app_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("data_parallel_train.py")
@@ -48,12 +49,6 @@ FLAGS = [
     "--save-every", "0", "--checkpoint-every", "0", "--validate-every", "0", "--preview-every", "0",
     "--device", "cpu", "--seed", "7",
 ]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(command: list[str], timeout: float = 180) -> None:
@@ -82,7 +77,7 @@ def test_two_processes_end_equal_and_equal_to_the_one_process_global_batch(artwo
     # Accelerator(cpu=True) (--device cpu, or no CUDA) joins them over gloo.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(_free_port())]
+    launch += ["--main_process_port", str(free_port())]
     _run([*launch, str(DRIVER), str(two / "dump"), *FLAGS, "--images", str(artworks_dir), "--batch-size", "1",
           "--output", str(two / "run")])  # fmt: skip
     _run([sys.executable, str(DRIVER), str(one / "dump"), *FLAGS, "--images", str(artworks_dir), "--batch-size", "2",
