@@ -99,7 +99,8 @@ class AttachedLora:
         """Every trainable LoRA weight, named `<module>.<peft name>`, in a fixed order (the optimizer's)."""
         out = []
         for where, module in self.modules.items():
-            out += [(f"{where}.{n}", p) for n, p in module.named_parameters() if p.requires_grad and "lora_" in n]
+            # By the adapter's name, not requires_grad: before --lora-start the trainer freezes them.
+            out += [(f"{where}.{n}", p) for n, p in module.named_parameters() if "lora_" in n and f".{ADAPTER}." in n]
         return out
 
     def parameters(self) -> list[torch.nn.Parameter]:

@@ -338,6 +338,17 @@ def _check_lora_config(cfg: TrainConfig) -> None:
             "ti_fraction",
             f"{{setting}} must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})",
         )
+    if not (0.0 <= cfg.lora_start < 1.0):
+        raise SettingError(
+            "lora_start",
+            f"{{setting}} must be at least 0 (the LoRA all run) and below 1 (got {cfg.lora_start})",
+        )
+    if cfg.adapter == "lora" and cfg.lora_start > cfg.ti_fraction:
+        raise SettingError(
+            "lora_start",
+            f"{{setting}} {cfg.lora_start} is after the token stops (ti_fraction {cfg.ti_fraction}): nothing "
+            "would train in between; start the LoRA at or before the token's end",
+        )
     if cfg.lora_blocks not in lora_lib.BLOCKS:
         raise SettingError("lora_blocks", f"{{setting}} must be all or style (got {cfg.lora_blocks!r})")
 
@@ -413,6 +424,8 @@ class StyleTokenTrainer:
             groups = [{"params": groups, "lr": lr}, {"params": self.lora.parameters(), "lr": cfg.lora_lr * scale}]
         # The step after which the token stops (diffusers' advanced script: the first half); a token-only run never does.
         self.pivot = round(cfg.ti_fraction * cfg.steps) if self.lora is not None else cfg.steps
+        # The step after which the LoRA learns (0: from the start, as diffusers' advanced script).
+        self.lora_from = round(cfg.lora_start * cfg.steps) if self.lora is not None else 0
         optimizer = torch.optim.AdamW(
             groups,
             lr=lr,
@@ -536,6 +549,8 @@ class StyleTokenTrainer:
         if self.lora is not None:  # past the pivot only the LoRA learns: no gradient, so AdamW leaves the rows
             for part in self.parts:
                 part.vectors.requires_grad_(step <= self.pivot)
+            for param in self.lora.parameters():  # before --lora-start the LoRA stays zero (an identity)
+                param.requires_grad_(step > self.lora_from)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(self.draw_batch())

@@ -68,6 +68,7 @@ RECIPE = (
     "lora_alpha",
     "lora_lr",
     "ti_fraction",
+    "lora_start",
     "lora_text_encoder",
     "lora_blocks",
 )
