@@ -138,6 +138,7 @@ def test_the_train_tab_with_a_lora_writes_and_offers_it_and_leaves_the_shared_un
     assert "pytorch_lora_weights.safetensors" in names and "lora_kohya.safetensors" in names  # beside the token
     assert "| `pytorch_lora_weights.safetensors` | lora-diffusers |" in formats_table
     assert "| `lora_kohya.safetensors` | lora-kohya |" in formats_table
+    assert "| `lora_kohya_emb.safetensors` | webui-embedding |" in formats_table  # its token, for embeddings/
     lora = next(p for p in paths if p.name == "pytorch_lora_weights.safetensors")
     info, _ = read_lora_file(lora)
     assert info.rank == 2 and info.format == "diffusers"  # the rank field reached the trainer
