@@ -4,8 +4,12 @@ embedding file written beside the kohya LoRA. Tiny random models, offline."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from styleprompt.diffusion.formats import read_embedding
 from styleprompt.diffusion.training import train
@@ -63,3 +67,76 @@ def test_a_token_only_run_writes_no_webui_embedding(tmp_path):
     train(lora_config(art, tmp_path / "run", adapter="none", steps=1, save_every=0, checkpoint_every=0))
     run = TrainingRun(tmp_path / "run")
     assert run.embedding.is_file() and not run.webui_embedding.exists()
+
+
+# -- compare: the token methods with their LoRA ---------------------------------------------------------
+
+
+def _compare(run: TrainingRun, out: Path, *extra: str) -> int:
+    from styleprompt import cli
+    from tests.conftest import make_artworks
+
+    art = make_artworks(out.parent / f"{out.name}-art", 2, size=(96, 80))
+    content = sorted(art.iterdir())[0]
+    return cli.main(
+        ["compare", "--model", "tiny", "--content", str(content), "--style-images", str(art)]
+        + ["--embedding", str(run.embedding), "--class", "a city", "--output", str(out)]
+        + ["--methods", "token-txt2img,token-img2img", "--size", "64", "--steps", "2", "--cell-size", "64"]
+        + ["--no-metrics", "--device", "cpu", *extra]
+    )
+
+
+def _cells(out: Path) -> dict[str, np.ndarray]:
+    from styleprompt.evaluation.compare import read_manifest
+
+    manifest = read_manifest(out)
+    return {c["method"]: np.asarray(Image.open(out / c["image"]).convert("RGB")).astype(int) for c in manifest["cells"]}
+
+
+def test_compare_paints_the_token_columns_with_the_lora_and_says_so(lora_run, tmp_path, capsys):
+    """`--lora` is the token methods' own source: both columns are painted with it (a LoRA recorded
+    but not applied would paint the token-only pixels), labelled token + LoRA, and the manifest,
+    the report and each PNG record the file, its hash and its scale."""
+    from styleprompt.diffusion.tokens import file_sha256
+    from styleprompt.evaluation.compare import read_manifest
+
+    assert _compare(lora_run, tmp_path / "plain") == 0
+    assert _compare(lora_run, tmp_path / "lora", "--lora", f"{lora_run.lora}:0.8") == 0
+    plain, with_lora = _cells(tmp_path / "plain"), _cells(tmp_path / "lora")
+    assert set(plain) == set(with_lora) == {"token-txt2img", "token-img2img"}
+    for method in plain:
+        assert np.abs(plain[method] - with_lora[method]).max() > 8, method  # more than rounding: the LoRA painted
+
+    manifest = read_manifest(tmp_path / "lora")
+    assert manifest["labels"] == {
+        "token-txt2img": "token text\u2192image + LoRA",
+        "token-img2img": "token image\u2192image + LoRA",
+    }
+    assert set(manifest["status"].values()) == {"ok"}
+    for method in plain:
+        networks = manifest["networks"][method]
+        assert networks["lora"] == str(lora_run.lora.resolve()) and networks["lora_scale"] == "0.8"
+        assert networks["lora_sha256"] == file_sha256(lora_run.lora, length=64)
+    plain_manifest = read_manifest(tmp_path / "plain")
+    assert "LoRA" not in "".join(plain_manifest["labels"].values())
+    assert not any("lora" in n for n in plain_manifest["networks"]["token-txt2img"])
+    assert "+ LoRA" in (tmp_path / "lora" / "metrics.md").read_text() + (tmp_path / "lora" / "report.html").read_text()
+    png = next(c["image"] for c in manifest["cells"] if c["method"] == "token-txt2img")
+    assert Image.open(tmp_path / "lora" / png).text["lora_sha256"] == networks["lora_sha256"]
+
+
+def test_a_bad_lora_for_compare_is_one_line_and_exit_2(lora_run, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    save_file({"some.other.weight": torch.zeros(2)}, str(tmp_path / "unknown.safetensors"))
+    (tmp_path / "text.safetensors").write_text("not a safetensors file")
+    for bad, says in [
+        (tmp_path / "missing.safetensors", "no such file"),
+        (tmp_path / "unknown.safetensors", "not a kohya LoRA"),
+        (tmp_path / "text.safetensors", "not a readable safetensors file"),
+    ]:
+        capsys.readouterr()
+        assert _compare(lora_run, tmp_path / f"out-{bad.stem}", "--lora", str(bad)) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and "--lora" in err[0], err
+        assert not (tmp_path / f"out-{bad.stem}" / "compare.json").exists()  # refused before anything ran
