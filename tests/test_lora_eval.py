@@ -4,6 +4,8 @@ embedding file written beside the kohya LoRA. Tiny random models, offline."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ def lora_run(tmp_path_factory) -> TrainingRun:
 
     root = tmp_path_factory.mktemp("lora-eval")
     art = make_artworks(root / "art", 3)
-    train(lora_config(art, root / "run", steps=2, save_every=1, checkpoint_every=0, lora_lr=0.3))
+    train(lora_config(art, root / "run", steps=2, save_every=1, validate_every=1, checkpoint_every=0, lora_lr=0.3))
     return TrainingRun(root / "run")
 
 
@@ -93,6 +95,7 @@ def _cells(out: Path) -> dict[str, np.ndarray]:
     return {c["method"]: np.asarray(Image.open(out / c["image"]).convert("RGB")).astype(int) for c in manifest["cells"]}
 
 
+@pytest.mark.slow
 def test_compare_paints_the_token_columns_with_the_lora_and_says_so(lora_run, tmp_path, capsys):
     """`--lora` is the token methods' own source: both columns are painted with it (a LoRA recorded
     but not applied would paint the token-only pixels), labelled token + LoRA, and the manifest,
@@ -140,3 +143,68 @@ def test_a_bad_lora_for_compare_is_one_line_and_exit_2(lora_run, tmp_path, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0] and "--lora" in err[0], err
         assert not (tmp_path / f"out-{bad.stem}" / "compare.json").exists()  # refused before anything ran
+
+
+# -- pick: (token, LoRA) pairs --------------------------------------------------------------------------
+
+
+def _tokens_only(run: TrainingRun, dest: Path) -> TrainingRun:
+    """The same run with its LoRA files removed: what pick scored before pairs (the tokens alone)."""
+    import shutil
+
+    shutil.copytree(run.folder, dest)
+    copy = TrainingRun(dest)
+    for step, _ in copy.step_embeddings():
+        copy.step_lora(step).unlink()
+    copy.lora.unlink()
+    return copy
+
+
+def test_pick_scores_each_step_with_its_lora_and_recommends_the_pair(lora_run, tmp_path):
+    from styleprompt.diffusion.models import load_pipeline
+    from styleprompt.evaluation.pick import pick_checkpoint, run_pairs
+    from tests.test_app import lora_layers
+
+    assert run_pairs(lora_run.folder) == [(s, p, lora_run.step_lora(s)) for s, p in lora_run.step_embeddings()]
+    common = dict(classes=["lighthouse", "dog"], seeds=[0], steps=2, device="cpu", show_progress=False)
+    model = load_pipeline("tiny", device="cpu")  # lent by the caller: its UNet must come back without a LoRA
+    pairs = pick_checkpoint(lora_run.folder, model=model, output=tmp_path / "pairs", **common)
+    alone = pick_checkpoint(_tokens_only(lora_run, tmp_path / "alone").folder, output=tmp_path / "alone-pick", **common)
+    assert lora_layers(model.pipe.unet) == 0
+    assert [s.step for s in pairs.scores] == [s.step for s in alone.scores] == [1, 2]
+    for paired, token in zip(pairs.scores, alone.scores):
+        assert paired.lora == str(lora_run.step_lora(paired.step)) and token.lora is None
+        assert paired.style != token.style  # the LoRA painted: a LoRA named but not applied scores as the token
+        first = np.asarray(Image.open(paired.images[0]).convert("RGB")).astype(int)
+        assert np.abs(first - np.asarray(Image.open(token.images[0]).convert("RGB")).astype(int)).max() > 8
+        assert Image.open(paired.images[0]).text["lora"] == paired.lora
+    best = pairs.recommended
+    assert best.lora == str(lora_run.step_lora(best.step))
+    doc = json.loads(pairs.json.read_text())
+    assert doc["recommended"] == best.path and doc["recommended_lora"] == best.lora and "LoRA" in doc["candidates"]
+    with open(pairs.csv, newline="") as handle:
+        assert [r["lora"] for r in csv.DictReader(handle)] == [s.lora for s in pairs.scores]
+    assert json.loads(alone.json.read_text())["recommended_lora"] is None
+
+
+@pytest.mark.slow
+def test_quick_pick_scores_the_pairs_training_validated(lora_run, tmp_path, capsys):
+    """Each pair's validation loss is the one training logged at that step with its LoRA in the
+    model; the tokens alone score otherwise. The CLI names the pair, the token file last."""
+    from styleprompt import cli
+    from styleprompt.evaluation.pick import quick_pick
+
+    with open(lora_run.loss_log, newline="") as handle:
+        logged = {int(r["step"]): float(r["val_loss"]) for r in csv.DictReader(handle) if r["val_loss"]}
+    result = quick_pick(lora_run.folder, output=tmp_path / "quick", device="cpu", show_progress=False)
+    alone = quick_pick(_tokens_only(lora_run, tmp_path / "alone").folder, device="cpu", show_progress=False)
+    assert [r.step for r in result.rows] == sorted(logged) == [1, 2]
+    for paired, token in zip(result.rows, alone.rows):
+        assert paired.seen == pytest.approx(logged[paired.step], rel=1e-5, abs=1e-6)
+        assert paired.lora == str(lora_run.step_lora(paired.step)) and token.lora is None
+        assert abs(paired.seen - token.seen) > 1e-6
+    assert json.loads(result.json.read_text())["recommended_lora"] == result.recommended.lora
+    assert cli.main(["pick", "--run", str(lora_run.folder), "--quick", "--output", str(tmp_path / "cli")]) == 0
+    *_, lora_line, token_line = capsys.readouterr().out.strip().splitlines()
+    assert token_line == f"recommended: {result.recommended.path}"
+    assert lora_line.endswith(f": {result.recommended.lora}") and lora_line.startswith("recommended LoRA")

@@ -1028,28 +1028,17 @@ def _lora_spec(spec: str | None) -> tuple[str, float] | None:
     return file, scale
 
 
-def _own_unet(loaded: Any) -> Any:
-    """The model with a UNet of its own: a LoRA wraps the UNet's layers in place (peft), and the
-    model handed in (the app's cached one, through a text copy) shares its UNet with others."""
-    import copy
-    from dataclasses import replace
-
-    from styleprompt.diffusion.models import pipeline_over
-
-    pipe = loaded.pipe
-    return replace(loaded, pipe=pipeline_over(pipe, pipe.__class__, unet=copy.deepcopy(pipe.unet)))
-
-
 def _load_token_model(model: Any, embedding: str, device: str, lora: tuple[str, float] | None = None) -> TokenModel:
     from styleprompt.diffusion.generate import load_embeddings
     from styleprompt.diffusion.lora import load_loras
-    from styleprompt.diffusion.models import LoadedModel, load_pipeline
+    from styleprompt.diffusion.models import LoadedModel, load_pipeline, unet_copy
 
     if not Path(embedding).is_file():
         raise UserError(f"embedding {embedding} does not exist; pass the learned_embeds.safetensors of a training run")
     loaded = model if isinstance(model, LoadedModel) else load_pipeline(str(model), device=device)
     if lora is not None and isinstance(model, LoadedModel):
-        loaded = _own_unet(loaded)
+        # The model handed in (the app's cached one, through a text copy) shares its UNet with others.
+        loaded = unet_copy(loaded)
     tokens = load_embeddings(loaded, [str(embedding)])
     if not tokens:
         raise UserError(f"{embedding} holds no token")
