@@ -16,10 +16,17 @@ embedding is scored on a fixed prompt grid on two axes:
 The recommendation is the Pareto-optimal checkpoint with the highest sum of the two scores,
 each min-max normalised over the run (ties: the earlier step, the less over-fitted one).
 
+A pivotal run (`train --adapter lora`) saves each step's LoRA beside its token, and the two were
+trained together: a step's token without its LoRA is not what that step learned. Its candidates
+are therefore (token, LoRA) pairs (`run_pairs`); each pair's pictures are painted with its LoRA in
+the model (loaded as `generate --lora` loads it, taken off afterwards), and `--quick` puts each
+step's LoRA into the rebuilt trainer. The reference line stays the model without token and LoRA.
+
 Speed: the model is loaded once and only each candidate's text encoder is copied; every
 candidate's prompts are encoded first and the pictures of all candidates are then painted
 together in large batches (a CPU runs a small UNet on 88 rows in about the time of 8), the
-style judge encodes the artworks once and each candidate's pictures in one batch. `--quick`
+style judge encodes the artworks once and each candidate's pictures in one batch. A pair's
+pictures are painted in batches of their own (its LoRA is in the UNet only for them). `--quick`
 paints nothing: it ranks the candidates by the validation loss (`diffusion.validation`), a
 first pass in seconds; the full pick also shows that loss where loss.csv holds it.
 """
