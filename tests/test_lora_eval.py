@@ -208,3 +208,18 @@ def test_quick_pick_scores_the_pairs_training_validated(lora_run, tmp_path, caps
     *_, lora_line, token_line = capsys.readouterr().out.strip().splitlines()
     assert token_line == f"recommended: {result.recommended.path}"
     assert lora_line.endswith(f": {result.recommended.lora}") and lora_line.startswith("recommended LoRA")
+
+
+def test_a_lora_of_another_family_skips_the_token_columns_with_the_reason(lora_run, tmp_path, capsys):
+    """Which family a LoRA fits is known once the model is loaded: the token columns are skipped
+    with that reason, in words that name no flag, and the comparison goes on."""
+    from styleprompt.evaluation.compare import read_manifest
+    from tests.conftest import make_artworks
+
+    art = make_artworks(tmp_path / "art", 2)
+    train(lora_config(art, tmp_path / "sdxl", model="tiny-sdxl", steps=1, save_every=0, checkpoint_every=0))
+    sdxl_lora = TrainingRun(tmp_path / "sdxl").lora
+    assert _compare(lora_run, tmp_path / "out", "--lora", str(sdxl_lora)) == 0
+    status = read_manifest(tmp_path / "out")["status"]
+    for method in ("token-txt2img", "token-img2img"):
+        assert status[method].startswith("skipped") and "the LoRA" in status[method], status

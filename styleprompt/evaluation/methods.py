@@ -1042,7 +1042,10 @@ def _load_token_model(model: Any, embedding: str, device: str, lora: tuple[str, 
     tokens = load_embeddings(loaded, [str(embedding)])
     if not tokens:
         raise UserError(f"{embedding} holds no token")
-    records = load_loras(loaded, [lora]) if lora is not None else []
+    try:
+        records = load_loras(loaded, [lora]) if lora is not None else []
+    except SettingError as exc:  # a LoRA of another family: the columns' reason, the same words in CLI and app
+        raise UserError(exc.named("the LoRA")) from None
     return TokenModel(loaded, tokens[0], str(embedding), records)
 
 
