@@ -625,6 +625,12 @@ class StyleTokenTrainer:
         }
         return save_diffusers_embedding(path, self.cfg.token, self.vectors() if vectors is None else vectors, meta)
 
+    def save_webui_embedding(self, path: Path, step: int) -> Path:
+        """The token as A1111/Forge/ComfyUI load it from their embeddings/ folder, beside the kohya LoRA
+        (what diffusers' advanced scripts write as `NAME_emb.safetensors`): A1111's own safetensors
+        layout (`emb_params`) for SD 1.x/2.x, `clip_l`/`clip_g` for SDXL."""
+        return write_embedding(self.embedding(step), path, "sdxl" if self.is_sdxl else "emb_params")[0]
+
     def save_lora(self, path: Path, step: int) -> Path | None:
         """The LoRA as diffusers' `save_lora_weights` writes it (None: a token-only run)."""
         if self.lora is None:
@@ -979,6 +985,7 @@ def _train(
             if trainer.lora is not None:
                 lora_path = trainer.save_lora(run.lora, done)
                 lora_lib.save_kohya(trainer.lora, run.kohya_lora)
+                trainer.save_webui_embedding(run.webui_embedding, done)
             if trainer.is_sdxl:
                 trainer.save_diffusers_pair(run.diffusers, done)
             if not stopped and cfg.preview_every > 0 and done % cfg.preview_every != 0:
