@@ -29,13 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import micro_e
+from micro_common import retrieval, round_trip, sample
 
 from styleprompt.micro import HELD_OUT, STYLE_WORDS, world
 from styleprompt.micro.judges import StyleJudge, classify
@@ -56,37 +58,6 @@ def meets_b(r: dict) -> bool:
         and r["class_accuracy"] >= B_TARGETS["class_accuracy"]
         and r["init_word_r1"] <= B_TARGETS["init_word_r1"]
     )
-
-
-def sample(pipe, prompts: list[str], seeds: list[int], steps: int = 25, guidance: float = 7.5, batch: int = 24):
-    """One picture per (prompt, seed), batched, each with its own seeded generator."""
-    images = []
-    for i in range(0, len(prompts), batch):
-        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i : i + batch]]
-        with torch.no_grad():
-            out = pipe(
-                prompt=prompts[i : i + batch], generator=gens, num_inference_steps=steps, guidance_scale=guidance
-            )
-        images += out.images
-    return images
-
-
-def retrieval(judge: StyleJudge, vectors: torch.Tensor, painting: str) -> tuple[float, float]:
-    ranks = judge.ranks(vectors, painting)
-    return float((ranks <= 1).float().mean()), float((ranks <= 3).float().mean())
-
-
-def round_trip(vae, images: list) -> list:
-    """Each picture encoded to its latent mean and decoded: what the model's VAE can carry at best."""
-    from styleprompt.plumbing.images import pil_to_tensor, tensor_to_pil
-
-    out = []
-    for i in range(0, len(images), 64):
-        x = torch.cat([pil_to_tensor(img) for img in images[i : i + 64]]) * 2 - 1
-        with torch.no_grad():
-            decoded = vae.decode(vae.encode(x).latent_dist.mean).sample
-        out += [tensor_to_pil(((d + 1) / 2).clamp(0, 1)[None]) for d in decoded]
-    return out
 
 
 def ceilings(judge: StyleJudge, own: StyleJudge, class_judge, per_class: int, vae) -> dict:
@@ -283,7 +254,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 seeds, 200 training steps (a look, not for docs)")
     parser.add_argument("--steps", type=int, default=300, help="token training steps (default 300)")
     parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--only", default="0abcd", help="which figures (default 0abcd)")
+    parser.add_argument("--only", default="0abcde", help="which figures (default 0abcde)")
+    parser.add_argument(
+        "--e-styles",
+        default="all",
+        help="figure e's styles: all (15 trained words, then the 4 held-out paintings), trained, held, "
+        "or words/painting stems separated by commas",
+    )
+    parser.add_argument("--e-variants", default="ti,lora,pivotal", help="figure e's variants (default all three)")
+    parser.add_argument(
+        "--e-recipe",
+        default=None,
+        help="the pivotal recipe as JSON TrainConfig fields (default micro_e.PIVOTAL); the LoRA alone shares it",
+    )
     parser.add_argument(
         "--b-styles",
         choices=["known", "all"],
@@ -368,6 +351,38 @@ def main() -> int:
             f"within 5%: {d['within_5pct']}",
             flush=True,
         )
+    if "e" in args.only:
+        from styleprompt.micro.autoencoder import load_vae
+
+        recipe = json.loads(args.e_recipe) if args.e_recipe else micro_e.PIVOTAL
+        b_order = KNOWN_STYLES + [w for w in STYLE_WORDS if w not in KNOWN_STYLES]  # b's: the fixed three first
+        trained = [(w, STYLE_WORDS[w], False) for w in b_order]
+        held = [(f"held-{Path(n).stem}", n, True) for n in HELD_OUT]
+        chosen = {"all": trained + held, "trained": trained, "held": held}.get(args.e_styles)
+        if chosen is None:
+            wanted = args.e_styles.split(",")
+            chosen = [t for t in trained + held if t[0] in wanted or Path(t[1]).stem in wanted]
+        vae = load_vae(Path(args.vae)) if args.vae else load_pipeline("micro", device="cpu").pipe.vae
+        e_out = Path(args.out) / "e" if args.out else out / "e"
+        figures["e"] = micro_e.figure_e(
+            chosen,
+            recipe,
+            args.e_variants.split(","),
+            e_out,
+            steps,
+            seeds,
+            args.guidance,
+            judge,
+            class_judge,
+            STYLES_DIR,
+            TI_EVAL_CLASSES,
+            TI_TRAIN_CLASSES,
+            INIT_WORD,
+            vae,
+        )
+        figures["e_recipe"] = recipe
+        for line in micro_e.summary(figures["e"], meets_b):
+            print(line, flush=True)
     figures["seconds"] = round(time.perf_counter() - t0)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
@@ -390,6 +405,10 @@ def main() -> int:
             sum(r["style_r3"] for r in held) / len(held) >= 0.5
             and sum(r["gain_positive"] for r in held) / len(held) >= 0.9
         )
+    if figures.get("e"):
+        for label, ok in micro_e.checks(figures["e"], meets_b):
+            print(f"e target    {label}: {'met' if ok else 'NOT met'}", flush=True)
+            checks.append(ok)
     print(f"summary: {sum(checks)} of {len(checks)} targets met in {figures['seconds']} s (runs in {out})")
     return 0
 

@@ -138,6 +138,7 @@ def test_the_train_tab_with_a_lora_writes_and_offers_it_and_leaves_the_shared_un
     assert "pytorch_lora_weights.safetensors" in names and "lora_kohya.safetensors" in names  # beside the token
     assert "| `pytorch_lora_weights.safetensors` | lora-diffusers |" in formats_table
     assert "| `lora_kohya.safetensors` | lora-kohya |" in formats_table
+    assert "| `lora_kohya_emb.safetensors` | webui-embedding |" in formats_table  # its token, for embeddings/
     lora = next(p for p in paths if p.name == "pytorch_lora_weights.safetensors")
     info, _ = read_lora_file(lora)
     assert info.rank == 2 and info.format == "diffusers"  # the rank field reached the trainer
@@ -720,8 +721,8 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # AdaIN finds no weights: a skipped row
     hide_shared_weights(monkeypatch, tmp_path)
     token = token_file(tmp_path, "<c1>")
-    # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, size, seed,
-    # then the methods' fields: Gatys' iterations, token steps, strength
+    # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, LoRA, size,
+    # seed, then the methods' fields: Gatys' iterations, token steps, strength
     args = [
         [handle_file(str(art[0]))],
         [handle_file(str(p)) for p in art[1:]],
@@ -731,6 +732,7 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
         ["adain", "token-txt2img"],
         "tiny",
         False,
+        "",
         "",
         "",
         64,
@@ -751,6 +753,34 @@ def test_compare_shows_the_grid_the_table_and_skipped_methods(app, art, tmp_path
         "metrics.md",
         "report.html",
     ]
+
+
+@pytest.mark.slow
+def test_compare_paints_the_token_with_a_lora_named_on_the_server(lora_run, art, tmp_path):
+    """The Compare tab's LoRA field is the token methods' own source from the registry: the
+    column is painted with it (other pixels than the token alone), named token + LoRA, and the
+    cached model's UNet never carries it."""
+    import json
+
+    from PIL import Image
+
+    def compare(client, lora: str):
+        # contents, styles, recent, upload, classes, methods, model, random weights, vgg, decoder, LoRA, size,
+        # seed, then the methods' fields: Gatys' iterations, token steps, strength
+        args = [[handle_file(str(art[0]))], [handle_file(str(art[1]))], None, handle_file(str(lora_run.embedding))]
+        args += ["a city", ["token-txt2img"], "tiny", False, "", "", lora, 64, 0, 1, 2, 0.6]
+        status, grid, _, _ = client.predict(*args, api_name="/compare")
+        assert "done: 1 of 1 methods ran" in status, status
+        return np.asarray(Image.open(grid["path"]).convert("RGB")).astype(int)
+
+    with serve_app(tmp_path / "out", art_folders=(str(lora_run.folder),)) as served:
+        client = client_for(served)
+        plain, painted = compare(client, ""), compare(client, str(lora_run.lora))
+        assert plain.shape == painted.shape and np.abs(plain - painted).max() > 0
+        assert lora_layers(served.styleprompt.models.get("tiny").pipe.unet) == 0
+        manifest = json.loads(sorted((tmp_path / "out" / "compare").glob("*/compare.json"))[-1].read_text())
+        assert manifest["labels"]["token-txt2img"] == "token text\u2192image + LoRA"
+        assert manifest["networks"]["token-txt2img"]["lora"] == str(lora_run.lora.resolve())
 
 
 def test_serving_defaults_are_private_and_bounded(tmp_path):

@@ -45,7 +45,8 @@ TOLERANCE = {"vectors": 1e-6, "lora.": 5e-4, "loss": 1e-5}
 FLAGS = [
     "--model", "tiny", "--token", "<s1>", "--steps", "4", "--vectors", "2", "--grad-accum", "2",
     "--lr", "5e-3", "--scale-lr", "--lr-scheduler", "linear", "--lr-warmup-steps", "1",
-    "--adapter", "lora", "--lora-rank", "4", "--lora-lr", "1e-2", "--lora-text-encoder", "--ti-fraction", "0.5",
+    "--adapter", "lora", "--lora-rank", "4", "--lora-lr", "1e-2", "--lora-text-encoder",
+    "--ti-fraction", "0.5", "--lora-start", "0",
     "--save-every", "0", "--checkpoint-every", "0", "--validate-every", "0", "--preview-every", "0",
     "--device", "cpu", "--seed", "7",
 ]  # fmt: skip

@@ -119,6 +119,41 @@ def test_step_snapshots_keep_the_lora_of_the_same_step_and_the_token_stops_at_th
     assert final.keys() == loras[3].keys() and all(torch.equal(final[k], loras[3][k]) for k in final)
 
 
+@pytest.mark.slow
+def test_lora_start_inverts_the_token_first_then_tunes_the_lora_around_it(artworks_dir, tmp_path):
+    """--ti-fraction 0.5 --lora-start 0.5, the original pivotal tuning: for the first half the LoRA
+    stays zero and the token follows a plain token run bit for bit (the pivot); then the token is
+    frozen and only the LoRA moves."""
+    cfg = dict(steps=4, save_every=1, ti_fraction=0.5, lora_start=0.5)
+    result = train(lora_config(artworks_dir, tmp_path / "run", **cfg))
+    plain = train(lora_config(artworks_dir, tmp_path / "plain", adapter="none", steps=2, save_every=1))
+    run = TrainingRun(result.output_dir)
+    loras = [load_file(str(run.step_lora(step))) for step, _ in run.step_embeddings()]
+    ups = [{k: v for k, v in lora.items() if "lora_B" in k or "lora_up" in k or ".up." in k} for lora in loras]
+    assert ups[0] and all(not v.any() for v in ups[0].values()) and all(not v.any() for v in ups[1].values())
+    assert any(v.any() for v in ups[2].values())  # the LoRA learns after its start
+    assert not torch.equal(next(iter(loras[2].values())), next(iter(loras[3].values())))
+    tokens = [load_file(str(path))["<s1>"] for _, path in run.step_embeddings()]
+    assert torch.equal(tokens[1], load_file(str(plain.embedding_path))["<s1>"])  # the pivot is the plain token
+    assert torch.equal(tokens[1], tokens[2]) and torch.equal(tokens[2], tokens[3])
+
+
+def test_lora_start_out_of_range_is_one_line(artworks_dir, tmp_path, capsys):
+    code = cli(
+        ["train", "--model", "tiny", "--images", str(artworks_dir), "--token", "<s1>", "--steps", "2"]
+        + ["--output", str(tmp_path / "run"), "--adapter", "lora", "--lora-start", "1", "--device", "cpu"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--lora-start" in err, err
+    code = cli(
+        ["train", "--model", "tiny", "--images", str(artworks_dir), "--token", "<s1>", "--steps", "2"]
+        + ["--output", str(tmp_path / "gap"), "--adapter", "lora", "--ti-fraction", "0.3", "--lora-start", "0.6"]
+        + ["--device", "cpu"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "nothing would train" in err, err
+
+
 def test_a_token_only_run_writes_no_lora(artworks_dir, tmp_path):
     result = train(
         lora_config(artworks_dir, tmp_path / "run", adapter="none", steps=2, save_every=1, checkpoint_every=2)
@@ -130,10 +165,19 @@ def test_a_token_only_run_writes_no_lora(artworks_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_pivotal_run_resumes_bit_identically(artworks_dir, tmp_path):
-    """Stopped at step 3 (past the pivot at 2) and resumed, the run ends where the straight one does:
-    the same token, the same LoRA file tensors, the same AdamW moments of the LoRA."""
-    cfg = dict(steps=6, checkpoint_every=3, checkpoints_total_limit=5, save_every=0, ti_fraction=0.4)
+@pytest.mark.parametrize("lora_start", [0.0, 0.5])
+def test_an_interrupted_pivotal_run_resumes_bit_identically(artworks_dir, tmp_path, lora_start):
+    """Stopped at step 3 (past the pivot at 2; at --lora-start 0.5 also where the LoRA joins) and
+    resumed, the run ends where the straight one does: the same token, the same LoRA file tensors,
+    the same AdamW moments of the LoRA."""
+    cfg = dict(
+        steps=6,
+        checkpoint_every=3,
+        checkpoints_total_limit=5,
+        save_every=0,
+        ti_fraction=max(0.4, lora_start),
+        lora_start=lora_start,
+    )
     straight = train(lora_config(artworks_dir, tmp_path / "straight", **cfg))
     calls = {"n": 0}
 

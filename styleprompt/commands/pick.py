@@ -12,9 +12,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "pick",
         help="score every saved embedding of a training run (style vs prompt fidelity) and recommend one",
-        description="Generates a fixed prompt grid with each embeddings/step-*.safetensors of a run, scores style "
+        description="Generates a fixed prompt grid with each embeddings/step-*.safetensors of a run (a pivotal "
+        "run's with the LoRA of the same step, step-*.lora.safetensors, applied), scores style "
         "similarity to the training artworks against prompt fidelity, plots the trade-off (pick.png) and "
-        "names the recommended file.",
+        "names the recommended file (and its LoRA).",
     )
     parser.add_argument("--run", required=True, help="the --output folder of `styleprompt train`")
     parser.add_argument(
@@ -68,14 +69,22 @@ def run(args: argparse.Namespace) -> int:
         mark = "  <- recommended" if s is result.recommended else ""
         val = "-" if s.validation is None else f"{s.validation:.6f}"
         pareto = "yes" if s.pareto else "no"
-        print(f"{s.step:>8}  {s.style:>8.4f}  {s.fidelity:>8.4f}  {pareto:>6}  {val:>8}  {s.path}{mark}")
+        pair = f" + {s.lora}" if s.lora else ""
+        print(f"{s.step:>8}  {s.style:>8.4f}  {s.fidelity:>8.4f}  {pareto:>6}  {val:>8}  {s.path}{pair}{mark}")
     print(
         f"fidelity: {result.fidelity_kind}; without the token: "
         + ("n/a" if result.baseline_fidelity is None else f"{result.baseline_fidelity:.4f}")
     )
     print(f"wrote {result.plot}, {result.csv}, {result.json}, {result.sheet}")
-    print(f"recommended: {result.recommended.path}")
+    _recommend(result.recommended.path, result.recommended.lora)
     return 0
+
+
+def _recommend(token: str, lora: str | None) -> None:
+    """The last line names the token file; a pivotal run's pair names its LoRA on the line before."""
+    if lora:
+        print(f"recommended LoRA (scored with the token below): {lora}")
+    print(f"recommended: {token}")
 
 
 def _quick(args: argparse.Namespace) -> int:
@@ -86,8 +95,9 @@ def _quick(args: argparse.Namespace) -> int:
     for row in result.rows:
         mark = "  <- recommended (the loss stops falling here)" if row is result.recommended else ""
         held = "-" if row.held_out is None else f"{row.held_out:.6f}"
-        print(f"{row.step:>8}  {row.seen:>8.6f}  {held:>8}  {row.path}{mark}")
+        pair = f" + {row.lora}" if row.lora else ""
+        print(f"{row.step:>8}  {row.seen:>8.6f}  {held:>8}  {row.path}{pair}{mark}")
     print(f"ranked by {result.ranked_by}; wrote {result.csv}, {result.json}, {result.plot}")
     print("a first pass: `styleprompt pick` without --quick paints the prompt grid to check style and fidelity")
-    print(f"recommended: {result.recommended.path}")
+    _recommend(result.recommended.path, result.recommended.lora)
     return 0

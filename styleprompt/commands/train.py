@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.ti_fraction,
         help="the token trains for this fraction of the steps, the LoRA for all (0: LoRA alone; default: %(default)s)",
     )
+    lora.add_argument(
+        "--lora-start",
+        type=float,
+        default=d.lora_start,
+        help="the LoRA joins after this fraction of the steps (0: all run; with --ti-fraction 0.5, 0.5 is the "
+        "original pivotal tuning: token first, then the LoRA around it; default: %(default)s)",
+    )
     lora.add_argument("--lora-text-encoder", action="store_true", help="a LoRA on the text encoder(s) too")
     lora.add_argument(
         "--lora-blocks",

@@ -86,6 +86,10 @@ class TrainConfig:
     lora_alpha: float | None = None  # None: the rank (scale 1), as diffusers' scripts (`lora_scale_alpha`)
     lora_lr: float = 1e-4  # diffusers' advanced script's --learning_rate
     ti_fraction: float = 0.5  # the token trains for this fraction of the steps (its --train_text_encoder_ti_frac)
+    # The LoRA joins after this fraction of the steps: 0 trains it all run (diffusers' advanced script);
+    # ti_fraction 0.5 with lora_start 0.5 is the original pivotal tuning (Roich et al. 2021, cloneofsimo's
+    # lora_pti): the token is inverted first, then frozen, and the LoRA tunes the model around that pivot.
+    lora_start: float = 0.0
     lora_text_encoder: bool = False
     lora_blocks: str = "all"  # or "style": the block B-LoRA/InstantStyle name (lora.style_block)
 

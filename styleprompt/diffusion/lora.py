@@ -101,7 +101,8 @@ class AttachedLora:
         """Every trainable LoRA weight, named `<module>.<peft name>`, in a fixed order (the optimizer's)."""
         out = []
         for where, module in self.modules.items():
-            out += [(f"{where}.{n}", p) for n, p in module.named_parameters() if p.requires_grad and "lora_" in n]
+            # By the adapter's name, not requires_grad: before --lora-start the trainer freezes them.
+            out += [(f"{where}.{n}", p) for n, p in module.named_parameters() if "lora_" in n and f".{ADAPTER}." in n]
         return out
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -238,6 +239,27 @@ def save_kohya(lora: AttachedLora, path: Path) -> Path:
     with atomic_path(path) as tmp:
         save_file(kohya, str(tmp), metadata={"format": "pt", "ss_network_module": "networks.lora"})
     return path
+
+
+def load_file_into(lora: AttachedLora, path: str | os.PathLike) -> None:
+    """A run's own LoRA file (a step snapshot) back into its attached adapter, by peft's names
+    (`pick --quick` scores each saved (token, LoRA) pair on the rebuilt trainer)."""
+    weights = read_peft_lora(path).weights
+    own = {name: name.replace(f".{ADAPTER}.weight", ".weight") for name, _ in lora.named_parameters()}
+    if set(own.values()) != set(weights):
+        raise UserError(
+            f"{shown_path(path)} holds LoRA weights for other modules ({len(weights)} tensors, this run's "
+            f"LoRA has {len(own)}); it is not this run's LoRA"
+        )
+    lora.load_state({name: weights[key] for name, key in own.items()}, shown_path(path))
+
+
+@torch.no_grad()
+def reset(lora: AttachedLora) -> None:
+    """The adapter back to the identity (every up weight zero, as peft starts it): the token alone."""
+    for name, param in lora.named_parameters():
+        if ".lora_B." in name:
+            param.zero_()
 
 
 # -- reading and applying ------------------------------------------------------------------------

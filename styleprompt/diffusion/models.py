@@ -161,6 +161,17 @@ def text_copy(loaded: LoadedModel) -> LoadedModel:
     )
 
 
+def unet_copy(loaded: LoadedModel) -> LoadedModel:
+    """A `text_copy` that owns its UNet too, for a LoRA: peft wraps the UNet's layers in place, so on
+    a shared UNet the LoRA would paint into every other user's pictures while it is there. The
+    cost is one more UNet in memory."""
+    import copy
+
+    view = text_copy(loaded)
+    view.pipe = pipeline_over(view.pipe, view.pipe.__class__, unet=copy.deepcopy(loaded.pipe.unet))
+    return view
+
+
 # -- pipelines over a loaded model's components -------------------------------------------------------
 
 

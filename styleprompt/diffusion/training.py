@@ -338,6 +338,17 @@ def _check_lora_config(cfg: TrainConfig) -> None:
             "ti_fraction",
             f"{{setting}} must be between 0 (LoRA alone) and 1 (the token all run) (got {cfg.ti_fraction})",
         )
+    if not (0.0 <= cfg.lora_start < 1.0):
+        raise SettingError(
+            "lora_start",
+            f"{{setting}} must be at least 0 (the LoRA all run) and below 1 (got {cfg.lora_start})",
+        )
+    if cfg.adapter == "lora" and cfg.lora_start > cfg.ti_fraction:
+        raise SettingError(
+            "lora_start",
+            f"{{setting}} {cfg.lora_start} is after the token stops (ti_fraction {cfg.ti_fraction}): nothing "
+            "would train in between; start the LoRA at or before the token's end",
+        )
     if cfg.lora_blocks not in lora_lib.BLOCKS:
         raise SettingError("lora_blocks", f"{{setting}} must be all or style (got {cfg.lora_blocks!r})")
 
@@ -413,6 +424,8 @@ class StyleTokenTrainer:
             groups = [{"params": groups, "lr": lr}, {"params": self.lora.parameters(), "lr": cfg.lora_lr * scale}]
         # The step after which the token stops (diffusers' advanced script: the first half); a token-only run never does.
         self.pivot = round(cfg.ti_fraction * cfg.steps) if self.lora is not None else cfg.steps
+        # The step after which the LoRA learns (0: from the start, as diffusers' advanced script).
+        self.lora_from = round(cfg.lora_start * cfg.steps) if self.lora is not None else 0
         if self.accelerator.num_processes > 1:
             # What DDP does when it wraps a model: every process starts from rank 0's values, so a
             # LoRA initialised from each device's own random stream cannot start the processes apart.
@@ -556,6 +569,8 @@ class StyleTokenTrainer:
         if self.lora is not None:  # past the pivot only the LoRA learns: no gradient, so AdamW leaves the rows
             for part in self.parts:
                 part.vectors.requires_grad_(step <= self.pivot)
+            for param in self.lora.parameters():  # before --lora-start the LoRA stays zero (an identity)
+                param.requires_grad_(step > self.lora_from)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(self.draw_batch())
@@ -632,6 +647,12 @@ class StyleTokenTrainer:
             "styleprompt.family": self.loaded.family,
         }
         return save_diffusers_embedding(path, self.cfg.token, self.vectors() if vectors is None else vectors, meta)
+
+    def save_webui_embedding(self, path: Path, step: int) -> Path:
+        """The token as A1111/Forge/ComfyUI load it from their embeddings/ folder, beside the kohya LoRA
+        (what diffusers' advanced scripts write as `NAME_emb.safetensors`): A1111's own safetensors
+        layout (`emb_params`) for SD 1.x/2.x, `clip_l`/`clip_g` for SDXL."""
+        return write_embedding(self.embedding(step), path, "sdxl" if self.is_sdxl else "emb_params")[0]
 
     def save_lora(self, path: Path, step: int) -> Path | None:
         """The LoRA as diffusers' `save_lora_weights` writes it (None: a token-only run)."""
@@ -989,6 +1010,7 @@ def _train(
             if trainer.lora is not None:
                 lora_path = trainer.save_lora(run.lora, done)
                 lora_lib.save_kohya(trainer.lora, run.kohya_lora)
+                trainer.save_webui_embedding(run.webui_embedding, done)
             if trainer.is_sdxl:
                 trainer.save_diffusers_pair(run.diffusers, done)
             if not stopped and cfg.preview_every > 0 and done % cfg.preview_every != 0:

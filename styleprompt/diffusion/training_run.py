@@ -68,6 +68,7 @@ RECIPE = (
     "lora_alpha",
     "lora_lr",
     "ti_fraction",
+    "lora_start",
     "lora_text_encoder",
     "lora_blocks",
 )
@@ -112,6 +113,9 @@ class TrainingRun:
     DIFFUSERS = "diffusers"  # SDXL: diffusers' pair of files, one per text encoder
     LORA = "pytorch_lora_weights.safetensors"  # --adapter lora: diffusers' name (load_lora_weights(RUN) finds it)
     KOHYA_LORA = "lora_kohya.safetensors"  # the same LoRA in kohya's layout (A1111, Forge, ComfyUI)
+    # --adapter lora: the token for A1111/Forge/ComfyUI's embeddings/ folder, named by diffusers'
+    # advanced scripts' rule (LoRA `NAME.safetensors`, its token `NAME_emb.safetensors`): emb_params, sdxl on SDXL
+    WEBUI_EMBEDDING = "lora_kohya_emb.safetensors"
     LOSS_LOG = "loss.csv"
     LOSS_PLOT = "loss.png"
     CONFIG = "config.json"
@@ -177,6 +181,10 @@ class TrainingRun:
     @property
     def kohya_lora(self) -> Path:
         return self.folder / self.KOHYA_LORA
+
+    @property
+    def webui_embedding(self) -> Path:
+        return self.folder / self.WEBUI_EMBEDDING
 
     def step_lora(self, step: int) -> Path:
         """The LoRA of the same step as `step_embedding(step)` (`step_embeddings` does not list it)."""

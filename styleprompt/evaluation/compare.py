@@ -115,6 +115,12 @@ class Column:
     def name(self) -> str:
         return self.method.name
 
+    @property
+    def label(self) -> str:
+        """The column's name: the loaded stylizer's own where it says more than the method's (the
+        token with a LoRA), else the method's label."""
+        return getattr(self.stylizer, "label", None) or method_label(self.name)
+
     def describe(self) -> dict[str, str]:
         """Parameters written into each output PNG (what reproduces it)."""
         own = {k: str(v) for k, v in self.options.items()}
@@ -294,6 +300,7 @@ def run_compare(
             options=column.options,
             device=dev,
             methods=[c.name for c in columns],
+            sources=sources,
         )
         told += column.method.check(plan)
     needed = any(c.method.needs_subject and c.method.availability(sources).ok for c in columns)
@@ -363,7 +370,7 @@ def _run(
     total = len(columns) * (1 + 2 * len(sized)) + (len(sized) if metrics else 0)  # progress units
     units = 0
     for column in columns:
-        say(f"loading {method_label(column.name)}", units / total)
+        say(f"loading {column.label}", units / total)
         start = time.perf_counter()
         try:
             column.stylizer = column.method.load(sources, networks)
@@ -383,7 +390,7 @@ def _run(
             for column in columns:
                 cell = Cell(i, name, cls_list[i], column.name)
                 cells.append(cell)
-                say(f"{method_label(column.name)} on {name}", units / total)
+                say(f"{column.label} on {name}", units / total)
                 if not column.status.ok:
                     cell.outcome = Status(State.SKIPPED, column.status.reason)
                 else:
@@ -426,6 +433,7 @@ def _run(
         bar.close()
 
     states = {c.name: method_status([x for x in cells if x.method == c.name], c.status) for c in columns}
+    labels = {c.name: c.label for c in columns}
     say("writing the report", 1.0)
     result = write_report(
         out,
@@ -437,18 +445,20 @@ def _run(
         settings=_settings(columns, sources, size, seed, len(styles), clip_model, baselines, sized),
         cell_size=cell_size,
         not_run=not_run,
+        labels=labels,
     )
-    described = [c.stylizer.describe() for c in columns if c.stylizer is not None]
+    # What each column's networks were (files, hashes, a LoRA's scale): what reproduces it.
+    described_by = {c.name: c.stylizer.describe() for c in columns if c.stylizer is not None}
     run.write_manifest(
         status=result.status,
-        labels={m: method_label(m) for m in result.status},
+        labels={m: labels.get(m, method_label(m)) for m in result.status},
         cells=cells,
         contents=[name for _, name in sized],
         style_files=style_files,
-        token=next((d["token"] for d in described if d.get("token")), None),
+        token=next((d["token"] for d in described_by.values() if d.get("token")), None),
         embedding=str(embedding) if embedding else None,
         seed=seed,
-        extra={"not_run": not_run} if not_run else None,
+        extra={"networks": described_by, **({"not_run": not_run} if not_run else {})},
     )
     return result
 
@@ -627,7 +637,7 @@ def _settings(
                 f"{float(base.value):.4f}"
             )
     for column in columns:
-        label = method_label(column.name)
+        label = column.label
         if column.options:
             settings[f"{label} options"] = ", ".join(f"{k} {v}" for k, v in column.options.items())
         if column.stylizer is not None:
@@ -650,11 +660,14 @@ def write_report(
     settings: dict[str, str],
     cell_size: int = 256,
     not_run: dict[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> CompareResult:
-    """grid.png, metrics.csv, metrics.md, report.html from finished cells."""
+    """grid.png, metrics.csv, metrics.md, report.html from finished cells. `labels`: a column's
+    name where its stylizer gave one (`Column.label`), else the method's."""
     run = CompareRun(out)
     status = {m: str(state) for m, state in states.items()}
-    columns = [(m, method_label(m)) for m in runners]
+    named = {m: (labels or {}).get(m) or method_label(m) for m in [*runners, *(not_run or {})]}
+    columns = [(m, named[m]) for m in runners]
     grid_cells: dict[tuple[int, str], Image.Image | str] = {}
     captions: dict[tuple[int, str], str] = {}
     for cell in cells:
@@ -676,7 +689,7 @@ def write_report(
     info = ReportInfo(
         title="Style token vs neural style transfer",
         methods=runners,
-        labels={m: method_label(m) for m in [*runners, *(not_run or {})]},
+        labels=named,
         contents=[(name, "") for _, name in contents],
         settings=settings,
         status=status,

@@ -228,6 +228,9 @@ class Stylizer(Protocol):
     # Optional: `reference(content, request) -> Image | None`, the picture the method starts from
     # (its style gain is measured over it). Without it, a method that uses the content starts
     # from the content photo, and one that does not has no gain.
+    # Optional: `label: str`, the column's name when the loaded networks make it more than the
+    # method's `label` (the token with a LoRA applied: "token text->image + LoRA"), so a reader of the
+    # grid, the report and compare.json sees what painted it.
 
 
 @dataclass
@@ -241,6 +244,9 @@ class Plan:
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options
     device: str = "cpu"
     methods: list[str] = field(default_factory=list)  # every method of the run (for advice naming the others)
+    # Where the networks will come from: a method checks its own files here (the token methods' LoRA),
+    # so a bad file is one line before anything runs, not a skipped column after minutes of others.
+    sources: Sources | None = None
 
 
 class StyleMethod(Protocol):
@@ -954,6 +960,15 @@ TOKEN_PROMPT = "a {token} style of a {class}"
 # the token, same seed and steps (the prompt `pick` draws its reference line from).
 BASELINE_PROMPT = "a painting of a {class}"
 EMBEDDING = WeightSource("embedding", "--embedding", "the learned token (learned_embeds.safetensors)")
+TOKEN_LORA = WeightSource(
+    "lora",
+    "--lora",
+    "FILE[:SCALE]: a LoRA the token methods paint with, beside the token (diffusers or kohya layout; a pivotal "
+    "run's pytorch_lora_weights.safetensors; scale default 1; default: the token alone)",
+    app_label="LoRA file on the server the token methods paint with (--lora; empty: the token alone)",
+    elem="lora",
+    what="LoRA file",
+)
 DIFFUSION_MODEL = WeightSource(
     "model",
     "--model",
@@ -992,6 +1007,7 @@ class TokenModel:
     loaded: Any  # styleprompt.diffusion.models.LoadedModel
     token: str
     embedding: str
+    loras: list[dict] = field(default_factory=list)  # lora.load_loras' records: file, sha256, format, rank, scale
 
     @property
     def random_weights(self) -> bool:
@@ -1000,26 +1016,53 @@ class TokenModel:
         return self.loaded.name in TINY_MODELS
 
 
-def _load_token_model(model: Any, embedding: str, device: str) -> TokenModel:
+def _lora_spec(spec: str | None) -> tuple[str, float] | None:
+    """`--lora FILE[:SCALE]` read and its file checked (safetensors, a LoRA's keys, finite weights):
+    a SettingError naming the setting otherwise. None: the token alone."""
+    if not spec:
+        return None
+    from styleprompt.diffusion.lora import parse_spec, read_lora_file
+
+    file, scale = parse_spec(str(spec))
+    read_lora_file(file)
+    return file, scale
+
+
+def _load_token_model(model: Any, embedding: str, device: str, lora: tuple[str, float] | None = None) -> TokenModel:
     from styleprompt.diffusion.generate import load_embeddings
-    from styleprompt.diffusion.models import LoadedModel, load_pipeline
+    from styleprompt.diffusion.lora import load_loras
+    from styleprompt.diffusion.models import LoadedModel, load_pipeline, unet_copy
 
     if not Path(embedding).is_file():
         raise UserError(f"embedding {embedding} does not exist; pass the learned_embeds.safetensors of a training run")
     loaded = model if isinstance(model, LoadedModel) else load_pipeline(str(model), device=device)
+    if lora is not None and isinstance(model, LoadedModel):
+        # The model handed in (the app's cached one, through a text copy) shares its UNet with others.
+        loaded = unet_copy(loaded)
     tokens = load_embeddings(loaded, [str(embedding)])
     if not tokens:
         raise UserError(f"{embedding} holds no token")
-    return TokenModel(loaded, tokens[0], str(embedding))
+    try:
+        records = load_loras(loaded, [lora]) if lora is not None else []
+    except SettingError as exc:  # a LoRA of another family: the columns' reason, the same words in CLI and app
+        raise UserError(exc.named("the LoRA")) from None
+    return TokenModel(loaded, tokens[0], str(embedding), records)
 
 
 class TokenStylizer:
-    def __init__(self, model: TokenModel, img2img: bool):
+    def __init__(self, model: TokenModel, img2img: bool, label: str):
         self.model, self.img2img = model, img2img
         self.random_weights = model.random_weights
+        self.label = label + " + LoRA" if model.loras else label
 
     def describe(self) -> dict[str, str]:
-        return {"model": self.model.loaded.name, "embedding": self.model.embedding, "token": self.model.token}
+        described = {"model": self.model.loaded.name, "embedding": self.model.embedding, "token": self.model.token}
+        for k, record in enumerate(self.model.loras):  # what reproduces the column: each LoRA, its bytes, its weight
+            at = "" if k == 0 else f"_{k + 1}"
+            described[f"lora{at}"] = str(record["file"])
+            described[f"lora{at}_sha256"] = str(record["sha256"])
+            described[f"lora{at}_scale"] = f"{float(record['scale']):g}"
+        return described
 
     def prompt(self, subject: str) -> str:
         from styleprompt.diffusion.templates import fill
@@ -1059,9 +1102,15 @@ class TokenTxt2img(Method):
     name, label, kind = "token-txt2img", "token text\u2192image", "text->image"
     options = frozenset({"steps"})
     fields: tuple[Field, ...] = (TOKEN_STEPS,)
-    sources = (EMBEDDING, DIFFUSION_MODEL)
+    sources = (EMBEDDING, DIFFUSION_MODEL, TOKEN_LORA)
     uses_content, needs_subject, standalone = False, True, False
     img2img = False
+
+    def check(self, plan: Plan) -> list[str]:
+        """The LoRA file (`--lora`) read and checked before anything runs: one line, not a skipped column."""
+        notes = super().check(plan)
+        _lora_spec(plan.sources.file(TOKEN_LORA.key) if plan.sources else None)
+        return notes
 
     def availability(self, sources: Sources) -> Availability:
         if EMBEDDING.key in sources.files and not sources.file(EMBEDDING.key):
@@ -1077,9 +1126,10 @@ class TokenTxt2img(Method):
             raise UserError("no style token given (--embedding FILE)")
         # A model object (the app's private text copy) is keyed by its identity: the cache lives as
         # long as the comparison that passes it.
-        key = ("style-token", id(model) if not isinstance(model, str) else model, str(embedding), sources.device)
-        token_model = networks.network(key, lambda: _load_token_model(model, str(embedding), sources.device))
-        return TokenStylizer(token_model, self.img2img)
+        lora = _lora_spec(sources.file(TOKEN_LORA.key))
+        key = ("style-token", id(model) if not isinstance(model, str) else model, str(embedding), sources.device, lora)
+        token_model = networks.network(key, lambda: _load_token_model(model, str(embedding), sources.device, lora))
+        return TokenStylizer(token_model, self.img2img, self.label)
 
 
 class TokenImg2img(TokenTxt2img):

@@ -16,10 +16,17 @@ embedding is scored on a fixed prompt grid on two axes:
 The recommendation is the Pareto-optimal checkpoint with the highest sum of the two scores,
 each min-max normalised over the run (ties: the earlier step, the less over-fitted one).
 
+A pivotal run (`train --adapter lora`) saves each step's LoRA beside its token, and the two were
+trained together: a step's token without its LoRA is not what that step learned. Its candidates
+are therefore (token, LoRA) pairs (`run_pairs`); each pair's pictures are painted with its LoRA in
+the model (loaded as `generate --lora` loads it, taken off afterwards), and `--quick` puts each
+step's LoRA into the rebuilt trainer. The reference line stays the model without token and LoRA.
+
 Speed: the model is loaded once and only each candidate's text encoder is copied; every
 candidate's prompts are encoded first and the pictures of all candidates are then painted
 together in large batches (a CPU runs a small UNet on 88 rows in about the time of 8), the
-style judge encodes the artworks once and each candidate's pictures in one batch. `--quick`
+style judge encodes the artworks once and each candidate's pictures in one batch. A pair's
+pictures are painted in batches of their own (its LoRA is in the UNet only for them). `--quick`
 paints nothing: it ranks the candidates by the validation loss (`diffusion.validation`), a
 first pass in seconds; the full pick also shows that loss where loss.csv holds it.
 """
@@ -66,6 +73,7 @@ class CheckpointScore:
     pareto: bool = False
     combined: float = 0.0
     validation: float | None = None  # loss.csv's val_loss at this step, where the run logged one
+    lora: str | None = None  # pivotal tuning: the LoRA of the same step, painted with the token
 
 
 @dataclass
@@ -92,6 +100,21 @@ def run_embeddings(run: Path) -> list[tuple[int, Path]]:
         if step is not None and step not in found:
             found[step] = final
     return sorted(found.items())
+
+
+def run_pairs(run: Path) -> list[tuple[int, Path, Path | None]]:
+    """(step, token file, the LoRA of the same step or None) for every candidate of `run_embeddings`.
+
+    Why pairs: a pivotal run's token and LoRA were trained together, so a step's token is only
+    judged fairly with that step's LoRA (`embeddings/step-N.lora.safetensors` beside
+    `step-N.safetensors`; the final token with the final LoRA). A token-only run has no LoRA: None.
+    """
+    names = TrainingRun(run)
+    pairs = []
+    for step, path in run_embeddings(run):
+        lora = names.lora if path == names.embedding else names.step_lora(step)
+        pairs.append((step, path, lora if lora.is_file() else None))
+    return pairs
 
 
 def _file_step(path: Path) -> int | None:
@@ -202,16 +225,18 @@ class _Painter:
                 named = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
         return [{k: v[i : i + 1] for k, v in named.items()} for i in range(len(prompts))]
 
-    def paint(self, jobs: Sequence[_Job], tick: Callable[[float], None]) -> list[Image.Image]:
-        """Every job's picture, in order, `self.batch` pictures per UNet call; `tick(pictures)` per step."""
+    def paint(self, jobs: Sequence[_Job], tick: Callable[[float], None], pipe: Any = None) -> list[Image.Image]:
+        """Every job's picture, in order, `self.batch` pictures per UNet call; `tick(pictures)` per step.
+        `pipe`: another pipeline over the model (one with a LoRA in its UNet); the base one by default."""
         import torch
 
         from styleprompt.diffusion.generate import make_scheduler, runner_for
 
+        pipe = pipe if pipe is not None else self.base.pipe
         images: list[Image.Image] = []
         for start in range(0, len(jobs), self.batch):
             chunk = jobs[start : start + self.batch]
-            runner = runner_for(self.base.pipe, False, make_scheduler(self.scheduler, self.base.pipe.scheduler.config))
+            runner = runner_for(pipe, False, make_scheduler(self.scheduler, pipe.scheduler.config))
             embeds = {k: torch.cat([job.embeds[k] for job in chunk]) for k in chunk[0].embeds}
             share = len(chunk) / self.steps
 
@@ -306,16 +331,15 @@ def pick_checkpoint(
     """Score every saved embedding of a training run and name the one to use."""
     from tqdm.auto import tqdm
 
-    from styleprompt.diffusion.generate import load_embeddings
-    from styleprompt.diffusion.models import LoadedModel, load_pipeline, text_copy
+    from styleprompt.diffusion.models import LoadedModel, load_pipeline, text_copy, unet_copy
     from styleprompt.plumbing.images import list_images, load_image
 
     say = progress or (lambda message, fraction: None)
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a training run folder (the --output of `styleprompt train`)")
-    checkpoints = run_embeddings(run_dir)
-    if not checkpoints:
+    pairs = run_pairs(run_dir)
+    if not pairs:
         raise UserError(f"{run_dir} holds no embeddings (embeddings/step-*.safetensors); train with --save-every N")
     classes = [c.strip() for c in classes if c and c.strip()]
     if not classes:
@@ -365,52 +389,91 @@ def pick_checkpoint(
             painter.encode(base, [BASELINE_PROMPT.replace("{class}", cls) for cls, _ in prompts]),
         )
     ]
-    for k, (_, path) in enumerate(checkpoints):
-        # A fresh copy of the text encoder per checkpoint: one token name, many versions.
-        view = text_copy(base)
-        tokens = load_embeddings(view, [str(path)])
-        if not tokens:
-            raise UserError(f"{path} holds no token")
-        texts = [PICK_PROMPT.replace("{token}", tokens[0]).replace("{class}", cls) for cls, _ in prompts]
-        jobs += [
-            _Job(k, cls, seed, text, emb) for (cls, seed), text, emb in zip(prompts, texts, painter.encode(view, texts))
-        ]
-        del view
+    for k, (_, path, lora) in enumerate(pairs):
+        if lora is None:  # a token alone: encoded now, painted with the others in shared batches
+            jobs += _encoded(painter, text_copy(base), k, path, prompts)
+    total = len(prompts) * (len(pairs) + 1)
     log.warning(
-        "pick: %d pictures (%d candidates and the model without the token, %d each) at %d steps, %d per batch",
-        len(jobs),
-        len(checkpoints),
+        "pick: %d pictures (%d candidates%s and the model without the token, %d each) at %d steps, %d per batch",
+        total,
+        len(pairs),
+        " (token + LoRA pairs)" if any(lora for _, _, lora in pairs) else "",
         len(prompts),
         painter.steps,
         painter.batch,
     )
-    bar = tqdm(total=len(jobs), desc="pick", unit="image", disable=not show_progress, bar_format=_BAR)
+    bar = tqdm(total=total, desc="pick", unit="image", disable=not show_progress, bar_format=_BAR)
     painted = {"n": 0.0}
 
     def tick(share: float) -> None:
         painted["n"] += share
         bar.update(share)
-        say(f"painting: {painted['n']:.0f} of {len(jobs)} pictures", painted["n"] / len(jobs))
+        say(f"painting: {painted['n']:.0f} of {total} pictures", painted["n"] / total)
 
     with _free_threads(base.device):
         try:
             images = painter.paint(jobs, tick)
+            # A (token, LoRA) pair: its LoRA in the UNet while its own pictures are encoded and painted.
+            # On a UNet of its own when the caller lent the model (it may be shared); pick's own is its own.
+            lora_base = None
+            for k, (_, path, lora) in enumerate(pairs):
+                if lora is not None:
+                    if lora_base is None:
+                        lora_base = unet_copy(base) if isinstance(model, LoadedModel) else base
+                    more, pictures = _paint_pair(painter, lora_base, k, path, lora, prompts, tick)
+                    jobs, images = jobs + more, images + pictures
         finally:
             bar.close()
-        scores, baseline_fidelity = _score(run_dir, out, checkpoints, jobs, images, artworks, fidelity, say)
+        scores, baseline_fidelity = _score(run_dir, out, pairs, jobs, images, artworks, fidelity, say)
     best = mark_recommendation(scores)
     say("writing the plot", 1.0)
     named = TrainingRun.pick_files(out)
     result = PickResult(
         best, scores, fidelity_kind, baseline_fidelity, named.plot, named.table, named.summary, named.sheet
     )
-    plot_tradeoff(result, config.get("token", ""))
+    plot_tradeoff(result, config.get("token", "") + (" + LoRA" if any(lora for _, _, lora in pairs) else ""))
     _write_tables(result, classes, seeds)
     _write_sheet(result, classes, seeds)
     return result
 
 
-def _score(run_dir: Path, out: Path, checkpoints, jobs: Sequence[_Job], images, artworks, fidelity, say):
+def _encoded(painter: _Painter, view: Any, owner: int, path: Path, prompts: Sequence[tuple[str, int]]) -> list[_Job]:
+    """One candidate's jobs, its prompts encoded by `view` (a fresh text copy: one token name, many
+    versions) with its token loaded."""
+    from styleprompt.diffusion.generate import load_embeddings
+
+    tokens = load_embeddings(view, [str(path)])
+    if not tokens:
+        raise UserError(f"{path} holds no token")
+    texts = [PICK_PROMPT.replace("{token}", tokens[0]).replace("{class}", cls) for cls, _ in prompts]
+    return [
+        _Job(owner, cls, seed, text, emb) for (cls, seed), text, emb in zip(prompts, texts, painter.encode(view, texts))
+    ]
+
+
+def _paint_pair(
+    painter: _Painter, base: Any, owner: int, path: Path, lora: Path, prompts: Sequence[tuple[str, int]], tick
+) -> tuple[list[_Job], list[Image.Image]]:
+    """A (token, LoRA) candidate's pictures: the LoRA loaded as `generate --lora` loads it (scale 1,
+    the run's own), the prompts encoded through it (a LoRA on the text encoder acts there), its
+    pictures painted with it in the UNet, and the LoRA taken off again."""
+    from styleprompt.diffusion.lora import load_loras
+    from styleprompt.diffusion.models import text_copy
+    from styleprompt.plumbing.errors import SettingError
+
+    view = text_copy(base)
+    try:
+        try:
+            load_loras(view, [(str(lora), 1.0)])
+        except SettingError as exc:  # named as pick sees it: the run's file, not a --lora flag
+            raise UserError(exc.named("the run's LoRA")) from None
+        jobs = _encoded(painter, view, owner, path, prompts)
+        return jobs, painter.paint(jobs, tick, pipe=view.pipe)
+    finally:
+        view.pipe.unload_lora_weights()  # diffusers' own: the shared UNet is the base model again
+
+
+def _score(run_dir: Path, out: Path, pairs, jobs: Sequence[_Job], images, artworks, fidelity, say):
     """Each candidate's CheckpointScore (its pictures saved under out/images), and the reference fidelity."""
     from styleprompt.evaluation.evaluate import style_vectors
 
@@ -420,21 +483,32 @@ def _score(run_dir: Path, out: Path, checkpoints, jobs: Sequence[_Job], images, 
     artwork_vectors = style_vectors(artworks)
     logged = validation_by_step(run_dir)
     scores: list[CheckpointScore] = []
-    for k, (step, path) in enumerate(checkpoints):
+    for k, (step, path, lora) in enumerate(pairs):
         pictures = [(job.cls, job.seed, img) for job, img in zip(jobs, images) if job.owner == k]
         texts = [job.prompt for job in jobs if job.owner == k]
+        text = {"embedding": str(path), "step": str(step), **({"lora": str(lora), "lora_scale": "1"} if lora else {})}
         files = [
             str(
                 _save(
                     img,
                     TrainingRun.pick_image(out, step, f"{_slug(cls)}-seed{seed}.png"),
-                    {"prompt": text, "seed": str(seed), "embedding": str(path), "step": str(step)},
+                    {"prompt": prompt, "seed": str(seed), **text},
                 )
             )
-            for (cls, seed, img), text in zip(pictures, texts)
+            for (cls, seed, img), prompt in zip(pictures, texts)
         ]
         style = _style_score_of(style_vectors([img for _, _, img in pictures]), artwork_vectors)
-        scores.append(CheckpointScore(step, str(path), style, fidelity(pictures), files, validation=logged.get(step)))
+        scores.append(
+            CheckpointScore(
+                step,
+                str(path),
+                style,
+                fidelity(pictures),
+                files,
+                validation=logged.get(step),
+                lora=str(lora) if lora else None,
+            )
+        )
     return scores, baseline_fidelity
 
 
@@ -504,7 +578,7 @@ def plot_tradeoff(result: PickResult, token: str = "") -> Path:
 
 
 def _write_tables(result: PickResult, classes: Sequence[str], seeds: Sequence[int]) -> None:
-    fields = ["step", "file", "style", "fidelity", "pareto", "combined", "recommended", "val_loss"]
+    fields = ["step", "file", "lora", "style", "fidelity", "pareto", "combined", "recommended", "val_loss"]
     with atomic_path(result.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
@@ -513,6 +587,7 @@ def _write_tables(result: PickResult, classes: Sequence[str], seeds: Sequence[in
                 {
                     "step": s.step,
                     "file": s.path,
+                    "lora": s.lora or "",  # the LoRA painted with the token (pivotal tuning); empty: the token alone
                     "style": f"{s.style:.6f}",
                     "fidelity": f"{s.fidelity:.6f}",
                     "pareto": s.pareto,
@@ -523,7 +598,11 @@ def _write_tables(result: PickResult, classes: Sequence[str], seeds: Sequence[in
             )
     doc = {
         "recommended": result.recommended.path,
+        "recommended_lora": result.recommended.lora,  # paint with both: --embedding FILE --lora THIS
         "recommended_step": result.recommended.step,
+        "candidates": "(token, LoRA) pairs of the same step, the LoRA applied at scale 1"
+        if any(s.lora for s in result.scores)
+        else "tokens",
         "style_metric": "mean Ghiasi style similarity to the training artworks (higher is better, real weights)",
         "fidelity_metric": result.fidelity_kind + " (higher is better)",
         "baseline_fidelity": result.baseline_fidelity,
@@ -542,7 +621,7 @@ def _write_sheet(result: PickResult, classes: Sequence[str], seeds: Sequence[int
 
     from styleprompt.evaluation.report import _font, fit_into
 
-    label_w, pad = 110, 4
+    label_w, pad = (140 if any(s.lora for s in result.scores) else 110), 4
     columns = len(classes) * len(seeds)
     sheet = Image.new("RGB", (label_w + columns * (side + pad), 22 + len(result.scores) * (side + pad)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -552,7 +631,10 @@ def _write_sheet(result: PickResult, classes: Sequence[str], seeds: Sequence[int
     for r, score in enumerate(result.scores):
         y = 22 + r * (side + pad)
         mark = " *" if score is result.recommended else ""
-        draw.text((4, y + side // 2 - 14), f"step {score.step}{mark}", fill="red" if mark else "black", font=font)
+        with_lora = " + LoRA" if score.lora else ""
+        draw.text(
+            (4, y + side // 2 - 14), f"step {score.step}{with_lora}{mark}", fill="red" if mark else "black", font=font
+        )
         draw.text((4, y + side // 2 + 2), f"S {score.style:.4g} F {score.fidelity:.3g}", fill="#555", font=_font(10))
         for k, path in enumerate(score.images):
             sheet.paste(fit_into(Image.open(path), side), (label_w + k * (side + pad), y))
@@ -569,6 +651,7 @@ class QuickRow:
     path: str
     seen: float
     held_out: float | None
+    lora: str | None = None  # pivotal tuning: the LoRA of the same step, in the model for this loss
 
 
 @dataclass
@@ -611,8 +694,8 @@ def quick_pick(
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a training run folder (the --output of `styleprompt train`)")
-    checkpoints = run_embeddings(run_dir)
-    if not checkpoints:
+    pairs = run_pairs(run_dir)
+    if not pairs:
         raise UserError(f"{run_dir} holds no embeddings (embeddings/step-*.safetensors); train with --save-every N")
     config = run_config(run_dir)
     if not config.get("token"):
@@ -650,8 +733,12 @@ def quick_pick(
     from styleprompt.plumbing import cpu_threads
 
     # On a CPU, the threads free now (one beside other jobs: spinning OpenMP threads cost 6x, cpu_threads).
-    with cpu_threads.fixed_for_run() if loaded.device.type == "cpu" else nullcontext():
-        rows = _score_embeddings(StyleTokenTrainer(cfg, loaded), checkpoints, config, show_progress)
+    trainer = StyleTokenTrainer(cfg, loaded)
+    try:
+        with cpu_threads.fixed_for_run() if loaded.device.type == "cpu" else nullcontext():
+            rows = _score_embeddings(trainer, pairs, config, show_progress)
+    finally:
+        trainer.finish()  # a pivotal run's LoRA off the model again (a caller's model shares its UNet)
     by_held = all(r.held_out is not None for r in rows)
     ranked_by = "the held-out artwork's validation loss" if by_held else "the validation loss on fixed crops"
     best = plateau_start(rows, [r.held_out if by_held else r.seen for r in rows])  # type: ignore[misc]
@@ -661,11 +748,14 @@ def quick_pick(
     return result
 
 
-def _score_embeddings(trainer, checkpoints, config: dict, show_progress: bool) -> list[QuickRow]:
-    """The validation losses of each saved embedding, put into the rebuilt trainer's rows in turn."""
+def _score_embeddings(trainer, pairs, config: dict, show_progress: bool) -> list[QuickRow]:
+    """The validation losses of each saved embedding, put into the rebuilt trainer's rows in turn;
+    in a pivotal run with the LoRA of the same step put into the trainer's LoRA (the pair training
+    validated), or, where a step has none, the LoRA at the identity (the token alone)."""
     import torch
     from tqdm.auto import tqdm
 
+    from styleprompt.diffusion import lora as lora_lib
     from styleprompt.diffusion.formats import read_embedding
     from styleprompt.diffusion.validation import validation_losses
 
@@ -677,7 +767,7 @@ def _score_embeddings(trainer, checkpoints, config: dict, show_progress: bool) -
             trainer.held_out_name,
         )
     rows = []
-    for step, path in tqdm(checkpoints, desc="validation loss", unit="embedding", disable=not show_progress):
+    for step, path, lora in tqdm(pairs, desc="validation loss", unit="embedding", disable=not show_progress):
         vectors = read_embedding(str(path)).parts()
         if len(vectors) != len(trainer.parts) or any(
             v.shape != part.vectors.shape for v, part in zip(vectors, trainer.parts)
@@ -688,8 +778,14 @@ def _score_embeddings(trainer, checkpoints, config: dict, show_progress: bool) -
         with torch.no_grad():
             for part, v in zip(trainer.parts, vectors):
                 part.vectors.copy_(v.to(part.vectors))
+        applied = lora if trainer.lora is not None else None
+        if trainer.lora is not None:
+            if lora is not None:
+                lora_lib.load_file_into(trainer.lora, lora)
+            else:
+                lora_lib.reset(trainer.lora)
         seen, held = validation_losses(trainer)
-        rows.append(QuickRow(step, str(path), seen, held))
+        rows.append(QuickRow(step, str(path), seen, held, str(applied) if applied else None))
     return rows
 
 
@@ -720,12 +816,13 @@ def _write_quick(result: QuickPick) -> None:
     result.csv.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(result.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["step", "file", "val_loss", "val_heldout", "recommended"])
+        writer.writerow(["step", "file", "lora", "val_loss", "val_heldout", "recommended"])
         for r in result.rows:
             held = "" if r.held_out is None else f"{r.held_out:.6f}"
-            writer.writerow([r.step, r.path, f"{r.seen:.6f}", held, r is result.recommended])
+            writer.writerow([r.step, r.path, r.lora or "", f"{r.seen:.6f}", held, r is result.recommended])
     doc = {
         "recommended": result.recommended.path,
+        "recommended_lora": result.recommended.lora,
         "recommended_step": result.recommended.step,
         "ranked_by": result.ranked_by,
         "rule": f"the earliest step within {PLATEAU:.0%} of the run's fall of the lowest validation loss "

@@ -119,13 +119,15 @@ FORMAT_NOTES = {
     "sdxl-pair": "diffusers' two-call SDXL loading",
     "lora-diffusers": "diffusers `load_lora_weights`, styleprompt `--lora` and this app's Generate tab",
     "lora-kohya": "AUTOMATIC1111, Forge, ComfyUI (kohya LoRA)",
+    "webui-embedding": "the token for AUTOMATIC1111, Forge, ComfyUI `embeddings/`, beside the kohya LoRA",
 }
 
 
 def lora_downloads(embedding: Path) -> list[tuple[Path, str]]:
-    """The run's LoRA files beside its token (none for a token-only run)."""
+    """The run's LoRA files beside its token, and the token named for the kohya LoRA (none for a
+    token-only run)."""
     run = TrainingRun(embedding.parent)
-    named = [(run.lora, "lora-diffusers"), (run.kohya_lora, "lora-kohya")]
+    named = [(run.lora, "lora-diffusers"), (run.kohya_lora, "lora-kohya"), (run.webui_embedding, "webui-embedding")]
     return [(path, fmt) for path, fmt in named if path.is_file()]
 
 

@@ -154,7 +154,7 @@ def test_refused_on_the_page(name, served):
 @pytest.mark.slow
 def test_compare_weights_field_follows_the_folder_rules(served):
     client, out, files = served
-    # contents, styles, recent, upload, classes, methods, model, random, vgg, decoder, size, seed,
+    # contents, styles, recent, upload, classes, methods, model, random, vgg, decoder, LoRA, size, seed,
     # then the methods' fields: Gatys' iterations, token steps, strength
     message = refused(
         lambda: client.predict(
@@ -167,6 +167,7 @@ def test_compare_weights_field_follows_the_folder_rules(served):
             "tiny",
             False,
             "/etc/passwd",
+            "",
             "",
             64,
             0,
