@@ -400,7 +400,8 @@ def _vgg(vgg_weights: str | None, random_weights: bool, device: str):
     the user's back)."""
     from classic.vgg import TORCHVISION_FILE, default_weights_path, load_vgg19, shallow_folder
 
-    key = (str(vgg_weights), bool(random_weights), str(device))
+    # The weights folder is part of the key: with no file given, which set is found depends on it.
+    key = (str(vgg_weights), bool(random_weights), str(device), os.environ.get("STYLEPROMPT_WEIGHTS", ""))
     if key not in _VGG:
         if vgg_weights is None and not random_weights:
             cached = default_weights_path()
