@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,20 @@ TARGETS = {
     "leakage": 0.10,
     "run_seconds": 180.0,
 }
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every run of the figure shares: where results go, the schedule, the judges, the classes."""
+
+    out: Path
+    steps: int
+    seeds: list[int]
+    guidance: float
+    judge: Any
+    class_judge: Any
+    eval_classes: list[str]
+    train_classes: list[str]
 
 
 def variants(recipe: dict) -> dict[str, dict]:
@@ -65,19 +81,7 @@ def renderer_ceiling(painting: Path, judge, classes: list[str], count: int, vae)
 
 
 def run_variant(
-    painting: Path,
-    word: str,
-    name: str,
-    overrides: dict,
-    out: Path,
-    steps: int,
-    seeds: list[int],
-    guidance: float,
-    judge,
-    class_judge,
-    init_vectors: torch.Tensor,
-    eval_classes: list[str],
-    train_classes: list[str],
+    painting: Path, word: str, name: str, overrides: dict, setup: Setup, init_vectors: torch.Tensor
 ) -> dict:
     """Train one variant (or read its kept result) and score it."""
     from styleprompt.diffusion.config import TrainConfig
@@ -88,6 +92,8 @@ def run_variant(
     from styleprompt.micro import world
     from styleprompt.micro.judges import classify
 
+    out, steps, seeds, judge = setup.out, setup.steps, setup.seeds, setup.judge
+
     key = _key(overrides, steps, seeds)
     kept = out / word / f"{name}-{key}.json"
     if kept.is_file():
@@ -96,7 +102,7 @@ def run_variant(
     if not art.is_dir():
         from styleprompt.plumbing.images import load_image
 
-        pictures = world.make_pictures(load_image(painting), train_classes, 8, seed=31_337)
+        pictures = world.make_pictures(load_image(painting), setup.train_classes, 8, seed=31_337)
         world.write_pictures(pictures, art)
     run = out / word / f"{name}-{key}"
     if run.exists():
@@ -127,17 +133,17 @@ def run_variant(
         load_loras(loaded, [str(result.lora_path)])
         files.append(Path(result.lora_path))
     prompts, classes, seed_list = [], [], []
-    for cls in eval_classes:
+    for cls in setup.eval_classes:
         for s in seeds:
             prompts.append(f"a {tokens[0]} style of a {cls}")
             classes.append(cls)
             seed_list.append(s)
-    images = sample(loaded.pipe, prompts, seed_list, guidance=guidance)
+    images = sample(loaded.pipe, prompts, seed_list, guidance=setup.guidance)
     vectors = judge.vectors_of(images)
     r1, r3 = retrieval(judge, vectors, painting.name)
     target = judge.vectors[judge.names.index(painting.name)][None]
     gain = F.cosine_similarity(vectors, target) - F.cosine_similarity(init_vectors, target)
-    predicted = classify(images, class_judge)
+    predicted = classify(images, setup.class_judge)
     strip = out / word / f"{name}-{key}.png"
     _strip(images[:: len(seeds)], strip)
     record = {
@@ -152,7 +158,7 @@ def run_variant(
         "gain_positive": float((gain > 0).float().mean()),
         "gain_mean": float(gain.mean()),
         "class_accuracy": sum(p == c for p, c in zip(predicted, classes)) / len(classes),
-        "leakage": sum(p in train_classes for p in predicted) / len(predicted),
+        "leakage": sum(p in setup.train_classes for p in predicted) / len(predicted),
         "strip": str(strip),
     }
     kept.write_text(json.dumps(record, indent=1))
@@ -172,21 +178,15 @@ def figure_e(
     styles: list[tuple[str, str, bool]],
     recipe: dict,
     which: list[str],
-    out: Path,
-    steps: int,
-    seeds: list[int],
-    guidance: float,
-    judge,
-    class_judge,
+    setup: Setup,
     styles_dir: Path,
-    eval_classes: list[str],
-    train_classes: list[str],
     init_word: str,
     vae,
 ) -> list[dict]:
     """Every (style, variant) row; styles are (word, painting file, held out?)."""
     from styleprompt.diffusion.models import load_pipeline
 
+    out, seeds, judge, eval_classes = setup.out, setup.seeds, setup.judge, setup.eval_classes
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for word, painting_name, held in styles:
@@ -200,7 +200,9 @@ def figure_e(
         else:
             loaded = load_pipeline("micro", device="cpu")
             prompts = [f"a {init_word} style of a {c}" for c in eval_classes for _ in seeds]
-            init_images = sample(loaded.pipe, prompts, [s for _ in eval_classes for s in seeds], guidance=guidance)
+            init_images = sample(
+                loaded.pipe, prompts, [s for _ in eval_classes for s in seeds], guidance=setup.guidance
+            )
             init_vectors = judge.vectors_of(init_images)
             ceiling = renderer_ceiling(painting, judge, eval_classes, len(eval_classes) * len(seeds), vae)
             base.write_text(json.dumps({"init_vectors": init_vectors.tolist(), "ceiling": ceiling}))
@@ -208,21 +210,7 @@ def figure_e(
         for name, overrides in variants(recipe).items():
             if name not in which:
                 continue
-            r = run_variant(
-                painting,
-                word,
-                name,
-                overrides,
-                out,
-                steps,
-                seeds,
-                guidance,
-                judge,
-                class_judge,
-                init_vectors,
-                eval_classes,
-                train_classes,
-            )
+            r = run_variant(painting, word, name, overrides, setup, init_vectors)
             r = {**r, "word": word, "held_out": held, "ceiling": ceiling, "init_word_r1": init_r1}
             rows.append(r)
             print(

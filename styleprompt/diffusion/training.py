@@ -569,8 +569,9 @@ class StyleTokenTrainer:
         if self.lora is not None:  # past the pivot only the LoRA learns: no gradient, so AdamW leaves the rows
             for part in self.parts:
                 part.vectors.requires_grad_(step <= self.pivot)
-            for param in self.lora.parameters():  # before --lora-start the LoRA stays zero (an identity)
-                param.requires_grad_(step > self.lora_from)
+            if self.lora_from:  # before --lora-start the LoRA stays zero (an identity); 0: it learns all run
+                for param in self.lora.parameters():
+                    param.requires_grad_(step > self.lora_from)
         total = 0.0
         for _ in range(self.cfg.grad_accum):
             loss = self.loss_on(self.draw_batch())
