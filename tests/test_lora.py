@@ -64,15 +64,20 @@ def _scaling(module, adapter: str) -> set[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["tiny", "tiny-sdxl"])
-def test_run_files_load_in_plain_diffusers(artworks_dir, tmp_path, model):
+@pytest.mark.parametrize("model,conv", [("tiny", False), ("tiny-sdxl", False), ("tiny", True)])
+def test_run_files_load_in_plain_diffusers(artworks_dir, tmp_path, model, conv):
     """diffusers' own `load_lora_weights(run_folder)` + `load_textual_inversion` give back exactly the
-    trained LoRA (every module, alpha 8 over rank 4 = scale 2) and token; the kohya file as well."""
-    result = train(lora_config(artworks_dir, tmp_path / "run", model=model))
+    trained LoRA (every module, alpha 8 over rank 4 = scale 2) and token; the kohya file as well.
+    With `--lora-conv` the resnets' convolutions are in both files too, and no attention layer is
+    dropped (a file mixing peft and diffusers names loads only the peft half, silently)."""
+    result = train(lora_config(artworks_dir, tmp_path / "run", model=model, lora_conv=conv))
     run = TrainingRun(result.output_dir)
     assert result.lora_path == run.lora and run.lora.is_file() and run.kohya_lora.is_file()
     state = load_checkpoint(list_checkpoints(run.checkpoints)[-1][1])
     assert state.step == 4 and state.lora
+    convs = [k for k in state.lora if ".resnets." in k and (".conv1." in k or ".conv2." in k)]
+    attention = [k for k in state.lora if k.startswith("unet.") and ".attn" in k]
+    assert bool(convs) == conv and attention
     parts = ["unet", "text_encoder"] + (["text_encoder_2"] if model == "tiny-sdxl" else [])
 
     kohya = load_file(str(run.kohya_lora))
@@ -450,7 +455,7 @@ def test_a_checkpoints_lora_of_another_recipe_names_the_setting_it_differs_in():
     from styleprompt.plumbing.errors import SettingError, cli_message
 
     def attached(**overrides):
-        settings = dict(rank=4, alpha=4.0, blocks="all", text_encoder=False) | overrides
+        settings = dict(rank=4, alpha=4.0, blocks="all", text_encoder=False, conv=False) | overrides
         return lora.attach(build_tiny_pipeline(), **settings)
 
     saved = attached().state()
@@ -459,6 +464,7 @@ def test_a_checkpoints_lora_of_another_recipe_names_the_setting_it_differs_in():
         (dict(rank=8), "lora_rank"),
         (dict(text_encoder=True), "lora_text_encoder"),
         (dict(blocks="style"), "lora_blocks"),
+        (dict(conv=True), "lora_conv"),
     ):
         with pytest.raises(SettingError) as caught:
             attached(**overrides).load_state(saved, "checkpoint-2")

@@ -15,6 +15,9 @@ from styleprompt.diffusion import lora
 from styleprompt.diffusion.models import load_pipeline
 from styleprompt.plumbing.errors import SettingError
 
+# file set -> (model, --lora-conv): a conv LoRA (kohya's LoCon) converts and loads as whole as an attention one
+MODELS = {"tiny": ("tiny", False), "tiny-sdxl": ("tiny-sdxl", False), "tiny-conv": ("tiny", True)}
+
 
 @pytest.fixture(scope="module")
 def lora_files(tmp_path_factory) -> dict[str, Path]:
@@ -22,19 +25,19 @@ def lora_files(tmp_path_factory) -> dict[str, Path]:
     equal, so a lost alpha shows), with random weights (a fresh LoRA's up weights are all zero)."""
     root = tmp_path_factory.mktemp("lora-files")
     files = {}
-    for model in ("tiny", "tiny-sdxl"):
+    for name, (model, conv) in MODELS.items():
         pipe = load_pipeline(model, device="cpu").pipe
-        attached = lora.attach(pipe, rank=4, alpha=8.0, blocks="all", text_encoder=True)
+        attached = lora.attach(pipe, rank=4, alpha=8.0, blocks="all", text_encoder=True, conv=conv)
         torch.manual_seed(0)
         with torch.no_grad():
             for param in attached.parameters():
                 param.normal_()
-        folder = root / model
+        folder = root / name
         folder.mkdir()
-        files[model] = lora.save_lora(
+        files[name] = lora.save_lora(
             pipe, attached, folder / "pytorch_lora_weights.safetensors", {"styleprompt.step": "7"}
         )
-        files[model + ":kohya"] = lora.save_kohya(attached, folder / "lora_kohya.safetensors")
+        files[name + ":kohya"] = lora.save_kohya(attached, folder / "lora_kohya.safetensors")
     return files
 
 
@@ -43,14 +46,15 @@ def _same(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]) for k in x)
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny-sdxl"])
-def test_diffusers_kohya_diffusers_is_bit_exact_and_carries_alpha(lora_files, tmp_path, model):
-    source = lora_files[model]
+@pytest.mark.parametrize("name", list(MODELS))
+def test_diffusers_kohya_diffusers_is_bit_exact_and_carries_alpha(lora_files, tmp_path, name):
+    model = MODELS[name][0]
+    source = lora_files[name]
     assert cli(["convert", str(source), "--to", "lora-kohya", "--output", str(tmp_path / "k.safetensors")]) == 0
     assert cli(["convert", str(tmp_path / "k.safetensors"), "--to", "lora-diffusers", "--output", str(tmp_path)]) == 0
     back = tmp_path / "pytorch_lora_weights.safetensors"  # a folder gets the layout's usual name
     assert _same(source, back)
-    assert _same(lora_files[model + ":kohya"], tmp_path / "k.safetensors")  # the same file the run writes
+    assert _same(lora_files[name + ":kohya"], tmp_path / "k.safetensors")  # the same file the run writes
     kohya = load_file(str(tmp_path / "k.safetensors"))
     assert {float(v) for k, v in kohya.items() if k.endswith(".alpha")} == {8.0}
     assert any(k.startswith("lora_te2_") for k in kohya) == (model == "tiny-sdxl")
@@ -63,6 +67,11 @@ def test_diffusers_kohya_diffusers_is_bit_exact_and_carries_alpha(lora_files, tm
     pipe.load_lora_weights(str(back), adapter_name="back")
     scales = {m.scaling["back"] for m in pipe.unet.modules() if hasattr(m, "scaling") and "back" in m.scaling}
     assert scales == {2.0}
+    # every layer of the file is on the UNet: none dropped by a loader that misreads the layout
+    unet_layers = [k for k in load_file(str(back)) if k.startswith("unet.") and k.endswith(lora._DOWN)]
+    adapted = [m for m in pipe.unet.modules() if hasattr(m, "scaling") and "back" in m.scaling]
+    assert len(adapted) == len(unet_layers)
+    assert any(isinstance(m.base_layer, torch.nn.Conv2d) for m in adapted) == MODELS[name][1]
 
 
 def test_kohya_diffusers_kohya_is_bit_exact(lora_files, tmp_path):

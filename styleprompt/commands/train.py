@@ -111,6 +111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["all", "style"],
         help="all attention projections, or only the block B-LoRA/InstantStyle find the style in (default: %(default)s)",
     )
+    lora.add_argument(
+        "--lora-conv",
+        action="store_true",
+        help="the resnets' convolutions too (kohya's LoCon): reaches the blocks that have no attention",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

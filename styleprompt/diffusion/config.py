@@ -92,6 +92,7 @@ class TrainConfig:
     lora_start: float = 0.0
     lora_text_encoder: bool = False
     lora_blocks: str = "all"  # or "style": the block B-LoRA/InstantStyle name (lora.style_block)
+    lora_conv: bool = False  # the resnets' convolutions too (kohya's LoCon): blocks without attention
 
     def __post_init__(self) -> None:
         """Intervals left unset scale down with a short run, so a 30-step smoke test still leaves

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 # The attention projections diffusers' LoRA scripts train (to_out.0 is the output Linear).
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # CLIP's attention, as the advanced script
+# `--lora-conv`: the resnets' 3x3 convolutions too, as kohya's LoCon (`conv_dim`). Some blocks have
+# no attention at all (SD 1.x's finest down/up blocks, micro's 16x16 ones): only a conv LoRA reaches them.
+UNET_CONV_TARGETS = ("conv1", "conv2")
 BLOCKS = ("all", "style")
 ADAPTER = "styleprompt"  # the adapter's name while training
 
@@ -57,19 +60,22 @@ def style_block(unet: Any) -> str:
     raise SettingError("lora_blocks", "this UNet has no attention in its up blocks; use {setting} all")
 
 
-def unet_target_modules(unet: Any, blocks: str) -> list[str]:
-    """Full names of the UNet projections the LoRA goes on (peft matches a full name exactly)."""
+def unet_target_modules(unet: Any, blocks: str, conv: bool = False) -> list[str]:
+    """Full names of the UNet layers the LoRA goes on (peft matches a full name exactly): the
+    attention projections, and with `conv` the resnets' convolutions of the same blocks."""
     if blocks not in BLOCKS:
         raise SettingError("lora_blocks", f"{{setting}} must be {' or '.join(BLOCKS)} (got {blocks!r})")
     prefix = style_block(unet) + "." if blocks == "style" else ""
-    found = [
-        name
-        for name, module in unet.named_modules()
-        if isinstance(module, torch.nn.Linear)
-        and name.startswith(prefix)
-        and any(name == t or name.endswith("." + t) for t in UNET_TARGETS)
-        and ".attn" in name
-    ]
+    # the style block's resnet of the same index: the conv half of that block (B-LoRA's block is one pair)
+    conv_prefix = prefix.replace(".attentions.", ".resnets.")
+    found = []
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.startswith(prefix) and ".attn" in name:
+            if any(name == t or name.endswith("." + t) for t in UNET_TARGETS):
+                found.append(name)
+        elif conv and isinstance(module, torch.nn.Conv2d) and name.startswith(conv_prefix) and ".resnets." in name:
+            if name.rsplit(".", 1)[-1] in UNET_CONV_TARGETS:
+                found.append(name)
     if not found:
         raise SettingError(
             "lora_blocks", f"no attention projections to put a LoRA on in this UNet ({{setting}} {blocks})"
@@ -118,14 +124,17 @@ class AttachedLora:
         A mismatch is a resume with another LoRA recipe than the checkpoint's (the run's
         config.json refuses that first, unless the file was lost or edited). The error names the
         setting the difference points to, as a `SettingError` (the CLI shows its flag): other
-        modules (the text encoders) -> `lora_text_encoder`, other UNet layers -> `lora_blocks`,
+        modules (the text encoders) -> `lora_text_encoder`, convolutions on one side only ->
+        `lora_conv`, other UNet layers -> `lora_blocks`,
         another shape -> `lora_rank`.
         """
         own = dict(self.named_parameters())
         if set(own) != set(tensors):
             parts_here, parts_there = ({name.split(".", 1)[0] for name in names} for names in (own, tensors))
+            conv_here, conv_there = (any(".resnets." in name for name in names) for names in (own, tensors))
+            setting = "lora_text_encoder" if parts_here != parts_there else "lora_blocks"
             raise SettingError(
-                "lora_text_encoder" if parts_here != parts_there else "lora_blocks",
+                "lora_conv" if parts_here == parts_there and conv_here != conv_there else setting,
                 f"{where} holds LoRA weights for other modules ({len(tensors)} tensors on "
                 f"{'/'.join(sorted(parts_there))}, this run has {len(own)} on {'/'.join(sorted(parts_here))}); "
                 "resume with the {setting} it was trained with, or start a new run in another output folder",
@@ -143,13 +152,14 @@ class AttachedLora:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
 
-def attach(pipe: Any, *, rank: int, alpha: float, blocks: str, text_encoder: bool) -> AttachedLora:
+def attach(pipe: Any, *, rank: int, alpha: float, blocks: str, text_encoder: bool, conv: bool = False) -> AttachedLora:
     """Put a fresh LoRA on the pipeline's UNet (and text encoders), trainable in fp32."""
     from diffusers.training_utils import cast_training_params
     from peft import inject_adapter_in_model
 
     modules: dict[str, Any] = {"unet": pipe.unet}
-    pipe.unet.add_adapter(lora_config(rank, alpha, unet_target_modules(pipe.unet, blocks)), adapter_name=ADAPTER)
+    targets = unet_target_modules(pipe.unet, blocks, conv)
+    pipe.unet.add_adapter(lora_config(rank, alpha, targets), adapter_name=ADAPTER)
     if text_encoder:
         for where in ("text_encoder", "text_encoder_2"):
             encoder = getattr(pipe, where, None)
@@ -176,17 +186,32 @@ def detach(lora: AttachedLora) -> None:
     lora.modules.clear()
 
 
+def to_diffusers_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """peft keys -> diffusers' layout, through diffusers' converter, with the layers it has no rule
+    for (a conv LoRA's resnet convolutions) named the same way (`.lora.down` / `.lora.up`).
+
+    Why the second step: the converter renames only attention projections, and diffusers' loader
+    converts a UNet file back to peft's names only when its first key is not already peft's
+    (`lora_A`); a file of both kinds would load its conv layers and silently drop every attention one.
+    """
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils.state_dict_utils import StateDictType
+
+    out = {}
+    for key, value in convert_state_dict_to_diffusers(state, original_type=StateDictType.PEFT).items():
+        key = key.replace(".lora_A.weight", ".lora.down.weight").replace(".lora_B.weight", ".lora.up.weight")
+        out[key] = value
+    return out
+
+
 def diffusers_layers(lora: AttachedLora) -> dict[str, dict[str, torch.Tensor]]:
     """{module: diffusers-layout state dict}: peft's own state dict, through diffusers' converter."""
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     out = {}
     for where, module in lora.modules.items():
         state = get_peft_model_state_dict(module, adapter_name=ADAPTER)
-        out[where] = {
-            k: v.detach().float().cpu().contiguous() for k, v in convert_state_dict_to_diffusers(state).items()
-        }
+        out[where] = {k: v.detach().float().cpu().contiguous() for k, v in to_diffusers_layout(state).items()}
     return out
 
 
@@ -535,6 +560,13 @@ def _configured_alpha(meta: dict[str, Any], part: str, module: str, rank: int) -
     return float(alpha) if alpha is not None else float(rank)
 
 
+def _alpha_target(key: str) -> str:
+    """The down weight a kohya alpha of diffusers' `lora_state_dict` scales: `...to_q_lora.down.weight.alpha`
+    names it; a LoCon conv layer's `...resnets.0.conv1.alpha` names only the layer."""
+    target = key[: -len(".alpha")]
+    return target if target.endswith(".weight") else target + ".lora.down.weight"
+
+
 def read_peft_lora(path: str | os.PathLike) -> PeftLora:
     """Any LoRA file (either layout, checked by `read_lora_file`) as peft weights with their alphas,
     through diffusers' own `lora_state_dict` (which reads kohya's names and alphas)."""
@@ -549,8 +581,9 @@ def read_peft_lora(path: str | os.PathLike) -> PeftLora:
     weights = {k: v.contiguous() for k, v in _to_peft(state).items()}
     alphas: dict[str, float] = {}
     if info.format == "kohya":
-        # diffusers names each alpha as the down weight it scales: the same converter names it in peft's terms
-        named = _to_peft({k[: -len(".alpha")]: torch.tensor(float(v)) for k, v in (network_alphas or {}).items()})
+        # diffusers names each alpha as the down weight it scales (a conv layer's as the layer itself):
+        # the same converter names it in peft's terms
+        named = _to_peft({_alpha_target(k): torch.tensor(float(v)) for k, v in (network_alphas or {}).items()})
         alphas = {k[: -len(".lora_A.weight")]: float(v) for k, v in named.items() if k.endswith(".lora_A.weight")}
     for module in _modules(weights):
         if module not in alphas:
@@ -584,8 +617,6 @@ def write_diffusers(lora: PeftLora, path: Path) -> Path:
     from collections import Counter
 
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from diffusers.utils.state_dict_utils import StateDictType
 
     kwargs: dict[str, Any] = {}
     for part in _PARTS:
@@ -597,7 +628,7 @@ def write_diffusers(lora: PeftLora, path: Path) -> Path:
         alphas = {m: lora.alphas[f"{part}.{m}"] for m in modules}
         rank = Counter(ranks.values()).most_common(1)[0][0]
         alpha = Counter(alphas.values()).most_common(1)[0][0]
-        kwargs[f"{part}_lora_layers"] = convert_state_dict_to_diffusers(sub, original_type=StateDictType.PEFT)
+        kwargs[f"{part}_lora_layers"] = to_diffusers_layout(sub)
         kwargs[f"{part}_lora_adapter_metadata"] = {
             "r": rank,
             "lora_alpha": alpha,

@@ -419,6 +419,7 @@ class StyleTokenTrainer:
                 rank=cfg.lora_rank,
                 alpha=cfg.lora_scale_alpha,
                 blocks=cfg.lora_blocks,
+                conv=cfg.lora_conv,
                 text_encoder=cfg.lora_text_encoder,
             )
             groups = [{"params": groups, "lr": lr}, {"params": self.lora.parameters(), "lr": cfg.lora_lr * scale}]

@@ -71,6 +71,7 @@ RECIPE = (
     "lora_start",
     "lora_text_encoder",
     "lora_blocks",
+    "lora_conv",
 )
 # diffusers' schedules whose learning rate at a step depends on num_training_steps.
 SCHEDULES_BY_LENGTH = ("linear", "cosine", "cosine_with_restarts", "polynomial")
