@@ -236,6 +236,25 @@ def test_vectors_and_norm_cap_default_to_the_models_own():
     assert config_from_args(parser.parse_args(["--images", "x"])).vectors == 4
 
 
+def test_lora_settings_default_to_the_models_own():
+    """Pivotal tuning's defaults: diffusers' advanced script's, and micro's own from figure e; a
+    LoRA-alone run (`--ti-fraction 0`) needs no `--lora-start` beside it."""
+    import argparse
+
+    from styleprompt.commands.train import add_arguments, config_from_args
+
+    sd, micro = TrainConfig(images="x"), TrainConfig(images="x", model="micro")
+    assert (sd.lora_lr, sd.ti_fraction, sd.lora_start, sd.lora_conv) == (1e-4, 0.5, 0.0, False)
+    assert (micro.lora_lr, micro.ti_fraction, micro.lora_start, micro.lora_conv) == (3e-3, 2 / 3, 2 / 3, True)
+    assert TrainConfig(images="x", model="micro", ti_fraction=0.0).lora_start == 0.0
+    assert TrainConfig(images="x", model="micro", lora_conv=False, lora_lr=1e-4).lora_conv is False
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    parsed = config_from_args(parser.parse_args(["--images", "x", "--model", "micro", "--no-lora-conv"]))
+    assert parsed.lora_conv is False and parsed.lora_lr == 3e-3
+    assert config_from_args(parser.parse_args(["--images", "x", "--lora-conv"])).lora_conv is True
+
+
 def test_norm_cap_keeps_learned_vectors_within_the_longest_word(artworks_dir, tmp_path):
     """With a cap, no step leaves a vector longer than the model's longest word embedding (x the cap);
     without one, the same run at a high lr grows past it, so the assertion can fail."""

@@ -10,6 +10,19 @@ from styleprompt.diffusion.models import DEFAULT_MODEL, MODEL_CHOICES_HELP
 _DEFAULTS = TrainConfig(images="")
 
 
+def _default(name: str) -> str:
+    """`default: X` (and `Y on --model micro` where micro's figures chose another value)."""
+    from styleprompt.diffusion.config import MODEL_TRAINING_DEFAULTS, TRAINING_DEFAULTS
+    from styleprompt.diffusion.families import MICRO_MODEL
+
+    def shown(value: float) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+
+    text = f"default: {shown(TRAINING_DEFAULTS[name])}"
+    micro = MODEL_TRAINING_DEFAULTS.get(MICRO_MODEL, {})
+    return text + (f"; {shown(micro[name])} on --model micro" if name in micro else "")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = _DEFAULTS
     parser.add_argument("--images", required=True, help="folder of 3-20 artworks in one style (jpg, png, webp)")
@@ -88,21 +101,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     lora.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank (default: %(default)s)")
     lora.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
-    lora.add_argument(
-        "--lora-lr", type=float, default=d.lora_lr, help="the LoRA's learning rate (default: %(default)s)"
-    )
+    lora.add_argument("--lora-lr", type=float, default=None, help=f"the LoRA's learning rate ({_default('lora_lr')})")
     lora.add_argument(
         "--ti-fraction",
         type=float,
-        default=d.ti_fraction,
-        help="the token trains for this fraction of the steps, the LoRA for all (0: LoRA alone; default: %(default)s)",
+        default=None,
+        help=f"the token trains for this fraction of the steps (0: the LoRA alone; {_default('ti_fraction')})",
     )
     lora.add_argument(
         "--lora-start",
         type=float,
-        default=d.lora_start,
-        help="the LoRA joins after this fraction of the steps (0: all run; with --ti-fraction 0.5, 0.5 is the "
-        "original pivotal tuning: token first, then the LoRA around it; default: %(default)s)",
+        default=None,
+        help="the LoRA joins after this fraction of the steps (0: all run; equal to --ti-fraction: the "
+        f"original pivotal tuning, the token first, then the LoRA around it; {_default('lora_start')})",
     )
     lora.add_argument("--lora-text-encoder", action="store_true", help="a LoRA on the text encoder(s) too")
     lora.add_argument(
@@ -113,8 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     lora.add_argument(
         "--lora-conv",
-        action="store_true",
-        help="the resnets' convolutions too (kohya's LoCon): reaches the blocks that have no attention",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the resnets' convolutions too (kohya's LoCon): reaches the blocks that have no attention "
+        f"({_default('lora_conv')})",
     )
 
 

@@ -14,7 +14,8 @@ Where the defaults come from (README "Training defaults" repeats this):
 - AdamW (0.9, 0.999, weight decay 1e-2, eps 1e-8): diffusers' example.
 - adapter none; with lora: rank 4, alpha = rank, lora lr 1e-4, the token for the first half of
   the steps: diffusers' `train_dreambooth_lora_sdxl_advanced.py` defaults (--rank 4,
-  --learning_rate 1e-4, --train_text_encoder_ti_frac 0.5). Provisional: not yet measured on micro.
+  --learning_rate 1e-4, --train_text_encoder_ti_frac 0.5). On micro, figure e chose others
+  (`MODEL_TRAINING_DEFAULTS` below): the token for 2/3 of the steps, then a conv LoRA at 3e-3.
 """
 
 from __future__ import annotations
@@ -25,14 +26,34 @@ from styleprompt.diffusion.families import DEFAULT_MODEL, MICRO_MODEL
 from styleprompt.diffusion.templates import DEFAULT_PREVIEW_PROMPT
 
 # Training settings whose best value depends on the model; TrainConfig fills the ones a user left unset.
-TRAINING_DEFAULTS: dict[str, float] = {"vectors": 4, "norm_cap": 0.0}
+TRAINING_DEFAULTS: dict[str, float] = {
+    "vectors": 4,
+    "norm_cap": 0.0,
+    # pivotal tuning: diffusers' train_dreambooth_lora_sdxl_advanced.py (--learning_rate 1e-4,
+    # --train_text_encoder_ti_frac 0.5, the LoRA from the first step, attention projections only)
+    "lora_lr": 1e-4,
+    "ti_fraction": 0.5,
+    "lora_start": 0.0,
+    "lora_conv": False,
+}
 MODEL_TRAINING_DEFAULTS: dict[str, dict[str, float]] = {
     # The micro model's text encoder has 2 layers and 32 positions: four learned vectors outweighed the
     # prompt's one class word (starry token, 6 unseen classes x 2 seeds: class accuracy 0.33 with 4,
     # 0.75 with 1), and an uncapped vector grew to twice the length of any word while its direction
     # settled near the word "starry" (cosine 0.70); capped, the token's style retrieval@1 rose from 0.50
     # to 0.75 (docs/micro.md).
-    MICRO_MODEL: {"vectors": 1, "norm_cap": 1.0},
+    # Pivotal tuning on micro (figure e, docs/micro.md): the token first, then a LoRA on the attention
+    # and the resnets' convolutions (micro's 16x16 blocks have no attention) at 3e-3. Trained together
+    # from the start, the LoRA took over what the token learns (starry r@1 0.75 -> 0.00); the attention
+    # LoRA alone added nothing; at 1e-2 the pictures collapsed to the training classes.
+    MICRO_MODEL: {
+        "vectors": 1,
+        "norm_cap": 1.0,
+        "lora_lr": 3e-3,
+        "ti_fraction": 2 / 3,
+        "lora_start": 2 / 3,
+        "lora_conv": True,
+    },
 }
 
 
@@ -84,15 +105,16 @@ class TrainConfig:
     adapter: str = "none"
     lora_rank: int = 4  # diffusers' advanced script's --rank default
     lora_alpha: float | None = None  # None: the rank (scale 1), as diffusers' scripts (`lora_scale_alpha`)
-    lora_lr: float = 1e-4  # diffusers' advanced script's --learning_rate
-    ti_fraction: float = 0.5  # the token trains for this fraction of the steps (its --train_text_encoder_ti_frac)
+    # None in the four below: the model's own (TRAINING_DEFAULTS, MODEL_TRAINING_DEFAULTS), set below
+    lora_lr: float = None  # type: ignore[assignment]  # the LoRA's learning rate
+    ti_fraction: float = None  # type: ignore[assignment]  # the token trains for this fraction of the steps
     # The LoRA joins after this fraction of the steps: 0 trains it all run (diffusers' advanced script);
     # ti_fraction 0.5 with lora_start 0.5 is the original pivotal tuning (Roich et al. 2021, cloneofsimo's
     # lora_pti): the token is inverted first, then frozen, and the LoRA tunes the model around that pivot.
-    lora_start: float = 0.0
+    lora_start: float = None  # type: ignore[assignment]
     lora_text_encoder: bool = False
     lora_blocks: str = "all"  # or "style": the block B-LoRA/InstantStyle name (lora.style_block)
-    lora_conv: bool = False  # the resnets' convolutions too (kohya's LoCon): blocks without attention
+    lora_conv: bool = None  # type: ignore[assignment]  # the resnets' convolutions too (kohya's LoCon)
 
     def __post_init__(self) -> None:
         """Intervals left unset scale down with a short run, so a 30-step smoke test still leaves
@@ -101,6 +123,14 @@ class TrainConfig:
             self.vectors = int(training_default(self.model, "vectors"))
         if self.norm_cap is None:
             self.norm_cap = training_default(self.model, "norm_cap")
+        for name in ("lora_lr", "ti_fraction"):
+            if getattr(self, name) is None:
+                setattr(self, name, float(training_default(self.model, name)))
+        if self.lora_start is None:
+            # never after the token's end: `--ti-fraction 0` (the LoRA alone) needs no --lora-start too
+            self.lora_start = min(float(training_default(self.model, "lora_start")), self.ti_fraction)
+        if self.lora_conv is None:
+            self.lora_conv = bool(training_default(self.model, "lora_conv"))
         if self.save_every is None:
             self.save_every = min(250, max(1, self.steps // 8))
         if self.checkpoint_every is None:
