@@ -281,3 +281,33 @@ def checks(rows: list[dict], meets_b) -> list[tuple[str, bool]]:
     out.append(("leakage <= 10%", sum(r["leakage"] for r in mine) / len(mine) <= TARGETS["leakage"]))
     out.append(("each run within 3 min", max(r["train_seconds"] for r in mine) <= TARGETS["run_seconds"]))
     return out
+
+
+def markdown(rows: list[dict], meets_b) -> str:
+    """The per-style table docs/micro.md shows: each variant's token r@1 (r@3) / class accuracy /
+    leakage, whether it meets figure b's targets (trained styles), and the renderer's ceiling."""
+    by_style: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_style.setdefault(r["word"], {})[r["variant"]] = r
+    names = [n for n in ("ti", "lora", "pivotal") if any(n in v for v in by_style.values())]
+    head = "| style | " + " | ".join(f"{n}: r@1 (r@3) / class / leak" for n in names)
+    lines = [head + " | pivotal s, KiB | ceiling r@1 (VAE) |", "| --- " * (len(names) + 3) + "|"]
+    for word, found in by_style.items():
+        first = next(iter(found.values()))
+        cells = []
+        for n in names:
+            r = found.get(n)
+            if r is None:
+                cells.append("")
+                continue
+            met = " **b**" if not r["held_out"] and meets_b(r) else ""
+            cells.append(
+                f"{r['style_r1']:.2f} ({r['style_r3']:.2f}) / {r['class_accuracy']:.2f} / {r['leakage']:.0%}{met}"
+            )
+        piv = found.get("pivotal")
+        cost = f"{piv['train_seconds']:.0f}, {piv['file_bytes'] / 1024:.0f}" if piv else ""
+        ceiling = first["ceiling"]
+        lines.append(
+            f"| {word} | " + " | ".join(cells) + f" | {cost} | {ceiling['r1']:.2f} ({ceiling['vae_r1']:.2f}) |"
+        )
+    return "\n".join(lines) + "\n"

@@ -374,6 +374,8 @@ def main() -> int:
             vae,
         )
         figures["e_recipe"] = recipe
+        (e_out / "figure_e.md").write_text(micro_e.markdown(figures["e"], meets_b))
+        print(f"e table     {e_out / 'figure_e.md'}", flush=True)
         for line in micro_e.summary(figures["e"], meets_b):
             print(line, flush=True)
     figures["seconds"] = round(time.perf_counter() - t0)
