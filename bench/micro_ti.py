@@ -263,6 +263,12 @@ def main() -> int:
     )
     parser.add_argument("--e-variants", default="ti,lora,pivotal", help="figure e's variants (default all three)")
     parser.add_argument(
+        "--e-lora-scales",
+        default="0.5",
+        help="figure e: also paint the pivotal LoRA at these scales (kept runs, no training; '' for none; "
+        "the targets are checked at micro_e.RECOMMENDED_SCALE where painted; default: %(default)s)",
+    )
+    parser.add_argument(
         "--e-recipe",
         default=None,
         help="the pivotal recipe as JSON TrainConfig fields (default micro_e.PIVOTAL); the LoRA alone shares it",
@@ -368,7 +374,17 @@ def main() -> int:
             chosen,
             recipe,
             args.e_variants.split(","),
-            micro_e.Setup(e_out, steps, seeds, args.guidance, judge, class_judge, TI_EVAL_CLASSES, TI_TRAIN_CLASSES),
+            micro_e.Setup(
+                e_out,
+                steps,
+                seeds,
+                args.guidance,
+                judge,
+                class_judge,
+                TI_EVAL_CLASSES,
+                TI_TRAIN_CLASSES,
+                tuple(float(k) for k in args.e_lora_scales.split(",") if k),
+            ),
             STYLES_DIR,
             INIT_WORD,
             vae,
