@@ -5,7 +5,10 @@ same 8 renderer pictures (lighthouse, house, city, tree; seed 31337), the same s
 b and c, three variants train from one recipe each:
 - ti: the project's trainer with its defaults (figure b/c's token);
 - lora: a LoRA alone: the token never moves from its init word (`ti_fraction 0`);
-- pivotal: the token and the LoRA together (the recipe given, `PIVOTAL` by default).
+- pivotal: the token and the LoRA (the recipe given, `PIVOTAL` by default: the token first, then a
+  conv LoRA), painted with its LoRA at 1 and again at each `--e-lora-scales` value (the kept run,
+  no training), since a user turns a LoRA down against leakage; the targets are checked at
+  RECOMMENDED_SCALE.
 
 Each is scored on 6 unseen classes x the seeds: the style judge's retrieval@1/@3 of the painting
 among the 19, the gain in style similarity over the init word's picture of the same class and seed
