@@ -192,13 +192,11 @@ def score(
     }
 
 
-def rescore(
-    painting: Path, word: str, name: str, overrides: dict, setup: Setup, init_vectors: torch.Tensor, scale: float
-) -> dict:
-    """A trained LoRA variant's kept run painted again with its LoRA at another scale (`--lora
-    FILE:SCALE`, what a user turns down against leakage); no training, the run's time and size kept."""
-    trained = run_variant(painting, word, name, overrides, setup, init_vectors)
-    key = _key(overrides, setup.steps, setup.seeds)
+def rescore(painting: Path, word: str, trained: dict, setup: Setup, init_vectors: torch.Tensor, scale: float) -> dict:
+    """A trained LoRA variant's kept run (`trained`: run_variant's record) painted again with its LoRA
+    at another scale (`--lora FILE:SCALE`, what a user turns down against leakage); no training, the
+    run's time and size kept."""
+    name, key = trained["variant"], _key(trained["overrides"], setup.steps, setup.seeds)
     kept = setup.out / word / f"{name}-{key}@{scale:g}.json"
     if kept.is_file():
         return json.loads(kept.read_text())
@@ -255,9 +253,10 @@ def figure_e(
         for name, overrides in variants(recipe).items():
             if name not in which:
                 continue
-            found = [run_variant(painting, word, name, overrides, setup, init_vectors)]
+            trained = run_variant(painting, word, name, overrides, setup, init_vectors)
+            found = [trained]
             if name == "pivotal":
-                found += [rescore(painting, word, name, overrides, setup, init_vectors, k) for k in setup.lora_scales]
+                found += [rescore(painting, word, trained, setup, init_vectors, k) for k in setup.lora_scales]
             for r in found:
                 r = {**r, "word": word, "held_out": held, "ceiling": ceiling, "init_word_r1": init_r1}
                 rows.append(r)
